@@ -1,0 +1,160 @@
+//! Messages between actors, and the plan a FlowActor runs.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use actix::prelude::*;
+
+use crate::domain::dag::Dag;
+use crate::domain::flow::{FlowEvent, FlowPicture, FlowState};
+use crate::domain::spec::FlowInputSpec;
+use crate::domain::store::DataStore;
+use crate::engine::node::NodeError;
+
+/// Everything a FlowActor needs to run a flow.
+#[derive(Debug, Clone)]
+pub struct FlowPlan {
+    pub flow_id: i64,
+    pub output_id: i64,
+    pub spec: FlowInputSpec,
+    pub dag: Dag,
+    /// The flow's stores by id, passwords opened.
+    pub stores: HashMap<i64, DataStore>,
+}
+
+// ---- to the Persister -------------------------------------------------------------------------
+
+/// Start keeping a flow's picture (and writing it).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Track {
+    pub flow_id: i64,
+    pub picture: FlowPicture,
+}
+
+/// Something happened to a flow; coalesced into the next write.
+#[derive(Message, Debug, Clone)]
+#[rtype(result = "()")]
+pub struct Record {
+    pub flow_id: i64,
+    pub event: FlowEvent,
+}
+
+/// A state change, written before the reply: the caller may rely on it being durable.
+#[derive(Message)]
+#[rtype(result = "Result<(), String>")]
+pub struct Transition {
+    pub flow_id: i64,
+    pub state: FlowState,
+}
+
+/// The current picture of a tracked flow, if tracked.
+#[derive(Message)]
+#[rtype(result = "Option<FlowPicture>")]
+pub struct GetPicture {
+    pub flow_id: i64,
+}
+
+/// Write everything pending now (graceful shutdown).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct FlushAll;
+
+// ---- to the FlowSupervisor --------------------------------------------------------------------
+
+/// A flow was created READY: run it when a slot is free.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct StartFlow {
+    pub flow_id: i64,
+}
+
+/// What a cancel request did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CancelOutcome {
+    /// It was waiting; it is CANCELLED now.
+    Cancelled,
+    /// It is running; the cancel was sent to its FlowActor.
+    Sent,
+    /// It had already ended in this state.
+    AlreadyFinal(FlowState),
+    /// No such flow is known to the supervisor (the caller checks the database).
+    Unknown,
+}
+
+#[derive(Message)]
+#[rtype(result = "CancelOutcome")]
+pub struct CancelFlow {
+    pub flow_id: i64,
+}
+
+/// A FlowActor ended its flow in a final state (already written).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct FlowEnded {
+    pub flow_id: i64,
+    pub state: FlowState,
+}
+
+/// A flow's execution crashed (a panic or a broken invariant).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct FlowCrashed {
+    pub flow_id: i64,
+    pub cause: String,
+}
+
+/// Find flows a previous process left unfinished and run them.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Recover;
+
+/// Stop all running flows at a safe point, leaving them resumable (graceful shutdown).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Park;
+
+/// How many flows are running and waiting.
+#[derive(Message)]
+#[rtype(result = "FlowCounts")]
+pub struct Counts;
+
+#[derive(Debug, Clone, Copy, MessageResponse)]
+pub struct FlowCounts {
+    pub running: usize,
+    pub waiting: usize,
+}
+
+// ---- to a FlowActor ---------------------------------------------------------------------------
+
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Cancel;
+
+/// Stop at a safe point without a final state, so the next start resumes the flow.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Suspend;
+
+/// How a task ended.
+#[derive(Debug, Clone)]
+pub enum TaskOutcome {
+    Completed {
+        rows: u64,
+        elapsed: std::time::Duration,
+    },
+    Failed(NodeError),
+    Cancelled,
+    /// The task's work panicked: a crash of the flow, not a failure of the node.
+    Panicked(String),
+}
+
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct TaskDone {
+    pub index: usize,
+    pub outcome: TaskOutcome,
+}
+
+/// Handy alias for what FlowActors share with their tasks.
+pub type SharedSession = Arc<crate::engine::FlowSession>;

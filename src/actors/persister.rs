@@ -1,0 +1,216 @@
+//! The Persister: the single writer of flow outputs. It keeps each running flow's picture,
+//! applies events to it, and writes coalesced: dirty pictures every `persist_interval`, a state
+//! change at once, and a final state before it replies (so it is durable before anyone is told
+//! the flow ended). Writes go through one writer task, in order.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use actix::prelude::*;
+use sea_orm::DatabaseConnection;
+use tokio::sync::{mpsc, oneshot};
+
+use super::messages::{FlushAll, GetPicture, Record, Track, Transition};
+use crate::domain::flow::{FlowEvent, FlowPicture};
+use crate::domain::time;
+use crate::services::repo;
+
+struct Entry {
+    picture: FlowPicture,
+    /// Changed since the last write.
+    dirty: bool,
+}
+
+struct WriteJob {
+    pictures: Vec<FlowPicture>,
+    done: Option<oneshot::Sender<Result<(), String>>>,
+}
+
+pub struct Persister {
+    db: DatabaseConnection,
+    interval: Duration,
+    pictures: HashMap<i64, Entry>,
+    writer: Option<mpsc::UnboundedSender<WriteJob>>,
+}
+
+impl Persister {
+    pub fn new(db: DatabaseConnection, interval: Duration) -> Self {
+        Persister {
+            db,
+            interval,
+            pictures: HashMap::new(),
+            writer: None,
+        }
+    }
+
+    fn send(&self, pictures: Vec<FlowPicture>, done: Option<oneshot::Sender<Result<(), String>>>) {
+        if pictures.is_empty() {
+            if let Some(done) = done {
+                let _ = done.send(Ok(()));
+            }
+            return;
+        }
+        match &self.writer {
+            Some(w) => {
+                if let Err(mpsc::error::SendError(job)) = w.send(WriteJob { pictures, done }) {
+                    if let Some(done) = job.done {
+                        let _ = done.send(Err("the persister's writer has stopped".into()));
+                    }
+                }
+            }
+            None => {
+                if let Some(done) = done {
+                    let _ = done.send(Err("the persister is not started".into()));
+                }
+            }
+        }
+    }
+
+    /// Queues a write of every dirty picture.
+    fn flush_dirty(&mut self) {
+        let dirty: Vec<FlowPicture> = self
+            .pictures
+            .values_mut()
+            .filter(|e| e.dirty)
+            .map(|e| {
+                e.dirty = false;
+                e.picture.clone()
+            })
+            .collect();
+        self.send(dirty, None);
+    }
+}
+
+/// Writes jobs one after another; a failed write is retried a few times before it is reported.
+async fn writer_loop(db: DatabaseConnection, mut jobs: mpsc::UnboundedReceiver<WriteJob>) {
+    while let Some(job) = jobs.recv().await {
+        let count = job.pictures.len();
+        let mut result = Err(String::new());
+        for attempt in 0..4u32 {
+            let started = std::time::Instant::now();
+            match repo::save_pictures(&db, job.pictures.clone()).await {
+                Ok(()) => {
+                    tracing::trace!(
+                        count,
+                        elapsed_ms = started.elapsed().as_millis() as u64,
+                        "persisted flow outputs"
+                    );
+                    result = Ok(());
+                    break;
+                }
+                Err(e) => {
+                    tracing::warn!(count, attempt, error = %e, "writing flow outputs failed");
+                    result = Err(e.to_string());
+                    tokio::time::sleep(Duration::from_millis(50 << attempt)).await;
+                }
+            }
+        }
+        if let Some(done) = job.done {
+            let _ = done.send(result);
+        }
+    }
+}
+
+impl Actor for Persister {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        self.writer = Some(tx);
+        actix_rt::spawn(writer_loop(self.db.clone(), rx));
+        ctx.run_interval(self.interval, |act, _| act.flush_dirty());
+    }
+
+    fn stopping(&mut self, _: &mut Self::Context) -> Running {
+        self.flush_dirty();
+        Running::Stop
+    }
+}
+
+impl Handler<Track> for Persister {
+    type Result = ();
+
+    fn handle(&mut self, msg: Track, _: &mut Self::Context) {
+        self.pictures.insert(
+            msg.flow_id,
+            Entry {
+                picture: msg.picture,
+                dirty: false,
+            },
+        );
+    }
+}
+
+impl Handler<Record> for Persister {
+    type Result = ();
+
+    fn handle(&mut self, msg: Record, _: &mut Self::Context) {
+        let Some(entry) = self.pictures.get_mut(&msg.flow_id) else {
+            tracing::debug!(flow_id = msg.flow_id, event = ?msg.event, "event for an untracked flow dropped");
+            return;
+        };
+        let state_changed = entry.picture.apply(&msg.event, time::now());
+        entry.dirty = true;
+        if state_changed {
+            entry.dirty = false;
+            let picture = entry.picture.clone();
+            self.send(vec![picture], None);
+        }
+    }
+}
+
+impl Handler<Transition> for Persister {
+    type Result = ResponseFuture<Result<(), String>>;
+
+    fn handle(&mut self, msg: Transition, _: &mut Self::Context) -> Self::Result {
+        let Some(entry) = self.pictures.get_mut(&msg.flow_id) else {
+            let flow_id = msg.flow_id;
+            return Box::pin(async move {
+                Err(format!("flow {flow_id} is not tracked by the persister"))
+            });
+        };
+        entry
+            .picture
+            .apply(&FlowEvent::State(msg.state), time::now());
+        entry.dirty = false;
+        let picture = entry.picture.clone();
+        if msg.state.is_final() {
+            self.pictures.remove(&msg.flow_id);
+        }
+        let (tx, rx) = oneshot::channel();
+        self.send(vec![picture], Some(tx));
+        Box::pin(async move {
+            rx.await
+                .unwrap_or_else(|_| Err("the persister's writer has stopped".into()))
+        })
+    }
+}
+
+impl Handler<GetPicture> for Persister {
+    type Result = Option<FlowPicture>;
+
+    fn handle(&mut self, msg: GetPicture, _: &mut Self::Context) -> Self::Result {
+        self.pictures.get(&msg.flow_id).map(|e| e.picture.clone())
+    }
+}
+
+impl Handler<FlushAll> for Persister {
+    type Result = ResponseFuture<()>;
+
+    fn handle(&mut self, _: FlushAll, _: &mut Self::Context) -> Self::Result {
+        let dirty: Vec<FlowPicture> = self
+            .pictures
+            .values_mut()
+            .filter(|e| e.dirty)
+            .map(|e| {
+                e.dirty = false;
+                e.picture.clone()
+            })
+            .collect();
+        let (tx, rx) = oneshot::channel();
+        self.send(dirty, Some(tx));
+        Box::pin(async move {
+            let _ = rx.await;
+        })
+    }
+}

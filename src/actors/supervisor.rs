@@ -1,0 +1,491 @@
+//! FlowSupervisor: admits flows up to `max_running_flows` (the rest wait READY, first in first
+//! out), starts a FlowActor for each and keeps their addresses in a registry, routes cancels,
+//! restarts crashed flows from their checkpoints with backoff up to `max_restarts`, recovers
+//! flows a previous process left unfinished, and parks running flows on shutdown.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::prelude::*;
+use dashmap::DashMap;
+use sea_orm::DatabaseConnection;
+
+use super::flow::FlowActor;
+use super::messages::*;
+use super::persister::Persister;
+use crate::domain::dag::NodeKind;
+use crate::domain::flow::{FlowEvent, FlowPicture, FlowState, Level, TaskState};
+use crate::engine::{checkpoint, Engine};
+use crate::error::AppError;
+use crate::secrets::Cipher;
+use crate::services::repo;
+
+/// Delay before restart `n` (1-based): 0.5 s, 1 s, 2 s, ... capped at 30 s.
+pub fn restart_delay(n: u32) -> Duration {
+    super::task::retry_delay(n)
+}
+
+pub struct SupervisorConfig {
+    pub max_running_flows: usize,
+    pub max_restarts: u32,
+    pub max_log_lines: usize,
+}
+
+pub struct FlowSupervisor {
+    db: DatabaseConnection,
+    cipher: Cipher,
+    engine: Arc<Engine>,
+    persister: Addr<Persister>,
+    config: SupervisorConfig,
+    /// Flows waiting for a slot, in arrival order.
+    queue: VecDeque<i64>,
+    /// Flows whose plan is being loaded; they hold a slot.
+    starting: HashSet<i64>,
+    /// Running flows. Shared so that readers (readiness, shutdown) need no message.
+    registry: Arc<DashMap<i64, Addr<FlowActor>>>,
+    /// Cancels that arrived while a flow was starting.
+    cancel_on_start: HashSet<i64>,
+    /// Crashed flows waiting out their restart delay, with the restart number.
+    restarting: HashMap<i64, u32>,
+    /// Restarts so far, per flow (reset when the flow ends).
+    restarts: HashMap<i64, u32>,
+    /// Flows found unfinished at start-up (their logs say so once they run).
+    recovered: HashSet<i64>,
+    /// Shutting down: admit nothing more.
+    parked: bool,
+}
+
+impl FlowSupervisor {
+    pub fn new(
+        db: DatabaseConnection,
+        cipher: Cipher,
+        engine: Arc<Engine>,
+        persister: Addr<Persister>,
+        config: SupervisorConfig,
+    ) -> Self {
+        FlowSupervisor {
+            db,
+            cipher,
+            engine,
+            persister,
+            config,
+            queue: VecDeque::new(),
+            starting: HashSet::new(),
+            registry: Arc::new(DashMap::new()),
+            cancel_on_start: HashSet::new(),
+            restarting: HashMap::new(),
+            restarts: HashMap::new(),
+            recovered: HashSet::new(),
+            parked: false,
+        }
+    }
+
+    pub fn registry(&self) -> Arc<DashMap<i64, Addr<FlowActor>>> {
+        self.registry.clone()
+    }
+
+    fn record(&self, flow_id: i64, event: FlowEvent) {
+        self.persister.do_send(Record { flow_id, event });
+    }
+
+    /// Starts waiting flows while slots are free.
+    fn admit(&mut self, ctx: &mut Context<Self>) {
+        while !self.parked
+            && self.registry.len() + self.starting.len() < self.config.max_running_flows
+        {
+            let Some(flow_id) = self.queue.pop_front() else {
+                break;
+            };
+            self.starting.insert(flow_id);
+            let load = load_flow(
+                self.db.clone(),
+                self.cipher.clone(),
+                self.engine.clone(),
+                self.persister.clone(),
+                flow_id,
+                self.config.max_log_lines,
+            );
+            ctx.spawn(load.into_actor(self).map(move |loaded, act, ctx| {
+                act.starting.remove(&flow_id);
+                act.launch(flow_id, loaded, ctx);
+                act.admit(ctx);
+            }));
+        }
+    }
+
+    fn launch(
+        &mut self,
+        flow_id: i64,
+        loaded: Result<Option<Loaded>, AppError>,
+        ctx: &mut Context<Self>,
+    ) {
+        let loaded = match loaded {
+            Ok(Some(l)) => l,
+            Ok(None) => return, // already final
+            Err(e) => {
+                tracing::error!(flow_id, error = %e, "cannot load flow");
+                self.fail_unloadable(flow_id, e.to_string(), ctx);
+                return;
+            }
+        };
+        let Loaded {
+            plan,
+            picture,
+            done,
+        } = loaded;
+        self.persister.do_send(Track { flow_id, picture });
+        if self.recovered.remove(&flow_id) {
+            self.record(
+                flow_id,
+                FlowEvent::Log {
+                    level: Level::Warn,
+                    task: None,
+                    message: "resumed after restart".into(),
+                },
+            );
+            tracing::warn!(flow_id, "flow resumed after restart");
+        }
+        let actor = FlowActor::new(
+            Arc::new(plan),
+            done,
+            self.engine.clone(),
+            self.persister.clone(),
+            ctx.address(),
+        )
+        .start();
+        if self.cancel_on_start.remove(&flow_id) {
+            actor.do_send(Cancel);
+        }
+        self.registry.insert(flow_id, actor);
+    }
+
+    /// A flow whose plan cannot be loaded (its input unreadable, a store gone): FAILED.
+    fn fail_unloadable(&mut self, flow_id: i64, cause: String, ctx: &mut Context<Self>) {
+        let db = self.db.clone();
+        let persister = self.persister.clone();
+        let max_lines = self.config.max_log_lines;
+        ctx.spawn(
+            async move {
+                let Ok(Some((_, output))) = repo::get_flow(&db, flow_id).await else {
+                    return;
+                };
+                let Ok(picture) = repo::picture_from_model(output, max_lines) else {
+                    return;
+                };
+                if picture.state.is_final() {
+                    return;
+                }
+                persister.do_send(Track { flow_id, picture });
+                persister.do_send(Record {
+                    flow_id,
+                    event: FlowEvent::FlowError {
+                        message: format!("cannot start: {cause}"),
+                    },
+                });
+                let _ = persister
+                    .send(Transition {
+                        flow_id,
+                        state: FlowState::Failed,
+                    })
+                    .await;
+            }
+            .into_actor(self),
+        );
+    }
+
+    /// Cancels a flow that is not running (waiting in the queue or for a restart).
+    fn cancel_idle(&mut self, flow_id: i64) -> ResponseActFuture<Self, CancelOutcome> {
+        let db = self.db.clone();
+        let persister = self.persister.clone();
+        let max_lines = self.config.max_log_lines;
+        Box::pin(
+            async move {
+                if persister
+                    .send(GetPicture { flow_id })
+                    .await
+                    .ok()
+                    .flatten()
+                    .is_none()
+                {
+                    let Ok(Some((_, output))) = repo::get_flow(&db, flow_id).await else {
+                        return CancelOutcome::Unknown;
+                    };
+                    let Ok(picture) = repo::picture_from_model(output, max_lines) else {
+                        return CancelOutcome::Unknown;
+                    };
+                    if picture.state.is_final() {
+                        return CancelOutcome::AlreadyFinal(picture.state);
+                    }
+                    persister.do_send(Track { flow_id, picture });
+                }
+                persister.do_send(Record {
+                    flow_id,
+                    event: FlowEvent::Log {
+                        level: Level::Warn,
+                        task: None,
+                        message: "cancel requested".into(),
+                    },
+                });
+                match persister
+                    .send(Transition {
+                        flow_id,
+                        state: FlowState::Cancelled,
+                    })
+                    .await
+                {
+                    Ok(Ok(())) => CancelOutcome::Cancelled,
+                    _ => CancelOutcome::Unknown,
+                }
+            }
+            .into_actor(self)
+            .map(move |outcome, act, ctx| {
+                act.restarts.remove(&flow_id);
+                act.admit(ctx);
+                outcome
+            }),
+        )
+    }
+}
+
+/// What a FlowActor is started with.
+struct Loaded {
+    plan: FlowPlan,
+    picture: FlowPicture,
+    done: HashSet<String>,
+}
+
+/// Loads a flow's plan and picture (the Persister's, if it still tracks the flow, else the
+/// stored one) and works out which nodes an earlier run completed.
+async fn load_flow(
+    db: DatabaseConnection,
+    cipher: Cipher,
+    engine: Arc<Engine>,
+    persister: Addr<Persister>,
+    flow_id: i64,
+    max_lines: usize,
+) -> Result<Option<Loaded>, AppError> {
+    let (flow, output) = repo::get_flow(&db, flow_id)
+        .await?
+        .ok_or_else(|| AppError::not_found("flow", flow_id))?;
+    let input = repo::get_flow_input(&db, flow.flow_input_id)
+        .await?
+        .ok_or_else(|| {
+            AppError::Internal(format!("flow input {} is missing", flow.flow_input_id))
+        })?;
+    let (spec, dag) = repo::flow_input_spec(&input)?;
+    let mut ids: Vec<i64> = spec.sources.iter().map(|s| s.store_id).collect();
+    ids.push(spec.target_store_id);
+    ids.sort_unstable();
+    ids.dedup();
+    let stores = repo::stores_by_ids(&db, &ids)
+        .await?
+        .into_iter()
+        .map(|m| repo::store_from_model(m, &cipher).map(|s| (s.id, s)))
+        .collect::<Result<_, _>>()?;
+    let mut picture = match persister.send(GetPicture { flow_id }).await.ok().flatten() {
+        Some(p) => p,
+        None => repo::picture_from_model(output, max_lines)?,
+    };
+    if picture.state.is_final() {
+        return Ok(None);
+    }
+    let work_dir = engine.work_dir(flow_id);
+    let done: HashSet<String> = picture
+        .tasks
+        .iter()
+        .filter(|t| t.state == TaskState::Completed)
+        .filter(|t| t.kind == NodeKind::Persist || checkpoint::is_valid(&work_dir, &t.name))
+        .map(|t| t.name.clone())
+        .collect();
+    picture.resume(&done);
+    let plan = FlowPlan {
+        flow_id,
+        output_id: picture.output_id,
+        spec,
+        dag,
+        stores,
+    };
+    Ok(Some(Loaded {
+        plan,
+        picture,
+        done,
+    }))
+}
+
+impl Actor for FlowSupervisor {
+    type Context = Context<Self>;
+}
+
+impl Handler<StartFlow> for FlowSupervisor {
+    type Result = ();
+
+    fn handle(&mut self, msg: StartFlow, ctx: &mut Self::Context) {
+        if !self.queue.contains(&msg.flow_id)
+            && !self.registry.contains_key(&msg.flow_id)
+            && !self.starting.contains(&msg.flow_id)
+        {
+            self.queue.push_back(msg.flow_id);
+        }
+        self.admit(ctx);
+    }
+}
+
+impl Handler<CancelFlow> for FlowSupervisor {
+    type Result = ResponseActFuture<Self, CancelOutcome>;
+
+    fn handle(&mut self, msg: CancelFlow, _: &mut Self::Context) -> Self::Result {
+        let flow_id = msg.flow_id;
+        if let Some(pos) = self.queue.iter().position(|id| *id == flow_id) {
+            self.queue.remove(pos);
+            return self.cancel_idle(flow_id);
+        }
+        if self.restarting.remove(&flow_id).is_some() {
+            return self.cancel_idle(flow_id);
+        }
+        if self.starting.contains(&flow_id) {
+            self.cancel_on_start.insert(flow_id);
+            return Box::pin(actix::fut::ready(CancelOutcome::Sent));
+        }
+        if let Some(actor) = self.registry.get(&flow_id) {
+            actor.do_send(Cancel);
+            return Box::pin(actix::fut::ready(CancelOutcome::Sent));
+        }
+        Box::pin(actix::fut::ready(CancelOutcome::Unknown))
+    }
+}
+
+impl Handler<FlowEnded> for FlowSupervisor {
+    type Result = ();
+
+    fn handle(&mut self, msg: FlowEnded, ctx: &mut Self::Context) {
+        self.registry.remove(&msg.flow_id);
+        self.restarts.remove(&msg.flow_id);
+        self.admit(ctx);
+    }
+}
+
+impl Handler<FlowCrashed> for FlowSupervisor {
+    type Result = ();
+
+    fn handle(&mut self, msg: FlowCrashed, ctx: &mut Self::Context) {
+        let flow_id = msg.flow_id;
+        if self.registry.remove(&flow_id).is_none() && !self.starting.contains(&flow_id) {
+            // A second report of the same crash (the actor's drop guard).
+            if self.restarting.contains_key(&flow_id) {
+                return;
+            }
+        }
+        let cause = crate::secrets::redact_urls(&msg.cause);
+        let restart = self.restarts.get(&flow_id).copied().unwrap_or(0) + 1;
+        let max = self.config.max_restarts;
+        if restart <= max && !self.parked {
+            let delay = restart_delay(restart);
+            tracing::warn!(flow_id, attempt = restart, max_restarts = max, cause = %cause, delay_ms = delay.as_millis() as u64, "flow crashed; restarting from its checkpoints");
+            self.record(
+                flow_id,
+                FlowEvent::Crashed {
+                    restart,
+                    max_restarts: max,
+                    cause,
+                    retry_in: Some(delay),
+                },
+            );
+            self.restarts.insert(flow_id, restart);
+            self.restarting.insert(flow_id, restart);
+            ctx.run_later(delay, move |act, ctx| {
+                if act.restarting.remove(&flow_id).is_some() {
+                    tracing::warn!(flow_id, attempt = restart, "restarting flow");
+                    act.queue.push_front(flow_id);
+                    act.admit(ctx);
+                }
+            });
+        } else {
+            tracing::warn!(flow_id, restarts = restart - 1, cause = %cause, "flow crashed too often; failing it");
+            self.record(
+                flow_id,
+                FlowEvent::Crashed {
+                    restart,
+                    max_restarts: max,
+                    cause,
+                    retry_in: None,
+                },
+            );
+            self.restarts.remove(&flow_id);
+            let persister = self.persister.clone();
+            ctx.spawn(
+                async move {
+                    let _ = persister
+                        .send(Transition {
+                            flow_id,
+                            state: FlowState::Failed,
+                        })
+                        .await;
+                }
+                .into_actor(self)
+                .map(|_, act, ctx| act.admit(ctx)),
+            );
+        }
+        self.admit(ctx);
+    }
+}
+
+impl Handler<Recover> for FlowSupervisor {
+    type Result = ResponseActFuture<Self, ()>;
+
+    fn handle(&mut self, _: Recover, _: &mut Self::Context) -> Self::Result {
+        let db = self.db.clone();
+        Box::pin(
+            async move { repo::unfinished_flows(&db).await }
+                .into_actor(self)
+                .map(|found, act, ctx| match found {
+                    Ok(flows) => {
+                        for (flow, output) in flows {
+                            if output.state == FlowState::Running.as_str() {
+                                act.recovered.insert(flow.id);
+                            }
+                            if !act.queue.contains(&flow.id) {
+                                act.queue.push_back(flow.id);
+                            }
+                        }
+                        if !act.queue.is_empty() {
+                            tracing::info!(flows = act.queue.len(), "recovering unfinished flows");
+                        }
+                        act.admit(ctx);
+                    }
+                    Err(e) => tracing::error!(error = %e, "cannot list unfinished flows"),
+                }),
+        )
+    }
+}
+
+impl Handler<Park> for FlowSupervisor {
+    type Result = ResponseFuture<()>;
+
+    fn handle(&mut self, _: Park, _: &mut Self::Context) -> Self::Result {
+        self.parked = true;
+        for entry in self.registry.iter() {
+            entry.value().do_send(Suspend);
+        }
+        let registry = self.registry.clone();
+        let persister = self.persister.clone();
+        Box::pin(async move {
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+            while !registry.is_empty() && tokio::time::Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            let _ = persister.send(FlushAll).await;
+        })
+    }
+}
+
+impl Handler<Counts> for FlowSupervisor {
+    type Result = FlowCounts;
+
+    fn handle(&mut self, _: Counts, _: &mut Self::Context) -> Self::Result {
+        FlowCounts {
+            running: self.registry.len() + self.starting.len(),
+            waiting: self.queue.len(),
+        }
+    }
+}

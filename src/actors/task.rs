@@ -1,0 +1,231 @@
+//! TaskActor: one run of one DAG node. It runs the node's work on the engine runtime (never on
+//! an arbiter), retries transient failures with exponential backoff up to `max_attempts`,
+//! enforces the task timeout, stops at once when the flow's token is cancelled, and reports
+//! progress to the Persister and its outcome to its FlowActor. A panic in the work comes back
+//! as a `JoinError` and is reported as a crash, never unwinding into the arbiter.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use actix::prelude::*;
+use tokio_util::sync::CancellationToken;
+
+use super::flow::FlowActor;
+use super::messages::{Record, SharedSession, TaskDone, TaskOutcome};
+use super::persister::Persister;
+use crate::connectors::{IoContext, RowsCallback};
+use crate::domain::flow::FlowEvent;
+use crate::engine::node::{self, NodeError, NodeWork};
+use crate::engine::Engine;
+
+/// How often a task reports its row count at most.
+const PROGRESS_EVERY: Duration = Duration::from_millis(200);
+
+/// Delay before attempt `attempt + 1` after `attempt` failed: 0.5 s, 1 s, 2 s, ... capped at 30 s.
+pub fn retry_delay(attempt: u32) -> Duration {
+    let ms = 500u64.saturating_mul(1u64 << attempt.saturating_sub(1).min(16));
+    Duration::from_millis(ms.min(30_000))
+}
+
+pub struct TaskSpec {
+    pub flow_id: i64,
+    pub index: usize,
+    pub name: String,
+    pub work: NodeWork,
+    pub max_attempts: u32,
+    pub timeout: Duration,
+}
+
+pub struct TaskActor {
+    spec: Option<TaskSpec>,
+    engine: Arc<Engine>,
+    session: SharedSession,
+    cancel: CancellationToken,
+    flow: Addr<FlowActor>,
+    persister: Addr<Persister>,
+}
+
+impl TaskActor {
+    pub fn new(
+        spec: TaskSpec,
+        engine: Arc<Engine>,
+        session: SharedSession,
+        cancel: CancellationToken,
+        flow: Addr<FlowActor>,
+        persister: Addr<Persister>,
+    ) -> Self {
+        TaskActor {
+            spec: Some(spec),
+            engine,
+            session,
+            cancel,
+            flow,
+            persister,
+        }
+    }
+}
+
+impl Actor for TaskActor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        let Some(spec) = self.spec.take() else {
+            return ctx.stop();
+        };
+        let index = spec.index;
+        let span = tracing::info_span!("task", flow_id = spec.flow_id, task = %spec.name);
+        let work = run_attempts(
+            spec,
+            self.engine.clone(),
+            self.session.clone(),
+            self.cancel.clone(),
+            self.persister.clone(),
+        );
+        let handle = self
+            .engine
+            .handle()
+            .spawn(tracing::Instrument::instrument(work, span));
+        let flow = self.flow.clone();
+        ctx.wait(
+            async move {
+                match handle.await {
+                    Ok(outcome) => outcome,
+                    Err(e) if e.is_panic() => TaskOutcome::Panicked(panic_message(e.into_panic())),
+                    Err(_) => TaskOutcome::Cancelled,
+                }
+            }
+            .into_actor(self)
+            .map(move |outcome, _, ctx| {
+                flow.do_send(TaskDone { index, outcome });
+                ctx.stop();
+            }),
+        );
+    }
+}
+
+/// The text of a panic payload.
+pub fn panic_message(payload: Box<dyn std::any::Any + Send>) -> String {
+    if let Some(s) = payload.downcast_ref::<&str>() {
+        (*s).to_string()
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "a panic with a non-text payload".to_string()
+    }
+}
+
+/// The attempt loop, on the engine runtime.
+async fn run_attempts(
+    spec: TaskSpec,
+    engine: Arc<Engine>,
+    session: SharedSession,
+    cancel: CancellationToken,
+    persister: Addr<Persister>,
+) -> TaskOutcome {
+    let TaskSpec {
+        flow_id,
+        name,
+        work,
+        max_attempts,
+        timeout,
+        ..
+    } = spec;
+    let record = |event: FlowEvent| persister.do_send(Record { flow_id, event });
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        record(FlowEvent::TaskStarted {
+            task: name.clone(),
+            attempt,
+        });
+        tracing::debug!(attempt, "task started");
+        let started = Instant::now();
+        let on_rows = progress_reporter(flow_id, name.clone(), persister.clone());
+        let io = IoContext {
+            session: session.ctx.clone(),
+            cancel: cancel.clone(),
+            batch_size: engine.batch_size(),
+            load_id: String::new(),
+        };
+        let result = tokio::select! {
+            biased;
+            _ = cancel.cancelled() => return TaskOutcome::Cancelled,
+            r = tokio::time::timeout(timeout, node::run(flow_id, &name, &work, &session, io, on_rows)) => r,
+        };
+        match result {
+            Ok(Ok(rows)) => {
+                return TaskOutcome::Completed {
+                    rows,
+                    elapsed: started.elapsed(),
+                }
+            }
+            Ok(Err(e)) if e.transient && attempt < max_attempts => {
+                let delay = retry_delay(attempt);
+                tracing::warn!(attempt, error = %e.message, "transient failure, retrying");
+                record(FlowEvent::TaskFailed {
+                    task: name.clone(),
+                    error: e.message,
+                    retry_in: Some(delay),
+                });
+                tokio::select! {
+                    _ = cancel.cancelled() => return TaskOutcome::Cancelled,
+                    _ = tokio::time::sleep(delay) => {}
+                }
+            }
+            Ok(Err(e)) => {
+                let message = if e.transient && max_attempts > 1 {
+                    format!("{} (gave up after {attempt} attempts)", e.message)
+                } else {
+                    e.message
+                };
+                return TaskOutcome::Failed(NodeError {
+                    message,
+                    transient: e.transient,
+                });
+            }
+            Err(_) => {
+                return TaskOutcome::Failed(NodeError {
+                    message: format!(
+                        "timed out after {} s (options.task_timeout_s)",
+                        timeout.as_secs()
+                    ),
+                    transient: false,
+                });
+            }
+        }
+    }
+}
+
+/// A rows callback that reports to the Persister at most every `PROGRESS_EVERY`.
+fn progress_reporter(flow_id: i64, task: String, persister: Addr<Persister>) -> RowsCallback {
+    let last = std::sync::Mutex::new(None::<Instant>);
+    Arc::new(move |rows, estimated_total| {
+        let now = Instant::now();
+        let mut last = last.lock().unwrap_or_else(|p| p.into_inner());
+        if last.is_some_and(|t| now.duration_since(t) < PROGRESS_EVERY) {
+            return;
+        }
+        *last = Some(now);
+        persister.do_send(Record {
+            flow_id,
+            event: FlowEvent::TaskProgress {
+                task: task.clone(),
+                rows,
+                estimated_total,
+            },
+        });
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_and_is_capped() {
+        assert_eq!(retry_delay(1), Duration::from_millis(500));
+        assert_eq!(retry_delay(2), Duration::from_millis(1000));
+        assert_eq!(retry_delay(3), Duration::from_millis(2000));
+        assert_eq!(retry_delay(30), Duration::from_secs(30));
+    }
+}

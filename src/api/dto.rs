@@ -1,0 +1,253 @@
+//! Response bodies, exactly as API.md shows them. Built from models and domain values; never
+//! carry a secret.
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+
+use crate::domain::dag::Dag;
+use crate::domain::flow::{FlowPicture, FlowState, Lines, Progress, TaskStatus};
+use crate::domain::spec::{FlowOptions, Output, Source, Transform};
+use crate::domain::store::Connection;
+use crate::domain::time::rfc3339;
+use crate::error::AppError;
+use crate::services::flows::FlowRecord;
+use crate::services::repo::{self, Page};
+
+#[derive(Serialize)]
+pub struct List<T: Serialize> {
+    pub items: Vec<T>,
+    pub next_before_id: Option<i64>,
+}
+
+impl<T: Serialize> List<T> {
+    pub fn from_page<M>(
+        page: Page<M>,
+        f: impl Fn(M) -> Result<T, AppError>,
+    ) -> Result<Self, AppError> {
+        Ok(List {
+            items: page.items.into_iter().map(f).collect::<Result<_, _>>()?,
+            next_before_id: page.next_before_id,
+        })
+    }
+}
+
+#[derive(Serialize)]
+pub struct DataStoreView {
+    pub id: i64,
+    #[serde(with = "rfc3339")]
+    pub created_utc: DateTime<Utc>,
+    pub name: String,
+    pub kind: String,
+    pub engine: String,
+    pub connection: ConnectionView,
+}
+
+#[derive(Serialize)]
+#[serde(tag = "type", rename_all = "lowercase")]
+pub enum ConnectionView {
+    Db {
+        host: String,
+        port: u16,
+        user: String,
+        password_set: bool,
+        db_name: String,
+    },
+    File {
+        path: String,
+    },
+}
+
+impl DataStoreView {
+    pub fn from_model(m: entity::data_store::Model) -> Result<Self, AppError> {
+        let connection: Connection = serde_json::from_value(m.connection)
+            .map_err(|e| AppError::internal(&format!("data store {} connection", m.id), e))?;
+        let connection = match connection {
+            Connection::Db(db) => ConnectionView::Db {
+                host: db.host,
+                port: db.port,
+                user: db.user,
+                password_set: m.password_sealed.is_some(),
+                db_name: db.db_name,
+            },
+            Connection::File(f) => ConnectionView::File { path: f.path },
+        };
+        Ok(DataStoreView {
+            id: m.id,
+            created_utc: m.created_utc,
+            name: m.name,
+            kind: m.kind,
+            engine: m.engine,
+            connection,
+        })
+    }
+}
+
+#[derive(Serialize)]
+pub struct FlowInputView {
+    pub id: i64,
+    #[serde(with = "rfc3339")]
+    pub created_utc: DateTime<Utc>,
+    pub name: String,
+    pub source_store_ids: Vec<i64>,
+    pub target_store_id: i64,
+    pub sources: Vec<Source>,
+    pub transforms: Vec<Transform>,
+    pub outputs: Vec<Output>,
+    pub options: FlowOptions,
+    pub dag: Dag,
+}
+
+impl FlowInputView {
+    pub fn from_model(m: entity::flow_input::Model) -> Result<Self, AppError> {
+        let (spec, dag) = repo::flow_input_spec(&m)?;
+        Ok(FlowInputView {
+            id: m.id,
+            created_utc: m.created_utc,
+            name: spec.name,
+            source_store_ids: spec.source_store_ids,
+            target_store_id: spec.target_store_id,
+            sources: spec.sources,
+            transforms: spec.transforms,
+            outputs: spec.outputs,
+            options: spec.options,
+            dag,
+        })
+    }
+}
+
+/// A flow input in a list: no SQL, no DAG.
+#[derive(Serialize)]
+pub struct FlowInputSummary {
+    pub id: i64,
+    #[serde(with = "rfc3339")]
+    pub created_utc: DateTime<Utc>,
+    pub name: String,
+    pub source_store_ids: Vec<i64>,
+    pub target_store_id: i64,
+    pub source_count: usize,
+    pub transform_count: usize,
+    pub output_count: usize,
+}
+
+impl FlowInputSummary {
+    pub fn from_model(m: entity::flow_input::Model) -> Result<Self, AppError> {
+        let (spec, _) = repo::flow_input_spec(&m)?;
+        Ok(FlowInputSummary {
+            id: m.id,
+            created_utc: m.created_utc,
+            name: spec.name,
+            source_store_ids: spec.source_store_ids,
+            target_store_id: spec.target_store_id,
+            source_count: spec.sources.len(),
+            transform_count: spec.transforms.len(),
+            output_count: spec.outputs.len(),
+        })
+    }
+}
+
+#[derive(Serialize)]
+pub struct FlowView {
+    pub id: i64,
+    #[serde(with = "rfc3339")]
+    pub created_utc: DateTime<Utc>,
+    pub flow_input_id: i64,
+    pub flow_output_id: i64,
+    pub output: OutputView,
+}
+
+#[derive(Serialize)]
+pub struct OutputView {
+    pub id: i64,
+    #[serde(with = "rfc3339")]
+    pub created_utc: DateTime<Utc>,
+    #[serde(with = "rfc3339")]
+    pub updated_utc: DateTime<Utc>,
+    pub state: FlowState,
+    pub progress: Progress,
+    pub logs: Lines,
+    pub errors: Lines,
+    pub tasks: Vec<TaskStatus>,
+    #[serde(with = "rfc3339::option")]
+    pub started_utc: Option<DateTime<Utc>>,
+    #[serde(with = "rfc3339::option")]
+    pub finished_utc: Option<DateTime<Utc>>,
+    pub restarts: i32,
+}
+
+impl From<FlowPicture> for OutputView {
+    fn from(p: FlowPicture) -> Self {
+        OutputView {
+            id: p.output_id,
+            created_utc: p.created_utc,
+            updated_utc: p.updated_utc,
+            state: p.state,
+            progress: p.progress,
+            logs: p.logs,
+            errors: p.errors,
+            tasks: p.tasks,
+            started_utc: p.started_utc,
+            finished_utc: p.finished_utc,
+            restarts: p.restarts,
+        }
+    }
+}
+
+impl From<FlowRecord> for FlowView {
+    fn from(r: FlowRecord) -> Self {
+        FlowView {
+            id: r.flow.id,
+            created_utc: r.flow.created_utc,
+            flow_input_id: r.flow.flow_input_id,
+            flow_output_id: r.flow.flow_output_id,
+            output: r.output.into(),
+        }
+    }
+}
+
+/// A flow in a list: state and progress, no logs or tasks.
+#[derive(Serialize)]
+pub struct FlowSummary {
+    pub id: i64,
+    #[serde(with = "rfc3339")]
+    pub created_utc: DateTime<Utc>,
+    pub flow_input_id: i64,
+    pub flow_output_id: i64,
+    pub output: OutputSummary,
+}
+
+#[derive(Serialize)]
+pub struct OutputSummary {
+    pub id: i64,
+    #[serde(with = "rfc3339")]
+    pub updated_utc: DateTime<Utc>,
+    pub state: FlowState,
+    pub progress: Progress,
+    pub task_count: usize,
+    pub error_count: usize,
+    #[serde(with = "rfc3339::option")]
+    pub started_utc: Option<DateTime<Utc>>,
+    #[serde(with = "rfc3339::option")]
+    pub finished_utc: Option<DateTime<Utc>>,
+}
+
+impl From<FlowRecord> for FlowSummary {
+    fn from(r: FlowRecord) -> Self {
+        let p = r.output;
+        FlowSummary {
+            id: r.flow.id,
+            created_utc: r.flow.created_utc,
+            flow_input_id: r.flow.flow_input_id,
+            flow_output_id: r.flow.flow_output_id,
+            output: OutputSummary {
+                id: p.output_id,
+                updated_utc: p.updated_utc,
+                state: p.state,
+                progress: p.progress,
+                task_count: p.tasks.len(),
+                error_count: p.errors.lines.len(),
+                started_utc: p.started_utc,
+                finished_utc: p.finished_utc,
+            },
+        }
+    }
+}

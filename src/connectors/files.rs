@@ -1,0 +1,788 @@
+//! File connectors: CSV and Parquet files (a glob under a `file` store's path), Parquet datasets
+//! (a `columnar_db` store: one directory or file per table), and their atomic sinks.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::error::DataFusionError;
+use datafusion::execution::SendableRecordBatchStream;
+use datafusion::parquet::arrow::AsyncArrowWriter;
+use datafusion::parquet::basic::Compression;
+use datafusion::parquet::file::properties::WriterProperties;
+use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
+use datafusion::prelude::{CsvReadOptions, ParquetReadOptions, SessionContext};
+use futures::StreamExt;
+use tokio::io::AsyncWriteExt;
+
+use super::fsutil::{StagedDir, StagedFile};
+use super::{
+    store_path, ConnectorError, IoContext, Opened, RowsCallback, SinkConnector, SourceConnector,
+};
+use crate::domain::paths::check_inside;
+use crate::domain::spec::{parse_column_type, CsvOptions, Source, SourceRead, WriteMode};
+use crate::domain::store::DataStore;
+
+/// Parquet writer settings for targets and checkpoints.
+pub fn parquet_properties() -> WriterProperties {
+    WriterProperties::builder()
+        .set_compression(Compression::SNAPPY)
+        .set_max_row_group_row_count(Some(1024 * 1024))
+        .build()
+}
+
+/// Expands `pattern` (relative to `root`, `None` = the root itself) into the files it names,
+/// sorted, each checked to lie inside `root` after resolving symlinks.
+pub fn resolve_files(root: &Path, pattern: Option<&str>) -> Result<Vec<PathBuf>, ConnectorError> {
+    let Some(pattern) = pattern else {
+        return if root.is_file() {
+            Ok(vec![root.to_path_buf()])
+        } else {
+            Err(ConnectorError::permanent(format!(
+                "{} is a directory: give the source a path (a file name or a glob such as *.csv)",
+                root.display()
+            )))
+        };
+    };
+    let full = root.join(pattern);
+    let full_text = full.to_string_lossy();
+    let mut files = Vec::new();
+    let entries = glob::glob(&full_text).map_err(|e| {
+        ConnectorError::permanent(format!("path {pattern:?} is not a valid glob: {e}"))
+    })?;
+    for entry in entries {
+        let path = entry.map_err(|e| {
+            ConnectorError::permanent(format!("cannot read {}: {}", e.path().display(), e.error()))
+        })?;
+        if path.is_dir() || is_hidden(&path) {
+            continue;
+        }
+        files.push(check_inside(&path, root).map_err(ConnectorError::permanent)?);
+    }
+    if files.is_empty() {
+        return Err(ConnectorError::permanent(format!(
+            "no file matches {pattern:?} in {}",
+            root.display()
+        )));
+    }
+    files.sort();
+    Ok(files)
+}
+
+fn is_hidden(path: &Path) -> bool {
+    path.file_name()
+        .is_some_and(|n| n.to_string_lossy().starts_with('.'))
+}
+
+fn urls(files: &[PathBuf]) -> Vec<String> {
+    files
+        .iter()
+        .map(|f| f.to_string_lossy().into_owned())
+        .collect()
+}
+
+fn df_error(context: &str, e: DataFusionError) -> ConnectorError {
+    ConnectorError::permanent(format!(
+        "{context}: {}",
+        crate::engine::errors::clean_message(&e)
+    ))
+}
+
+/// Wraps a DataFusion stream so its errors become connector errors that name the source.
+fn checked_stream(stream: SendableRecordBatchStream, label: String) -> SendableRecordBatchStream {
+    let schema = stream.schema();
+    let mapped = stream.map(move |r| {
+        r.map_err(|e| {
+            DataFusionError::External(Box::new(ConnectorError::permanent(format!(
+                "{label}: {}",
+                crate::engine::errors::clean_message(&e)
+            ))))
+        })
+    });
+    Box::pin(RecordBatchStreamAdapter::new(schema, mapped))
+}
+
+// ---------------------------------------------------------------------------------------------
+// CSV
+
+pub struct CsvSource {
+    root: PathBuf,
+}
+
+impl CsvSource {
+    pub fn new(store: &DataStore) -> Result<Self, ConnectorError> {
+        Ok(CsvSource {
+            root: store_path(store)?,
+        })
+    }
+}
+
+/// DataFusion read options for these CSV options (and an explicit schema, if any).
+fn csv_read_options<'a>(o: &CsvOptions, schema: Option<&'a Schema>) -> CsvReadOptions<'a> {
+    let mut opts = CsvReadOptions::new()
+        .has_header(o.has_header)
+        .delimiter(o.delimiter.as_bytes()[0])
+        .quote(o.quote.as_bytes()[0])
+        .schema_infer_max_records(o.infer_rows)
+        .file_extension("")
+        .newlines_in_values(true);
+    if let Some(e) = &o.escape {
+        opts = opts.escape(e.as_bytes()[0]);
+    }
+    if let Some(regex) = null_regex(&o.null_values) {
+        opts = opts.null_regex(Some(regex));
+    }
+    if let Some(schema) = schema {
+        opts = opts.schema(schema);
+    }
+    opts
+}
+
+fn null_regex(values: &[String]) -> Option<String> {
+    if values.is_empty() {
+        return None;
+    }
+    let alternatives: Vec<String> = values.iter().map(|v| regex::escape(v)).collect();
+    Some(format!("^(?:{})$", alternatives.join("|")))
+}
+
+/// The inferred schema with the user's per-column types applied.
+fn apply_overrides(inferred: &Schema, o: &CsvOptions) -> Result<Schema, ConnectorError> {
+    let mut fields: Vec<Field> = inferred
+        .fields()
+        .iter()
+        .map(|f| f.as_ref().clone().with_nullable(true))
+        .collect();
+    for (name, ty) in &o.columns {
+        let dt = parse_column_type(ty).map_err(ConnectorError::permanent)?;
+        match fields.iter_mut().find(|f| f.name() == name) {
+            Some(f) => *f = Field::new(name, dt, true),
+            None => {
+                let known: Vec<&str> = inferred
+                    .fields()
+                    .iter()
+                    .map(|f| f.name().as_str())
+                    .collect();
+                return Err(ConnectorError::permanent(format!(
+                    "csv.columns names column {name:?}, which the file does not have (columns: {})",
+                    known.join(", ")
+                )));
+            }
+        }
+    }
+    Ok(Schema::new(fields))
+}
+
+/// Estimated rows: the files' total size divided by the mean line length of a sample.
+fn estimate_csv_rows(files: &[PathBuf], has_header: bool) -> Option<u64> {
+    use std::io::Read;
+    let total: u64 = files
+        .iter()
+        .filter_map(|f| std::fs::metadata(f).ok())
+        .map(|m| m.len())
+        .sum();
+    let mut sample = vec![0u8; 256 * 1024];
+    let n = std::fs::File::open(files.first()?)
+        .ok()?
+        .read(&mut sample)
+        .ok()?;
+    let lines = sample[..n].iter().filter(|b| **b == b'\n').count() as u64;
+    if lines == 0 {
+        return Some(u64::from(!has_header));
+    }
+    let per_line = n as u64 / lines;
+    let estimate = total / per_line.max(1);
+    Some(estimate.saturating_sub(if has_header { files.len() as u64 } else { 0 }))
+}
+
+#[async_trait]
+impl SourceConnector for CsvSource {
+    async fn open(&self, source: &Source, ctx: &IoContext) -> Result<Opened, ConnectorError> {
+        let SourceRead::Path(pattern) = source.read() else {
+            return Err(ConnectorError::permanent("a csv store is read by path"));
+        };
+        let o = source.csv.clone().unwrap_or_default();
+        let files = resolve_files(&self.root, pattern)?;
+        let inferred = ctx
+            .session
+            .read_csv(urls(&files), csv_read_options(&o, None))
+            .await
+            .map_err(|e| csv_error(e, &files, &o, None))?;
+        let schema = apply_overrides(inferred.schema().as_arrow(), &o)?;
+        let df = ctx
+            .session
+            .read_csv(urls(&files), csv_read_options(&o, Some(&schema)))
+            .await
+            .map_err(|e| csv_error(e, &files, &o, Some(&schema)))?;
+        let stream = df
+            .execute_stream()
+            .await
+            .map_err(|e| csv_error(e, &files, &o, Some(&schema)))?;
+        let estimated_rows = estimate_csv_rows(&files, o.has_header);
+        Ok(Opened {
+            stream: csv_checked_stream(stream, files, o, schema),
+            estimated_rows,
+        })
+    }
+}
+
+/// Like `checked_stream`, but a CSV parse error is located precisely (file and line) by
+/// re-reading the files sequentially: DataFusion scans byte ranges in parallel, so its own
+/// line numbers are relative to a range and it does not name the file.
+fn csv_checked_stream(
+    stream: SendableRecordBatchStream,
+    files: Vec<PathBuf>,
+    o: CsvOptions,
+    schema: Schema,
+) -> SendableRecordBatchStream {
+    let out_schema = stream.schema();
+    let mapped = stream.then(move |r| {
+        let (files, o, schema) = (files.clone(), o.clone(), schema.clone());
+        async move {
+            r.map_err(|e| {
+                DataFusionError::External(Box::new(csv_error(e, &files, &o, Some(&schema))))
+            })
+        }
+    });
+    Box::pin(RecordBatchStreamAdapter::new(out_schema, mapped))
+}
+
+fn csv_error(
+    e: DataFusionError,
+    files: &[PathBuf],
+    o: &CsvOptions,
+    schema: Option<&Schema>,
+) -> ConnectorError {
+    let text = crate::engine::errors::clean_message(&e);
+    let looks_like_parse_error = text.contains("line")
+        || text.contains("CSV")
+        || text.contains("Csv")
+        || text.contains("parsing");
+    if looks_like_parse_error {
+        if let Some(located) = locate_csv_error(files, o, schema) {
+            return ConnectorError::permanent(located);
+        }
+    }
+    ConnectorError::permanent(format!("reading csv: {text}"))
+}
+
+/// Reads `files` one by one with the same options until one fails; says which file and line.
+fn locate_csv_error(files: &[PathBuf], o: &CsvOptions, schema: Option<&Schema>) -> Option<String> {
+    use datafusion::arrow::csv::reader::{Format, ReaderBuilder};
+    for file in files {
+        let open = || std::fs::File::open(file).ok();
+        let schema = match schema {
+            Some(s) => s.clone(),
+            None => {
+                let mut format = Format::default()
+                    .with_header(o.has_header)
+                    .with_delimiter(o.delimiter.as_bytes()[0])
+                    .with_quote(o.quote.as_bytes()[0]);
+                if let Some(re) =
+                    null_regex(&o.null_values).and_then(|r| regex::Regex::new(&r).ok())
+                {
+                    format = format.with_null_regex(re);
+                }
+                match format.infer_schema(open()?, Some(o.infer_rows)) {
+                    Ok((s, _)) => s,
+                    Err(e) => {
+                        return Some(format!(
+                            "{}: {}",
+                            file.display(),
+                            strip_arrow_prefix(&e.to_string())
+                        ))
+                    }
+                }
+            }
+        };
+        let mut builder = ReaderBuilder::new(Arc::new(schema))
+            .with_header(o.has_header)
+            .with_delimiter(o.delimiter.as_bytes()[0])
+            .with_quote(o.quote.as_bytes()[0])
+            .with_batch_size(1);
+        if let Some(e) = &o.escape {
+            builder = builder.with_escape(e.as_bytes()[0]);
+        }
+        if let Some(re) = null_regex(&o.null_values).and_then(|r| regex::Regex::new(&r).ok()) {
+            builder = builder.with_null_regex(re);
+        }
+        let reader = builder.build(open()?).ok()?;
+        for (record, batch) in reader.enumerate() {
+            if let Err(e) = batch {
+                // Batches of one record: the record number gives the line (when no quoted field
+                // spans lines), counting the header.
+                let line = record + 1 + usize::from(o.has_header);
+                return Some(format!(
+                    "{} line {line}: {}",
+                    file.display(),
+                    describe_csv_problem(&strip_arrow_prefix(&e.to_string()))
+                ));
+            }
+        }
+    }
+    None
+}
+
+fn strip_arrow_prefix(text: &str) -> String {
+    text.trim_start_matches("Csv error: ")
+        .trim_start_matches("Parser error: ")
+        .to_string()
+}
+
+/// Rewords arrow-csv messages whose line numbers count from another origin than ours.
+fn describe_csv_problem(text: &str) -> String {
+    if let Some(rest) = text.strip_prefix("incorrect number of fields for line ") {
+        if let Some((_, counts)) = rest.split_once(", ") {
+            return format!("wrong number of fields ({counts})");
+        }
+    }
+    if let Some(at) = text.find(" at line ") {
+        // "Error while parsing value 'x' as type 'Int64' for column 2 at line 3. Row data: ..."
+        let head = &text[..at];
+        return head.replace("Error while parsing value", "cannot parse value");
+    }
+    text.to_string()
+}
+
+pub struct CsvFileSink {
+    root: PathBuf,
+}
+
+impl CsvFileSink {
+    pub fn new(store: &DataStore) -> Result<Self, ConnectorError> {
+        Ok(CsvFileSink {
+            root: store_path(store)?,
+        })
+    }
+}
+
+#[async_trait]
+impl SinkConnector for CsvFileSink {
+    async fn write(
+        &self,
+        table: &str,
+        mode: WriteMode,
+        mut input: SendableRecordBatchStream,
+        _ctx: &IoContext,
+        on_rows: RowsCallback,
+    ) -> Result<u64, ConnectorError> {
+        let dest = self.root.join(format!("{table}.csv"));
+        let io = |e: std::io::Error| {
+            ConnectorError::permanent(format!("writing {}: {e}", dest.display()))
+        };
+        let staged = StagedFile::new(&dest).map_err(io)?;
+        let append_to_existing = mode == WriteMode::Append && dest.exists();
+        if append_to_existing {
+            check_csv_header(&dest, &input.schema())?;
+            tokio::fs::copy(&dest, staged.path()).await.map_err(io)?;
+        }
+        let file = tokio::fs::OpenOptions::new()
+            .append(true)
+            .create(true)
+            .open(staged.path())
+            .await
+            .map_err(io)?;
+        let mut file = tokio::io::BufWriter::with_capacity(1 << 20, file);
+        let mut rows = 0u64;
+        let mut header = !append_to_existing;
+        if header {
+            // Write the header even when there are no rows, so the file has its columns.
+            let schema = input.schema();
+            let names: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
+            let mut w = datafusion::arrow::csv::WriterBuilder::new()
+                .with_header(false)
+                .build(Vec::new());
+            let header_batch = RecordBatch::try_new(
+                Arc::new(Schema::new(
+                    names
+                        .iter()
+                        .map(|n| Field::new(*n, DataType::Utf8, false))
+                        .collect::<Vec<_>>(),
+                )),
+                names
+                    .iter()
+                    .map(|n| Arc::new(datafusion::arrow::array::StringArray::from(vec![*n])) as _)
+                    .collect(),
+            )
+            .map_err(|e| ConnectorError::permanent(e.to_string()))?;
+            w.write(&header_batch)
+                .map_err(|e| ConnectorError::permanent(e.to_string()))?;
+            file.write_all(&w.into_inner()).await.map_err(io)?;
+            header = false;
+        }
+        while let Some(batch) = input.next().await {
+            let batch = batch.map_err(|e| {
+                crate::engine::errors::to_connector_error(e, "reading rows to write")
+            })?;
+            let mut w = datafusion::arrow::csv::WriterBuilder::new()
+                .with_header(header)
+                .build(Vec::with_capacity(batch.get_array_memory_size()));
+            w.write(&batch)
+                .map_err(|e| ConnectorError::permanent(format!("encoding csv: {e}")))?;
+            file.write_all(&w.into_inner()).await.map_err(io)?;
+            rows += batch.num_rows() as u64;
+            on_rows(rows, None);
+        }
+        file.flush().await.map_err(io)?;
+        drop(file);
+        staged.commit().map_err(io)?;
+        Ok(rows)
+    }
+}
+
+fn check_csv_header(dest: &Path, schema: &SchemaRef) -> Result<(), ConnectorError> {
+    use std::io::BufRead;
+    let f = std::fs::File::open(dest)
+        .map_err(|e| ConnectorError::permanent(format!("{}: {e}", dest.display())))?;
+    let mut first = String::new();
+    std::io::BufReader::new(f)
+        .read_line(&mut first)
+        .map_err(|e| ConnectorError::permanent(e.to_string()))?;
+    let existing: Vec<&str> = first
+        .trim_end()
+        .split(',')
+        .map(|s| s.trim_matches('"'))
+        .collect();
+    let new: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
+    if existing != new {
+        return Err(ConnectorError::permanent(format!(
+            "cannot append to {}: its columns ({}) differ from the result's ({})",
+            dest.display(),
+            existing.join(", "),
+            new.join(", ")
+        )));
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// Parquet
+
+/// Rows in Parquet files, from their footers.
+fn parquet_rows(files: &[PathBuf]) -> Option<u64> {
+    use datafusion::parquet::file::reader::{FileReader, SerializedFileReader};
+    let mut total = 0u64;
+    for f in files {
+        let reader = SerializedFileReader::new(std::fs::File::open(f).ok()?).ok()?;
+        total += reader.metadata().file_metadata().num_rows().max(0) as u64;
+    }
+    Some(total)
+}
+
+async fn open_parquet(
+    files: Vec<PathBuf>,
+    ctx: &IoContext,
+    label: &str,
+) -> Result<Opened, ConnectorError> {
+    let df = ctx
+        .session
+        .read_parquet(
+            urls(&files),
+            ParquetReadOptions::default().file_extension(""),
+        )
+        .await
+        .map_err(|e| df_error(label, e))?;
+    let stream = df.execute_stream().await.map_err(|e| df_error(label, e))?;
+    let estimated_rows = tokio::task::spawn_blocking(move || parquet_rows(&files))
+        .await
+        .ok()
+        .flatten();
+    Ok(Opened {
+        stream: checked_stream(stream, label.to_string()),
+        estimated_rows,
+    })
+}
+
+pub struct ParquetFileSource {
+    root: PathBuf,
+}
+
+impl ParquetFileSource {
+    pub fn new(store: &DataStore) -> Result<Self, ConnectorError> {
+        Ok(ParquetFileSource {
+            root: store_path(store)?,
+        })
+    }
+}
+
+#[async_trait]
+impl SourceConnector for ParquetFileSource {
+    async fn open(&self, source: &Source, ctx: &IoContext) -> Result<Opened, ConnectorError> {
+        let SourceRead::Path(pattern) = source.read() else {
+            return Err(ConnectorError::permanent(
+                "a parquet file store is read by path",
+            ));
+        };
+        let files = resolve_files(&self.root, pattern)?;
+        open_parquet(files, ctx, "reading parquet").await
+    }
+}
+
+/// A `columnar_db` store of engine `parquet`: each table is a directory of Parquet files, or
+/// one `<table>.parquet` file.
+pub struct ParquetDatasetSource {
+    root: PathBuf,
+}
+
+impl ParquetDatasetSource {
+    pub fn new(store: &DataStore) -> Result<Self, ConnectorError> {
+        Ok(ParquetDatasetSource {
+            root: store_path(store)?,
+        })
+    }
+
+    /// The files of one table.
+    fn table_files(&self, table: &str) -> Result<Vec<PathBuf>, ConnectorError> {
+        let dir = self.root.join(table);
+        if dir.is_dir() {
+            let files = resolve_files(&dir, Some("*.parquet"))
+                .or_else(|_| resolve_files(&dir, Some("**/*.parquet")))
+                .map_err(|_| {
+                    ConnectorError::permanent(format!(
+                        "table {table:?} has no Parquet files in {}",
+                        dir.display()
+                    ))
+                })?;
+            return Ok(files);
+        }
+        let file = self.root.join(format!("{table}.parquet"));
+        if file.is_file() {
+            return Ok(vec![
+                check_inside(&file, &self.root).map_err(ConnectorError::permanent)?
+            ]);
+        }
+        let known = self.tables().unwrap_or_default();
+        let hint = crate::domain::names::did_you_mean(table, known.iter().map(String::as_str))
+            .map(|s| format!(" (did you mean {s:?}?)"))
+            .unwrap_or_default();
+        Err(ConnectorError::permanent(format!(
+            "table {table:?} does not exist in {}{hint}",
+            self.root.display()
+        )))
+    }
+
+    /// Every table in the store.
+    fn tables(&self) -> std::io::Result<Vec<String>> {
+        let mut out = Vec::new();
+        for entry in std::fs::read_dir(&self.root)? {
+            let entry = entry?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if name.starts_with('.') || name.starts_with('_') {
+                continue;
+            }
+            if entry.path().is_dir() {
+                out.push(name);
+            } else if let Some(stem) = name.strip_suffix(".parquet") {
+                out.push(stem.to_string());
+            }
+        }
+        out.sort();
+        Ok(out)
+    }
+}
+
+#[async_trait]
+impl SourceConnector for ParquetDatasetSource {
+    async fn open(&self, source: &Source, ctx: &IoContext) -> Result<Opened, ConnectorError> {
+        match source.read() {
+            SourceRead::Table(table) => {
+                let files = self.table_files(table)?;
+                open_parquet(files, ctx, &format!("reading table {table:?}")).await
+            }
+            SourceRead::Query(query) => {
+                // The store's own dialect is DataFusion's: register every table and run it.
+                let session = SessionContext::new_with_state(ctx.session.state());
+                let tables = self.tables().map_err(|e| {
+                    ConnectorError::permanent(format!("{}: {e}", self.root.display()))
+                })?;
+                for table in tables {
+                    let files = self.table_files(&table)?;
+                    session
+                        .register_parquet(
+                            &table,
+                            urls(&files)[0].as_str(),
+                            ParquetReadOptions::default(),
+                        )
+                        .await
+                        .map_err(|e| df_error(&format!("registering table {table:?}"), e))?;
+                    if files.len() > 1 {
+                        let df = session
+                            .read_parquet(
+                                urls(&files),
+                                ParquetReadOptions::default().file_extension(""),
+                            )
+                            .await
+                            .map_err(|e| df_error("reading parquet", e))?;
+                        session
+                            .deregister_table(&table)
+                            .map_err(|e| df_error("registering", e))?;
+                        session
+                            .register_table(&table, df.into_view())
+                            .map_err(|e| df_error("registering", e))?;
+                    }
+                }
+                let options = datafusion::execution::context::SQLOptions::new()
+                    .with_allow_ddl(false)
+                    .with_allow_dml(false)
+                    .with_allow_statements(false);
+                let df = session
+                    .sql_with_options(query, options)
+                    .await
+                    .map_err(|e| df_error("query", e))?;
+                let stream = df
+                    .execute_stream()
+                    .await
+                    .map_err(|e| df_error("query", e))?;
+                Ok(Opened {
+                    stream: checked_stream(stream, "query".into()),
+                    estimated_rows: None,
+                })
+            }
+            SourceRead::Path(_) => Err(ConnectorError::permanent(
+                "a columnar store is read by table or query",
+            )),
+        }
+    }
+}
+
+/// Writes `input` as one Parquet file at `path`. Returns the rows written.
+pub async fn write_parquet_file(
+    path: &Path,
+    mut input: SendableRecordBatchStream,
+    on_rows: &RowsCallback,
+) -> Result<u64, ConnectorError> {
+    let io =
+        |e: std::io::Error| ConnectorError::permanent(format!("writing {}: {e}", path.display()));
+    let file = tokio::fs::File::create(path).await.map_err(io)?;
+    let mut writer = AsyncArrowWriter::try_new(file, input.schema(), Some(parquet_properties()))
+        .map_err(|e| ConnectorError::permanent(format!("writing parquet: {e}")))?;
+    let mut rows = 0u64;
+    while let Some(batch) = input.next().await {
+        let batch = batch
+            .map_err(|e| crate::engine::errors::to_connector_error(e, "reading rows to write"))?;
+        rows += batch.num_rows() as u64;
+        writer
+            .write(&batch)
+            .await
+            .map_err(|e| ConnectorError::permanent(format!("writing parquet: {e}")))?;
+        on_rows(rows, None);
+    }
+    writer
+        .close()
+        .await
+        .map_err(|e| ConnectorError::permanent(format!("writing parquet: {e}")))?;
+    Ok(rows)
+}
+
+pub struct ParquetFileSink {
+    root: PathBuf,
+}
+
+impl ParquetFileSink {
+    pub fn new(store: &DataStore) -> Result<Self, ConnectorError> {
+        Ok(ParquetFileSink {
+            root: store_path(store)?,
+        })
+    }
+}
+
+#[async_trait]
+impl SinkConnector for ParquetFileSink {
+    async fn write(
+        &self,
+        table: &str,
+        mode: WriteMode,
+        input: SendableRecordBatchStream,
+        ctx: &IoContext,
+        on_rows: RowsCallback,
+    ) -> Result<u64, ConnectorError> {
+        let dest = self.root.join(format!("{table}.parquet"));
+        let staged = StagedFile::new(&dest)
+            .map_err(|e| ConnectorError::permanent(format!("{}: {e}", dest.display())))?;
+        let input = if mode == WriteMode::Append && dest.exists() {
+            // One file cannot be appended to in place: rewrite old rows then new ones.
+            let old = ctx
+                .session
+                .read_parquet(
+                    dest.to_string_lossy().as_ref(),
+                    ParquetReadOptions::default(),
+                )
+                .await
+                .map_err(|e| df_error("reading the existing file", e))?;
+            if old.schema().as_arrow().fields() != input.schema().fields() {
+                return Err(ConnectorError::permanent(format!(
+                    "cannot append to {}: its columns differ from the result's",
+                    dest.display()
+                )));
+            }
+            let old_stream = old
+                .execute_stream()
+                .await
+                .map_err(|e| df_error("reading the existing file", e))?;
+            let schema = input.schema();
+            Box::pin(RecordBatchStreamAdapter::new(
+                schema,
+                old_stream.chain(input),
+            )) as SendableRecordBatchStream
+        } else {
+            input
+        };
+        let rows = write_parquet_file(staged.path(), input, &on_rows).await?;
+        staged
+            .commit()
+            .map_err(|e| ConnectorError::permanent(format!("{}: {e}", dest.display())))?;
+        Ok(rows)
+    }
+}
+
+pub struct ParquetDatasetSink {
+    root: PathBuf,
+}
+
+impl ParquetDatasetSink {
+    pub fn new(store: &DataStore) -> Result<Self, ConnectorError> {
+        Ok(ParquetDatasetSink {
+            root: store_path(store)?,
+        })
+    }
+}
+
+#[async_trait]
+impl SinkConnector for ParquetDatasetSink {
+    async fn write(
+        &self,
+        table: &str,
+        mode: WriteMode,
+        input: SendableRecordBatchStream,
+        ctx: &IoContext,
+        on_rows: RowsCallback,
+    ) -> Result<u64, ConnectorError> {
+        let dest = self.root.join(table);
+        let err = |e: std::io::Error| ConnectorError::permanent(format!("{}: {e}", dest.display()));
+        match mode {
+            WriteMode::Replace => {
+                let staged = StagedDir::new(&dest).map_err(err)?;
+                let rows =
+                    write_parquet_file(&staged.path().join("part-00000.parquet"), input, &on_rows)
+                        .await?;
+                staged.commit().map_err(err)?;
+                Ok(rows)
+            }
+            WriteMode::Append => {
+                std::fs::create_dir_all(&dest).map_err(err)?;
+                // Named after the load, so a resumed flow finds its own earlier part and does
+                // not append the same rows twice.
+                let part = dest.join(format!("part-{}.parquet", ctx.load_id));
+                if part.exists() {
+                    return Ok(parquet_rows(std::slice::from_ref(&part)).unwrap_or(0));
+                }
+                let staged = StagedFile::new(&part).map_err(err)?;
+                let rows = write_parquet_file(staged.path(), input, &on_rows).await?;
+                staged.commit().map_err(err)?;
+                Ok(rows)
+            }
+        }
+    }
+}

@@ -1,0 +1,146 @@
+//! Connectors: turn a store plus a table, query or path into a stream of Arrow record batches,
+//! and a stream of batches into a table or file, atomically. They know nothing of flows: they
+//! get a cancellation token and report rows through a callback.
+//!
+//! | engine  | source                         | target                                  |
+//! |---------|--------------------------------|-----------------------------------------|
+//! | csv     | files (glob), via DataFusion   | `<path>/<table>.csv`, temp file renamed |
+//! | parquet | files (glob) or datasets       | `<path>/<table>.parquet` or a dataset   |
+//! | sqlite  | table or query, via sqlx       | table, staged and swapped in one txn    |
+
+pub mod arrow_sql;
+pub mod files;
+pub mod fsutil;
+pub mod sqlite;
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use datafusion::execution::SendableRecordBatchStream;
+use datafusion::prelude::SessionContext;
+use tokio_util::sync::CancellationToken;
+
+use crate::domain::spec::{Source, WriteMode};
+use crate::domain::store::{DataStore, StoreEngine, StoreKind};
+
+/// Why a connector failed, and whether trying again may help.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConnectorError {
+    pub message: String,
+    /// Connection refused or reset, deadlock, serialization failure, too many connections.
+    pub transient: bool,
+}
+
+impl ConnectorError {
+    pub fn permanent(message: impl Into<String>) -> Self {
+        ConnectorError {
+            message: message.into(),
+            transient: false,
+        }
+    }
+    pub fn transient(message: impl Into<String>) -> Self {
+        ConnectorError {
+            message: message.into(),
+            transient: true,
+        }
+    }
+}
+
+impl std::fmt::Display for ConnectorError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for ConnectorError {}
+
+/// Reports rows moved so far, and the expected total when known.
+pub type RowsCallback = Arc<dyn Fn(u64, Option<u64>) + Send + Sync>;
+
+/// What every connector call gets besides its arguments.
+#[derive(Clone)]
+pub struct IoContext {
+    /// The flow's DataFusion session (file sources read through it).
+    pub session: SessionContext,
+    pub cancel: CancellationToken,
+    pub batch_size: usize,
+    /// A key unique to this write (flow id and node), so a resumed load can recognise its own
+    /// earlier, completed work and not repeat it.
+    pub load_id: String,
+}
+
+/// A source, opened: its rows as a stream, and how many to expect if the store can tell.
+pub struct Opened {
+    pub stream: SendableRecordBatchStream,
+    pub estimated_rows: Option<u64>,
+}
+
+#[async_trait]
+pub trait SourceConnector: Send + Sync {
+    async fn open(&self, source: &Source, ctx: &IoContext) -> Result<Opened, ConnectorError>;
+}
+
+#[async_trait]
+pub trait SinkConnector: Send + Sync {
+    /// Writes every batch of `input` into `table`. Atomic: on error or cancellation (the future
+    /// dropped) the target is left as it was. Returns the rows written.
+    async fn write(
+        &self,
+        table: &str,
+        mode: WriteMode,
+        input: SendableRecordBatchStream,
+        ctx: &IoContext,
+        on_rows: RowsCallback,
+    ) -> Result<u64, ConnectorError>;
+}
+
+/// The connector that reads `store`.
+pub fn source_for(store: &DataStore) -> Result<Box<dyn SourceConnector>, ConnectorError> {
+    match (store.kind, store.engine) {
+        (StoreKind::File, StoreEngine::Csv) => Ok(Box::new(files::CsvSource::new(store)?)),
+        (StoreKind::File, StoreEngine::Parquet) => {
+            Ok(Box::new(files::ParquetFileSource::new(store)?))
+        }
+        (StoreKind::ColumnarDb, StoreEngine::Parquet) => {
+            Ok(Box::new(files::ParquetDatasetSource::new(store)?))
+        }
+        (StoreKind::RelationalDb, StoreEngine::Sqlite) => {
+            Ok(Box::new(sqlite::SqliteSource::new(store)?))
+        }
+        (_, engine) => Err(unsupported(store, engine, "read")),
+    }
+}
+
+/// The connector that writes into `store`.
+pub fn sink_for(store: &DataStore) -> Result<Box<dyn SinkConnector>, ConnectorError> {
+    match (store.kind, store.engine) {
+        (StoreKind::File, StoreEngine::Csv) => Ok(Box::new(files::CsvFileSink::new(store)?)),
+        (StoreKind::File, StoreEngine::Parquet) => {
+            Ok(Box::new(files::ParquetFileSink::new(store)?))
+        }
+        (StoreKind::ColumnarDb, StoreEngine::Parquet) => {
+            Ok(Box::new(files::ParquetDatasetSink::new(store)?))
+        }
+        (StoreKind::RelationalDb, StoreEngine::Sqlite) => {
+            Ok(Box::new(sqlite::SqliteSink::new(store)?))
+        }
+        (_, engine) => Err(unsupported(store, engine, "write")),
+    }
+}
+
+fn unsupported(store: &DataStore, engine: StoreEngine, verb: &str) -> ConnectorError {
+    ConnectorError::permanent(format!(
+        "store {} ({}): this server cannot {verb} {} stores",
+        store.id,
+        store.name,
+        engine.as_str()
+    ))
+}
+
+/// The store's path, for file-based connectors.
+fn store_path(store: &DataStore) -> Result<std::path::PathBuf, ConnectorError> {
+    store
+        .path()
+        .map(std::path::PathBuf::from)
+        .ok_or_else(|| ConnectorError::permanent(format!("store {} has no file path", store.name)))
+}

@@ -1,0 +1,678 @@
+//! Flow and task states, and `FlowPicture`: a flow's output as it evolves, with the rules for
+//! progress (monotonic, 100 exactly at COMPLETED), log lines (capped) and errors. The Persister
+//! actor owns one picture per running flow; the rules live here so they can be tested alone.
+
+use std::collections::VecDeque;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use super::dag::{Dag, NodeKind};
+use super::time::{self, rfc3339};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum FlowState {
+    Ready,
+    Running,
+    Cancelled,
+    Failed,
+    Completed,
+}
+
+impl FlowState {
+    pub fn is_final(self) -> bool {
+        matches!(
+            self,
+            FlowState::Cancelled | FlowState::Failed | FlowState::Completed
+        )
+    }
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FlowState::Ready => "READY",
+            FlowState::Running => "RUNNING",
+            FlowState::Cancelled => "CANCELLED",
+            FlowState::Failed => "FAILED",
+            FlowState::Completed => "COMPLETED",
+        }
+    }
+    pub fn parse(s: &str) -> Option<Self> {
+        [
+            Self::Ready,
+            Self::Running,
+            Self::Cancelled,
+            Self::Failed,
+            Self::Completed,
+        ]
+        .into_iter()
+        .find(|st| st.as_str() == s)
+    }
+}
+
+impl std::fmt::Display for FlowState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum TaskState {
+    Pending,
+    Running,
+    Completed,
+    Failed,
+    Skipped,
+    Cancelled,
+}
+
+impl TaskState {
+    pub fn is_final(self) -> bool {
+        !matches!(self, TaskState::Pending | TaskState::Running)
+    }
+}
+
+/// One task's status as shown to clients.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TaskStatus {
+    pub name: String,
+    pub kind: NodeKind,
+    pub state: TaskState,
+    pub attempts: u32,
+    /// Rows produced so far (while running) or in all (when completed).
+    pub rows: Option<u64>,
+    #[serde(with = "rfc3339::option")]
+    pub started_utc: Option<DateTime<Utc>>,
+    #[serde(with = "rfc3339::option")]
+    pub finished_utc: Option<DateTime<Utc>>,
+    pub error: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Progress {
+    pub percent: f64,
+    #[serde(with = "rfc3339")]
+    pub updated_utc: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Lines {
+    pub lines: Vec<String>,
+    #[serde(with = "rfc3339")]
+    pub updated_utc: DateTime<Utc>,
+    /// Lines dropped to respect the cap (oldest first).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub dropped: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum Level {
+    Info,
+    Warn,
+    Error,
+}
+
+impl Level {
+    fn as_str(self) -> &'static str {
+        match self {
+            Level::Info => "INFO",
+            Level::Warn => "WARN",
+            Level::Error => "ERROR",
+        }
+    }
+}
+
+/// Something that happened to a flow. The Persister applies these to the flow's picture.
+#[derive(Debug, Clone, PartialEq)]
+pub enum FlowEvent {
+    State(FlowState),
+    TaskStarted {
+        task: String,
+        attempt: u32,
+    },
+    TaskProgress {
+        task: String,
+        rows: u64,
+        estimated_total: Option<u64>,
+    },
+    TaskCompleted {
+        task: String,
+        rows: u64,
+        elapsed: Duration,
+    },
+    /// An attempt failed; `retry_in` is set when another attempt will follow.
+    TaskFailed {
+        task: String,
+        error: String,
+        retry_in: Option<Duration>,
+    },
+    TaskSkipped {
+        task: String,
+        because: String,
+    },
+    TaskCancelled {
+        task: String,
+    },
+    Log {
+        level: Level,
+        task: Option<String>,
+        message: String,
+    },
+    /// A flow-level failure (timeout, crash, internal error) that belongs in `errors`.
+    FlowError {
+        message: String,
+    },
+    /// The flow's execution crashed; `retry_in` is set when the supervisor restarts it.
+    Crashed {
+        restart: u32,
+        max_restarts: u32,
+        cause: String,
+        retry_in: Option<Duration>,
+    },
+}
+
+/// The label of flow-level lines.
+pub const FLOW_LABEL: &str = "flow";
+
+/// A flow's output, in memory, with the rules for changing it.
+#[derive(Debug, Clone)]
+pub struct FlowPicture {
+    pub output_id: i64,
+    pub created_utc: DateTime<Utc>,
+    pub updated_utc: DateTime<Utc>,
+    pub state: FlowState,
+    pub progress: Progress,
+    pub logs: Lines,
+    pub errors: Lines,
+    pub tasks: Vec<TaskStatus>,
+    pub started_utc: Option<DateTime<Utc>>,
+    pub finished_utc: Option<DateTime<Utc>>,
+    pub restarts: i32,
+    /// Per task, the fraction done (0..=1) while running; parallel to `tasks`.
+    fractions: Vec<f64>,
+    max_lines: usize,
+}
+
+impl FlowPicture {
+    /// A new READY picture with one PENDING task per DAG node, in the DAG's order.
+    pub fn new_ready(output_id: i64, dag: &Dag, max_lines: usize) -> Self {
+        let now = time::now();
+        let tasks: Vec<TaskStatus> = dag
+            .ordered_nodes()
+            .map(|n| TaskStatus {
+                name: n.name.clone(),
+                kind: n.kind,
+                state: TaskState::Pending,
+                attempts: 0,
+                rows: None,
+                started_utc: None,
+                finished_utc: None,
+                error: None,
+            })
+            .collect();
+        Self::restore(
+            output_id,
+            now,
+            now,
+            FlowState::Ready,
+            Progress {
+                percent: 0.0,
+                updated_utc: now,
+            },
+            Lines {
+                lines: vec![],
+                updated_utc: now,
+                dropped: 0,
+            },
+            Lines {
+                lines: vec![],
+                updated_utc: now,
+                dropped: 0,
+            },
+            tasks,
+            None,
+            None,
+            0,
+            max_lines,
+        )
+    }
+
+    /// Rebuilds a picture from stored values.
+    #[allow(clippy::too_many_arguments)]
+    pub fn restore(
+        output_id: i64,
+        created_utc: DateTime<Utc>,
+        updated_utc: DateTime<Utc>,
+        state: FlowState,
+        progress: Progress,
+        logs: Lines,
+        errors: Lines,
+        tasks: Vec<TaskStatus>,
+        started_utc: Option<DateTime<Utc>>,
+        finished_utc: Option<DateTime<Utc>>,
+        restarts: i32,
+        max_lines: usize,
+    ) -> Self {
+        let fractions = tasks
+            .iter()
+            .map(|t| if t.state.is_final() { 1.0 } else { 0.0 })
+            .collect();
+        FlowPicture {
+            output_id,
+            created_utc,
+            updated_utc,
+            state,
+            progress,
+            logs,
+            errors,
+            tasks,
+            started_utc,
+            finished_utc,
+            restarts,
+            fractions,
+            max_lines: max_lines.max(2),
+        }
+    }
+
+    /// Prepares a picture for a resumed run: every task not in `done` is PENDING again.
+    pub fn resume(&mut self, done: &std::collections::HashSet<String>) {
+        for (i, t) in self.tasks.iter_mut().enumerate() {
+            if !done.contains(&t.name) {
+                t.state = TaskState::Pending;
+                t.rows = None;
+                t.error = None;
+                t.finished_utc = None;
+                self.fractions[i] = 0.0;
+            }
+        }
+    }
+
+    fn task_index(&self, name: &str) -> Option<usize> {
+        self.tasks.iter().position(|t| t.name == name)
+    }
+
+    /// Applies one event at time `now`. Returns whether the state changed (which the Persister
+    /// writes at once rather than coalesced).
+    pub fn apply(&mut self, event: &FlowEvent, now: DateTime<Utc>) -> bool {
+        self.updated_utc = now;
+        let mut state_changed = false;
+        match event {
+            FlowEvent::State(state) => {
+                if *state != self.state && !self.state.is_final() {
+                    self.state = *state;
+                    state_changed = true;
+                    match state {
+                        FlowState::Running => {
+                            self.started_utc.get_or_insert(now);
+                        }
+                        s if s.is_final() => {
+                            self.finished_utc = Some(now);
+                            for (i, t) in self.tasks.iter_mut().enumerate() {
+                                if !t.state.is_final() {
+                                    t.state = if *s == FlowState::Completed {
+                                        TaskState::Completed
+                                    } else {
+                                        TaskState::Cancelled
+                                    };
+                                    t.finished_utc.get_or_insert(now);
+                                    self.fractions[i] = 1.0;
+                                }
+                            }
+                        }
+                        _ => {}
+                    }
+                    let line = match state {
+                        FlowState::Running => "flow running".to_string(),
+                        s => format!("flow {}", s.as_str().to_lowercase()),
+                    };
+                    let level = if *state == FlowState::Failed {
+                        Level::Error
+                    } else {
+                        Level::Info
+                    };
+                    self.push_log(now, level, FLOW_LABEL, &line);
+                }
+            }
+            FlowEvent::TaskStarted { task, attempt } => {
+                if let Some(i) = self.task_index(task) {
+                    let t = &mut self.tasks[i];
+                    t.state = TaskState::Running;
+                    t.attempts = *attempt;
+                    t.rows = Some(0);
+                    t.error = None;
+                    t.finished_utc = None;
+                    t.started_utc.get_or_insert(now);
+                    let line = if *attempt > 1 {
+                        format!("started (attempt {attempt})")
+                    } else {
+                        "started".to_string()
+                    };
+                    self.fractions[i] = 0.0;
+                    self.push_log(now, Level::Info, task, &line);
+                }
+            }
+            FlowEvent::TaskProgress {
+                task,
+                rows,
+                estimated_total,
+            } => {
+                if let Some(i) = self.task_index(task) {
+                    if self.tasks[i].state == TaskState::Running {
+                        self.tasks[i].rows = Some(*rows);
+                        if let Some(total) = estimated_total.filter(|t| *t > 0) {
+                            self.fractions[i] = (*rows as f64 / total as f64).min(0.99);
+                        }
+                    }
+                }
+            }
+            FlowEvent::TaskCompleted {
+                task,
+                rows,
+                elapsed,
+            } => {
+                if let Some(i) = self.task_index(task) {
+                    let t = &mut self.tasks[i];
+                    t.state = TaskState::Completed;
+                    t.rows = Some(*rows);
+                    t.finished_utc = Some(now);
+                    t.error = None;
+                    self.fractions[i] = 1.0;
+                    let line = format!("completed: {rows} rows in {:.2} s", elapsed.as_secs_f64());
+                    self.push_log(now, Level::Info, task, &line);
+                }
+            }
+            FlowEvent::TaskFailed {
+                task,
+                error,
+                retry_in,
+            } => {
+                if let Some(i) = self.task_index(task) {
+                    match retry_in {
+                        Some(delay) => {
+                            let line = format!(
+                                "attempt {} failed, retrying in {:.1} s: {error}",
+                                self.tasks[i].attempts,
+                                delay.as_secs_f64()
+                            );
+                            self.push_log(now, Level::Warn, task, &line);
+                        }
+                        None => {
+                            let t = &mut self.tasks[i];
+                            t.state = TaskState::Failed;
+                            t.finished_utc = Some(now);
+                            t.error = Some(error.clone());
+                            self.fractions[i] = 1.0;
+                            let line = format!("failed: {error}");
+                            self.push_log(now, Level::Error, task, &line);
+                            self.push_error(now, task, error);
+                        }
+                    }
+                }
+            }
+            FlowEvent::TaskSkipped { task, because } => {
+                if let Some(i) = self.task_index(task) {
+                    let t = &mut self.tasks[i];
+                    t.state = TaskState::Skipped;
+                    t.finished_utc = Some(now);
+                    self.fractions[i] = 1.0;
+                    let line = format!("skipped: {because}");
+                    self.push_log(now, Level::Warn, task, &line);
+                }
+            }
+            FlowEvent::TaskCancelled { task } => {
+                if let Some(i) = self.task_index(task) {
+                    let t = &mut self.tasks[i];
+                    if !t.state.is_final() {
+                        let was_running = t.state == TaskState::Running;
+                        t.state = TaskState::Cancelled;
+                        t.finished_utc = Some(now);
+                        self.fractions[i] = 1.0;
+                        if was_running {
+                            self.push_log(now, Level::Warn, task, "cancelled");
+                        }
+                    }
+                }
+            }
+            FlowEvent::Log {
+                level,
+                task,
+                message,
+            } => {
+                let label = task.as_deref().unwrap_or(FLOW_LABEL).to_string();
+                self.push_log(now, *level, &label, message);
+            }
+            FlowEvent::FlowError { message } => {
+                self.push_log(now, Level::Error, FLOW_LABEL, message);
+                self.push_error(now, FLOW_LABEL, message);
+            }
+            FlowEvent::Crashed {
+                restart,
+                max_restarts,
+                cause,
+                retry_in,
+            } => match retry_in {
+                Some(delay) => {
+                    self.restarts = *restart as i32;
+                    let line = format!(
+                        "crashed: {cause}; restart {restart} of {max_restarts} in {:.1} s from the last checkpoints",
+                        delay.as_secs_f64()
+                    );
+                    self.push_log(now, Level::Warn, FLOW_LABEL, &line);
+                }
+                None => {
+                    let line = format!("crashed: {cause}; gave up after {max_restarts} restart(s)");
+                    self.push_log(now, Level::Error, FLOW_LABEL, &line);
+                    self.push_error(now, FLOW_LABEL, &line);
+                }
+            },
+        }
+        self.update_percent(now);
+        state_changed
+    }
+
+    /// Recomputes the percent: the mean of task fractions, kept below 100 until COMPLETED and
+    /// never lower than before.
+    fn update_percent(&mut self, now: DateTime<Utc>) {
+        let computed = if self.state == FlowState::Completed {
+            100.0
+        } else if self.fractions.is_empty() {
+            0.0
+        } else {
+            let mean = self.fractions.iter().sum::<f64>() / self.fractions.len() as f64;
+            (mean * 100.0).min(99.9)
+        };
+        let computed = (computed * 10.0).floor() / 10.0;
+        if computed > self.progress.percent {
+            self.progress = Progress {
+                percent: computed,
+                updated_utc: now,
+            };
+        }
+    }
+
+    fn push_log(&mut self, now: DateTime<Utc>, level: Level, label: &str, message: &str) {
+        let line = format!(
+            "{} {} [{label}] {message}",
+            time::format(&now),
+            level.as_str()
+        );
+        push_capped(&mut self.logs, line, self.max_lines, now);
+    }
+
+    fn push_error(&mut self, now: DateTime<Utc>, label: &str, message: &str) {
+        let line = format!("{} ERROR [{label}] {message}", time::format(&now));
+        push_capped(&mut self.errors, line, self.max_lines, now);
+    }
+}
+
+/// Appends a line, dropping the oldest beyond `cap`; the first line then says how many were
+/// dropped so a reader knows the log is not complete.
+fn push_capped(lines: &mut Lines, line: String, cap: usize, now: DateTime<Utc>) {
+    let has_marker = lines.dropped > 0;
+    let mut body: VecDeque<String> = lines
+        .lines
+        .drain(..)
+        .skip(usize::from(has_marker))
+        .collect();
+    body.push_back(line);
+    let room = if body.len() > cap { cap - 1 } else { cap };
+    while body.len() > room {
+        body.pop_front();
+        lines.dropped += 1;
+    }
+    if lines.dropped > 0 {
+        body.push_front(format!(
+            "{} WARN [{FLOW_LABEL}] {} earlier lines dropped (engine.max_log_lines = {cap})",
+            time::format(&now),
+            lines.dropped
+        ));
+    }
+    lines.lines = body.into();
+    lines.updated_utc = now;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::dag::{Dag, DagNode};
+
+    fn dag() -> Dag {
+        Dag::build(vec![
+            DagNode {
+                name: "a".into(),
+                kind: NodeKind::Ingest,
+                depends_on: vec![],
+            },
+            DagNode {
+                name: "b".into(),
+                kind: NodeKind::Transform,
+                depends_on: vec!["a".into()],
+            },
+            DagNode {
+                name: "b->t".into(),
+                kind: NodeKind::Persist,
+                depends_on: vec!["b".into()],
+            },
+            DagNode {
+                name: "c".into(),
+                kind: NodeKind::Transform,
+                depends_on: vec!["a".into()],
+            },
+        ])
+        .unwrap()
+    }
+
+    fn ev_started(t: &str) -> FlowEvent {
+        FlowEvent::TaskStarted {
+            task: t.into(),
+            attempt: 1,
+        }
+    }
+    fn ev_done(t: &str) -> FlowEvent {
+        FlowEvent::TaskCompleted {
+            task: t.into(),
+            rows: 10,
+            elapsed: Duration::from_millis(1500),
+        }
+    }
+
+    #[test]
+    fn progress_is_monotonic_and_100_only_at_completed() {
+        let mut p = FlowPicture::new_ready(1, &dag(), 100);
+        let now = time::now();
+        let mut seen = vec![];
+        p.apply(&FlowEvent::State(FlowState::Running), now);
+        for t in ["a", "b", "c", "b->t"] {
+            p.apply(&ev_started(t), now);
+            p.apply(
+                &FlowEvent::TaskProgress {
+                    task: t.into(),
+                    rows: 5,
+                    estimated_total: Some(10),
+                },
+                now,
+            );
+            seen.push(p.progress.percent);
+            // A retry resets the task's rows; the percent must not go down.
+            p.apply(&ev_started(t), now);
+            seen.push(p.progress.percent);
+            p.apply(&ev_done(t), now);
+            seen.push(p.progress.percent);
+        }
+        assert!(seen.windows(2).all(|w| w[0] <= w[1]), "{seen:?}");
+        assert!(seen.iter().all(|p| *p < 100.0), "{seen:?}");
+        p.apply(&FlowEvent::State(FlowState::Completed), now);
+        assert_eq!(p.progress.percent, 100.0);
+    }
+
+    #[test]
+    fn log_lines_have_timestamp_level_and_task() {
+        let mut p = FlowPicture::new_ready(1, &dag(), 100);
+        let now = time::now();
+        p.apply(&ev_started("a"), now);
+        p.apply(&ev_done("a"), now);
+        let last = p.logs.lines.last().unwrap();
+        assert!(
+            last.ends_with(" INFO [a] completed: 10 rows in 1.50 s"),
+            "{last}"
+        );
+        assert!(last.starts_with(&time::format(&now)));
+        p.apply(
+            &FlowEvent::TaskFailed {
+                task: "b".into(),
+                error: "boom".into(),
+                retry_in: None,
+            },
+            now,
+        );
+        assert!(p.errors.lines[0].ends_with("ERROR [b] boom"));
+        assert_eq!(
+            p.tasks.iter().find(|t| t.name == "b").unwrap().state,
+            TaskState::Failed
+        );
+    }
+
+    #[test]
+    fn logs_are_capped_with_a_dropped_marker() {
+        let mut p = FlowPicture::new_ready(1, &dag(), 10);
+        let now = time::now();
+        for i in 0..25 {
+            p.apply(
+                &FlowEvent::Log {
+                    level: Level::Info,
+                    task: None,
+                    message: format!("line {i}"),
+                },
+                now,
+            );
+        }
+        assert_eq!(p.logs.lines.len(), 10);
+        assert_eq!(p.logs.dropped, 16);
+        assert!(
+            p.logs.lines[0].contains("16 earlier lines dropped"),
+            "{}",
+            p.logs.lines[0]
+        );
+        assert!(p.logs.lines[9].ends_with("line 24"));
+        assert!(p.logs.lines[1].ends_with("line 16"));
+    }
+
+    #[test]
+    fn final_state_closes_open_tasks_and_is_sticky() {
+        let mut p = FlowPicture::new_ready(1, &dag(), 100);
+        let now = time::now();
+        p.apply(&FlowEvent::State(FlowState::Running), now);
+        p.apply(&ev_started("a"), now);
+        assert!(p.apply(&FlowEvent::State(FlowState::Cancelled), now));
+        assert!(p.tasks.iter().all(|t| t.state == TaskState::Cancelled));
+        assert!(!p.apply(&FlowEvent::State(FlowState::Completed), now));
+        assert_eq!(p.state, FlowState::Cancelled);
+        assert!(p.progress.percent < 100.0);
+    }
+}

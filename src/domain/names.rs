@@ -1,0 +1,107 @@
+//! Name rules and "did you mean" suggestions.
+
+/// Data store names: 1-63 characters of `[A-Za-z0-9_-]`, starting with a letter.
+pub fn check_store_name(name: &str) -> Result<(), String> {
+    let ok = (1..=63).contains(&name.len())
+        && name.starts_with(|c: char| c.is_ascii_alphabetic())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "invalid name {name:?}: use 1-63 characters of letters, digits, '_' or '-', starting with a letter"
+        ))
+    }
+}
+
+/// Flow input names follow the data store rule.
+pub fn check_flow_input_name(name: &str) -> Result<(), String> {
+    check_store_name(name)
+}
+
+/// Source and transform names are what SQL refers to, so they must be plain lowercase SQL
+/// identifiers: `[a-z_][a-z0-9_]*`, at most 63 characters. (Unquoted identifiers are lowercased
+/// by the SQL engine, so allowing capitals would make `Orders` unreachable without quotes.)
+pub fn check_node_name(name: &str) -> Result<(), String> {
+    let ok = (1..=63).contains(&name.len())
+        && name.starts_with(|c: char| c.is_ascii_lowercase() || c == '_')
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+    if ok {
+        return Ok(());
+    }
+    let hint = suggest_identifier(name)
+        .map(|s| format!(" (try {s:?})"))
+        .unwrap_or_default();
+    Err(format!(
+        "invalid name {name:?}: use 1-63 lowercase letters, digits or '_', not starting with a digit{hint}"
+    ))
+}
+
+fn suggest_identifier(name: &str) -> Option<String> {
+    let mut s: String = name
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_lowercase()
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    if s.starts_with(|c: char| c.is_ascii_digit()) {
+        s.insert(0, '_');
+    }
+    s.truncate(63);
+    (!s.is_empty() && s != name).then_some(s)
+}
+
+/// The closest candidate to `wanted`, if one is close enough to be a likely typo.
+pub fn did_you_mean<'a>(
+    wanted: &str,
+    candidates: impl IntoIterator<Item = &'a str>,
+) -> Option<&'a str> {
+    let wanted_lower = wanted.to_lowercase();
+    candidates
+        .into_iter()
+        .map(|c| (c, strsim::jaro_winkler(&wanted_lower, &c.to_lowercase())))
+        .filter(|(_, score)| *score >= 0.8)
+        .max_by(|a, b| a.1.total_cmp(&b.1))
+        .map(|(c, _)| c)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn store_names() {
+        assert!(check_store_name("shop_db").is_ok());
+        assert!(check_store_name("a-1").is_ok());
+        assert!(check_store_name("1abc").is_err());
+        assert!(check_store_name("").is_err());
+        assert!(check_store_name(&"a".repeat(64)).is_err());
+        assert!(check_store_name("has space").is_err());
+    }
+
+    #[test]
+    fn node_names_must_be_lowercase_identifiers() {
+        assert!(check_node_name("stg_orders").is_ok());
+        assert!(check_node_name("_x1").is_ok());
+        let err = check_node_name("Stg-Orders").unwrap_err();
+        assert!(err.contains("try \"stg_orders\""), "{err}");
+        assert!(check_node_name("9lives").is_err());
+    }
+
+    #[test]
+    fn suggestions_pick_near_misses_only() {
+        assert_eq!(
+            did_you_mean("ordrs", ["orders", "customers"]),
+            Some("orders")
+        );
+        assert_eq!(did_you_mean("zzz", ["orders", "customers"]), None);
+    }
+}

@@ -1,0 +1,788 @@
+//! Validation and planning of a flow input: every problem is collected (with its JSON path),
+//! and a valid input comes out with defaults filled in and its DAG planned.
+
+use std::collections::{HashMap, HashSet};
+
+use crate::config::{EngineSettings, LimitSettings};
+use crate::error::FieldError;
+
+use super::dag::{Dag, DagNode, NodeKind};
+use super::names::{check_flow_input_name, check_node_name, did_you_mean};
+use super::spec::*;
+use super::sql::analyze_query;
+use super::store::{DataStore, StoreEngine, StoreKind};
+
+/// What validation needs to know besides the request.
+pub struct ValidationContext<'a> {
+    /// Every store the request mentions that exists.
+    pub stores: &'a HashMap<i64, DataStore>,
+    pub limits: &'a LimitSettings,
+    pub engine: &'a EngineSettings,
+}
+
+pub const MAX_TASK_TIMEOUT_S: u64 = 7 * 24 * 3600;
+pub const MAX_FLOW_TIMEOUT_S: u64 = 30 * 24 * 3600;
+pub const MAX_ATTEMPTS: u32 = 10;
+pub const MAX_QUERY_LENGTH: usize = 100_000;
+
+struct Problems(Vec<FieldError>);
+
+impl Problems {
+    fn add(&mut self, path: impl Into<String>, message: impl Into<String>) {
+        self.0.push(FieldError::new(path, message));
+    }
+}
+
+/// Validates `req` and plans its DAG, or returns every problem found.
+pub fn validate_flow_input(
+    req: FlowInputRequest,
+    ctx: &ValidationContext<'_>,
+) -> Result<(FlowInputSpec, Dag), Vec<FieldError>> {
+    let mut p = Problems(Vec::new());
+    if let Err(msg) = check_flow_input_name(&req.name) {
+        p.add("name", msg);
+    }
+
+    // Stores.
+    let mut seen_ids = HashSet::new();
+    for (i, id) in req.source_store_ids.iter().enumerate() {
+        let path = format!("source_store_ids[{i}]");
+        if !seen_ids.insert(*id) {
+            p.add(path, format!("data store {id} is listed twice"));
+            continue;
+        }
+        match ctx.stores.get(id) {
+            None => p.add(path, format!("data store {id} does not exist")),
+            Some(store) if !store.is_readable() => p.add(
+                path,
+                format!(
+                    "data store {id} ({}) cannot be read by this server",
+                    store.name
+                ),
+            ),
+            Some(_) => {}
+        }
+    }
+    let target = ctx.stores.get(&req.target_store_id);
+    match target {
+        None => p.add(
+            "target_store_id",
+            format!("data store {} does not exist", req.target_store_id),
+        ),
+        Some(store) if !store.is_writable() => p.add(
+            "target_store_id",
+            format!(
+                "data store {} ({}) cannot be written by this server",
+                store.id, store.name
+            ),
+        ),
+        Some(_) => {}
+    }
+
+    // Names shared by sources and transforms.
+    let mut names: HashMap<String, String> = HashMap::new();
+    let mut claim = |p: &mut Problems, name: &str, path: String| {
+        if let Err(msg) = check_node_name(name) {
+            p.add(path, msg);
+        } else if let Some(first) = names.get(name) {
+            p.add(
+                path,
+                format!("duplicate name {name:?}: already used by {first}"),
+            );
+        } else {
+            names.insert(name.to_string(), path.trim_end_matches(".name").to_string());
+        }
+    };
+
+    // Sources.
+    if req.sources.len() > ctx.limits.max_sources {
+        p.add(
+            "sources",
+            format!("at most {} sources are allowed", ctx.limits.max_sources),
+        );
+    }
+    let mut sources = Vec::with_capacity(req.sources.len());
+    for (i, s) in req.sources.into_iter().enumerate() {
+        let at = |field: &str| format!("sources[{i}].{field}");
+        claim(&mut p, &s.name, at("name"));
+        if !req.source_store_ids.contains(&s.store_id) {
+            p.add(
+                at("store_id"),
+                format!(
+                    "data store {} is not listed in source_store_ids",
+                    s.store_id
+                ),
+            );
+        }
+        let store = ctx.stores.get(&s.store_id);
+        if store.is_none() && req.source_store_ids.contains(&s.store_id) {
+            // Already reported under source_store_ids.
+        } else if store.is_none() {
+            p.add(
+                at("store_id"),
+                format!("data store {} does not exist", s.store_id),
+            );
+        }
+        if let Some(source) = validate_source(s, store, i, &mut p) {
+            sources.push(source);
+        }
+    }
+
+    // Transforms: names, SQL, references.
+    if req.transforms.len() > ctx.limits.max_transforms {
+        p.add(
+            "transforms",
+            format!(
+                "at most {} transforms are allowed",
+                ctx.limits.max_transforms
+            ),
+        );
+    }
+    for (i, t) in req.transforms.iter().enumerate() {
+        claim(&mut p, &t.name, format!("transforms[{i}].name"));
+    }
+    let node_names: Vec<&str> = sources
+        .iter()
+        .map(|s: &Source| s.name.as_str())
+        .chain(req.transforms.iter().map(|t| t.name.as_str()))
+        .collect();
+    let mut transform_deps: Vec<Vec<String>> = Vec::with_capacity(req.transforms.len());
+    for (i, t) in req.transforms.iter().enumerate() {
+        let path = format!("transforms[{i}].sql");
+        let mut deps = Vec::new();
+        if t.sql.len() > ctx.limits.max_sql_length {
+            p.add(
+                path,
+                format!(
+                    "the SQL is {} characters long; at most {} are allowed",
+                    t.sql.len(),
+                    ctx.limits.max_sql_length
+                ),
+            );
+            transform_deps.push(deps);
+            continue;
+        }
+        match analyze_query(&t.sql) {
+            Err(problem) => p.add(path, problem.to_string()),
+            Ok(refs) => {
+                for r in refs {
+                    let at = r
+                        .position
+                        .map(|pos| format!(" (at {pos})"))
+                        .unwrap_or_default();
+                    if r.qualified {
+                        p.add(
+                            &path,
+                            format!("table {:?}{at}: transforms read sources and other transforms by their plain name", r.name),
+                        );
+                    } else if node_names.contains(&r.name.as_str()) {
+                        deps.push(r.name);
+                    } else {
+                        let hint = did_you_mean(&r.name, node_names.iter().copied())
+                            .map(|s| format!(" (did you mean {s:?}?)"))
+                            .unwrap_or_default();
+                        p.add(
+                            &path,
+                            format!("unknown table {:?}{at}{hint}; a transform can read the flow's sources and transforms", r.name),
+                        );
+                    }
+                }
+            }
+        }
+        transform_deps.push(deps);
+    }
+
+    // Outputs.
+    let read_by_transforms: HashSet<&str> = transform_deps
+        .iter()
+        .flatten()
+        .map(String::as_str)
+        .collect();
+    let outputs: Vec<Output> = match req.outputs {
+        None => {
+            let outs: Vec<Output> = req
+                .transforms
+                .iter()
+                .filter(|t| !read_by_transforms.contains(t.name.as_str()))
+                .map(|t| Output {
+                    node: t.name.clone(),
+                    table: t.name.clone(),
+                    mode: WriteMode::Replace,
+                })
+                .collect();
+            if outs.is_empty() && req.transforms.is_empty() {
+                p.add(
+                    "outputs",
+                    "nothing to persist: add transforms, or list outputs naming sources",
+                );
+            }
+            outs
+        }
+        Some(list) => {
+            if list.is_empty() {
+                p.add(
+                    "outputs",
+                    "must not be empty (omit it to persist every final transform)",
+                );
+            }
+            let mut outs = Vec::with_capacity(list.len());
+            let mut tables = HashSet::new();
+            for (i, o) in list.into_iter().enumerate() {
+                let at = |field: &str| format!("outputs[{i}].{field}");
+                if !node_names.contains(&o.node.as_str()) {
+                    let hint = did_you_mean(&o.node, node_names.iter().copied())
+                        .map(|s| format!(" (did you mean {s:?}?)"))
+                        .unwrap_or_default();
+                    p.add(at("node"), format!("unknown node {:?}{hint}", o.node));
+                }
+                let table = o.table.unwrap_or_else(|| o.node.clone());
+                if let Some(target) = target {
+                    if let Err(msg) = check_target_table(&table, target.engine) {
+                        p.add(at("table"), msg);
+                    }
+                }
+                if !tables.insert(table.clone()) {
+                    p.add(
+                        at("table"),
+                        format!("{table:?} is written by another output too"),
+                    );
+                }
+                let mode = match o.mode.as_deref() {
+                    None | Some("replace") => WriteMode::Replace,
+                    Some("append") => WriteMode::Append,
+                    Some(other) => {
+                        p.add(
+                            at("mode"),
+                            format!("unknown mode {other:?}: use replace or append"),
+                        );
+                        WriteMode::Replace
+                    }
+                };
+                outs.push(Output {
+                    node: o.node,
+                    table,
+                    mode,
+                });
+            }
+            outs
+        }
+    };
+
+    let options = validate_options(req.options, ctx.engine, &mut p);
+
+    // The DAG (cycles are only meaningful once names resolve).
+    let mut nodes: Vec<DagNode> = sources
+        .iter()
+        .map(|s| DagNode {
+            name: s.name.clone(),
+            kind: NodeKind::Ingest,
+            depends_on: vec![],
+        })
+        .collect();
+    for (t, deps) in req.transforms.iter().zip(&transform_deps) {
+        nodes.push(DagNode {
+            name: t.name.clone(),
+            kind: NodeKind::Transform,
+            depends_on: deps.clone(),
+        });
+    }
+    for o in &outputs {
+        nodes.push(DagNode {
+            name: o.node_name(),
+            kind: NodeKind::Persist,
+            depends_on: vec![o.node.clone()],
+        });
+    }
+    let dag = match Dag::build(nodes) {
+        Ok(dag) => Some(dag),
+        Err(cycle) => {
+            let first = req
+                .transforms
+                .iter()
+                .position(|t| Some(&t.name) == cycle.first());
+            let path = first
+                .map(|i| format!("transforms[{i}].sql"))
+                .unwrap_or_else(|| "transforms".into());
+            p.add(
+                path,
+                format!("cycle: {} (each reads the next)", cycle.join(" -> ")),
+            );
+            None
+        }
+    };
+
+    match (p.0.is_empty(), dag) {
+        (true, Some(dag)) => Ok((
+            FlowInputSpec {
+                name: req.name,
+                source_store_ids: req.source_store_ids,
+                target_store_id: req.target_store_id,
+                sources,
+                transforms: req.transforms,
+                outputs,
+                options,
+            },
+            dag,
+        )),
+        _ => Err(p.0),
+    }
+}
+
+fn validate_source(
+    s: SourceRequest,
+    store: Option<&DataStore>,
+    i: usize,
+    p: &mut Problems,
+) -> Option<Source> {
+    let at = |field: &str| format!("sources[{i}].{field}");
+    let given: Vec<&str> = [
+        ("table", s.table.is_some()),
+        ("query", s.query.is_some()),
+        ("path", s.path.is_some()),
+    ]
+    .into_iter()
+    .filter_map(|(k, present)| present.then_some(k))
+    .collect();
+    if given.len() > 1 {
+        p.add(
+            at(given[1]),
+            format!(
+                "give only one of table, query or path (found {})",
+                given.join(" and ")
+            ),
+        );
+    }
+    if let Some(t) = &s.table {
+        if let Err(msg) = check_table_name(t) {
+            p.add(at("table"), msg);
+        }
+    }
+    if let Some(q) = &s.query {
+        if q.trim().is_empty() {
+            p.add(at("query"), "must not be empty");
+        } else if q.len() > MAX_QUERY_LENGTH {
+            p.add(
+                at("query"),
+                format!("at most {MAX_QUERY_LENGTH} characters are allowed"),
+            );
+        }
+    }
+    if let Some(path) = &s.path {
+        if let Err(msg) = super::paths::check_relative_pattern(path) {
+            p.add(at("path"), msg);
+        }
+    }
+    let mut csv = None;
+    if let Some(store) = store {
+        match store.kind {
+            StoreKind::RelationalDb | StoreKind::ColumnarDb => {
+                if s.path.is_some() {
+                    p.add(
+                        at("path"),
+                        format!(
+                            "store {} is a {} store: read a table or a query",
+                            store.name,
+                            store.kind.as_str()
+                        ),
+                    );
+                } else if given.is_empty() {
+                    p.add(at("table"), "give a table or a query");
+                }
+                if s.csv.is_some() {
+                    p.add(
+                        at("csv"),
+                        format!(
+                            "csv options apply to csv file stores, not to {}",
+                            store.engine.as_str()
+                        ),
+                    );
+                }
+            }
+            StoreKind::File => {
+                for field in ["table", "query"] {
+                    if given.contains(&field) {
+                        p.add(at(field), format!("store {} is a file store: read a path (relative to the store's path)", store.name));
+                    }
+                }
+                if store.engine == StoreEngine::Csv {
+                    csv = Some(validate_csv(s.csv.clone().unwrap_or_default(), i, p));
+                } else if s.csv.is_some() {
+                    p.add(
+                        at("csv"),
+                        format!(
+                            "csv options apply to csv stores, not to {}",
+                            store.engine.as_str()
+                        ),
+                    );
+                }
+            }
+        }
+    }
+    Some(Source {
+        name: s.name,
+        store_id: s.store_id,
+        table: s.table,
+        query: s.query,
+        path: s.path,
+        csv,
+    })
+}
+
+fn single_byte(value: &str, path: String, p: &mut Problems) -> bool {
+    let ok = value.len() == 1 && value.is_ascii();
+    if !ok {
+        p.add(path, format!("must be one ASCII character, not {value:?}"));
+    }
+    ok
+}
+
+fn validate_csv(req: CsvOptionsRequest, i: usize, p: &mut Problems) -> CsvOptions {
+    let at = |field: &str| format!("sources[{i}].csv.{field}");
+    let mut o = CsvOptions::default();
+    if let Some(d) = req.delimiter {
+        if single_byte(&d, at("delimiter"), p) {
+            o.delimiter = d;
+        }
+    }
+    if let Some(q) = req.quote {
+        if single_byte(&q, at("quote"), p) {
+            o.quote = q;
+        }
+    }
+    if let Some(e) = req.escape {
+        if single_byte(&e, at("escape"), p) {
+            o.escape = Some(e);
+        }
+    }
+    if let Some(h) = req.has_header {
+        o.has_header = h;
+    }
+    if let Some(n) = req.null_values {
+        o.null_values = n;
+    }
+    if let Some(rows) = req.infer_rows {
+        if (1..=1_000_000).contains(&rows) {
+            o.infer_rows = rows;
+        } else {
+            p.add(at("infer_rows"), "must be between 1 and 1000000");
+        }
+    }
+    if let Some(cols) = req.columns {
+        for (name, ty) in &cols {
+            if let Err(msg) = parse_column_type(ty) {
+                p.add(format!("sources[{i}].csv.columns.{name}"), msg);
+            }
+        }
+        o.columns = cols;
+    }
+    o
+}
+
+fn validate_options(req: OptionsRequest, engine: &EngineSettings, p: &mut Problems) -> FlowOptions {
+    let mut range = |name: &str, value: Option<u64>, min: u64, max: u64, default: u64| -> u64 {
+        match value {
+            None => default,
+            Some(v) if (min..=max).contains(&v) => v,
+            Some(v) => {
+                p.add(
+                    format!("options.{name}"),
+                    format!("{v} is out of range: use {min} to {max}"),
+                );
+                default
+            }
+        }
+    };
+    let max_parallel_tasks = range(
+        "max_parallel_tasks",
+        req.max_parallel_tasks.map(u64::from),
+        1,
+        64,
+        u64::from(engine.max_parallel_tasks),
+    ) as u32;
+    let task_timeout_s = range(
+        "task_timeout_s",
+        req.task_timeout_s,
+        1,
+        MAX_TASK_TIMEOUT_S,
+        3600,
+    );
+    let flow_timeout_s = req
+        .flow_timeout_s
+        .map(|v| range("flow_timeout_s", Some(v), 1, MAX_FLOW_TIMEOUT_S, v));
+    let max_attempts = range(
+        "max_attempts",
+        req.max_attempts.map(u64::from),
+        1,
+        u64::from(MAX_ATTEMPTS),
+        3,
+    ) as u32;
+    let memory_limit_mb = range(
+        "memory_limit_mb",
+        req.memory_limit_mb,
+        16,
+        engine.memory_limit_mb,
+        engine.memory_limit_mb,
+    );
+    FlowOptions {
+        max_parallel_tasks,
+        fail_fast: req.fail_fast.unwrap_or(false),
+        task_timeout_s,
+        flow_timeout_s,
+        max_attempts,
+        memory_limit_mb,
+    }
+}
+
+/// A source table: one to three dot-separated identifiers.
+fn check_table_name(name: &str) -> Result<(), String> {
+    let part_ok = |part: &str| {
+        !part.is_empty()
+            && part.len() <= 63
+            && part.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_')
+            && part
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '$')
+    };
+    let parts: Vec<&str> = name.split('.').collect();
+    if parts.len() <= 3 && parts.iter().all(|p| part_ok(p)) {
+        Ok(())
+    } else {
+        Err(format!(
+            "invalid table name {name:?}: use [schema.]table, each part letters, digits or '_', starting with a letter or '_'"
+        ))
+    }
+}
+
+/// An output table, as the target's engine can name it.
+fn check_target_table(name: &str, engine: StoreEngine) -> Result<(), String> {
+    match engine {
+        StoreEngine::Postgres | StoreEngine::Mysql => {
+            check_table_name(name)?;
+            if name.split('.').count() > 2 {
+                return Err(format!(
+                    "invalid table name {name:?}: use table or schema.table"
+                ));
+            }
+            Ok(())
+        }
+        StoreEngine::Sqlite => {
+            check_table_name(name)?;
+            match name.split_once('.') {
+                None => Ok(()),
+                Some(("main", rest)) if !rest.contains('.') => Ok(()),
+                Some(_) => Err(format!(
+                    "invalid table name {name:?}: SQLite targets take table or main.table"
+                )),
+            }
+        }
+        StoreEngine::Csv | StoreEngine::Parquet | StoreEngine::Duckdb => {
+            let ok = !name.is_empty()
+                && name.len() <= 200
+                && name.starts_with(|c: char| c.is_ascii_alphanumeric() || c == '_')
+                && name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
+                && !name.contains("..");
+            if ok {
+                Ok(())
+            } else {
+                Err(format!("invalid name {name:?}: file targets take a file name of letters, digits, '_', '-' or '.'"))
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::store::{Connection, DbConnection, FileConnection};
+    use serde_json::json;
+
+    fn store(id: i64, kind: StoreKind, engine: StoreEngine) -> DataStore {
+        let connection = match engine {
+            StoreEngine::Postgres | StoreEngine::Mysql => Connection::Db(DbConnection {
+                host: "h".into(),
+                port: 1,
+                user: "u".into(),
+                db_name: "d".into(),
+            }),
+            _ => Connection::File(FileConnection {
+                path: "/data".into(),
+            }),
+        };
+        DataStore {
+            id,
+            created_utc: chrono::Utc::now(),
+            name: format!("s{id}"),
+            kind,
+            engine,
+            connection,
+            password: None,
+        }
+    }
+
+    fn settings() -> crate::config::Settings {
+        crate::config::Settings::load_with(None, Vec::new()).unwrap()
+    }
+
+    fn run(req: serde_json::Value) -> Result<(FlowInputSpec, Dag), Vec<FieldError>> {
+        let stores: HashMap<i64, DataStore> = [
+            store(1, StoreKind::RelationalDb, StoreEngine::Sqlite),
+            store(2, StoreKind::File, StoreEngine::Csv),
+            store(3, StoreKind::ColumnarDb, StoreEngine::Parquet),
+        ]
+        .into_iter()
+        .map(|s| (s.id, s))
+        .collect();
+        let s = settings();
+        let ctx = ValidationContext {
+            stores: &stores,
+            limits: &s.limits,
+            engine: &s.engine,
+        };
+        validate_flow_input(serde_json::from_value(req).unwrap(), &ctx)
+    }
+
+    fn paths(errors: &[FieldError]) -> Vec<&str> {
+        errors.iter().map(|e| e.path.as_str()).collect()
+    }
+
+    #[test]
+    fn plans_a_valid_input_with_defaults() {
+        let (spec, dag) = run(json!({
+            "name": "shop", "source_store_ids": [1, 2], "target_store_id": 3,
+            "sources": [
+                {"name": "orders", "store_id": 1, "table": "orders"},
+                {"name": "customers", "store_id": 2, "path": "customers.csv"}
+            ],
+            "transforms": [
+                {"name": "stg_orders", "sql": "SELECT id, customer_id FROM orders"},
+                {"name": "totals", "sql": "SELECT c.id, count(*) AS n FROM customers c JOIN stg_orders o ON o.customer_id = c.id GROUP BY c.id"}
+            ]
+        }))
+        .unwrap();
+        assert_eq!(
+            spec.outputs,
+            vec![Output {
+                node: "totals".into(),
+                table: "totals".into(),
+                mode: WriteMode::Replace
+            }]
+        );
+        assert_eq!(spec.options.max_attempts, 3);
+        assert_eq!(spec.sources[1].csv, Some(CsvOptions::default()));
+        assert_eq!(
+            dag.order,
+            [
+                "orders",
+                "customers",
+                "stg_orders",
+                "totals",
+                "totals->totals"
+            ]
+        );
+        assert_eq!(
+            dag.node("totals").unwrap().depends_on,
+            ["customers", "stg_orders"]
+        );
+    }
+
+    #[test]
+    fn reports_every_problem_with_its_path() {
+        let errors = run(json!({
+            "name": "x", "source_store_ids": [1, 9], "target_store_id": 8,
+            "sources": [
+                {"name": "orders", "store_id": 1, "table": "orders"},
+                {"name": "Bad Name", "store_id": 2, "path": "../etc/passwd"},
+                {"name": "orders", "store_id": 3, "table": "t"}
+            ],
+            "transforms": [
+                {"name": "a", "sql": "SELECT * FROM ordrs"},
+                {"name": "b", "sql": "SELEC 1"},
+                {"name": "c", "sql": "DELETE FROM orders"}
+            ],
+            "outputs": [{"node": "zz", "mode": "upsert"}],
+            "options": {"max_attempts": 0, "memory_limit_mb": 999999}
+        }))
+        .unwrap_err();
+        assert_eq!(
+            paths(&errors),
+            [
+                "source_store_ids[1]",
+                "target_store_id",
+                "sources[1].name",
+                "sources[1].store_id",
+                "sources[1].path",
+                "sources[2].name",
+                "sources[2].store_id",
+                "transforms[0].sql",
+                "transforms[1].sql",
+                "transforms[2].sql",
+                "outputs[0].node",
+                "outputs[0].mode",
+                "options.max_attempts",
+                "options.memory_limit_mb",
+            ],
+            "{errors:#?}"
+        );
+        assert!(
+            errors[7].message.contains("did you mean \"orders\""),
+            "{}",
+            errors[7].message
+        );
+        assert!(
+            errors[7].message.contains("line 1, column 15"),
+            "{}",
+            errors[7].message
+        );
+    }
+
+    #[test]
+    fn reports_cycles_with_their_path() {
+        let errors = run(json!({
+            "name": "x", "source_store_ids": [1], "target_store_id": 3,
+            "sources": [{"name": "src", "store_id": 1, "table": "t"}],
+            "transforms": [
+                {"name": "a", "sql": "SELECT * FROM c JOIN src USING (id)"},
+                {"name": "b", "sql": "SELECT * FROM a"},
+                {"name": "c", "sql": "SELECT * FROM b"}
+            ],
+            "outputs": [{"node": "c"}]
+        }))
+        .unwrap_err();
+        assert_eq!(paths(&errors), ["transforms[0].sql"]);
+        assert_eq!(
+            errors[0].message,
+            "cycle: a -> c -> b -> a (each reads the next)"
+        );
+    }
+
+    #[test]
+    fn source_shape_must_fit_the_store() {
+        let errors = run(json!({
+            "name": "x", "source_store_ids": [1, 2], "target_store_id": 1,
+            "sources": [
+                {"name": "a", "store_id": 1, "path": "x.csv"},
+                {"name": "b", "store_id": 2, "table": "t"},
+                {"name": "c", "store_id": 1},
+                {"name": "d", "store_id": 1, "table": "t", "query": "SELECT 1"},
+                {"name": "e", "store_id": 2, "path": "x.csv", "csv": {"delimiter": ";;", "columns": {"n": "money"}}}
+            ],
+            "outputs": [{"node": "a", "table": "other.t"}]
+        }))
+        .unwrap_err();
+        assert_eq!(
+            paths(&errors),
+            [
+                "sources[0].path",
+                "sources[1].table",
+                "sources[2].table",
+                "sources[3].query",
+                "sources[4].csv.delimiter",
+                "sources[4].csv.columns.n",
+                "outputs[0].table",
+            ],
+            "{errors:#?}"
+        );
+    }
+}

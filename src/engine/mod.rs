@@ -1,0 +1,145 @@
+//! The SQL engine: Apache DataFusion on a dedicated multi-thread Tokio runtime (actix arbiters
+//! are single-threaded and must never run queries), one `SessionContext` per flow with a memory
+//! limit carved out of a shared pool, node results checkpointed as Parquet in the flow's work
+//! directory. Knows nothing of actors or HTTP.
+
+pub mod checkpoint;
+pub mod errors;
+pub mod memory;
+pub mod node;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use datafusion::execution::disk_manager::{DiskManagerBuilder, DiskManagerMode};
+use datafusion::execution::memory_pool::{FairSpillPool, MemoryPool};
+use datafusion::execution::runtime_env::RuntimeEnvBuilder;
+use datafusion::prelude::{SessionConfig, SessionContext};
+
+use crate::config::EngineSettings;
+
+/// The engine's own runtime. Dropping it never blocks (so it may be dropped anywhere, even
+/// inside another runtime): its threads are shut down in the background.
+pub struct EngineRuntime(Option<tokio::runtime::Runtime>);
+
+impl EngineRuntime {
+    pub fn new(threads: usize) -> std::io::Result<Self> {
+        let threads = if threads == 0 {
+            std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(2)
+        } else {
+            threads
+        };
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(threads)
+            .thread_name("sluice-engine")
+            .enable_all()
+            .build()?;
+        Ok(EngineRuntime(Some(rt)))
+    }
+
+    pub fn handle(&self) -> &tokio::runtime::Handle {
+        self.0
+            .as_ref()
+            .expect("runtime is present until drop")
+            .handle()
+    }
+}
+
+impl Drop for EngineRuntime {
+    fn drop(&mut self) {
+        if let Some(rt) = self.0.take() {
+            rt.shutdown_background();
+        }
+    }
+}
+
+/// The engine: runtime, shared memory pool, where flows keep their work.
+pub struct Engine {
+    runtime: EngineRuntime,
+    pool: Arc<dyn MemoryPool>,
+    work_root: PathBuf,
+    spill_dir: PathBuf,
+    batch_size: usize,
+    threads: usize,
+}
+
+/// One flow's engine state: its session (sources and completed nodes registered as tables)
+/// and its work directory.
+pub struct FlowSession {
+    pub ctx: SessionContext,
+    pub work_dir: PathBuf,
+}
+
+impl Engine {
+    pub fn new(
+        settings: &EngineSettings,
+        data_dir: &std::path::Path,
+    ) -> std::io::Result<Arc<Engine>> {
+        let runtime = EngineRuntime::new(settings.threads)?;
+        let threads = if settings.threads == 0 {
+            std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(2)
+        } else {
+            settings.threads
+        };
+        let work_root = data_dir.join("work");
+        let spill_dir = data_dir.join("spill");
+        std::fs::create_dir_all(&work_root)?;
+        std::fs::create_dir_all(&spill_dir)?;
+        let limit = (settings.memory_limit_mb as usize).saturating_mul(1024 * 1024);
+        Ok(Arc::new(Engine {
+            runtime,
+            pool: Arc::new(FairSpillPool::new(limit)),
+            work_root,
+            spill_dir,
+            batch_size: settings.batch_size,
+            threads,
+        }))
+    }
+
+    pub fn handle(&self) -> &tokio::runtime::Handle {
+        self.runtime.handle()
+    }
+
+    pub fn batch_size(&self) -> usize {
+        self.batch_size
+    }
+
+    /// Where flow `flow_id` keeps its checkpoints.
+    pub fn work_dir(&self, flow_id: i64) -> PathBuf {
+        self.work_root.join(format!("flow-{flow_id}"))
+    }
+
+    /// A session for one flow, limited to `memory_limit_mb` of the shared pool.
+    pub fn session(&self, flow_id: i64, memory_limit_mb: u64) -> Result<FlowSession, String> {
+        let work_dir = self.work_dir(flow_id);
+        std::fs::create_dir_all(&work_dir)
+            .map_err(|e| format!("creating {}: {e}", work_dir.display()))?;
+        let pool = memory::FlowMemoryPool::new(
+            self.pool.clone(),
+            (memory_limit_mb as usize).saturating_mul(1024 * 1024),
+            flow_id,
+        );
+        let runtime = RuntimeEnvBuilder::new()
+            .with_memory_pool(Arc::new(pool))
+            .with_disk_manager_builder(
+                DiskManagerBuilder::default()
+                    .with_mode(DiskManagerMode::Directories(vec![self.spill_dir.clone()])),
+            )
+            .build_arc()
+            .map_err(|e| format!("building the flow's runtime: {e}"))?;
+        let mut config = SessionConfig::new()
+            .with_batch_size(self.batch_size)
+            .with_target_partitions(self.threads.max(1))
+            .with_information_schema(false);
+        config.options_mut().sql_parser.collect_spans = true;
+        config.options_mut().sql_parser.enable_ident_normalization = true;
+        Ok(FlowSession {
+            ctx: SessionContext::new_with_config_rt(config, runtime),
+            work_dir,
+        })
+    }
+}

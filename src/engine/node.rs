@@ -1,0 +1,159 @@
+//! Running one DAG node: ingest (source → checkpoint), transform (SQL over checkpoints →
+//! checkpoint) or persist (checkpoint → target, atomically). Runs on the engine runtime.
+
+use std::sync::Arc;
+
+use datafusion::execution::context::SQLOptions;
+use datafusion::prelude::ParquetReadOptions;
+use futures::StreamExt;
+
+use super::{checkpoint, errors, FlowSession};
+use crate::connectors::{self, ConnectorError, IoContext, RowsCallback};
+use crate::domain::spec::{Output, Source};
+use crate::domain::store::DataStore;
+
+/// What a node does.
+#[derive(Debug, Clone)]
+pub enum NodeWork {
+    Ingest { source: Source, store: DataStore },
+    Transform { name: String, sql: String },
+    Persist { output: Output, store: DataStore },
+}
+
+/// Why a node failed, and whether another attempt may succeed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeError {
+    pub message: String,
+    pub transient: bool,
+}
+
+impl From<ConnectorError> for NodeError {
+    fn from(e: ConnectorError) -> Self {
+        NodeError {
+            message: e.message,
+            transient: e.transient,
+        }
+    }
+}
+
+impl NodeError {
+    fn permanent(message: impl Into<String>) -> Self {
+        NodeError {
+            message: message.into(),
+            transient: false,
+        }
+    }
+}
+
+/// The SQL a transform may run: queries only.
+pub fn query_only() -> SQLOptions {
+    SQLOptions::new()
+        .with_allow_ddl(false)
+        .with_allow_dml(false)
+        .with_allow_statements(false)
+}
+
+/// Runs `work` for node `name` of flow `flow_id`; returns the rows it produced or wrote.
+pub async fn run(
+    flow_id: i64,
+    name: &str,
+    work: &NodeWork,
+    session: &FlowSession,
+    io: IoContext,
+    on_rows: RowsCallback,
+) -> Result<u64, NodeError> {
+    match work {
+        NodeWork::Ingest { source, store } => {
+            let connector = connectors::source_for(store)?;
+            let opened = connector.open(source, &io).await?;
+            let estimate = opened.estimated_rows;
+            let report: RowsCallback = Arc::new(move |rows, _| on_rows(rows, estimate));
+            let rows = checkpoint::write(&session.work_dir, name, opened.stream, &report).await?;
+            checkpoint::register(&session.ctx, &session.work_dir, name)
+                .await
+                .map_err(NodeError::permanent)?;
+            Ok(rows)
+        }
+        NodeWork::Transform { name: node, sql } => {
+            let df = session
+                .ctx
+                .sql_with_options(sql, query_only())
+                .await
+                .map_err(|e| NodeError::permanent(errors::sql_error_message(&e, sql)))?;
+            let stream = df
+                .execute_stream()
+                .await
+                .map_err(|e| NodeError::permanent(errors::sql_error_message(&e, sql)))?;
+            // Errors while the query runs (a bad cast, a division by zero) are SQL errors too.
+            let sql_for_errors = sql.clone();
+            let schema = stream.schema();
+            let stream = Box::pin(
+                datafusion::physical_plan::stream::RecordBatchStreamAdapter::new(
+                    schema,
+                    stream.map(move |r| {
+                        r.map_err(|e| {
+                            datafusion::error::DataFusionError::External(Box::new(
+                                ConnectorError::permanent(errors::sql_error_message(
+                                    &e,
+                                    &sql_for_errors,
+                                )),
+                            ))
+                        })
+                    }),
+                ),
+            );
+            let rows = checkpoint::write(&session.work_dir, node, stream, &on_rows).await?;
+            checkpoint::register(&session.ctx, &session.work_dir, node)
+                .await
+                .map_err(NodeError::permanent)?;
+            Ok(rows)
+        }
+        NodeWork::Persist { output, store } => {
+            let connector = connectors::sink_for(store)?;
+            let file = checkpoint::path(&session.work_dir, &output.node);
+            let total = checkpoint::rows(&session.work_dir, &output.node);
+            let df = session
+                .ctx
+                .read_parquet(
+                    file.to_string_lossy().as_ref(),
+                    ParquetReadOptions::default(),
+                )
+                .await
+                .map_err(|e| {
+                    NodeError::permanent(format!(
+                        "reading the result of {}: {}",
+                        output.node,
+                        errors::clean_message(&e)
+                    ))
+                })?;
+            let stream = df.execute_stream().await.map_err(|e| {
+                NodeError::permanent(format!(
+                    "reading the result of {}: {}",
+                    output.node,
+                    errors::clean_message(&e)
+                ))
+            })?;
+            let report: RowsCallback = Arc::new(move |rows, _| on_rows(rows, total));
+            let io = IoContext {
+                load_id: format!("flow{flow_id}-{}", sanitize(&output.node_name())),
+                ..io
+            };
+            let rows = connector
+                .write(&output.table, output.mode, stream, &io, report)
+                .await?;
+            Ok(rows)
+        }
+    }
+}
+
+fn sanitize(name: &str) -> String {
+    name.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '_' || c == '.' {
+                c
+            } else {
+                '-'
+            }
+        })
+        .collect()
+}

@@ -1,0 +1,29 @@
+//! # Sluice
+//!
+//! A service that runs data flows: ingest tables and files, run a DAG of SQL transforms,
+//! persist the results atomically, and follow every flow live.
+//!
+//! # Layout
+//!
+//! Dependencies point down only.
+//!
+//! - [`api`]: HTTP routes and handlers, DTOs, auth, problem+json errors.
+//! - [`services`]: the business layer (validate, plan, start and cancel flows) and the data
+//!   layer ([`services::repo`], SeaORM over the `entity` and `migration` crates).
+//! - [`actors`]: FlowSupervisor, FlowActor, TaskActor and the Persister.
+//! - [`engine`]: DataFusion sessions on a dedicated runtime, node execution, checkpoints.
+//! - [`connectors`]: sources and sinks per store engine.
+//! - [`domain`]: the types of the domain and their rules (validation, DAG, progress).
+//! - [`config`], [`telemetry`], [`error`], [`secrets`], [`startup`] (the composition root).
+
+pub mod actors;
+pub mod api;
+pub mod config;
+pub mod connectors;
+pub mod domain;
+pub mod engine;
+pub mod error;
+pub mod secrets;
+pub mod services;
+pub mod startup;
+pub mod telemetry;

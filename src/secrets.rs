@@ -1,0 +1,218 @@
+//! Secrets: store passwords sealed at rest with an AEAD cipher, a `Secret` type that never
+//! prints, and redaction of anything that looks like credentials in text headed for a log or a
+//! client.
+
+use std::path::Path;
+use std::sync::LazyLock;
+
+use base64::{engine::general_purpose::STANDARD as B64, Engine as _};
+use chacha20poly1305::aead::{Aead, KeyInit};
+use chacha20poly1305::{XChaCha20Poly1305, XNonce};
+use rand::RngCore;
+
+/// A value that must never be shown: `Debug` and `Display` print `***`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: String) -> Self {
+        Secret(value)
+    }
+    /// The plain value, for the one place that needs it (a database driver).
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("***")
+    }
+}
+
+impl std::fmt::Display for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("***")
+    }
+}
+
+/// Seals and opens store passwords. The key comes from `SLUICE_SECRET_KEY` (base64 of 32 bytes)
+/// or from `secret.key` in the data directory, created with mode 0600 on first start.
+#[derive(Clone)]
+pub struct Cipher {
+    aead: XChaCha20Poly1305,
+}
+
+const SEALED_PREFIX: &str = "v1:";
+pub const KEY_ENV: &str = "SLUICE_SECRET_KEY";
+
+impl Cipher {
+    pub fn from_key(key: &[u8; 32]) -> Self {
+        Cipher {
+            aead: XChaCha20Poly1305::new(key.into()),
+        }
+    }
+
+    /// Loads the key from the environment or the key file, creating the file if neither exists.
+    pub fn load_or_create(data_dir: &Path) -> Result<Self, String> {
+        if let Ok(encoded) = std::env::var(KEY_ENV) {
+            let bytes = B64
+                .decode(encoded.trim())
+                .map_err(|_| format!("{KEY_ENV} is not valid base64"))?;
+            let key: [u8; 32] = bytes
+                .try_into()
+                .map_err(|_| format!("{KEY_ENV} must be the base64 of exactly 32 bytes"))?;
+            return Ok(Self::from_key(&key));
+        }
+        let path = data_dir.join("secret.key");
+        match std::fs::read_to_string(&path) {
+            Ok(encoded) => {
+                let bytes = B64
+                    .decode(encoded.trim())
+                    .map_err(|_| format!("{} is not valid base64", path.display()))?;
+                let key: [u8; 32] = bytes
+                    .try_into()
+                    .map_err(|_| format!("{} must hold the base64 of 32 bytes", path.display()))?;
+                Ok(Self::from_key(&key))
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                let mut key = [0u8; 32];
+                rand::rng().fill_bytes(&mut key);
+                write_private_file(&path, B64.encode(key).as_bytes())
+                    .map_err(|e| format!("cannot create {}: {e}", path.display()))?;
+                Ok(Self::from_key(&key))
+            }
+            Err(e) => Err(format!("cannot read {}: {e}", path.display())),
+        }
+    }
+
+    pub fn seal(&self, plain: &str) -> String {
+        let mut nonce = [0u8; 24];
+        rand::rng().fill_bytes(&mut nonce);
+        let sealed = self
+            .aead
+            .encrypt(XNonce::from_slice(&nonce), plain.as_bytes())
+            .expect("XChaCha20-Poly1305 encryption of an in-memory buffer cannot fail");
+        let mut out = nonce.to_vec();
+        out.extend_from_slice(&sealed);
+        format!("{SEALED_PREFIX}{}", B64.encode(out))
+    }
+
+    pub fn open(&self, sealed: &str) -> Result<Secret, String> {
+        let body = sealed
+            .strip_prefix(SEALED_PREFIX)
+            .ok_or("sealed secret has an unknown format")?;
+        let bytes = B64
+            .decode(body)
+            .map_err(|_| "sealed secret is not valid base64")?;
+        if bytes.len() < 24 {
+            return Err("sealed secret is truncated".into());
+        }
+        let (nonce, data) = bytes.split_at(24);
+        let plain = self
+            .aead
+            .decrypt(XNonce::from_slice(nonce), data)
+            .map_err(|_| "cannot decrypt a stored password: the secret key changed (check SLUICE_SECRET_KEY or data_dir/secret.key)")?;
+        String::from_utf8(plain)
+            .map(Secret)
+            .map_err(|_| "decrypted password is not UTF-8".to_string())
+    }
+}
+
+#[cfg(unix)]
+fn write_private_file(path: &Path, contents: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)?;
+    f.write_all(contents)?;
+    f.sync_all()
+}
+
+#[cfg(not(unix))]
+fn write_private_file(path: &Path, contents: &[u8]) -> std::io::Result<()> {
+    std::fs::write(path, contents)
+}
+
+static URL_CREDENTIALS: LazyLock<regex::Regex> = LazyLock::new(|| {
+    regex::Regex::new(r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.-]*://)(?P<user>[^:/@\s]*):(?P<pw>[^@\s]*)@")
+        .expect("static regex")
+});
+
+static PASSWORD_PAIRS: LazyLock<regex::Regex> = LazyLock::new(|| {
+    regex::Regex::new(r"(?i)(?P<key>password|passwd|pwd)(?P<sep>\s*[=:]\s*)(?P<val>'[^']*'|\x22[^\x22]*\x22|[^\s;,&]+)")
+        .expect("static regex")
+});
+
+/// Removes credentials from text: `scheme://user:pw@` becomes `scheme://user:***@`, and
+/// `password=...` pairs lose their value.
+pub fn redact_urls(text: &str) -> String {
+    let text = URL_CREDENTIALS.replace_all(text, "${scheme}${user}:***@");
+    PASSWORD_PAIRS
+        .replace_all(&text, "${key}${sep}***")
+        .into_owned()
+}
+
+/// Removes credentials from text, and every occurrence of the given secrets.
+pub fn redact(text: &str, secrets: &[&Secret]) -> String {
+    let mut out = redact_urls(text);
+    for s in secrets {
+        if s.expose().len() >= 3 {
+            out = out.replace(s.expose(), "***");
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn seal_and_open_round_trip_with_random_nonces() {
+        let c = Cipher::from_key(&[7u8; 32]);
+        let a = c.seal("s3cret");
+        let b = c.seal("s3cret");
+        assert_ne!(a, b);
+        assert!(!a.contains("s3cret"));
+        assert_eq!(c.open(&a).unwrap().expose(), "s3cret");
+        let other = Cipher::from_key(&[8u8; 32]);
+        assert!(other.open(&a).unwrap_err().contains("secret key changed"));
+    }
+
+    #[test]
+    fn key_file_is_created_private_and_reused() {
+        let dir = tempfile::tempdir().unwrap();
+        let c1 = Cipher::load_or_create(dir.path()).unwrap();
+        let sealed = c1.seal("x");
+        let c2 = Cipher::load_or_create(dir.path()).unwrap();
+        assert_eq!(c2.open(&sealed).unwrap().expose(), "x");
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(dir.path().join("secret.key"))
+                .unwrap()
+                .permissions()
+                .mode();
+            assert_eq!(mode & 0o777, 0o600);
+        }
+    }
+
+    #[test]
+    fn redaction() {
+        assert_eq!(
+            redact_urls("error connecting to postgres://app:s3cret@db:5432/shop"),
+            "error connecting to postgres://app:***@db:5432/shop"
+        );
+        assert_eq!(
+            redact_urls("host=x password=s3cret user=y"),
+            "host=x password=*** user=y"
+        );
+        let s = Secret::new("hunter22".into());
+        assert_eq!(redact("bad hunter22!", &[&s]), "bad ***!");
+        assert_eq!(format!("{s:?} {s}"), "*** ***");
+    }
+}

@@ -1,0 +1,64 @@
+//! Data stores: validate, resolve file paths inside the allowed roots, seal the password, store.
+
+use entity::data_store;
+
+use super::repo::{self, NewStore, Page};
+use super::Services;
+use crate::domain::paths::resolve_in_roots;
+use crate::domain::store::{validate_new_store, Connection, FileConnection, NewDataStoreRequest};
+use crate::domain::time;
+use crate::error::{AppError, FieldError};
+
+impl Services {
+    #[tracing::instrument(skip_all, fields(name = %req.name))]
+    pub async fn create_data_store(
+        &self,
+        req: NewDataStoreRequest,
+    ) -> Result<data_store::Model, AppError> {
+        let mut valid = validate_new_store(req).map_err(AppError::Invalid)?;
+        if let Connection::File(FileConnection { path }) = &valid.connection {
+            let resolved = resolve_in_roots(path, &self.settings.files.allowed_roots)
+                .map_err(|msg| AppError::Invalid(vec![FieldError::new("connection.path", msg)]))?;
+            valid.connection = Connection::File(FileConnection {
+                path: resolved.to_string_lossy().into_owned(),
+            });
+        }
+        if repo::store_name_taken(&self.db, &valid.name).await? {
+            return Err(AppError::Conflict(format!(
+                "a data store named {:?} already exists",
+                valid.name
+            )));
+        }
+        let password_sealed = valid.password.as_deref().map(|p| self.cipher.seal(p));
+        let new = NewStore {
+            name: valid.name,
+            kind: valid.kind,
+            engine: valid.engine,
+            connection: valid.connection,
+            password_sealed,
+        };
+        repo::insert_store(&self.db, new, time::now())
+            .await
+            .map_err(|e| match e {
+                // Two creations racing for one name: the unique index decides.
+                AppError::Internal(text) if text.contains("UNIQUE") || text.contains("unique") => {
+                    AppError::Conflict("a data store with this name already exists".into())
+                }
+                other => other,
+            })
+    }
+
+    pub async fn get_data_store(&self, id: i64) -> Result<data_store::Model, AppError> {
+        repo::get_store(&self.db, id)
+            .await?
+            .ok_or_else(|| AppError::not_found("data store", id))
+    }
+
+    pub async fn list_data_stores(
+        &self,
+        limit: u64,
+        before_id: Option<i64>,
+    ) -> Result<Page<data_store::Model>, AppError> {
+        repo::list_stores(&self.db, limit, before_id).await
+    }
+}

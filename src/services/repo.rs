@@ -1,0 +1,359 @@
+//! The data layer: SeaORM queries over the metadata database, and conversions between rows and
+//! domain values. Functions take `&impl ConnectionTrait` so they work inside a transaction.
+
+use chrono::{DateTime, Utc};
+use entity::{data_store, flow, flow_input, flow_output};
+use sea_orm::{
+    ActiveModelTrait, ColumnTrait, ConnectionTrait, DbErr, EntityTrait, QueryFilter, QueryOrder,
+    QuerySelect, Set, TransactionTrait,
+};
+
+use crate::domain::dag::Dag;
+use crate::domain::flow::{FlowPicture, FlowState, Lines, Progress, TaskStatus};
+use crate::domain::spec::FlowInputSpec;
+use crate::domain::store::{Connection, DataStore, StoreEngine, StoreKind};
+use crate::error::AppError;
+use crate::secrets::Cipher;
+
+/// A page of a keyset-paged list, newest first.
+pub struct Page<T> {
+    pub items: Vec<T>,
+    pub next_before_id: Option<i64>,
+}
+
+fn page<T>(mut rows: Vec<T>, limit: u64, id: impl Fn(&T) -> i64) -> Page<T> {
+    let more = rows.len() as u64 > limit;
+    rows.truncate(limit as usize);
+    let next_before_id = if more { rows.last().map(id) } else { None };
+    Page {
+        items: rows,
+        next_before_id,
+    }
+}
+
+fn json<T: serde::Serialize>(value: &T) -> Result<serde_json::Value, AppError> {
+    serde_json::to_value(value).map_err(|e| AppError::internal("serializing", e))
+}
+
+fn from_json<T: serde::de::DeserializeOwned>(
+    value: serde_json::Value,
+    what: &str,
+) -> Result<T, AppError> {
+    serde_json::from_value(value)
+        .map_err(|e| AppError::internal(&format!("stored {what} is unreadable"), e))
+}
+
+// ---- data stores ----------------------------------------------------------------------------
+
+pub struct NewStore {
+    pub name: String,
+    pub kind: StoreKind,
+    pub engine: StoreEngine,
+    pub connection: Connection,
+    pub password_sealed: Option<String>,
+}
+
+pub async fn insert_store(
+    db: &impl ConnectionTrait,
+    new: NewStore,
+    now: DateTime<Utc>,
+) -> Result<data_store::Model, AppError> {
+    let model = data_store::ActiveModel {
+        created_utc: Set(now),
+        name: Set(new.name),
+        kind: Set(new.kind.as_str().to_string()),
+        engine: Set(new.engine.as_str().to_string()),
+        connection: Set(json(&new.connection)?),
+        password_sealed: Set(new.password_sealed),
+        ..Default::default()
+    };
+    Ok(model.insert(db).await?)
+}
+
+pub async fn store_name_taken(db: &impl ConnectionTrait, name: &str) -> Result<bool, AppError> {
+    Ok(data_store::Entity::find()
+        .filter(data_store::Column::Name.eq(name))
+        .one(db)
+        .await?
+        .is_some())
+}
+
+pub async fn get_store(
+    db: &impl ConnectionTrait,
+    id: i64,
+) -> Result<Option<data_store::Model>, AppError> {
+    Ok(data_store::Entity::find_by_id(id).one(db).await?)
+}
+
+pub async fn stores_by_ids(
+    db: &impl ConnectionTrait,
+    ids: &[i64],
+) -> Result<Vec<data_store::Model>, AppError> {
+    if ids.is_empty() {
+        return Ok(vec![]);
+    }
+    Ok(data_store::Entity::find()
+        .filter(data_store::Column::Id.is_in(ids.iter().copied()))
+        .all(db)
+        .await?)
+}
+
+pub async fn list_stores(
+    db: &impl ConnectionTrait,
+    limit: u64,
+    before_id: Option<i64>,
+) -> Result<Page<data_store::Model>, AppError> {
+    let mut q = data_store::Entity::find()
+        .order_by_desc(data_store::Column::Id)
+        .limit(limit + 1);
+    if let Some(before) = before_id {
+        q = q.filter(data_store::Column::Id.lt(before));
+    }
+    Ok(page(q.all(db).await?, limit, |m| m.id))
+}
+
+/// A stored data store as a domain value, its password opened with `cipher`.
+pub fn store_from_model(m: data_store::Model, cipher: &Cipher) -> Result<DataStore, AppError> {
+    let kind = StoreKind::parse(&m.kind)
+        .ok_or_else(|| AppError::Internal(format!("store {} has unknown kind {}", m.id, m.kind)))?;
+    let engine = StoreEngine::parse(&m.engine).ok_or_else(|| {
+        AppError::Internal(format!("store {} has unknown engine {}", m.id, m.engine))
+    })?;
+    let password = m
+        .password_sealed
+        .as_deref()
+        .map(|sealed| {
+            cipher
+                .open(sealed)
+                .map_err(|e| AppError::Internal(format!("store {}: {e}", m.id)))
+        })
+        .transpose()?;
+    Ok(DataStore {
+        id: m.id,
+        created_utc: m.created_utc,
+        name: m.name,
+        kind,
+        engine,
+        connection: from_json(m.connection, "connection")?,
+        password,
+    })
+}
+
+// ---- flow inputs ----------------------------------------------------------------------------
+
+pub async fn insert_flow_input(
+    db: &impl ConnectionTrait,
+    spec: &FlowInputSpec,
+    dag: &Dag,
+    now: DateTime<Utc>,
+) -> Result<flow_input::Model, AppError> {
+    let model = flow_input::ActiveModel {
+        created_utc: Set(now),
+        name: Set(spec.name.clone()),
+        source_store_ids: Set(json(&spec.source_store_ids)?),
+        target_store_id: Set(spec.target_store_id),
+        sources: Set(json(&spec.sources)?),
+        transforms: Set(json(&spec.transforms)?),
+        outputs: Set(json(&spec.outputs)?),
+        options: Set(json(&spec.options)?),
+        dag: Set(json(dag)?),
+        ..Default::default()
+    };
+    Ok(model.insert(db).await?)
+}
+
+pub async fn get_flow_input(
+    db: &impl ConnectionTrait,
+    id: i64,
+) -> Result<Option<flow_input::Model>, AppError> {
+    Ok(flow_input::Entity::find_by_id(id).one(db).await?)
+}
+
+pub async fn list_flow_inputs(
+    db: &impl ConnectionTrait,
+    limit: u64,
+    before_id: Option<i64>,
+) -> Result<Page<flow_input::Model>, AppError> {
+    let mut q = flow_input::Entity::find()
+        .order_by_desc(flow_input::Column::Id)
+        .limit(limit + 1);
+    if let Some(before) = before_id {
+        q = q.filter(flow_input::Column::Id.lt(before));
+    }
+    Ok(page(q.all(db).await?, limit, |m| m.id))
+}
+
+/// A stored flow input's spec and DAG.
+pub fn flow_input_spec(m: &flow_input::Model) -> Result<(FlowInputSpec, Dag), AppError> {
+    let spec = FlowInputSpec {
+        name: m.name.clone(),
+        source_store_ids: from_json(m.source_store_ids.clone(), "source_store_ids")?,
+        target_store_id: m.target_store_id,
+        sources: from_json(m.sources.clone(), "sources")?,
+        transforms: from_json(m.transforms.clone(), "transforms")?,
+        outputs: from_json(m.outputs.clone(), "outputs")?,
+        options: from_json(m.options.clone(), "options")?,
+    };
+    Ok((spec, from_json(m.dag.clone(), "dag")?))
+}
+
+// ---- flows and outputs ----------------------------------------------------------------------
+
+/// Creates the flow's output (READY) and the flow in one transaction.
+pub async fn create_flow(
+    db: &impl TransactionTrait,
+    flow_input_id: i64,
+    dag: &Dag,
+    max_lines: usize,
+) -> Result<(flow::Model, flow_output::Model), AppError> {
+    let dag = dag.clone();
+    let result = db
+        .transaction::<_, _, AppError>(move |txn| {
+            Box::pin(async move {
+                let picture = FlowPicture::new_ready(0, &dag, max_lines);
+                let mut active = picture_to_active(&picture)?;
+                active.id = sea_orm::ActiveValue::NotSet;
+                let output = active.insert(txn).await?;
+                let flow = flow::ActiveModel {
+                    created_utc: Set(output.created_utc),
+                    flow_input_id: Set(flow_input_id),
+                    flow_output_id: Set(output.id),
+                    ..Default::default()
+                }
+                .insert(txn)
+                .await?;
+                Ok((flow, output))
+            })
+        })
+        .await?;
+    Ok(result)
+}
+
+pub async fn get_flow(
+    db: &impl ConnectionTrait,
+    id: i64,
+) -> Result<Option<(flow::Model, flow_output::Model)>, AppError> {
+    let Some(f) = flow::Entity::find_by_id(id).one(db).await? else {
+        return Ok(None);
+    };
+    let output = flow_output::Entity::find_by_id(f.flow_output_id)
+        .one(db)
+        .await?
+        .ok_or_else(|| {
+            AppError::Internal(format!("flow {id} has no output row {}", f.flow_output_id))
+        })?;
+    Ok(Some((f, output)))
+}
+
+pub async fn list_flows(
+    db: &impl ConnectionTrait,
+    state: Option<FlowState>,
+    limit: u64,
+    before_id: Option<i64>,
+) -> Result<Page<(flow::Model, flow_output::Model)>, AppError> {
+    let mut q = flow::Entity::find()
+        .find_also_related(flow_output::Entity)
+        .order_by_desc(flow::Column::Id)
+        .limit(limit + 1);
+    if let Some(before) = before_id {
+        q = q.filter(flow::Column::Id.lt(before));
+    }
+    if let Some(state) = state {
+        q = q.filter(flow_output::Column::State.eq(state.as_str()));
+    }
+    let rows: Vec<(flow::Model, flow_output::Model)> = q
+        .all(db)
+        .await?
+        .into_iter()
+        .filter_map(|(f, o)| o.map(|o| (f, o)))
+        .collect();
+    Ok(page(rows, limit, |(f, _)| f.id))
+}
+
+/// Flows a previous process left READY or RUNNING, oldest first.
+pub async fn unfinished_flows(
+    db: &impl ConnectionTrait,
+) -> Result<Vec<(flow::Model, flow_output::Model)>, AppError> {
+    let rows = flow::Entity::find()
+        .find_also_related(flow_output::Entity)
+        .filter(
+            flow_output::Column::State
+                .is_in([FlowState::Ready.as_str(), FlowState::Running.as_str()]),
+        )
+        .order_by_asc(flow::Column::Id)
+        .all(db)
+        .await?;
+    Ok(rows
+        .into_iter()
+        .filter_map(|(f, o)| o.map(|o| (f, o)))
+        .collect())
+}
+
+/// Writes pictures; the Persister's only way to the database.
+pub async fn save_pictures(
+    db: &impl TransactionTrait,
+    pictures: Vec<FlowPicture>,
+) -> Result<(), AppError> {
+    let models = pictures
+        .iter()
+        .map(picture_to_active)
+        .collect::<Result<Vec<_>, _>>()?;
+    db.transaction::<_, _, AppError>(move |txn| {
+        Box::pin(async move {
+            for m in models {
+                m.update(txn).await?;
+            }
+            Ok(())
+        })
+    })
+    .await?;
+    Ok(())
+}
+
+pub fn picture_to_active(p: &FlowPicture) -> Result<flow_output::ActiveModel, AppError> {
+    Ok(flow_output::ActiveModel {
+        id: Set(p.output_id),
+        created_utc: Set(p.created_utc),
+        updated_utc: Set(p.updated_utc),
+        state: Set(p.state.as_str().to_string()),
+        progress: Set(json(&p.progress)?),
+        logs: Set(json(&p.logs)?),
+        errors: Set(json(&p.errors)?),
+        tasks: Set(json(&p.tasks)?),
+        started_utc: Set(p.started_utc),
+        finished_utc: Set(p.finished_utc),
+        restarts: Set(p.restarts),
+    })
+}
+
+pub fn picture_from_model(
+    m: flow_output::Model,
+    max_lines: usize,
+) -> Result<FlowPicture, AppError> {
+    let state = FlowState::parse(&m.state).ok_or_else(|| {
+        AppError::Internal(format!("output {} has unknown state {}", m.id, m.state))
+    })?;
+    let progress: Progress = from_json(m.progress, "progress")?;
+    let logs: Lines = from_json(m.logs, "logs")?;
+    let errors: Lines = from_json(m.errors, "errors")?;
+    let tasks: Vec<TaskStatus> = from_json(m.tasks, "tasks")?;
+    Ok(FlowPicture::restore(
+        m.id,
+        m.created_utc,
+        m.updated_utc,
+        state,
+        progress,
+        logs,
+        errors,
+        tasks,
+        m.started_utc,
+        m.finished_utc,
+        m.restarts,
+        max_lines,
+    ))
+}
+
+/// Whether the metadata database answers.
+pub async fn ping(db: &sea_orm::DatabaseConnection) -> Result<(), DbErr> {
+    db.ping().await
+}

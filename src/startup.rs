@@ -1,0 +1,191 @@
+//! The composition root: builds the metadata database (and migrates it), the secret cipher, the
+//! engine, the Persister and FlowSupervisor (once each), and the HTTP server.
+
+use std::net::{IpAddr, TcpListener};
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::prelude::*;
+use actix_web::dev::{Server, ServerHandle};
+use actix_web::{web, App, HttpServer};
+use migration::MigratorTrait;
+use sea_orm::{ConnectOptions, Database, DatabaseConnection};
+use tracing_actix_web::TracingLogger;
+
+use crate::actors::messages::{Park, Recover};
+use crate::actors::supervisor::SupervisorConfig;
+use crate::actors::{FlowSupervisor, Persister};
+use crate::api::{self, auth::Tokens, extract::BodyLimit};
+use crate::config::Settings;
+use crate::engine::Engine;
+use crate::secrets::Cipher;
+use crate::services::Services;
+
+pub struct Application {
+    port: u16,
+    server: Server,
+    supervisor: Addr<FlowSupervisor>,
+    // Kept alive for as long as the application runs.
+    _engine: Arc<Engine>,
+    db: DatabaseConnection,
+}
+
+/// Opens the metadata database: SQLite (WAL, busy timeout) by default, or the configured URL.
+pub async fn connect_metadata(settings: &Settings) -> Result<DatabaseConnection, String> {
+    let url = settings.database_url();
+    let mut options = ConnectOptions::new(url.clone());
+    options
+        .max_connections(settings.database.max_connections.max(1))
+        .connect_timeout(Duration::from_secs(10))
+        .sqlx_logging(false);
+    if url.starts_with("sqlite:") {
+        options.map_sqlx_sqlite_opts(|o| {
+            o.journal_mode(sqlx::sqlite::SqliteJournalMode::Wal)
+                .synchronous(sqlx::sqlite::SqliteSynchronous::Normal)
+                .busy_timeout(Duration::from_secs(10))
+                .foreign_keys(true)
+        });
+    }
+    let db = Database::connect(options).await.map_err(|e| {
+        format!(
+            "cannot open the metadata database: {}",
+            crate::secrets::redact_urls(&e.to_string())
+        )
+    })?;
+    migration::Migrator::up(&db, None).await.map_err(|e| {
+        format!(
+            "migrating the metadata database: {}",
+            crate::secrets::redact_urls(&e.to_string())
+        )
+    })?;
+    Ok(db)
+}
+
+fn is_loopback(host: &str) -> bool {
+    host == "localhost"
+        || host
+            .parse::<IpAddr>()
+            .map(|ip| ip.is_loopback())
+            .unwrap_or(false)
+}
+
+impl Application {
+    /// Builds everything; must run inside an actix System.
+    pub async fn build(settings: Settings) -> Result<Application, String> {
+        let settings = Arc::new(settings);
+        std::fs::create_dir_all(&settings.data_dir).map_err(|e| {
+            format!(
+                "cannot create data_dir {}: {e}",
+                settings.data_dir.display()
+            )
+        })?;
+        if settings.auth.tokens.is_empty() {
+            if !is_loopback(&settings.server.host) && !settings.auth.allow_anonymous {
+                return Err(format!(
+                    "refusing to listen on {} without authentication: set auth.tokens, or auth.allow_anonymous = true to allow it",
+                    settings.server.host
+                ));
+            }
+            tracing::warn!("no API tokens are configured (auth.tokens): anyone who can reach {} can use the API", settings.server.host);
+        }
+        let db = connect_metadata(&settings).await?;
+        let cipher = Cipher::load_or_create(&settings.data_dir)?;
+        let engine = Engine::new(&settings.engine, &settings.data_dir)
+            .map_err(|e| format!("cannot start the engine: {e}"))?;
+
+        let persister = {
+            let db = db.clone();
+            let interval = Duration::from_millis(settings.engine.persist_interval_ms);
+            Persister::start_in_arbiter(&Arbiter::new().handle(), move |_| {
+                Persister::new(db, interval)
+            })
+        };
+        let supervisor = {
+            let (db, cipher, engine, persister) = (
+                db.clone(),
+                cipher.clone(),
+                engine.clone(),
+                persister.clone(),
+            );
+            let config = SupervisorConfig {
+                max_running_flows: settings.engine.max_running_flows,
+                max_restarts: settings.engine.max_restarts,
+                max_log_lines: settings.engine.max_log_lines,
+            };
+            FlowSupervisor::start_in_arbiter(&Arbiter::new().handle(), move |_| {
+                FlowSupervisor::new(db, cipher, engine, persister, config)
+            })
+        };
+        supervisor
+            .send(Recover)
+            .await
+            .map_err(|e| format!("starting the flow supervisor: {e}"))?;
+
+        let services = Services {
+            db: db.clone(),
+            settings: settings.clone(),
+            cipher,
+            supervisor: supervisor.clone(),
+            persister,
+        };
+        let listener = TcpListener::bind((settings.server.host.as_str(), settings.server.port))
+            .map_err(|e| {
+                format!(
+                    "cannot listen on {}:{}: {e}",
+                    settings.server.host, settings.server.port
+                )
+            })?;
+        let address = listener.local_addr().map_err(|e| e.to_string())?;
+        let port = address.port();
+        let tokens = Tokens(settings.auth.tokens.clone());
+        let body_limit = BodyLimit(settings.server.max_body_bytes);
+        let mut server = HttpServer::new(move || {
+            App::new()
+                .wrap(TracingLogger::default())
+                .app_data(web::Data::new(services.clone()))
+                .app_data(web::Data::new(tokens.clone()))
+                .app_data(web::Data::new(body_limit))
+                .configure(api::routes)
+        })
+        .client_request_timeout(Duration::from_secs(
+            settings.server.client_request_timeout_s,
+        ))
+        .client_disconnect_timeout(Duration::from_secs(5))
+        .shutdown_timeout(settings.server.shutdown_timeout_s);
+        if settings.server.workers > 0 {
+            server = server.workers(settings.server.workers);
+        }
+        let server = server
+            .listen(listener)
+            .map_err(|e| format!("cannot serve on {address}: {e}"))?
+            .run();
+        tracing::info!(%address, "sluice listening on http://{address}");
+        Ok(Application {
+            port,
+            server,
+            supervisor,
+            _engine: engine,
+            db,
+        })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Stops the server gracefully from elsewhere (tests, signals).
+    pub fn handle(&self) -> ServerHandle {
+        self.server.handle()
+    }
+
+    /// Serves until stopped (SIGTERM/Ctrl-C or `handle().stop()`), then parks running flows so
+    /// the next start resumes them.
+    pub async fn run_until_stopped(self) -> std::io::Result<()> {
+        let result = self.server.await;
+        tracing::info!("server stopped; parking running flows");
+        let _ = self.supervisor.send(Park).await;
+        let _ = self.db.close().await;
+        tracing::info!("shut down");
+        result
+    }
+}
