@@ -102,10 +102,8 @@ impl Settings {
         file: Option<&Path>,
         env: impl IntoIterator<Item = (String, String)>,
     ) -> Result<Settings, config::ConfigError> {
-        let mut builder = config::Config::builder().add_source(config::File::from_str(
-            DEFAULT_CONFIG,
-            config::FileFormat::Toml,
-        ));
+        let mut builder = config::Config::builder()
+            .add_source(config::File::from_str(DEFAULT_CONFIG, config::FileFormat::Toml));
         if let Some(file) = file {
             builder = builder.add_source(config::File::from(file).format(config::FileFormat::Toml));
         }
@@ -174,10 +172,7 @@ impl Settings {
     /// The metadata database URL: the configured one, or SQLite in the data directory.
     pub fn database_url(&self) -> String {
         if self.database.url.trim().is_empty() {
-            format!(
-                "sqlite://{}?mode=rwc",
-                self.data_dir.join("sluice.db").display()
-            )
+            format!("sqlite://{}?mode=rwc", self.data_dir.join("sluice.db").display())
         } else {
             self.database.url.clone()
         }
@@ -241,12 +236,8 @@ mod tests {
 
     #[test]
     fn invalid_values_are_refused_with_the_key_named() {
-        let err = Settings::load_with(None, env(&[("SLUICE__ENGINE__MAX_RUNNING_FLOWS", "0")]))
-            .unwrap_err();
-        assert!(
-            err.to_string().contains("engine.max_running_flows"),
-            "{err}"
-        );
+        let err = Settings::load_with(None, env(&[("SLUICE__ENGINE__MAX_RUNNING_FLOWS", "0")])).unwrap_err();
+        assert!(err.to_string().contains("engine.max_running_flows"), "{err}");
     }
 
     #[test]

@@ -23,10 +23,7 @@ impl FieldError {
 pub enum AppError {
     /// Malformed JSON or wrong field types (400).
     #[error("{detail}")]
-    BadRequest {
-        detail: String,
-        errors: Vec<FieldError>,
-    },
+    BadRequest { detail: String, errors: Vec<FieldError> },
     /// Well-formed but invalid (422); lists every problem found.
     #[error("the request is invalid: {} problem(s)", .0.len())]
     Invalid(Vec<FieldError>),
@@ -70,9 +67,7 @@ impl AppError {
 
 impl From<sea_orm::DbErr> for AppError {
     fn from(err: sea_orm::DbErr) -> Self {
-        AppError::Internal(crate::secrets::redact_urls(&format!(
-            "metadata database: {err}"
-        )))
+        AppError::Internal(crate::secrets::redact_urls(&format!("metadata database: {err}")))
     }
 }
 

@@ -143,17 +143,17 @@ static URL_CREDENTIALS: LazyLock<regex::Regex> = LazyLock::new(|| {
 });
 
 static PASSWORD_PAIRS: LazyLock<regex::Regex> = LazyLock::new(|| {
-    regex::Regex::new(r"(?i)(?P<key>password|passwd|pwd)(?P<sep>\s*[=:]\s*)(?P<val>'[^']*'|\x22[^\x22]*\x22|[^\s;,&]+)")
-        .expect("static regex")
+    regex::Regex::new(
+        r"(?i)(?P<key>password|passwd|pwd)(?P<sep>\s*[=:]\s*)(?P<val>'[^']*'|\x22[^\x22]*\x22|[^\s;,&]+)",
+    )
+    .expect("static regex")
 });
 
 /// Removes credentials from text: `scheme://user:pw@` becomes `scheme://user:***@`, and
 /// `password=...` pairs lose their value.
 pub fn redact_urls(text: &str) -> String {
     let text = URL_CREDENTIALS.replace_all(text, "${scheme}${user}:***@");
-    PASSWORD_PAIRS
-        .replace_all(&text, "${key}${sep}***")
-        .into_owned()
+    PASSWORD_PAIRS.replace_all(&text, "${key}${sep}***").into_owned()
 }
 
 /// Removes credentials from text, and every occurrence of the given secrets.

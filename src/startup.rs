@@ -28,6 +28,7 @@ pub struct Application {
     // Kept alive for as long as the application runs.
     _engine: Arc<Engine>,
     db: DatabaseConnection,
+    arbiters: Vec<ArbiterHandle>,
 }
 
 /// Opens the metadata database: SQLite (WAL, busy timeout) by default, or the configured URL.
@@ -62,23 +63,15 @@ pub async fn connect_metadata(settings: &Settings) -> Result<DatabaseConnection,
 }
 
 fn is_loopback(host: &str) -> bool {
-    host == "localhost"
-        || host
-            .parse::<IpAddr>()
-            .map(|ip| ip.is_loopback())
-            .unwrap_or(false)
+    host == "localhost" || host.parse::<IpAddr>().map(|ip| ip.is_loopback()).unwrap_or(false)
 }
 
 impl Application {
     /// Builds everything; must run inside an actix System.
     pub async fn build(settings: Settings) -> Result<Application, String> {
         let settings = Arc::new(settings);
-        std::fs::create_dir_all(&settings.data_dir).map_err(|e| {
-            format!(
-                "cannot create data_dir {}: {e}",
-                settings.data_dir.display()
-            )
-        })?;
+        std::fs::create_dir_all(&settings.data_dir)
+            .map_err(|e| format!("cannot create data_dir {}: {e}", settings.data_dir.display()))?;
         if settings.auth.tokens.is_empty() {
             if !is_loopback(&settings.server.host) && !settings.auth.allow_anonymous {
                 return Err(format!(
@@ -86,33 +79,32 @@ impl Application {
                     settings.server.host
                 ));
             }
-            tracing::warn!("no API tokens are configured (auth.tokens): anyone who can reach {} can use the API", settings.server.host);
+            tracing::warn!(
+                "no API tokens are configured (auth.tokens): anyone who can reach {} can use the API",
+                settings.server.host
+            );
         }
         let db = connect_metadata(&settings).await?;
         let cipher = Cipher::load_or_create(&settings.data_dir)?;
         let engine = Engine::new(&settings.engine, &settings.data_dir)
             .map_err(|e| format!("cannot start the engine: {e}"))?;
 
+        // The Persister and the supervisor (with the flows it starts) get a thread each.
+        let arbiters = vec![Arbiter::new().handle(), Arbiter::new().handle()];
         let persister = {
             let db = db.clone();
             let interval = Duration::from_millis(settings.engine.persist_interval_ms);
-            Persister::start_in_arbiter(&Arbiter::new().handle(), move |_| {
-                Persister::new(db, interval)
-            })
+            Persister::start_in_arbiter(&arbiters[0], move |_| Persister::new(db, interval))
         };
         let supervisor = {
-            let (db, cipher, engine, persister) = (
-                db.clone(),
-                cipher.clone(),
-                engine.clone(),
-                persister.clone(),
-            );
+            let (db, cipher, engine, persister) =
+                (db.clone(), cipher.clone(), engine.clone(), persister.clone());
             let config = SupervisorConfig {
                 max_running_flows: settings.engine.max_running_flows,
                 max_restarts: settings.engine.max_restarts,
                 max_log_lines: settings.engine.max_log_lines,
             };
-            FlowSupervisor::start_in_arbiter(&Arbiter::new().handle(), move |_| {
+            FlowSupervisor::start_in_arbiter(&arbiters[1], move |_| {
                 FlowSupervisor::new(db, cipher, engine, persister, config)
             })
         };
@@ -128,8 +120,8 @@ impl Application {
             supervisor: supervisor.clone(),
             persister,
         };
-        let listener = TcpListener::bind((settings.server.host.as_str(), settings.server.port))
-            .map_err(|e| {
+        let listener =
+            TcpListener::bind((settings.server.host.as_str(), settings.server.port)).map_err(|e| {
                 format!(
                     "cannot listen on {}:{}: {e}",
                     settings.server.host, settings.server.port
@@ -147,9 +139,7 @@ impl Application {
                 .app_data(web::Data::new(body_limit))
                 .configure(api::routes)
         })
-        .client_request_timeout(Duration::from_secs(
-            settings.server.client_request_timeout_s,
-        ))
+        .client_request_timeout(Duration::from_secs(settings.server.client_request_timeout_s))
         .client_disconnect_timeout(Duration::from_secs(5))
         .shutdown_timeout(settings.server.shutdown_timeout_s);
         if settings.server.workers > 0 {
@@ -166,6 +156,7 @@ impl Application {
             supervisor,
             _engine: engine,
             db,
+            arbiters,
         })
     }
 
@@ -185,6 +176,9 @@ impl Application {
         tracing::info!("server stopped; parking running flows");
         let _ = self.supervisor.send(Park).await;
         let _ = self.db.close().await;
+        for arbiter in &self.arbiters {
+            arbiter.stop();
+        }
         tracing::info!("shut down");
         result
     }

@@ -13,8 +13,8 @@ use actix::prelude::*;
 use tokio_util::sync::CancellationToken;
 
 use super::messages::{
-    Cancel, FlowCrashed, FlowEnded, FlowPlan, Record, SharedSession, Suspend, TaskDone,
-    TaskOutcome, Transition,
+    Cancel, FlowCrashed, FlowEnded, FlowPlan, Record, SharedSession, Suspend, TaskDone, TaskOutcome,
+    Transition,
 };
 use super::persister::Persister;
 use super::supervisor::FlowSupervisor;
@@ -71,11 +71,7 @@ impl FlowActor {
         persister: Addr<Persister>,
         supervisor: Addr<FlowSupervisor>,
     ) -> Self {
-        let scheduler = Scheduler::new(
-            &plan.dag,
-            plan.spec.options.max_parallel_tasks as usize,
-            &done,
-        );
+        let scheduler = Scheduler::new(&plan.dag, plan.spec.options.max_parallel_tasks as usize, &done);
         FlowActor {
             plan,
             done,
@@ -345,7 +341,12 @@ impl Actor for FlowActor {
             .collect();
         let resumed = !self.done.is_empty();
         let engine_handle = self.engine.handle().clone();
-        let persister = self.persister.clone();
+        // Enqueued now, before anything asynchronous, so flows become RUNNING in the order the
+        // supervisor started them.
+        let running = self.persister.send(Transition {
+            flow_id,
+            state: FlowState::Running,
+        });
         ctx.wait(
             async move {
                 let registered = engine_handle
@@ -358,13 +359,7 @@ impl Actor for FlowActor {
                     .await
                     .map_err(|e| e.to_string())
                     .and_then(|r| r);
-                let running = persister
-                    .send(Transition {
-                        flow_id,
-                        state: FlowState::Running,
-                    })
-                    .await
-                    .unwrap_or_else(|e| Err(e.to_string()));
+                let running = running.await.unwrap_or_else(|e| Err(e.to_string()));
                 (registered, running)
             }
             .into_actor(self)
@@ -421,8 +416,7 @@ impl Handler<TaskDone> for FlowActor {
     type Result = ();
 
     fn handle(&mut self, msg: TaskDone, ctx: &mut Self::Context) {
-        if self.tasks.remove(&msg.index).is_none() && !matches!(msg.outcome, TaskOutcome::Failed(_))
-        {
+        if self.tasks.remove(&msg.index).is_none() && !matches!(msg.outcome, TaskOutcome::Failed(_)) {
             // A late report after the grace period: the flow has moved on.
             return;
         }

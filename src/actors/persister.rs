@@ -165,13 +165,9 @@ impl Handler<Transition> for Persister {
     fn handle(&mut self, msg: Transition, _: &mut Self::Context) -> Self::Result {
         let Some(entry) = self.pictures.get_mut(&msg.flow_id) else {
             let flow_id = msg.flow_id;
-            return Box::pin(async move {
-                Err(format!("flow {flow_id} is not tracked by the persister"))
-            });
+            return Box::pin(async move { Err(format!("flow {flow_id} is not tracked by the persister")) });
         };
-        entry
-            .picture
-            .apply(&FlowEvent::State(msg.state), time::now());
+        entry.picture.apply(&FlowEvent::State(msg.state), time::now());
         entry.dirty = false;
         let picture = entry.picture.clone();
         if msg.state.is_final() {

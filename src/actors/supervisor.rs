@@ -40,8 +40,9 @@ pub struct FlowSupervisor {
     config: SupervisorConfig,
     /// Flows waiting for a slot, in arrival order.
     queue: VecDeque<i64>,
-    /// Flows whose plan is being loaded; they hold a slot.
-    starting: HashSet<i64>,
+    /// The flow whose plan is being loaded (it holds a slot). One at a time, so flows start in
+    /// exactly the order they were admitted.
+    starting: Option<i64>,
     /// Running flows. Shared so that readers (readiness, shutdown) need no message.
     registry: Arc<DashMap<i64, Addr<FlowActor>>>,
     /// Cancels that arrived while a flow was starting.
@@ -71,7 +72,7 @@ impl FlowSupervisor {
             persister,
             config,
             queue: VecDeque::new(),
-            starting: HashSet::new(),
+            starting: None,
             registry: Arc::new(DashMap::new()),
             cancel_on_start: HashSet::new(),
             restarting: HashMap::new(),
@@ -89,37 +90,31 @@ impl FlowSupervisor {
         self.persister.do_send(Record { flow_id, event });
     }
 
-    /// Starts waiting flows while slots are free.
+    /// Starts the next waiting flow if a slot is free (and, once it is launched, the next).
     fn admit(&mut self, ctx: &mut Context<Self>) {
-        while !self.parked
-            && self.registry.len() + self.starting.len() < self.config.max_running_flows
-        {
-            let Some(flow_id) = self.queue.pop_front() else {
-                break;
-            };
-            self.starting.insert(flow_id);
-            let load = load_flow(
-                self.db.clone(),
-                self.cipher.clone(),
-                self.engine.clone(),
-                self.persister.clone(),
-                flow_id,
-                self.config.max_log_lines,
-            );
-            ctx.spawn(load.into_actor(self).map(move |loaded, act, ctx| {
-                act.starting.remove(&flow_id);
-                act.launch(flow_id, loaded, ctx);
-                act.admit(ctx);
-            }));
+        if self.parked || self.starting.is_some() || self.registry.len() >= self.config.max_running_flows {
+            return;
         }
+        let Some(flow_id) = self.queue.pop_front() else {
+            return;
+        };
+        self.starting = Some(flow_id);
+        let load = load_flow(
+            self.db.clone(),
+            self.cipher.clone(),
+            self.engine.clone(),
+            self.persister.clone(),
+            flow_id,
+            self.config.max_log_lines,
+        );
+        ctx.spawn(load.into_actor(self).map(move |loaded, act, ctx| {
+            act.starting = None;
+            act.launch(flow_id, loaded, ctx);
+            act.admit(ctx);
+        }));
     }
 
-    fn launch(
-        &mut self,
-        flow_id: i64,
-        loaded: Result<Option<Loaded>, AppError>,
-        ctx: &mut Context<Self>,
-    ) {
+    fn launch(&mut self, flow_id: i64, loaded: Result<Option<Loaded>, AppError>, ctx: &mut Context<Self>) {
         let loaded = match loaded {
             Ok(Some(l)) => l,
             Ok(None) => return, // already final
@@ -129,11 +124,7 @@ impl FlowSupervisor {
                 return;
             }
         };
-        let Loaded {
-            plan,
-            picture,
-            done,
-        } = loaded;
+        let Loaded { plan, picture, done } = loaded;
         self.persister.do_send(Track { flow_id, picture });
         if self.recovered.remove(&flow_id) {
             self.record(
@@ -270,9 +261,7 @@ async fn load_flow(
         .ok_or_else(|| AppError::not_found("flow", flow_id))?;
     let input = repo::get_flow_input(&db, flow.flow_input_id)
         .await?
-        .ok_or_else(|| {
-            AppError::Internal(format!("flow input {} is missing", flow.flow_input_id))
-        })?;
+        .ok_or_else(|| AppError::Internal(format!("flow input {} is missing", flow.flow_input_id)))?;
     let (spec, dag) = repo::flow_input_spec(&input)?;
     let mut ids: Vec<i64> = spec.sources.iter().map(|s| s.store_id).collect();
     ids.push(spec.target_store_id);
@@ -306,11 +295,7 @@ async fn load_flow(
         dag,
         stores,
     };
-    Ok(Some(Loaded {
-        plan,
-        picture,
-        done,
-    }))
+    Ok(Some(Loaded { plan, picture, done }))
 }
 
 impl Actor for FlowSupervisor {
@@ -323,7 +308,7 @@ impl Handler<StartFlow> for FlowSupervisor {
     fn handle(&mut self, msg: StartFlow, ctx: &mut Self::Context) {
         if !self.queue.contains(&msg.flow_id)
             && !self.registry.contains_key(&msg.flow_id)
-            && !self.starting.contains(&msg.flow_id)
+            && self.starting != Some(msg.flow_id)
         {
             self.queue.push_back(msg.flow_id);
         }
@@ -343,7 +328,7 @@ impl Handler<CancelFlow> for FlowSupervisor {
         if self.restarting.remove(&flow_id).is_some() {
             return self.cancel_idle(flow_id);
         }
-        if self.starting.contains(&flow_id) {
+        if self.starting == Some(flow_id) {
             self.cancel_on_start.insert(flow_id);
             return Box::pin(actix::fut::ready(CancelOutcome::Sent));
         }
@@ -370,7 +355,7 @@ impl Handler<FlowCrashed> for FlowSupervisor {
 
     fn handle(&mut self, msg: FlowCrashed, ctx: &mut Self::Context) {
         let flow_id = msg.flow_id;
-        if self.registry.remove(&flow_id).is_none() && !self.starting.contains(&flow_id) {
+        if self.registry.remove(&flow_id).is_none() && self.starting != Some(flow_id) {
             // A second report of the same crash (the actor's drop guard).
             if self.restarting.contains_key(&flow_id) {
                 return;
@@ -484,7 +469,7 @@ impl Handler<Counts> for FlowSupervisor {
 
     fn handle(&mut self, _: Counts, _: &mut Self::Context) -> Self::Result {
         FlowCounts {
-            running: self.registry.len() + self.starting.len(),
+            running: self.registry.len() + usize::from(self.starting.is_some()),
             waiting: self.queue.len(),
         }
     }

@@ -185,10 +185,7 @@ async fn run_attempts(
             }
             Err(_) => {
                 return TaskOutcome::Failed(NodeError {
-                    message: format!(
-                        "timed out after {} s (options.task_timeout_s)",
-                        timeout.as_secs()
-                    ),
+                    message: format!("timed out after {} s (options.task_timeout_s)", timeout.as_secs()),
                     transient: false,
                 });
             }

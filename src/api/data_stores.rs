@@ -18,10 +18,7 @@ pub async fn create(
         .json(view))
 }
 
-pub async fn get(
-    services: web::Data<Services>,
-    id: web::Path<i64>,
-) -> Result<HttpResponse, AppError> {
+pub async fn get(services: web::Data<Services>, id: web::Path<i64>) -> Result<HttpResponse, AppError> {
     let model = services.get_data_store(id.into_inner()).await?;
     Ok(HttpResponse::Ok().json(DataStoreView::from_model(model)?))
 }

@@ -20,10 +20,7 @@ pub struct List<T: Serialize> {
 }
 
 impl<T: Serialize> List<T> {
-    pub fn from_page<M>(
-        page: Page<M>,
-        f: impl Fn(M) -> Result<T, AppError>,
-    ) -> Result<Self, AppError> {
+    pub fn from_page<M>(page: Page<M>, f: impl Fn(M) -> Result<T, AppError>) -> Result<Self, AppError> {
         Ok(List {
             items: page.items.into_iter().map(f).collect::<Result<_, _>>()?,
             next_before_id: page.next_before_id,

@@ -22,10 +22,7 @@ pub struct FlowQuery {
     pub before_id: Option<i64>,
 }
 
-pub async fn create(
-    services: web::Data<Services>,
-    body: Json<NewFlow>,
-) -> Result<HttpResponse, AppError> {
+pub async fn create(services: web::Data<Services>, body: Json<NewFlow>) -> Result<HttpResponse, AppError> {
     let record = services.create_flow(body.0.flow_input_id).await?;
     let view = FlowView::from(record);
     Ok(HttpResponse::Accepted()
@@ -33,10 +30,7 @@ pub async fn create(
         .json(view))
 }
 
-pub async fn get(
-    services: web::Data<Services>,
-    id: web::Path<i64>,
-) -> Result<HttpResponse, AppError> {
+pub async fn get(services: web::Data<Services>, id: web::Path<i64>) -> Result<HttpResponse, AppError> {
     let record = services.get_flow(id.into_inner()).await?;
     Ok(HttpResponse::Ok().json(FlowView::from(record)))
 }
@@ -65,10 +59,7 @@ pub async fn list(
     Ok(HttpResponse::Ok().json(List::from_page(page, |r| Ok(FlowSummary::from(r)))?))
 }
 
-pub async fn cancel(
-    services: web::Data<Services>,
-    id: web::Path<i64>,
-) -> Result<HttpResponse, AppError> {
+pub async fn cancel(services: web::Data<Services>, id: web::Path<i64>) -> Result<HttpResponse, AppError> {
     let record = services.cancel_flow(id.into_inner()).await?;
     Ok(HttpResponse::Accepted().json(FlowView::from(record)))
 }

@@ -23,13 +23,7 @@ fn type_uri(slug: &str) -> String {
 }
 
 impl Problem {
-    pub fn new(
-        status: StatusCode,
-        slug: &str,
-        title: &str,
-        detail: String,
-        errors: Vec<FieldError>,
-    ) -> Self {
+    pub fn new(status: StatusCode, slug: &str, title: &str, detail: String, errors: Vec<FieldError>) -> Self {
         Problem {
             problem_type: type_uri(slug),
             title: title.into(),
@@ -40,11 +34,9 @@ impl Problem {
     }
 
     pub fn response(&self) -> HttpResponse {
-        HttpResponse::build(
-            StatusCode::from_u16(self.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
-        )
-        .content_type(PROBLEM_JSON)
-        .json(self)
+        HttpResponse::build(StatusCode::from_u16(self.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR))
+            .content_type(PROBLEM_JSON)
+            .json(self)
     }
 }
 
@@ -85,13 +77,9 @@ impl ResponseError for AppError {
             AppError::Conflict(detail) => {
                 Problem::new(status, "conflict", "Conflict", detail.clone(), vec![])
             }
-            AppError::Unauthorized(detail) => Problem::new(
-                status,
-                "unauthorized",
-                "Unauthorized",
-                detail.clone(),
-                vec![],
-            ),
+            AppError::Unauthorized(detail) => {
+                Problem::new(status, "unauthorized", "Unauthorized", detail.clone(), vec![])
+            }
             AppError::PayloadTooLarge { .. } => Problem::new(
                 status,
                 "too-large",

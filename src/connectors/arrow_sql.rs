@@ -56,9 +56,7 @@ pub fn value_at(array: &ArrayRef, row: usize) -> SqlValue {
                 .map(SqlValue::Int)
                 .unwrap_or_else(|_| SqlValue::Decimal(v.to_string()))
         }
-        DataType::Float16 => {
-            SqlValue::Float(array.as_primitive::<Float16Type>().value(row).to_f64())
-        }
+        DataType::Float16 => SqlValue::Float(array.as_primitive::<Float16Type>().value(row).to_f64()),
         DataType::Float32 => prim!(Float32Array, Float, f64::from),
         DataType::Float64 => prim!(Float64Array, Float, |v| v),
         DataType::Utf8 => prim!(StringArray, Text, |v: &str| v.to_string()),
@@ -89,23 +87,17 @@ pub fn value_at(array: &ArrayRef, row: usize) -> SqlValue {
                 DataType::Time32(TimeUnit::Second) => {
                     array.as_primitive::<Time32SecondType>().value_as_time(row)
                 }
-                DataType::Time32(_) => array
-                    .as_primitive::<Time32MillisecondType>()
-                    .value_as_time(row),
-                DataType::Time64(TimeUnit::Microsecond) => array
-                    .as_primitive::<Time64MicrosecondType>()
-                    .value_as_time(row),
-                _ => array
-                    .as_primitive::<Time64NanosecondType>()
-                    .value_as_time(row),
+                DataType::Time32(_) => array.as_primitive::<Time32MillisecondType>().value_as_time(row),
+                DataType::Time64(TimeUnit::Microsecond) => {
+                    array.as_primitive::<Time64MicrosecondType>().value_as_time(row)
+                }
+                _ => array.as_primitive::<Time64NanosecondType>().value_as_time(row),
             };
             naive.map(SqlValue::Time).unwrap_or(SqlValue::Null)
         }
         DataType::Timestamp(unit, tz) => {
             let naive = match unit {
-                TimeUnit::Second => array
-                    .as_primitive::<TimestampSecondType>()
-                    .value_as_datetime(row),
+                TimeUnit::Second => array.as_primitive::<TimestampSecondType>().value_as_datetime(row),
                 TimeUnit::Millisecond => array
                     .as_primitive::<TimestampMillisecondType>()
                     .value_as_datetime(row),
@@ -186,9 +178,7 @@ impl ColumnBuilder {
             | DataType::FixedSizeBinary(_) => {
                 Inner::Blob(BinaryBuilder::with_capacity(capacity, capacity * 16))
             }
-            DataType::Date32 | DataType::Date64 => {
-                Inner::Date(Date32Builder::with_capacity(capacity))
-            }
+            DataType::Date32 | DataType::Date64 => Inner::Date(Date32Builder::with_capacity(capacity)),
             DataType::Time32(_) | DataType::Time64(_) => {
                 Inner::Time(Time64MicrosecondBuilder::with_capacity(capacity))
             }
@@ -228,11 +218,7 @@ impl ColumnBuilder {
     /// Appends `value`, or says why it does not fit (naming the column).
     pub fn append(&mut self, value: SqlValue) -> Result<(), String> {
         let mismatch = |what: &str, v: &SqlValue| {
-            format!(
-                "column {:?}: cannot read {} as {what}",
-                self.name,
-                describe(v)
-            )
+            format!("column {:?}: cannot read {} as {what}", self.name, describe(v))
         };
         match (&mut self.inner, value) {
             (Inner::Bool(b), SqlValue::Null) => b.append_null(),
@@ -273,23 +259,17 @@ impl ColumnBuilder {
             (Inner::Blob(b), SqlValue::Blob(v)) => b.append_value(&v),
             (Inner::Blob(b), SqlValue::Text(t)) => b.append_value(t.as_bytes()),
             (Inner::Date(b), SqlValue::Date(d)) => b.append_value(Date32Type::from_naive_date(d)),
-            (Inner::Date(b), SqlValue::Timestamp(t)) => {
-                b.append_value(Date32Type::from_naive_date(t.date()))
-            }
+            (Inner::Date(b), SqlValue::Timestamp(t)) => b.append_value(Date32Type::from_naive_date(t.date())),
             (Inner::Date(b), SqlValue::Text(t)) => match parse_date(&t) {
                 Some(d) => b.append_value(Date32Type::from_naive_date(d)),
                 None => return Err(mismatch("a date (YYYY-MM-DD)", &SqlValue::Text(t))),
             },
             (Inner::Time(b), SqlValue::Time(t)) => b.append_value(micros_of_day(t)),
-            (Inner::Time(b), SqlValue::Text(t)) => {
-                match NaiveTime::parse_from_str(t.trim(), "%H:%M:%S%.f") {
-                    Ok(time) => b.append_value(micros_of_day(time)),
-                    Err(_) => return Err(mismatch("a time (HH:MM:SS)", &SqlValue::Text(t))),
-                }
-            }
-            (Inner::Timestamp(b), SqlValue::Timestamp(t)) => {
-                b.append_value(t.and_utc().timestamp_micros())
-            }
+            (Inner::Time(b), SqlValue::Text(t)) => match NaiveTime::parse_from_str(t.trim(), "%H:%M:%S%.f") {
+                Ok(time) => b.append_value(micros_of_day(time)),
+                Err(_) => return Err(mismatch("a time (HH:MM:SS)", &SqlValue::Text(t))),
+            },
+            (Inner::Timestamp(b), SqlValue::Timestamp(t)) => b.append_value(t.and_utc().timestamp_micros()),
             (Inner::Timestamp(b), SqlValue::TimestampTz(t)) => b.append_value(t.timestamp_micros()),
             (Inner::Timestamp(b), SqlValue::Date(d)) => b.append_value(
                 d.and_hms_opt(0, 0, 0)
@@ -298,22 +278,12 @@ impl ColumnBuilder {
             ),
             (Inner::Timestamp(b), SqlValue::Text(t)) => match parse_timestamp(&t) {
                 Some(ts) => b.append_value(ts.timestamp_micros()),
-                None => {
-                    return Err(mismatch(
-                        "a timestamp (YYYY-MM-DD HH:MM:SS)",
-                        &SqlValue::Text(t),
-                    ))
-                }
+                None => return Err(mismatch("a timestamp (YYYY-MM-DD HH:MM:SS)", &SqlValue::Text(t))),
             },
-            (Inner::Timestamp(b), SqlValue::Int(secs)) => {
-                b.append_value(secs.saturating_mul(1_000_000))
-            }
+            (Inner::Timestamp(b), SqlValue::Int(secs)) => b.append_value(secs.saturating_mul(1_000_000)),
             (
                 Inner::Decimal(b, p, s),
-                v @ (SqlValue::Decimal(_)
-                | SqlValue::Text(_)
-                | SqlValue::Int(_)
-                | SqlValue::Float(_)),
+                v @ (SqlValue::Decimal(_) | SqlValue::Text(_) | SqlValue::Int(_) | SqlValue::Float(_)),
             ) => {
                 let text = match &v {
                     // A float read from a NUMERIC column: its shortest round-trip text, then
@@ -464,10 +434,7 @@ mod tests {
     fn mismatches_name_the_column() {
         let mut b = ColumnBuilder::new("qty", &DataType::Int64, 1);
         let err = b.append(SqlValue::Text("many".into())).unwrap_err();
-        assert_eq!(
-            err,
-            "column \"qty\": cannot read text \"many\" as an integer"
-        );
+        assert_eq!(err, "column \"qty\": cannot read text \"many\" as an integer");
     }
 
     #[test]

@@ -18,9 +18,7 @@ use futures::StreamExt;
 use tokio::io::AsyncWriteExt;
 
 use super::fsutil::{StagedDir, StagedFile};
-use super::{
-    store_path, ConnectorError, IoContext, Opened, RowsCallback, SinkConnector, SourceConnector,
-};
+use super::{store_path, ConnectorError, IoContext, Opened, RowsCallback, SinkConnector, SourceConnector};
 use crate::domain::paths::check_inside;
 use crate::domain::spec::{parse_column_type, CsvOptions, Source, SourceRead, WriteMode};
 use crate::domain::store::DataStore;
@@ -49,9 +47,8 @@ pub fn resolve_files(root: &Path, pattern: Option<&str>) -> Result<Vec<PathBuf>,
     let full = root.join(pattern);
     let full_text = full.to_string_lossy();
     let mut files = Vec::new();
-    let entries = glob::glob(&full_text).map_err(|e| {
-        ConnectorError::permanent(format!("path {pattern:?} is not a valid glob: {e}"))
-    })?;
+    let entries = glob::glob(&full_text)
+        .map_err(|e| ConnectorError::permanent(format!("path {pattern:?} is not a valid glob: {e}")))?;
     for entry in entries {
         let path = entry.map_err(|e| {
             ConnectorError::permanent(format!("cannot read {}: {}", e.path().display(), e.error()))
@@ -77,17 +74,11 @@ fn is_hidden(path: &Path) -> bool {
 }
 
 fn urls(files: &[PathBuf]) -> Vec<String> {
-    files
-        .iter()
-        .map(|f| f.to_string_lossy().into_owned())
-        .collect()
+    files.iter().map(|f| f.to_string_lossy().into_owned()).collect()
 }
 
 fn df_error(context: &str, e: DataFusionError) -> ConnectorError {
-    ConnectorError::permanent(format!(
-        "{context}: {}",
-        crate::engine::errors::clean_message(&e)
-    ))
+    ConnectorError::permanent(format!("{context}: {}", crate::engine::errors::clean_message(&e)))
 }
 
 /// Wraps a DataFusion stream so its errors become connector errors that name the source.
@@ -160,11 +151,7 @@ fn apply_overrides(inferred: &Schema, o: &CsvOptions) -> Result<Schema, Connecto
         match fields.iter_mut().find(|f| f.name() == name) {
             Some(f) => *f = Field::new(name, dt, true),
             None => {
-                let known: Vec<&str> = inferred
-                    .fields()
-                    .iter()
-                    .map(|f| f.name().as_str())
-                    .collect();
+                let known: Vec<&str> = inferred.fields().iter().map(|f| f.name().as_str()).collect();
                 return Err(ConnectorError::permanent(format!(
                     "csv.columns names column {name:?}, which the file does not have (columns: {})",
                     known.join(", ")
@@ -184,10 +171,7 @@ fn estimate_csv_rows(files: &[PathBuf], has_header: bool) -> Option<u64> {
         .map(|m| m.len())
         .sum();
     let mut sample = vec![0u8; 256 * 1024];
-    let n = std::fs::File::open(files.first()?)
-        .ok()?
-        .read(&mut sample)
-        .ok()?;
+    let n = std::fs::File::open(files.first()?).ok()?.read(&mut sample).ok()?;
     let lines = sample[..n].iter().filter(|b| **b == b'\n').count() as u64;
     if lines == 0 {
         return Some(u64::from(!has_header));
@@ -238,14 +222,13 @@ fn csv_checked_stream(
     schema: Schema,
 ) -> SendableRecordBatchStream {
     let out_schema = stream.schema();
-    let mapped = stream.then(move |r| {
-        let (files, o, schema) = (files.clone(), o.clone(), schema.clone());
-        async move {
-            r.map_err(|e| {
-                DataFusionError::External(Box::new(csv_error(e, &files, &o, Some(&schema))))
-            })
-        }
-    });
+    let mapped =
+        stream.then(move |r| {
+            let (files, o, schema) = (files.clone(), o.clone(), schema.clone());
+            async move {
+                r.map_err(|e| DataFusionError::External(Box::new(csv_error(e, &files, &o, Some(&schema)))))
+            }
+        });
     Box::pin(RecordBatchStreamAdapter::new(out_schema, mapped))
 }
 
@@ -256,10 +239,8 @@ fn csv_error(
     schema: Option<&Schema>,
 ) -> ConnectorError {
     let text = crate::engine::errors::clean_message(&e);
-    let looks_like_parse_error = text.contains("line")
-        || text.contains("CSV")
-        || text.contains("Csv")
-        || text.contains("parsing");
+    let looks_like_parse_error =
+        text.contains("line") || text.contains("CSV") || text.contains("Csv") || text.contains("parsing");
     if looks_like_parse_error {
         if let Some(located) = locate_csv_error(files, o, schema) {
             return ConnectorError::permanent(located);
@@ -280,19 +261,22 @@ fn locate_csv_error(files: &[PathBuf], o: &CsvOptions, schema: Option<&Schema>) 
                     .with_header(o.has_header)
                     .with_delimiter(o.delimiter.as_bytes()[0])
                     .with_quote(o.quote.as_bytes()[0]);
-                if let Some(re) =
-                    null_regex(&o.null_values).and_then(|r| regex::Regex::new(&r).ok())
-                {
+                if let Some(re) = null_regex(&o.null_values).and_then(|r| regex::Regex::new(&r).ok()) {
                     format = format.with_null_regex(re);
                 }
                 match format.infer_schema(open()?, Some(o.infer_rows)) {
                     Ok((s, _)) => s,
                     Err(e) => {
-                        return Some(format!(
-                            "{}: {}",
-                            file.display(),
-                            strip_arrow_prefix(&e.to_string())
-                        ))
+                        let text = strip_arrow_prefix(&e.to_string());
+                        let line = text
+                            .rsplit_once(" at line ")
+                            .and_then(|(_, l)| l.trim().parse::<usize>().ok());
+                        return Some(match line {
+                            Some(line) => {
+                                format!("{} line {line}: {}", file.display(), describe_csv_problem(&text))
+                            }
+                            None => format!("{}: {}", file.display(), describe_csv_problem(&text)),
+                        });
                     }
                 }
             }
@@ -333,6 +317,20 @@ fn strip_arrow_prefix(text: &str) -> String {
 
 /// Rewords arrow-csv messages whose line numbers count from another origin than ours.
 fn describe_csv_problem(text: &str) -> String {
+    // "Encountered unequal lengths between records on CSV file. Expected 2 records, found 3 records at line 3"
+    if let Some(rest) =
+        text.strip_prefix("Encountered unequal lengths between records on CSV file. Expected ")
+    {
+        let expected: String = rest.chars().take_while(char::is_ascii_digit).collect();
+        let found: String = rest
+            .split("found ")
+            .nth(1)
+            .unwrap_or("")
+            .chars()
+            .take_while(char::is_ascii_digit)
+            .collect();
+        return format!("wrong number of fields (expected {expected}, found {found})");
+    }
     if let Some(rest) = text.strip_prefix("incorrect number of fields for line ") {
         if let Some((_, counts)) = rest.split_once(", ") {
             return format!("wrong number of fields ({counts})");
@@ -369,9 +367,7 @@ impl SinkConnector for CsvFileSink {
         on_rows: RowsCallback,
     ) -> Result<u64, ConnectorError> {
         let dest = self.root.join(format!("{table}.csv"));
-        let io = |e: std::io::Error| {
-            ConnectorError::permanent(format!("writing {}: {e}", dest.display()))
-        };
+        let io = |e: std::io::Error| ConnectorError::permanent(format!("writing {}: {e}", dest.display()));
         let staged = StagedFile::new(&dest).map_err(io)?;
         let append_to_existing = mode == WriteMode::Append && dest.exists();
         if append_to_existing {
@@ -413,9 +409,8 @@ impl SinkConnector for CsvFileSink {
             header = false;
         }
         while let Some(batch) = input.next().await {
-            let batch = batch.map_err(|e| {
-                crate::engine::errors::to_connector_error(e, "reading rows to write")
-            })?;
+            let batch =
+                batch.map_err(|e| crate::engine::errors::to_connector_error(e, "reading rows to write"))?;
             let mut w = datafusion::arrow::csv::WriterBuilder::new()
                 .with_header(header)
                 .build(Vec::with_capacity(batch.get_array_memory_size()));
@@ -440,11 +435,7 @@ fn check_csv_header(dest: &Path, schema: &SchemaRef) -> Result<(), ConnectorErro
     std::io::BufReader::new(f)
         .read_line(&mut first)
         .map_err(|e| ConnectorError::permanent(e.to_string()))?;
-    let existing: Vec<&str> = first
-        .trim_end()
-        .split(',')
-        .map(|s| s.trim_matches('"'))
-        .collect();
+    let existing: Vec<&str> = first.trim_end().split(',').map(|s| s.trim_matches('"')).collect();
     let new: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
     if existing != new {
         return Err(ConnectorError::permanent(format!(
@@ -471,17 +462,10 @@ fn parquet_rows(files: &[PathBuf]) -> Option<u64> {
     Some(total)
 }
 
-async fn open_parquet(
-    files: Vec<PathBuf>,
-    ctx: &IoContext,
-    label: &str,
-) -> Result<Opened, ConnectorError> {
+async fn open_parquet(files: Vec<PathBuf>, ctx: &IoContext, label: &str) -> Result<Opened, ConnectorError> {
     let df = ctx
         .session
-        .read_parquet(
-            urls(&files),
-            ParquetReadOptions::default().file_extension(""),
-        )
+        .read_parquet(urls(&files), ParquetReadOptions::default().file_extension(""))
         .await
         .map_err(|e| df_error(label, e))?;
     let stream = df.execute_stream().await.map_err(|e| df_error(label, e))?;
@@ -511,9 +495,7 @@ impl ParquetFileSource {
 impl SourceConnector for ParquetFileSource {
     async fn open(&self, source: &Source, ctx: &IoContext) -> Result<Opened, ConnectorError> {
         let SourceRead::Path(pattern) = source.read() else {
-            return Err(ConnectorError::permanent(
-                "a parquet file store is read by path",
-            ));
+            return Err(ConnectorError::permanent("a parquet file store is read by path"));
         };
         let files = resolve_files(&self.root, pattern)?;
         open_parquet(files, ctx, "reading parquet").await
@@ -594,25 +576,18 @@ impl SourceConnector for ParquetDatasetSource {
             SourceRead::Query(query) => {
                 // The store's own dialect is DataFusion's: register every table and run it.
                 let session = SessionContext::new_with_state(ctx.session.state());
-                let tables = self.tables().map_err(|e| {
-                    ConnectorError::permanent(format!("{}: {e}", self.root.display()))
-                })?;
+                let tables = self
+                    .tables()
+                    .map_err(|e| ConnectorError::permanent(format!("{}: {e}", self.root.display())))?;
                 for table in tables {
                     let files = self.table_files(&table)?;
                     session
-                        .register_parquet(
-                            &table,
-                            urls(&files)[0].as_str(),
-                            ParquetReadOptions::default(),
-                        )
+                        .register_parquet(&table, urls(&files)[0].as_str(), ParquetReadOptions::default())
                         .await
                         .map_err(|e| df_error(&format!("registering table {table:?}"), e))?;
                     if files.len() > 1 {
                         let df = session
-                            .read_parquet(
-                                urls(&files),
-                                ParquetReadOptions::default().file_extension(""),
-                            )
+                            .read_parquet(urls(&files), ParquetReadOptions::default().file_extension(""))
                             .await
                             .map_err(|e| df_error("reading parquet", e))?;
                         session
@@ -631,10 +606,7 @@ impl SourceConnector for ParquetDatasetSource {
                     .sql_with_options(query, options)
                     .await
                     .map_err(|e| df_error("query", e))?;
-                let stream = df
-                    .execute_stream()
-                    .await
-                    .map_err(|e| df_error("query", e))?;
+                let stream = df.execute_stream().await.map_err(|e| df_error("query", e))?;
                 Ok(Opened {
                     stream: checked_stream(stream, "query".into()),
                     estimated_rows: None,
@@ -653,15 +625,14 @@ pub async fn write_parquet_file(
     mut input: SendableRecordBatchStream,
     on_rows: &RowsCallback,
 ) -> Result<u64, ConnectorError> {
-    let io =
-        |e: std::io::Error| ConnectorError::permanent(format!("writing {}: {e}", path.display()));
+    let io = |e: std::io::Error| ConnectorError::permanent(format!("writing {}: {e}", path.display()));
     let file = tokio::fs::File::create(path).await.map_err(io)?;
     let mut writer = AsyncArrowWriter::try_new(file, input.schema(), Some(parquet_properties()))
         .map_err(|e| ConnectorError::permanent(format!("writing parquet: {e}")))?;
     let mut rows = 0u64;
     while let Some(batch) = input.next().await {
-        let batch = batch
-            .map_err(|e| crate::engine::errors::to_connector_error(e, "reading rows to write"))?;
+        let batch =
+            batch.map_err(|e| crate::engine::errors::to_connector_error(e, "reading rows to write"))?;
         rows += batch.num_rows() as u64;
         writer
             .write(&batch)
@@ -705,10 +676,7 @@ impl SinkConnector for ParquetFileSink {
             // One file cannot be appended to in place: rewrite old rows then new ones.
             let old = ctx
                 .session
-                .read_parquet(
-                    dest.to_string_lossy().as_ref(),
-                    ParquetReadOptions::default(),
-                )
+                .read_parquet(dest.to_string_lossy().as_ref(), ParquetReadOptions::default())
                 .await
                 .map_err(|e| df_error("reading the existing file", e))?;
             if old.schema().as_arrow().fields() != input.schema().fields() {
@@ -722,10 +690,8 @@ impl SinkConnector for ParquetFileSink {
                 .await
                 .map_err(|e| df_error("reading the existing file", e))?;
             let schema = input.schema();
-            Box::pin(RecordBatchStreamAdapter::new(
-                schema,
-                old_stream.chain(input),
-            )) as SendableRecordBatchStream
+            Box::pin(RecordBatchStreamAdapter::new(schema, old_stream.chain(input)))
+                as SendableRecordBatchStream
         } else {
             input
         };
@@ -765,8 +731,7 @@ impl SinkConnector for ParquetDatasetSink {
             WriteMode::Replace => {
                 let staged = StagedDir::new(&dest).map_err(err)?;
                 let rows =
-                    write_parquet_file(&staged.path().join("part-00000.parquet"), input, &on_rows)
-                        .await?;
+                    write_parquet_file(&staged.path().join("part-00000.parquet"), input, &on_rows).await?;
                 staged.commit().map_err(err)?;
                 Ok(rows)
             }

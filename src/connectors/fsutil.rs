@@ -147,11 +147,7 @@ fn sync_dir(dir: Option<&Path>) {
 pub fn remove_stale_staging(dir: &Path) {
     if let Ok(entries) = std::fs::read_dir(dir) {
         for entry in entries.flatten() {
-            if entry
-                .file_name()
-                .to_string_lossy()
-                .starts_with(STAGING_PREFIX)
-            {
+            if entry.file_name().to_string_lossy().starts_with(STAGING_PREFIX) {
                 let p = entry.path();
                 let _ = if p.is_dir() {
                     std::fs::remove_dir_all(&p)

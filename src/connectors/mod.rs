@@ -98,15 +98,11 @@ pub trait SinkConnector: Send + Sync {
 pub fn source_for(store: &DataStore) -> Result<Box<dyn SourceConnector>, ConnectorError> {
     match (store.kind, store.engine) {
         (StoreKind::File, StoreEngine::Csv) => Ok(Box::new(files::CsvSource::new(store)?)),
-        (StoreKind::File, StoreEngine::Parquet) => {
-            Ok(Box::new(files::ParquetFileSource::new(store)?))
-        }
+        (StoreKind::File, StoreEngine::Parquet) => Ok(Box::new(files::ParquetFileSource::new(store)?)),
         (StoreKind::ColumnarDb, StoreEngine::Parquet) => {
             Ok(Box::new(files::ParquetDatasetSource::new(store)?))
         }
-        (StoreKind::RelationalDb, StoreEngine::Sqlite) => {
-            Ok(Box::new(sqlite::SqliteSource::new(store)?))
-        }
+        (StoreKind::RelationalDb, StoreEngine::Sqlite) => Ok(Box::new(sqlite::SqliteSource::new(store)?)),
         (_, engine) => Err(unsupported(store, engine, "read")),
     }
 }
@@ -115,15 +111,9 @@ pub fn source_for(store: &DataStore) -> Result<Box<dyn SourceConnector>, Connect
 pub fn sink_for(store: &DataStore) -> Result<Box<dyn SinkConnector>, ConnectorError> {
     match (store.kind, store.engine) {
         (StoreKind::File, StoreEngine::Csv) => Ok(Box::new(files::CsvFileSink::new(store)?)),
-        (StoreKind::File, StoreEngine::Parquet) => {
-            Ok(Box::new(files::ParquetFileSink::new(store)?))
-        }
-        (StoreKind::ColumnarDb, StoreEngine::Parquet) => {
-            Ok(Box::new(files::ParquetDatasetSink::new(store)?))
-        }
-        (StoreKind::RelationalDb, StoreEngine::Sqlite) => {
-            Ok(Box::new(sqlite::SqliteSink::new(store)?))
-        }
+        (StoreKind::File, StoreEngine::Parquet) => Ok(Box::new(files::ParquetFileSink::new(store)?)),
+        (StoreKind::ColumnarDb, StoreEngine::Parquet) => Ok(Box::new(files::ParquetDatasetSink::new(store)?)),
+        (StoreKind::RelationalDb, StoreEngine::Sqlite) => Ok(Box::new(sqlite::SqliteSink::new(store)?)),
         (_, engine) => Err(unsupported(store, engine, "write")),
     }
 }

@@ -17,9 +17,7 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteConnection, SqliteRow, SqliteValu
 use sqlx::{AssertSqlSafe, Column, ConnectOptions, Connection, Decode, Row, TypeInfo, ValueRef};
 
 use super::arrow_sql::{value_at, ColumnBuilder, SqlValue};
-use super::{
-    store_path, ConnectorError, IoContext, Opened, RowsCallback, SinkConnector, SourceConnector,
-};
+use super::{store_path, ConnectorError, IoContext, Opened, RowsCallback, SinkConnector, SourceConnector};
 use crate::domain::spec::{Source, SourceRead, WriteMode};
 use crate::domain::store::DataStore;
 
@@ -82,12 +80,7 @@ pub fn arrow_type_for_decl(decl: &str) -> Option<DataType> {
         }
         "TIME" => DataType::Time64(TimeUnit::Microsecond),
         _ if d.contains("INT") => DataType::Int64,
-        _ if d.contains("CHAR")
-            || d.contains("CLOB")
-            || d.contains("TEXT")
-            || d == "JSON"
-            || d == "UUID" =>
-        {
+        _ if d.contains("CHAR") || d.contains("CLOB") || d.contains("TEXT") || d == "JSON" || d == "UUID" => {
             DataType::Utf8
         }
         _ if d.contains("BLOB") => DataType::Binary,
@@ -116,10 +109,9 @@ pub fn decl_for_arrow_type(dt: &DataType) -> String {
         DataType::Time32(_) | DataType::Time64(_) => "TIME".into(),
         DataType::Timestamp(_, None) => "TIMESTAMP".into(),
         DataType::Timestamp(_, Some(_)) => "TIMESTAMPTZ".into(),
-        DataType::Binary
-        | DataType::LargeBinary
-        | DataType::BinaryView
-        | DataType::FixedSizeBinary(_) => "BLOB".into(),
+        DataType::Binary | DataType::LargeBinary | DataType::BinaryView | DataType::FixedSizeBinary(_) => {
+            "BLOB".into()
+        }
         _ => "TEXT".into(),
     }
 }
@@ -185,11 +177,7 @@ async fn declared_types(
 ) -> Result<Vec<(String, String)>, ConnectorError> {
     let (schema, name) = split_table(table);
     let pragma = match schema {
-        Some(s) => format!(
-            "PRAGMA {}.table_info({})",
-            quote_ident(s),
-            quote_ident(name)
-        ),
+        Some(s) => format!("PRAGMA {}.table_info({})", quote_ident(s), quote_ident(name)),
         None => format!("PRAGMA table_info({})", quote_ident(name)),
     };
     let rows = sqlx::query(AssertSqlSafe(pragma))
@@ -203,10 +191,12 @@ async fn declared_types(
 }
 
 async fn table_names(conn: &mut SqliteConnection) -> Vec<String> {
-    sqlx::query_scalar::<_, String>("SELECT name FROM sqlite_master WHERE type IN ('table', 'view') AND name NOT LIKE 'sqlite_%'")
-        .fetch_all(&mut *conn)
-        .await
-        .unwrap_or_default()
+    sqlx::query_scalar::<_, String>(
+        "SELECT name FROM sqlite_master WHERE type IN ('table', 'view') AND name NOT LIKE 'sqlite_%'",
+    )
+    .fetch_all(&mut *conn)
+    .await
+    .unwrap_or_default()
 }
 
 #[async_trait]
@@ -218,10 +208,9 @@ impl SourceConnector for SqliteSource {
                 let declared = declared_types(&mut conn, table).await?;
                 if declared.is_empty() {
                     let known = table_names(&mut conn).await;
-                    let hint =
-                        crate::domain::names::did_you_mean(table, known.iter().map(String::as_str))
-                            .map(|s| format!(" (did you mean {s:?}?)"))
-                            .unwrap_or_default();
+                    let hint = crate::domain::names::did_you_mean(table, known.iter().map(String::as_str))
+                        .map(|s| format!(" (did you mean {s:?}?)"))
+                        .unwrap_or_default();
                     return Err(ConnectorError::permanent(format!(
                         "table {table:?} does not exist in {}{hint}",
                         self.path.display()
@@ -249,8 +238,7 @@ impl SourceConnector for SqliteSource {
         };
         let batch_size = ctx.batch_size;
         let cancel = ctx.cancel.clone();
-        let (schema_tx, schema_rx) =
-            tokio::sync::oneshot::channel::<Result<SchemaRef, ConnectorError>>();
+        let (schema_tx, schema_rx) = tokio::sync::oneshot::channel::<Result<SchemaRef, ConnectorError>>();
         let (tx, rx) = tokio::sync::mpsc::channel::<Result<RecordBatch, ConnectorError>>(2);
         // The reader owns the connection; it stops when the receiver is dropped or on cancel.
         tokio::spawn(async move {
@@ -315,8 +303,7 @@ impl SourceConnector for SqliteSource {
         let schema = schema_rx.await.map_err(|_| {
             ConnectorError::permanent("the SQLite reader stopped before it produced a schema")
         })??;
-        let stream =
-            tokio_stream_from(rx).map(|r| r.map_err(|e| DataFusionError::External(Box::new(e))));
+        let stream = tokio_stream_from(rx).map(|r| r.map_err(|e| DataFusionError::External(Box::new(e))));
         Ok(Opened {
             stream: Box::pin(RecordBatchStreamAdapter::new(schema, stream)),
             estimated_rows,
@@ -374,8 +361,9 @@ fn value_type(chunk: &[SqliteRow], i: usize) -> DataType {
         seen = Some(match (seen, t) {
             (None, t) => t,
             (Some(a), b) if a == b => a,
-            (Some(DataType::Int64), DataType::Float64)
-            | (Some(DataType::Float64), DataType::Int64) => DataType::Float64,
+            (Some(DataType::Int64), DataType::Float64) | (Some(DataType::Float64), DataType::Int64) => {
+                DataType::Float64
+            }
             _ => DataType::Utf8,
         });
     }
@@ -457,25 +445,14 @@ impl SinkConnector for SqliteSink {
             .begin()
             .await
             .map_err(|e| db_error("starting a transaction", e))?;
-        let columns: Vec<String> = schema
-            .fields()
-            .iter()
-            .map(|f| quote_ident(f.name()))
-            .collect();
+        let columns: Vec<String> = schema.fields().iter().map(|f| quote_ident(f.name())).collect();
         let into = match mode {
             WriteMode::Replace => {
-                let stage =
-                    quote_ident(&format!("_sluice_stage_{}", uuid::Uuid::new_v4().simple()));
+                let stage = quote_ident(&format!("_sluice_stage_{}", uuid::Uuid::new_v4().simple()));
                 let defs: Vec<String> = schema
                     .fields()
                     .iter()
-                    .map(|f| {
-                        format!(
-                            "{} {}",
-                            quote_ident(f.name()),
-                            decl_for_arrow_type(f.data_type())
-                        )
-                    })
+                    .map(|f| format!("{} {}", quote_ident(f.name()), decl_for_arrow_type(f.data_type())))
                     .collect();
                 sqlx::query(AssertSqlSafe(format!(
                     "CREATE TABLE {stage} ({})",
@@ -507,13 +484,7 @@ impl SinkConnector for SqliteSink {
                     let defs: Vec<String> = schema
                         .fields()
                         .iter()
-                        .map(|f| {
-                            format!(
-                                "{} {}",
-                                quote_ident(f.name()),
-                                decl_for_arrow_type(f.data_type())
-                            )
-                        })
+                        .map(|f| format!("{} {}", quote_ident(f.name()), decl_for_arrow_type(f.data_type())))
                         .collect();
                     sqlx::query(AssertSqlSafe(format!(
                         "CREATE TABLE {target} ({})",
@@ -544,9 +515,8 @@ impl SinkConnector for SqliteSink {
         let rows_per_insert = (30_000 / ncols).clamp(1, 500);
         let mut total = 0u64;
         while let Some(batch) = input.next().await {
-            let batch = batch.map_err(|e| {
-                crate::engine::errors::to_connector_error(e, "reading rows to write")
-            })?;
+            let batch =
+                batch.map_err(|e| crate::engine::errors::to_connector_error(e, "reading rows to write"))?;
             let arrays = batch.columns();
             let mut start = 0;
             while start < batch.num_rows() {
@@ -613,10 +583,7 @@ mod tests {
             arrow_type_for_decl("DECIMAL(10,2)"),
             Some(DataType::Decimal128(10, 2))
         );
-        assert_eq!(
-            arrow_type_for_decl("double precision"),
-            Some(DataType::Float64)
-        );
+        assert_eq!(arrow_type_for_decl("double precision"), Some(DataType::Float64));
         assert_eq!(arrow_type_for_decl(""), None);
         for dt in [
             DataType::Int64,

@@ -138,11 +138,7 @@ impl Scheduler {
     /// `done` lists nodes already completed (checkpointed by an earlier run of the flow).
     pub fn new(dag: &Dag, max_parallel: usize, done: &HashSet<String>) -> Self {
         let names: Vec<String> = dag.order.clone();
-        let index: HashMap<&str, usize> = names
-            .iter()
-            .enumerate()
-            .map(|(i, n)| (n.as_str(), i))
-            .collect();
+        let index: HashMap<&str, usize> = names.iter().enumerate().map(|(i, n)| (n.as_str(), i)).collect();
         let deps: Vec<Vec<usize>> = names
             .iter()
             .map(|n| {
@@ -194,10 +190,7 @@ impl Scheduler {
     }
 
     pub fn running(&self) -> usize {
-        self.states
-            .iter()
-            .filter(|s| **s == TaskState::Running)
-            .count()
+        self.states.iter().filter(|s| **s == TaskState::Running).count()
     }
 
     /// Marks as RUNNING and returns the nodes that may start now: pending, every dependency
@@ -330,11 +323,8 @@ mod tests {
     fn scheduler_respects_dependencies_and_parallelism() {
         let dag = sample();
         let mut s = Scheduler::new(&dag, 2, &HashSet::new());
-        let names = |s: &Scheduler, v: Vec<usize>| {
-            v.into_iter()
-                .map(|i| s.name(i).to_string())
-                .collect::<Vec<_>>()
-        };
+        let names =
+            |s: &Scheduler, v: Vec<usize>| v.into_iter().map(|i| s.name(i).to_string()).collect::<Vec<_>>();
         let first = s.start_ready();
         assert_eq!(names(&s, first.clone()), ["orders", "customers"]);
         assert!(s.start_ready().is_empty());
@@ -351,11 +341,7 @@ mod tests {
         let mut s = Scheduler::new(&dag, 8, &HashSet::new());
         s.start_ready();
         let stg = s.index_of("orders").unwrap();
-        let skipped: Vec<_> = s
-            .fail(stg)
-            .into_iter()
-            .map(|i| s.name(i).to_string())
-            .collect();
+        let skipped: Vec<_> = s.fail(stg).into_iter().map(|i| s.name(i).to_string()).collect();
         assert_eq!(skipped, ["stg", "totals", "totals->t"]);
         s.complete(s.index_of("customers").unwrap());
         let next: Vec<_> = s

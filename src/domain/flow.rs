@@ -371,11 +371,7 @@ impl FlowPicture {
                     }
                 }
             }
-            FlowEvent::TaskCompleted {
-                task,
-                rows,
-                elapsed,
-            } => {
+            FlowEvent::TaskCompleted { task, rows, elapsed } => {
                 if let Some(i) = self.task_index(task) {
                     let t = &mut self.tasks[i];
                     t.state = TaskState::Completed;
@@ -439,11 +435,7 @@ impl FlowPicture {
                     }
                 }
             }
-            FlowEvent::Log {
-                level,
-                task,
-                message,
-            } => {
+            FlowEvent::Log { level, task, message } => {
                 let label = task.as_deref().unwrap_or(FLOW_LABEL).to_string();
                 self.push_log(now, *level, &label, message);
             }
@@ -497,17 +489,29 @@ impl FlowPicture {
     }
 
     fn push_log(&mut self, now: DateTime<Utc>, level: Level, label: &str, message: &str) {
-        let line = format!(
-            "{} {} [{label}] {message}",
-            time::format(&now),
-            level.as_str()
-        );
+        let line = format!("{} {} [{label}] {message}", time::format(&now), level.as_str());
         push_capped(&mut self.logs, line, self.max_lines, now);
     }
 
     fn push_error(&mut self, now: DateTime<Utc>, label: &str, message: &str) {
-        let line = format!("{} ERROR [{label}] {message}", time::format(&now));
+        let line = format!("{} ERROR [{label}] {}", time::format(&now), one_line(message));
         push_capped(&mut self.errors, line, self.max_lines, now);
+    }
+}
+
+/// One event, one line: embedded line breaks become spaces.
+fn one_line(message: &str) -> std::borrow::Cow<'_, str> {
+    if message.contains('\n') {
+        std::borrow::Cow::Owned(
+            message
+                .split('\n')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .collect::<Vec<_>>()
+                .join(" "),
+        )
+    } else {
+        std::borrow::Cow::Borrowed(message)
     }
 }
 
@@ -515,11 +519,7 @@ impl FlowPicture {
 /// dropped so a reader knows the log is not complete.
 fn push_capped(lines: &mut Lines, line: String, cap: usize, now: DateTime<Utc>) {
     let has_marker = lines.dropped > 0;
-    let mut body: VecDeque<String> = lines
-        .lines
-        .drain(..)
-        .skip(usize::from(has_marker))
-        .collect();
+    let mut body: VecDeque<String> = lines.lines.drain(..).skip(usize::from(has_marker)).collect();
     body.push_back(line);
     let room = if body.len() > cap { cap - 1 } else { cap };
     while body.len() > room {
@@ -618,10 +618,7 @@ mod tests {
         p.apply(&ev_started("a"), now);
         p.apply(&ev_done("a"), now);
         let last = p.logs.lines.last().unwrap();
-        assert!(
-            last.ends_with(" INFO [a] completed: 10 rows in 1.50 s"),
-            "{last}"
-        );
+        assert!(last.ends_with(" INFO [a] completed: 10 rows in 1.50 s"), "{last}");
         assert!(last.starts_with(&time::format(&now)));
         p.apply(
             &FlowEvent::TaskFailed {

@@ -60,10 +60,7 @@ fn suggest_identifier(name: &str) -> Option<String> {
 }
 
 /// The closest candidate to `wanted`, if one is close enough to be a likely typo.
-pub fn did_you_mean<'a>(
-    wanted: &str,
-    candidates: impl IntoIterator<Item = &'a str>,
-) -> Option<&'a str> {
+pub fn did_you_mean<'a>(wanted: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
     let wanted_lower = wanted.to_lowercase();
     candidates
         .into_iter()
@@ -98,10 +95,7 @@ mod tests {
 
     #[test]
     fn suggestions_pick_near_misses_only() {
-        assert_eq!(
-            did_you_mean("ordrs", ["orders", "customers"]),
-            Some("orders")
-        );
+        assert_eq!(did_you_mean("ordrs", ["orders", "customers"]), Some("orders"));
         assert_eq!(did_you_mean("zzz", ["orders", "customers"]), None);
     }
 }

@@ -191,10 +191,7 @@ pub fn parse_column_type(text: &str) -> Result<datafusion::arrow::datatypes::Dat
         "bool" | "boolean" => Some(DataType::Boolean),
         "date" => Some(DataType::Date32),
         "timestamp" | "datetime" => Some(DataType::Timestamp(TimeUnit::Microsecond, None)),
-        "timestamptz" => Some(DataType::Timestamp(
-            TimeUnit::Microsecond,
-            Some("UTC".into()),
-        )),
+        "timestamptz" => Some(DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()))),
         _ => None,
     };
     if let Some(dt) = simple {

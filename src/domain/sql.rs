@@ -162,10 +162,8 @@ impl Visitor for RelationCollector {
                 if !with.recursive {
                     cte.visit(self)?;
                 }
-                self.ctes_in_scope.push(normalize_ident(
-                    &cte.alias.name.value,
-                    cte.alias.name.quote_style,
-                ));
+                self.ctes_in_scope
+                    .push(normalize_ident(&cte.alias.name.value, cte.alias.name.quote_style));
             }
         }
         ControlFlow::Continue(())
@@ -182,9 +180,7 @@ impl Visitor for RelationCollector {
 
     fn pre_visit_table_factor(&mut self, factor: &TableFactor) -> ControlFlow<SqlProblem> {
         if let TableFactor::Table {
-            name,
-            args: Some(_),
-            ..
+            name, args: Some(_), ..
         } = factor
         {
             let is_known_function = name.0.len() == 1
@@ -259,11 +255,7 @@ mod tests {
     use super::*;
 
     fn names(sql: &str) -> Vec<String> {
-        analyze_query(sql)
-            .unwrap()
-            .into_iter()
-            .map(|r| r.name)
-            .collect()
+        analyze_query(sql).unwrap().into_iter().map(|r| r.name).collect()
     }
 
     #[test]
@@ -294,13 +286,7 @@ mod tests {
     #[test]
     fn reports_positions() {
         let refs = analyze_query("SELECT *\n  FROM   ordrs").unwrap();
-        assert_eq!(
-            refs[0].position,
-            Some(Position {
-                line: 2,
-                column: 10
-            })
-        );
+        assert_eq!(refs[0].position, Some(Position { line: 2, column: 10 }));
         let err = analyze_query("SELECT * FROM t WHERE").unwrap_err();
         assert!(err.message.starts_with("syntax error"), "{err:?}");
         let err = analyze_query("SELEC 1").unwrap_err();

@@ -55,11 +55,7 @@ impl StoreEngine {
     /// The engines a kind allows, and the connection type each needs.
     pub fn allowed_for(kind: StoreKind) -> &'static [StoreEngine] {
         match kind {
-            StoreKind::RelationalDb => &[
-                StoreEngine::Postgres,
-                StoreEngine::Mysql,
-                StoreEngine::Sqlite,
-            ],
+            StoreKind::RelationalDb => &[StoreEngine::Postgres, StoreEngine::Mysql, StoreEngine::Sqlite],
             StoreKind::ColumnarDb => &[StoreEngine::Parquet, StoreEngine::Duckdb],
             StoreKind::File => &[StoreEngine::Csv, StoreEngine::Parquet],
         }
@@ -292,40 +288,30 @@ pub fn validate_new_store(req: NewDataStoreRequest) -> Result<ValidStore, Vec<Fi
                     ));
                 }
             }
-            let required =
-                |field: &str, value: &Option<String>, errors: &mut Vec<FieldError>| match value {
-                    Some(v) if !v.trim().is_empty() && v.len() <= 255 => Some(v.clone()),
-                    Some(v) if v.len() > 255 => {
-                        errors.push(FieldError::new(
-                            format!("connection.{field}"),
-                            "must be at most 255 characters",
-                        ));
-                        None
-                    }
-                    _ => {
-                        errors.push(FieldError::new(
-                            format!("connection.{field}"),
-                            "is required",
-                        ));
-                        None
-                    }
-                };
+            let required = |field: &str, value: &Option<String>, errors: &mut Vec<FieldError>| match value {
+                Some(v) if !v.trim().is_empty() && v.len() <= 255 => Some(v.clone()),
+                Some(v) if v.len() > 255 => {
+                    errors.push(FieldError::new(
+                        format!("connection.{field}"),
+                        "must be at most 255 characters",
+                    ));
+                    None
+                }
+                _ => {
+                    errors.push(FieldError::new(format!("connection.{field}"), "is required"));
+                    None
+                }
+            };
             let host = required("host", &c.host, &mut errors);
             let user = required("user", &c.user, &mut errors);
             let db_name = required("db_name", &c.db_name, &mut errors);
-            let port = c
-                .port
-                .or_else(|| engine.and_then(StoreEngine::default_port));
+            let port = c.port.or_else(|| engine.and_then(StoreEngine::default_port));
             match port {
-                Some(0) => errors.push(FieldError::new(
-                    "connection.port",
-                    "must be between 1 and 65535",
-                )),
+                Some(0) => errors.push(FieldError::new("connection.port", "must be between 1 and 65535")),
                 None => errors.push(FieldError::new("connection.port", "is required")),
                 _ => {}
             }
-            if let (Some(host), Some(user), Some(db_name), Some(port)) = (host, user, db_name, port)
-            {
+            if let (Some(host), Some(user), Some(db_name), Some(port)) = (host, user, db_name, port) {
                 connection = Some(Connection::Db(DbConnection {
                     host,
                     port,

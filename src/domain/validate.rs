@@ -55,10 +55,7 @@ pub fn validate_flow_input(
             None => p.add(path, format!("data store {id} does not exist")),
             Some(store) if !store.is_readable() => p.add(
                 path,
-                format!(
-                    "data store {id} ({}) cannot be read by this server",
-                    store.name
-                ),
+                format!("data store {id} ({}) cannot be read by this server", store.name),
             ),
             Some(_) => {}
         }
@@ -85,10 +82,7 @@ pub fn validate_flow_input(
         if let Err(msg) = check_node_name(name) {
             p.add(path, msg);
         } else if let Some(first) = names.get(name) {
-            p.add(
-                path,
-                format!("duplicate name {name:?}: already used by {first}"),
-            );
+            p.add(path, format!("duplicate name {name:?}: already used by {first}"));
         } else {
             names.insert(name.to_string(), path.trim_end_matches(".name").to_string());
         }
@@ -108,10 +102,7 @@ pub fn validate_flow_input(
         if !req.source_store_ids.contains(&s.store_id) {
             p.add(
                 at("store_id"),
-                format!(
-                    "data store {} is not listed in source_store_ids",
-                    s.store_id
-                ),
+                format!("data store {} is not listed in source_store_ids", s.store_id),
             );
         }
         let store = ctx.stores.get(&s.store_id);
@@ -132,10 +123,7 @@ pub fn validate_flow_input(
     if req.transforms.len() > ctx.limits.max_transforms {
         p.add(
             "transforms",
-            format!(
-                "at most {} transforms are allowed",
-                ctx.limits.max_transforms
-            ),
+            format!("at most {} transforms are allowed", ctx.limits.max_transforms),
         );
     }
     for (i, t) in req.transforms.iter().enumerate() {
@@ -166,10 +154,7 @@ pub fn validate_flow_input(
             Err(problem) => p.add(path, problem.to_string()),
             Ok(refs) => {
                 for r in refs {
-                    let at = r
-                        .position
-                        .map(|pos| format!(" (at {pos})"))
-                        .unwrap_or_default();
+                    let at = r.position.map(|pos| format!(" (at {pos})")).unwrap_or_default();
                     if r.qualified {
                         p.add(
                             &path,
@@ -193,11 +178,7 @@ pub fn validate_flow_input(
     }
 
     // Outputs.
-    let read_by_transforms: HashSet<&str> = transform_deps
-        .iter()
-        .flatten()
-        .map(String::as_str)
-        .collect();
+    let read_by_transforms: HashSet<&str> = transform_deps.iter().flatten().map(String::as_str).collect();
     let outputs: Vec<Output> = match req.outputs {
         None => {
             let outs: Vec<Output> = req
@@ -242,10 +223,7 @@ pub fn validate_flow_input(
                     }
                 }
                 if !tables.insert(table.clone()) {
-                    p.add(
-                        at("table"),
-                        format!("{table:?} is written by another output too"),
-                    );
+                    p.add(at("table"), format!("{table:?} is written by another output too"));
                 }
                 let mode = match o.mode.as_deref() {
                     None | Some("replace") => WriteMode::Replace,
@@ -296,10 +274,7 @@ pub fn validate_flow_input(
     let dag = match Dag::build(nodes) {
         Ok(dag) => Some(dag),
         Err(cycle) => {
-            let first = req
-                .transforms
-                .iter()
-                .position(|t| Some(&t.name) == cycle.first());
+            let first = req.transforms.iter().position(|t| Some(&t.name) == cycle.first());
             let path = first
                 .map(|i| format!("transforms[{i}].sql"))
                 .unwrap_or_else(|| "transforms".into());
@@ -401,7 +376,13 @@ fn validate_source(
             StoreKind::File => {
                 for field in ["table", "query"] {
                     if given.contains(&field) {
-                        p.add(at(field), format!("store {} is a file store: read a path (relative to the store's path)", store.name));
+                        p.add(
+                            at(field),
+                            format!(
+                                "store {} is a file store: read a path (relative to the store's path)",
+                                store.name
+                            ),
+                        );
                     }
                 }
                 if store.engine == StoreEngine::Csv {
@@ -499,13 +480,7 @@ fn validate_options(req: OptionsRequest, engine: &EngineSettings, p: &mut Proble
         64,
         u64::from(engine.max_parallel_tasks),
     ) as u32;
-    let task_timeout_s = range(
-        "task_timeout_s",
-        req.task_timeout_s,
-        1,
-        MAX_TASK_TIMEOUT_S,
-        3600,
-    );
+    let task_timeout_s = range("task_timeout_s", req.task_timeout_s, 1, MAX_TASK_TIMEOUT_S, 3600);
     let flow_timeout_s = req
         .flow_timeout_s
         .map(|v| range("flow_timeout_s", Some(v), 1, MAX_FLOW_TIMEOUT_S, v));
@@ -559,9 +534,7 @@ fn check_target_table(name: &str, engine: StoreEngine) -> Result<(), String> {
         StoreEngine::Postgres | StoreEngine::Mysql => {
             check_table_name(name)?;
             if name.split('.').count() > 2 {
-                return Err(format!(
-                    "invalid table name {name:?}: use table or schema.table"
-                ));
+                return Err(format!("invalid table name {name:?}: use table or schema.table"));
             }
             Ok(())
         }
@@ -606,9 +579,7 @@ mod tests {
                 user: "u".into(),
                 db_name: "d".into(),
             }),
-            _ => Connection::File(FileConnection {
-                path: "/data".into(),
-            }),
+            _ => Connection::File(FileConnection { path: "/data".into() }),
         };
         DataStore {
             id,
@@ -673,13 +644,7 @@ mod tests {
         assert_eq!(spec.sources[1].csv, Some(CsvOptions::default()));
         assert_eq!(
             dag.order,
-            [
-                "orders",
-                "customers",
-                "stg_orders",
-                "totals",
-                "totals->totals"
-            ]
+            ["orders", "customers", "stg_orders", "totals", "totals->totals"]
         );
         assert_eq!(
             dag.node("totals").unwrap().depends_on,
@@ -751,10 +716,7 @@ mod tests {
         }))
         .unwrap_err();
         assert_eq!(paths(&errors), ["transforms[0].sql"]);
-        assert_eq!(
-            errors[0].message,
-            "cycle: a -> c -> b -> a (each reads the next)"
-        );
+        assert_eq!(errors[0].message, "cycle: a -> c -> b -> a (each reads the next)");
     }
 
     #[test]

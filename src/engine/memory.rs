@@ -6,9 +6,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use datafusion::common::{resources_datafusion_err, Result};
-use datafusion::execution::memory_pool::{
-    MemoryConsumer, MemoryLimit, MemoryPool, MemoryReservation,
-};
+use datafusion::execution::memory_pool::{MemoryConsumer, MemoryLimit, MemoryPool, MemoryReservation};
 
 #[derive(Debug)]
 pub struct FlowMemoryPool {
@@ -32,11 +30,7 @@ impl FlowMemoryPool {
 
 impl std::fmt::Display for FlowMemoryPool {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "flow {} memory pool ({} bytes)",
-            self.flow_id, self.limit
-        )
+        write!(f, "flow {} memory pool ({} bytes)", self.flow_id, self.limit)
     }
 }
 
@@ -59,10 +53,8 @@ impl MemoryPool for FlowMemoryPool {
     }
 
     fn shrink(&self, reservation: &MemoryReservation, shrink: usize) {
-        self.used.fetch_sub(
-            shrink.min(self.used.load(Ordering::SeqCst)),
-            Ordering::SeqCst,
-        );
+        self.used
+            .fetch_sub(shrink.min(self.used.load(Ordering::SeqCst)), Ordering::SeqCst);
         self.shared.shrink(reservation, shrink)
     }
 
@@ -110,8 +102,8 @@ mod tests {
         let shared: Arc<dyn MemoryPool> = Arc::new(GreedyMemoryPool::new(1000));
         let a: Arc<dyn MemoryPool> = Arc::new(FlowMemoryPool::new(shared.clone(), 600, 1));
         let b: Arc<dyn MemoryPool> = Arc::new(FlowMemoryPool::new(shared.clone(), 600, 2));
-        let mut ra = MemoryConsumer::new("a").register(&a);
-        let mut rb = MemoryConsumer::new("b").register(&b);
+        let ra = MemoryConsumer::new("a").register(&a);
+        let rb = MemoryConsumer::new("b").register(&b);
         ra.try_grow(500).unwrap();
         assert!(ra
             .try_grow(200)

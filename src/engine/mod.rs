@@ -25,9 +25,7 @@ pub struct EngineRuntime(Option<tokio::runtime::Runtime>);
 impl EngineRuntime {
     pub fn new(threads: usize) -> std::io::Result<Self> {
         let threads = if threads == 0 {
-            std::thread::available_parallelism()
-                .map(|n| n.get())
-                .unwrap_or(2)
+            std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2)
         } else {
             threads
         };
@@ -40,10 +38,7 @@ impl EngineRuntime {
     }
 
     pub fn handle(&self) -> &tokio::runtime::Handle {
-        self.0
-            .as_ref()
-            .expect("runtime is present until drop")
-            .handle()
+        self.0.as_ref().expect("runtime is present until drop").handle()
     }
 }
 
@@ -73,15 +68,10 @@ pub struct FlowSession {
 }
 
 impl Engine {
-    pub fn new(
-        settings: &EngineSettings,
-        data_dir: &std::path::Path,
-    ) -> std::io::Result<Arc<Engine>> {
+    pub fn new(settings: &EngineSettings, data_dir: &std::path::Path) -> std::io::Result<Arc<Engine>> {
         let runtime = EngineRuntime::new(settings.threads)?;
         let threads = if settings.threads == 0 {
-            std::thread::available_parallelism()
-                .map(|n| n.get())
-                .unwrap_or(2)
+            std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2)
         } else {
             settings.threads
         };
@@ -116,8 +106,7 @@ impl Engine {
     /// A session for one flow, limited to `memory_limit_mb` of the shared pool.
     pub fn session(&self, flow_id: i64, memory_limit_mb: u64) -> Result<FlowSession, String> {
         let work_dir = self.work_dir(flow_id);
-        std::fs::create_dir_all(&work_dir)
-            .map_err(|e| format!("creating {}: {e}", work_dir.display()))?;
+        std::fs::create_dir_all(&work_dir).map_err(|e| format!("creating {}: {e}", work_dir.display()))?;
         let pool = memory::FlowMemoryPool::new(
             self.pool.clone(),
             (memory_limit_mb as usize).saturating_mul(1024 * 1024),

@@ -87,21 +87,16 @@ pub async fn run(
             // Errors while the query runs (a bad cast, a division by zero) are SQL errors too.
             let sql_for_errors = sql.clone();
             let schema = stream.schema();
-            let stream = Box::pin(
-                datafusion::physical_plan::stream::RecordBatchStreamAdapter::new(
-                    schema,
-                    stream.map(move |r| {
-                        r.map_err(|e| {
-                            datafusion::error::DataFusionError::External(Box::new(
-                                ConnectorError::permanent(errors::sql_error_message(
-                                    &e,
-                                    &sql_for_errors,
-                                )),
-                            ))
-                        })
-                    }),
-                ),
-            );
+            let stream = Box::pin(datafusion::physical_plan::stream::RecordBatchStreamAdapter::new(
+                schema,
+                stream.map(move |r| {
+                    r.map_err(|e| {
+                        datafusion::error::DataFusionError::External(Box::new(ConnectorError::permanent(
+                            errors::sql_error_message(&e, &sql_for_errors),
+                        )))
+                    })
+                }),
+            ));
             let rows = checkpoint::write(&session.work_dir, node, stream, &on_rows).await?;
             checkpoint::register(&session.ctx, &session.work_dir, node)
                 .await
@@ -114,10 +109,7 @@ pub async fn run(
             let total = checkpoint::rows(&session.work_dir, &output.node);
             let df = session
                 .ctx
-                .read_parquet(
-                    file.to_string_lossy().as_ref(),
-                    ParquetReadOptions::default(),
-                )
+                .read_parquet(file.to_string_lossy().as_ref(), ParquetReadOptions::default())
                 .await
                 .map_err(|e| {
                     NodeError::permanent(format!(

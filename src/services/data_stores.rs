@@ -11,10 +11,7 @@ use crate::error::{AppError, FieldError};
 
 impl Services {
     #[tracing::instrument(skip_all, fields(name = %req.name))]
-    pub async fn create_data_store(
-        &self,
-        req: NewDataStoreRequest,
-    ) -> Result<data_store::Model, AppError> {
+    pub async fn create_data_store(&self, req: NewDataStoreRequest) -> Result<data_store::Model, AppError> {
         let mut valid = validate_new_store(req).map_err(AppError::Invalid)?;
         if let Connection::File(FileConnection { path }) = &valid.connection {
             let resolved = resolve_in_roots(path, &self.settings.files.allowed_roots)

@@ -14,10 +14,7 @@ use crate::error::AppError;
 
 impl Services {
     #[tracing::instrument(skip_all, fields(name = %req.name))]
-    pub async fn create_flow_input(
-        &self,
-        req: FlowInputRequest,
-    ) -> Result<flow_input::Model, AppError> {
+    pub async fn create_flow_input(&self, req: FlowInputRequest) -> Result<flow_input::Model, AppError> {
         let mut ids: Vec<i64> = req.source_store_ids.clone();
         ids.push(req.target_store_id);
         ids.extend(req.sources.iter().map(|s| s.store_id));

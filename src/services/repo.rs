@@ -4,8 +4,8 @@
 use chrono::{DateTime, Utc};
 use entity::{data_store, flow, flow_input, flow_output};
 use sea_orm::{
-    ActiveModelTrait, ColumnTrait, ConnectionTrait, DbErr, EntityTrait, QueryFilter, QueryOrder,
-    QuerySelect, Set, TransactionTrait,
+    ActiveModelTrait, ColumnTrait, ConnectionTrait, DbErr, EntityTrait, QueryFilter, QueryOrder, QuerySelect,
+    Set, TransactionTrait,
 };
 
 use crate::domain::dag::Dag;
@@ -35,12 +35,8 @@ fn json<T: serde::Serialize>(value: &T) -> Result<serde_json::Value, AppError> {
     serde_json::to_value(value).map_err(|e| AppError::internal("serializing", e))
 }
 
-fn from_json<T: serde::de::DeserializeOwned>(
-    value: serde_json::Value,
-    what: &str,
-) -> Result<T, AppError> {
-    serde_json::from_value(value)
-        .map_err(|e| AppError::internal(&format!("stored {what} is unreadable"), e))
+fn from_json<T: serde::de::DeserializeOwned>(value: serde_json::Value, what: &str) -> Result<T, AppError> {
+    serde_json::from_value(value).map_err(|e| AppError::internal(&format!("stored {what} is unreadable"), e))
 }
 
 // ---- data stores ----------------------------------------------------------------------------
@@ -78,10 +74,7 @@ pub async fn store_name_taken(db: &impl ConnectionTrait, name: &str) -> Result<b
         .is_some())
 }
 
-pub async fn get_store(
-    db: &impl ConnectionTrait,
-    id: i64,
-) -> Result<Option<data_store::Model>, AppError> {
+pub async fn get_store(db: &impl ConnectionTrait, id: i64) -> Result<Option<data_store::Model>, AppError> {
     Ok(data_store::Entity::find_by_id(id).one(db).await?)
 }
 
@@ -116,9 +109,8 @@ pub async fn list_stores(
 pub fn store_from_model(m: data_store::Model, cipher: &Cipher) -> Result<DataStore, AppError> {
     let kind = StoreKind::parse(&m.kind)
         .ok_or_else(|| AppError::Internal(format!("store {} has unknown kind {}", m.id, m.kind)))?;
-    let engine = StoreEngine::parse(&m.engine).ok_or_else(|| {
-        AppError::Internal(format!("store {} has unknown engine {}", m.id, m.engine))
-    })?;
+    let engine = StoreEngine::parse(&m.engine)
+        .ok_or_else(|| AppError::Internal(format!("store {} has unknown engine {}", m.id, m.engine)))?;
     let password = m
         .password_sealed
         .as_deref()
@@ -239,9 +231,7 @@ pub async fn get_flow(
     let output = flow_output::Entity::find_by_id(f.flow_output_id)
         .one(db)
         .await?
-        .ok_or_else(|| {
-            AppError::Internal(format!("flow {id} has no output row {}", f.flow_output_id))
-        })?;
+        .ok_or_else(|| AppError::Internal(format!("flow {id} has no output row {}", f.flow_output_id)))?;
     Ok(Some((f, output)))
 }
 
@@ -276,24 +266,15 @@ pub async fn unfinished_flows(
 ) -> Result<Vec<(flow::Model, flow_output::Model)>, AppError> {
     let rows = flow::Entity::find()
         .find_also_related(flow_output::Entity)
-        .filter(
-            flow_output::Column::State
-                .is_in([FlowState::Ready.as_str(), FlowState::Running.as_str()]),
-        )
+        .filter(flow_output::Column::State.is_in([FlowState::Ready.as_str(), FlowState::Running.as_str()]))
         .order_by_asc(flow::Column::Id)
         .all(db)
         .await?;
-    Ok(rows
-        .into_iter()
-        .filter_map(|(f, o)| o.map(|o| (f, o)))
-        .collect())
+    Ok(rows.into_iter().filter_map(|(f, o)| o.map(|o| (f, o))).collect())
 }
 
 /// Writes pictures; the Persister's only way to the database.
-pub async fn save_pictures(
-    db: &impl TransactionTrait,
-    pictures: Vec<FlowPicture>,
-) -> Result<(), AppError> {
+pub async fn save_pictures(db: &impl TransactionTrait, pictures: Vec<FlowPicture>) -> Result<(), AppError> {
     let models = pictures
         .iter()
         .map(picture_to_active)
@@ -326,13 +307,9 @@ pub fn picture_to_active(p: &FlowPicture) -> Result<flow_output::ActiveModel, Ap
     })
 }
 
-pub fn picture_from_model(
-    m: flow_output::Model,
-    max_lines: usize,
-) -> Result<FlowPicture, AppError> {
-    let state = FlowState::parse(&m.state).ok_or_else(|| {
-        AppError::Internal(format!("output {} has unknown state {}", m.id, m.state))
-    })?;
+pub fn picture_from_model(m: flow_output::Model, max_lines: usize) -> Result<FlowPicture, AppError> {
+    let state = FlowState::parse(&m.state)
+        .ok_or_else(|| AppError::Internal(format!("output {} has unknown state {}", m.id, m.state)))?;
     let progress: Progress = from_json(m.progress, "progress")?;
     let logs: Lines = from_json(m.logs, "logs")?;
     let errors: Lines = from_json(m.errors, "errors")?;

@@ -1,1 +1,10 @@
-fn main() {}
+//! Integration tests: the real server over HTTP on a random port, with its own data directory,
+//! against real SQLite files (and PostgreSQL/MariaDB where a test is about them). One test
+//! binary, one module per area.
+
+mod helpers;
+
+mod cancel;
+mod concurrency;
+mod failures;
+mod lifecycle;
