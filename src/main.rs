@@ -46,6 +46,7 @@ fn main() -> anyhow::Result<()> {
                 let app = Application::build(settings)
                     .await
                     .map_err(|e| anyhow::anyhow!(e))?;
+                app.stop_on_signals();
                 app.run_until_stopped().await?;
                 Ok(())
             })

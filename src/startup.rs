@@ -25,6 +25,7 @@ pub struct Application {
     port: u16,
     server: Server,
     supervisor: Addr<FlowSupervisor>,
+    shutdown_timeout: Duration,
     // Kept alive for as long as the application runs.
     _engine: Arc<Engine>,
     db: DatabaseConnection,
@@ -141,7 +142,10 @@ impl Application {
         })
         .client_request_timeout(Duration::from_secs(settings.server.client_request_timeout_s))
         .client_disconnect_timeout(Duration::from_secs(5))
-        .shutdown_timeout(settings.server.shutdown_timeout_s);
+        .shutdown_timeout(settings.server.shutdown_timeout_s)
+        // Signals are handled by `run_until_stopped` (actix would stop the whole System, and
+        // with it the flows, before they are parked).
+        .disable_signals();
         if settings.server.workers > 0 {
             server = server.workers(settings.server.workers);
         }
@@ -154,6 +158,7 @@ impl Application {
             port,
             server,
             supervisor,
+            shutdown_timeout: Duration::from_secs(settings.server.shutdown_timeout_s),
             _engine: engine,
             db,
             arbiters,
@@ -169,17 +174,56 @@ impl Application {
         self.server.handle()
     }
 
-    /// Serves until stopped (SIGTERM/Ctrl-C or `handle().stop()`), then parks running flows so
-    /// the next start resumes them.
+    /// Stops gracefully on SIGTERM or Ctrl-C: no new requests, in-flight ones finish, running
+    /// flows are parked for the next start. For the binary; tests stop through `handle()`.
+    pub fn stop_on_signals(&self) {
+        let handle = self.server.handle();
+        actix_web::rt::spawn(async move {
+            let signal = wait_for_signal().await;
+            tracing::info!(signal, "shutting down gracefully");
+            handle.stop(true).await;
+        });
+    }
+
+    /// Serves until stopped (a signal after `stop_on_signals`, or `handle().stop()`), then parks
+    /// running flows so the next start resumes them.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
         let result = self.server.await;
         tracing::info!("server stopped; parking running flows");
-        let _ = self.supervisor.send(Park).await;
+        let _ = self
+            .supervisor
+            .send(Park {
+                timeout: self.shutdown_timeout,
+            })
+            .await;
         let _ = self.db.close().await;
         for arbiter in &self.arbiters {
             arbiter.stop();
         }
         tracing::info!("shut down");
         result
+    }
+}
+
+/// Waits for SIGTERM or Ctrl-C; returns which.
+async fn wait_for_signal() -> &'static str {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => tokio::select! {
+                _ = term.recv() => "SIGTERM",
+                _ = tokio::signal::ctrl_c() => "SIGINT",
+            },
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+                "SIGINT"
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+        "SIGINT"
     }
 }

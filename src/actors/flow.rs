@@ -256,6 +256,7 @@ impl FlowActor {
         let flow_id = self.flow_id();
         let Some(state) = state else {
             self.reported = true;
+            tracing::info!(flow_id, "flow suspended for shutdown");
             self.log(
                 Level::Warn,
                 "suspended for shutdown; it resumes at the next start".into(),
@@ -423,6 +424,10 @@ impl Handler<TaskDone> for FlowActor {
         let name = self.scheduler.name(msg.index).to_string();
         match msg.outcome {
             TaskOutcome::Completed { rows, elapsed } => {
+                #[cfg(all(feature = "fault-injection", debug_assertions))]
+                if crate::engine::faults::actor_should_panic(&name) {
+                    panic!("injected panic in the flow actor after {name} completed");
+                }
                 self.scheduler.complete(msg.index);
                 self.record(FlowEvent::TaskCompleted {
                     task: name,

@@ -109,10 +109,13 @@ pub struct FlowCrashed {
 #[rtype(result = "()")]
 pub struct Recover;
 
-/// Stop all running flows at a safe point, leaving them resumable (graceful shutdown).
+/// Stop all running flows at a safe point, leaving them resumable (graceful shutdown); replies
+/// once they have stopped and their state is written, or after `timeout`.
 #[derive(Message)]
 #[rtype(result = "()")]
-pub struct Park;
+pub struct Park {
+    pub timeout: std::time::Duration,
+}
 
 /// How many flows are running and waiting.
 #[derive(Message)]

@@ -447,15 +447,20 @@ impl Handler<Recover> for FlowSupervisor {
 impl Handler<Park> for FlowSupervisor {
     type Result = ResponseFuture<()>;
 
-    fn handle(&mut self, _: Park, _: &mut Self::Context) -> Self::Result {
+    fn handle(&mut self, msg: Park, _: &mut Self::Context) -> Self::Result {
         self.parked = true;
+        tracing::info!(
+            running = self.registry.len(),
+            waiting = self.queue.len(),
+            "parking flows for shutdown"
+        );
         for entry in self.registry.iter() {
             entry.value().do_send(Suspend);
         }
         let registry = self.registry.clone();
         let persister = self.persister.clone();
         Box::pin(async move {
-            let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+            let deadline = tokio::time::Instant::now() + msg.timeout;
             while !registry.is_empty() && tokio::time::Instant::now() < deadline {
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }

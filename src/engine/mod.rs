@@ -5,6 +5,8 @@
 
 pub mod checkpoint;
 pub mod errors;
+#[cfg(all(feature = "fault-injection", debug_assertions))]
+pub mod faults;
 pub mod memory;
 pub mod node;
 
@@ -126,9 +128,9 @@ impl Engine {
             .with_information_schema(false);
         config.options_mut().sql_parser.collect_spans = true;
         config.options_mut().sql_parser.enable_ident_normalization = true;
-        Ok(FlowSession {
-            ctx: SessionContext::new_with_config_rt(config, runtime),
-            work_dir,
-        })
+        let ctx = SessionContext::new_with_config_rt(config, runtime);
+        #[cfg(all(feature = "fault-injection", debug_assertions))]
+        faults::register(&ctx);
+        Ok(FlowSession { ctx, work_dir })
     }
 }

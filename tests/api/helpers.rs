@@ -10,16 +10,35 @@ use serde_json::{json, Value};
 use sluice::config::Settings;
 use sluice::startup::Application;
 
-/// A running server with its own data directory and a directory of test files (the only
-/// allowed root).
-pub struct TestApp {
+/// Talks to a server: its address, an HTTP client, and the directories it uses.
+pub struct Api {
     pub address: String,
     pub client: reqwest::Client,
     pub data_dir: PathBuf,
     pub files: PathBuf,
+}
+
+/// A running server (in this process, on its own thread and actix System) with its own data
+/// directory and a directory of test files (the only allowed root).
+pub struct TestApp {
+    api: Api,
     handle: Option<ServerHandle>,
     thread: Option<std::thread::JoinHandle<()>>,
     _temp: Option<tempfile::TempDir>,
+}
+
+impl std::ops::Deref for TestApp {
+    type Target = Api;
+    fn deref(&self) -> &Api {
+        &self.api
+    }
+}
+
+pub fn http_client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .expect("client")
 }
 
 /// Options for `spawn_app_with`.
@@ -86,13 +105,12 @@ pub async fn spawn_app_with(options: AppOptions) -> TestApp {
     });
     let (port, handle) = rx.await.expect("server thread").expect("server starts");
     TestApp {
-        address: format!("http://127.0.0.1:{port}"),
-        client: reqwest::Client::builder()
-            .timeout(Duration::from_secs(30))
-            .build()
-            .expect("client"),
-        data_dir,
-        files,
+        api: Api {
+            address: format!("http://127.0.0.1:{port}"),
+            client: http_client(),
+            data_dir,
+            files,
+        },
         handle: Some(handle),
         thread: Some(thread),
         _temp: temp,
@@ -147,7 +165,7 @@ impl Reply {
     }
 }
 
-impl TestApp {
+impl Api {
     pub fn api(&self, path: &str) -> String {
         format!("{}/api/v1.0{path}", self.address)
     }
@@ -258,7 +276,9 @@ impl TestApp {
         std::fs::write(&p, contents).expect("write");
         p
     }
+}
 
+impl TestApp {
     /// Stops the server gracefully and waits for it; the data directory stays.
     pub async fn stop(mut self) -> (PathBuf, PathBuf, Option<tempfile::TempDir>) {
         if let Some(h) = self.handle.take() {

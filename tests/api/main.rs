@@ -3,8 +3,10 @@
 //! binary, one module per area.
 
 mod helpers;
+mod process;
 
 mod cancel;
 mod concurrency;
 mod failures;
 mod lifecycle;
+mod resilience;

@@ -1,0 +1,288 @@
+//! Surviving crashes: kill -9 mid-workload, SIGTERM, panics in task work and in a flow actor's
+//! own logic. Each flow fails (or recovers) alone; nothing is left RUNNING, nothing is written
+//! twice.
+
+use std::time::Duration;
+
+use serde_json::{json, Value};
+
+use crate::helpers::*;
+use crate::process::ServerProcess;
+
+const ROWS: i64 = 40_000;
+
+fn numbers_csv() -> String {
+    let mut s = String::from("n\n");
+    for i in 1..=ROWS {
+        s.push_str(&format!("{i}\n"));
+    }
+    s
+}
+
+/// A flow of two slow nodes (about a second each) that appends to `appended_{k}` and replaces
+/// `copy_{k}`.
+fn slow_flow(k: usize, src: i64, db: i64) -> Value {
+    json!({
+        "name": format!("slow{k}"), "source_store_ids": [src], "target_store_id": db,
+        "sources": [{"name": "numbers", "store_id": src, "path": "n.csv"}],
+        "transforms": [
+            {"name": "slow1", "sql": "SELECT n FROM numbers WHERE sluice_sleep(150)"},
+            {"name": "slow2", "sql": format!("SELECT n * {k} AS m FROM slow1 WHERE sluice_sleep(150)")}
+        ],
+        "outputs": [
+            {"node": "slow2", "table": format!("appended_{k}"), "mode": "append"},
+            {"node": "slow1", "table": format!("copy_{k}"), "mode": "replace"}
+        ],
+        "options": {"max_parallel_tasks": 2}
+    })
+}
+
+async fn create_stores(api: &Api) -> (i64, i64) {
+    let src = api
+        .create_store(json!({"name": "raw", "kind": "file", "engine": "csv", "connection": {"type": "file", "path": api.files.join("in")}}))
+        .await;
+    let db = api
+        .create_store(json!({"name": "w", "kind": "relational_db", "engine": "sqlite", "connection": {"type": "file", "path": api.files.join("out/w.db")}}))
+        .await;
+    (src, db)
+}
+
+async fn check_results(api: &Api, k: usize) {
+    let sum: i64 = (1..=ROWS).sum();
+    let db = api.files.join("out/w.db");
+    let appended = sqlite_rows(&db, &format!("SELECT count(*), sum(m) FROM appended_{k}")).await;
+    assert_eq!(
+        appended,
+        vec![vec![json!(ROWS), json!(sum * k as i64)]],
+        "appended_{k}: exactly one copy"
+    );
+    let copy = sqlite_rows(&db, &format!("SELECT count(*), sum(n) FROM copy_{k}")).await;
+    assert_eq!(copy, vec![vec![json!(ROWS), json!(sum)]], "copy_{k}");
+}
+
+#[tokio::test]
+async fn kill_9_mid_workload_then_restart_completes_every_flow_exactly_once() {
+    let temp = tempfile::tempdir().unwrap();
+    let (data, files, log) = (
+        temp.path().join("data"),
+        temp.path().join("files"),
+        temp.path().join("server.log"),
+    );
+    std::fs::create_dir_all(files.join("in")).unwrap();
+    std::fs::write(files.join("in/n.csv"), numbers_csv()).unwrap();
+
+    let mut server = ServerProcess::start(&data, &files, &log, &[]).await;
+    let (src, db) = create_stores(&server).await;
+    let mut flows = Vec::new();
+    for k in 1..=3 {
+        let input = server.create_input(slow_flow(k, src, db)).await;
+        flows.push((k, server.start_flow(input).await));
+    }
+    // Kill once some work is checkpointed and some is still running.
+    server
+        .wait_flow(flows[0].1, Duration::from_secs(120), |f| {
+            task(f, "slow1")["state"] == "COMPLETED"
+        })
+        .await;
+    let before: Vec<String> = {
+        let mut v = Vec::new();
+        for (_, id) in &flows {
+            v.push(state(&server.flow(*id).await).to_string());
+        }
+        v
+    };
+    assert!(
+        before.iter().any(|s| s == "RUNNING"),
+        "the kill must land mid-workload: {before:?}"
+    );
+    server.kill9();
+
+    let server = ServerProcess::start(&data, &files, &log, &[]).await;
+    for (k, id) in &flows {
+        let done = server.wait_final(*id).await;
+        assert_eq!(state(&done), "COMPLETED", "flow {id}: {done:#}");
+        check_results(&server, *k).await;
+    }
+    let running = server.get("/flows?state=RUNNING").await.expect(200).body;
+    assert_eq!(running["items"].as_array().unwrap().len(), 0);
+    // The interrupted flows say so, and kept their finished nodes.
+    let first = server.flow(flows[0].1).await;
+    let logs = first["output"]["logs"]["lines"].to_string();
+    assert!(logs.contains("resumed after restart"), "{logs}");
+    assert!(
+        logs.contains("completed node(s) kept from the previous run"),
+        "{logs}"
+    );
+    assert_eq!(
+        task(&first, "slow1")["attempts"],
+        1,
+        "a checkpointed node is not run again"
+    );
+    assert!(server.log_text().contains("flow resumed after restart"));
+    // Nothing of the first process's work is left behind.
+    for (_, id) in &flows {
+        assert!(!data.join(format!("work/flow-{id}")).exists());
+    }
+}
+
+#[tokio::test]
+async fn sigterm_parks_running_flows_and_the_next_start_resumes_them() {
+    let temp = tempfile::tempdir().unwrap();
+    let (data, files, log) = (
+        temp.path().join("data"),
+        temp.path().join("files"),
+        temp.path().join("server.log"),
+    );
+    std::fs::create_dir_all(files.join("in")).unwrap();
+    std::fs::write(files.join("in/n.csv"), numbers_csv()).unwrap();
+
+    let mut server = ServerProcess::start(
+        &data,
+        &files,
+        &log,
+        &[("SLUICE__SERVER__SHUTDOWN_TIMEOUT_S", "5")],
+    )
+    .await;
+    let (src, db) = create_stores(&server).await;
+    let mut flows = Vec::new();
+    for k in 1..=2 {
+        let input = server.create_input(slow_flow(k, src, db)).await;
+        flows.push((k, server.start_flow(input).await));
+    }
+    server
+        .wait_flow(flows[0].1, Duration::from_secs(120), |f| state(f) == "RUNNING")
+        .await;
+    let asked = std::time::Instant::now();
+    server.sigterm();
+    let status = server.wait_exit(Duration::from_secs(15)).await;
+    assert!(status.success(), "graceful exit: {status:?}");
+    assert!(
+        asked.elapsed() <= Duration::from_secs(6),
+        "exit took {:?}",
+        asked.elapsed()
+    );
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(text.contains("parking running flows"), "{text}");
+
+    let server = ServerProcess::start(&data, &files, &log, &[]).await;
+    for (k, id) in &flows {
+        let done = server.wait_final(*id).await;
+        assert_eq!(state(&done), "COMPLETED", "{done:#}");
+        check_results(&server, *k).await;
+    }
+    let first = server.flow(flows[0].1).await;
+    let lines = first["output"]["logs"]["lines"].to_string();
+    assert!(
+        lines.contains("suspended for shutdown"),
+        "{lines}\n{}",
+        server.log_text()
+    );
+}
+
+#[tokio::test]
+async fn a_panicking_node_is_restarted_then_failed_while_other_flows_complete() {
+    let temp = tempfile::tempdir().unwrap();
+    let (data, files, log) = (
+        temp.path().join("data"),
+        temp.path().join("files"),
+        temp.path().join("server.log"),
+    );
+    std::fs::create_dir_all(files.join("in")).unwrap();
+    std::fs::write(files.join("in/n.csv"), numbers_csv()).unwrap();
+    let server = ServerProcess::start(&data, &files, &log, &[("SLUICE__ENGINE__MAX_RESTARTS", "2")]).await;
+    let (src, db) = create_stores(&server).await;
+
+    let good = server
+        .create_input(json!({
+            "name": "good", "source_store_ids": [src], "target_store_id": db,
+            "sources": [{"name": "numbers", "store_id": src, "path": "n.csv"}],
+            "transforms": [{"name": "total", "sql": "SELECT sum(n) AS s FROM numbers WHERE sluice_sleep(50)"}]
+        }))
+        .await;
+    let bad = server
+        .create_input(json!({
+            "name": "bad", "source_store_ids": [src], "target_store_id": db,
+            "sources": [{"name": "numbers", "store_id": src, "path": "n.csv"}],
+            "transforms": [{"name": "boom", "sql": "SELECT n FROM numbers WHERE sluice_panic('kaboom in task work')"}]
+        }))
+        .await;
+    let mut goods = Vec::new();
+    for _ in 0..5 {
+        goods.push(server.start_flow(good).await);
+    }
+    let bad_flow = server.start_flow(bad).await;
+    let done = server.wait_final(bad_flow).await;
+    assert_eq!(state(&done), "FAILED", "{done:#}");
+    assert_eq!(done["output"]["restarts"], 2);
+    let errors = done["output"]["errors"]["lines"].to_string();
+    assert!(
+        errors.contains("kaboom in task work") && errors.contains("gave up after 2 restart(s)"),
+        "{errors}"
+    );
+    let logs = done["output"]["logs"]["lines"].to_string();
+    assert!(
+        logs.contains("restart 1 of 2") && logs.contains("restart 2 of 2"),
+        "{logs}"
+    );
+    for id in goods {
+        assert_eq!(state(&server.wait_final(id).await), "COMPLETED");
+    }
+    server.get("/flows").await.expect(200);
+    let text = server.log_text();
+    let warns: Vec<&str> = text
+        .lines()
+        .filter(|l| {
+            l.contains("WARN") && l.contains("flow crashed") && l.contains(&format!("flow_id={bad_flow}"))
+        })
+        .collect();
+    assert!(
+        warns.len() >= 2,
+        "WARN lines with the flow id, attempt and cause:\n{text}"
+    );
+    assert!(
+        warns.iter().all(|l| l.contains("kaboom in task work")),
+        "{warns:?}"
+    );
+    assert!(
+        warns
+            .iter()
+            .filter(|l| l.contains("restarting"))
+            .all(|l| l.contains("attempt=")),
+        "{warns:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_panic_in_a_flow_actor_is_contained_and_supervised() {
+    let app = spawn_app_with(AppOptions::default().env("SLUICE__ENGINE__MAX_RESTARTS", "1")).await;
+    app.write_file("in/a.csv", "x\n1\n2\n");
+    let src = app.csv_store("raw", "in").await;
+    let db = app.sqlite_store("w", "out/w.db").await;
+    let bad = app
+        .create_input(json!({
+            "name": "actor-panic", "source_store_ids": [src], "target_store_id": db,
+            "sources": [{"name": "a", "store_id": src, "path": "a.csv"}],
+            "transforms": [{"name": "fault_actor_panic_1", "sql": "SELECT x FROM a"}]
+        }))
+        .await;
+    let good = app
+        .create_input(json!({
+            "name": "fine", "source_store_ids": [src], "target_store_id": db,
+            "sources": [{"name": "a", "store_id": src, "path": "a.csv"}],
+            "transforms": [{"name": "total", "sql": "SELECT sum(x) AS s FROM a"}]
+        }))
+        .await;
+    let bad_flow = app.start_flow(bad).await;
+    let good_flow = app.start_flow(good).await;
+    let done = app.wait_final(bad_flow).await;
+    assert_eq!(state(&done), "FAILED", "{done:#}");
+    assert!(
+        done["output"]["errors"]["lines"].to_string().contains("panicked"),
+        "{done:#}"
+    );
+    assert_eq!(done["output"]["restarts"], 1);
+    assert_eq!(state(&app.wait_final(good_flow).await), "COMPLETED");
+    // The service goes on: new flows run.
+    let again = app.start_flow(good).await;
+    assert_eq!(state(&app.wait_final(again).await), "COMPLETED");
+}
