@@ -8,5 +8,8 @@ mod process;
 mod cancel;
 mod concurrency;
 mod failures;
+mod fuzz;
 mod lifecycle;
+mod limits;
 mod resilience;
+mod security;
