@@ -6,5 +6,6 @@ mod helpers;
 
 mod cancel;
 mod concurrency;
+mod example;
 mod failures;
 mod lifecycle;
