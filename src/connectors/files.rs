@@ -195,9 +195,16 @@ impl SourceConnector for CsvSource {
             .await
             .map_err(|e| csv_error(e, &files, &o, None))?;
         let schema = apply_overrides(inferred.schema().as_arrow(), &o)?;
+        let null_values = non_empty_null_values(&o)?;
+        // With null values beyond "", read every column as text and type it ourselves (see
+        // `non_empty_null_values`); otherwise DataFusion parses the types directly.
+        let read_schema = match null_values {
+            Some(_) => text_schema(&schema),
+            None => schema.clone(),
+        };
         let df = ctx
             .session
-            .read_csv(urls(&files), csv_read_options(&o, Some(&schema)))
+            .read_csv(urls(&files), csv_read_options(&o, Some(&read_schema)))
             .await
             .map_err(|e| csv_error(e, &files, &o, Some(&schema)))?;
         let stream = df
@@ -205,11 +212,97 @@ impl SourceConnector for CsvSource {
             .await
             .map_err(|e| csv_error(e, &files, &o, Some(&schema)))?;
         let estimated_rows = estimate_csv_rows(&files, o.has_header);
+        let checked = csv_checked_stream(stream, files.clone(), o.clone(), schema.clone());
+        let stream = match null_values {
+            Some(regex) => typed_stream(checked, regex, files, o, schema),
+            None => checked,
+        };
         Ok(Opened {
-            stream: csv_checked_stream(stream, files, o, schema),
+            stream,
             estimated_rows,
         })
     }
+}
+
+/// The user's null values as a regex, when they name anything besides the empty string.
+///
+/// DataFusion 55 applies a CSV `null_regex` when it infers the schema but not when it reads the
+/// rows (apache/datafusion#25213): a matching value comes back as text, and in a typed column
+/// it fails the read. So such sources are read as text and typed by `typed_stream`.
+fn non_empty_null_values(o: &CsvOptions) -> Result<Option<regex::Regex>, ConnectorError> {
+    if o.null_values.iter().all(|v| v.is_empty()) {
+        return Ok(None);
+    }
+    let Some(pattern) = null_regex(&o.null_values) else {
+        return Ok(None);
+    };
+    regex::Regex::new(&pattern)
+        .map(Some)
+        .map_err(|e| ConnectorError::permanent(format!("csv.null_values: {e}")))
+}
+
+/// `schema` with every column read as nullable text.
+fn text_schema(schema: &Schema) -> Schema {
+    Schema::new(
+        schema
+            .fields()
+            .iter()
+            .map(|f| Field::new(f.name(), DataType::Utf8, true))
+            .collect::<Vec<_>>(),
+    )
+}
+
+/// Turns batches of text columns into `schema`'s types: values matching `nulls` become null,
+/// the rest are cast. A value that does not fit its type is located (file and line) like a
+/// parse error of the typed reader.
+fn typed_stream(
+    text: SendableRecordBatchStream,
+    nulls: regex::Regex,
+    files: Vec<PathBuf>,
+    o: CsvOptions,
+    schema: Schema,
+) -> SendableRecordBatchStream {
+    let schema: SchemaRef = Arc::new(schema);
+    let out_schema = Arc::clone(&schema);
+    let mapped = text.map(move |batch| {
+        let batch = batch?;
+        type_batch(&batch, &nulls, &schema).map_err(|cast_error| {
+            let message = locate_csv_error(&files, &o, Some(&schema))
+                .unwrap_or_else(|| format!("reading csv: {cast_error}"));
+            DataFusionError::External(Box::new(ConnectorError::permanent(message)))
+        })
+    });
+    Box::pin(RecordBatchStreamAdapter::new(out_schema, mapped))
+}
+
+fn type_batch(batch: &RecordBatch, nulls: &regex::Regex, schema: &SchemaRef) -> Result<RecordBatch, String> {
+    use datafusion::arrow::array::{ArrayRef, AsArray, StringArray};
+    use datafusion::arrow::compute::{cast, cast_with_options, CastOptions};
+    let mut columns: Vec<ArrayRef> = Vec::with_capacity(batch.num_columns());
+    for (column, field) in batch.columns().iter().zip(schema.fields()) {
+        let text = if column.data_type() == &DataType::Utf8 {
+            Arc::clone(column)
+        } else {
+            cast(column, &DataType::Utf8).map_err(|e| format!("column {}: {e}", field.name()))?
+        };
+        let nulled: StringArray = text
+            .as_string::<i32>()
+            .iter()
+            .map(|v| v.filter(|s| !nulls.is_match(s)))
+            .collect();
+        let typed: ArrayRef = if field.data_type() == &DataType::Utf8 {
+            Arc::new(nulled)
+        } else {
+            let strict = CastOptions {
+                safe: false,
+                ..Default::default()
+            };
+            cast_with_options(&nulled, field.data_type(), &strict)
+                .map_err(|e| format!("column {}: {e}", field.name()))?
+        };
+        columns.push(typed);
+    }
+    RecordBatch::try_new(Arc::clone(schema), columns).map_err(|e| e.to_string())
 }
 
 /// Like `checked_stream`, but a CSV parse error is located precisely (file and line) by
@@ -749,5 +842,111 @@ impl SinkConnector for ParquetDatasetSink {
                 Ok(rows)
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use datafusion::arrow::array::{Array, AsArray};
+    use datafusion::arrow::datatypes::{Decimal128Type, Int64Type};
+
+    use super::*;
+    use crate::domain::store::{Connection, FileConnection, StoreEngine, StoreKind};
+
+    fn csv_store(dir: &Path) -> DataStore {
+        DataStore {
+            id: 1,
+            created_utc: chrono::Utc::now(),
+            name: "raw".into(),
+            kind: StoreKind::File,
+            engine: StoreEngine::Csv,
+            connection: Connection::File(FileConnection {
+                path: dir.display().to_string(),
+            }),
+            password: None,
+        }
+    }
+
+    fn source(csv: CsvOptions) -> Source {
+        Source {
+            name: "s".into(),
+            store_id: 1,
+            table: None,
+            query: None,
+            path: Some("s.csv".into()),
+            csv: Some(csv),
+        }
+    }
+
+    async fn read(contents: &str, csv: CsvOptions) -> Result<Vec<RecordBatch>, String> {
+        let dir = tempfile::tempdir().expect("temp dir");
+        std::fs::write(dir.path().join("s.csv"), contents).expect("write csv");
+        let ctx = IoContext {
+            session: SessionContext::new(),
+            cancel: Default::default(),
+            batch_size: 8192,
+            load_id: String::new(),
+        };
+        let opened = CsvSource::new(&csv_store(dir.path()))
+            .map_err(|e| e.message)?
+            .open(&source(csv), &ctx)
+            .await
+            .map_err(|e| e.message)?;
+        let batches: Vec<_> = opened.stream.collect().await;
+        batches
+            .into_iter()
+            .map(|b| b.map_err(|e| crate::engine::errors::clean_message(&e)))
+            .collect()
+    }
+
+    fn options(null_values: &[&str], columns: &[(&str, &str)]) -> CsvOptions {
+        CsvOptions {
+            null_values: null_values.iter().map(|v| v.to_string()).collect(),
+            columns: columns
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect::<BTreeMap<_, _>>(),
+            ..CsvOptions::default()
+        }
+    }
+
+    #[tokio::test]
+    async fn null_values_become_nulls_in_typed_and_text_columns() {
+        let batches = read(
+            "id,qty,price,note\n1,2,9.50,ok\n2,N/A,N/A,N/A\n3,,1.25,\n4,-1,0.10,n/a\n",
+            options(&["", "N/A"], &[("price", "decimal(10,2)")]),
+        )
+        .await
+        .expect("read");
+        let batch =
+            datafusion::arrow::compute::concat_batches(&batches[0].schema(), &batches).expect("concat");
+        let qty = batch.column(1).as_primitive::<Int64Type>();
+        assert_eq!(qty.iter().collect::<Vec<_>>(), [Some(2), None, None, Some(-1)]);
+        let price = batch.column(2).as_primitive::<Decimal128Type>();
+        assert_eq!(price.data_type(), &DataType::Decimal128(10, 2));
+        assert_eq!(
+            price.iter().collect::<Vec<_>>(),
+            [Some(950), None, Some(125), Some(10)]
+        );
+        // Only whole-field, case-sensitive matches are nulls.
+        let note = batch.column(3).as_string::<i32>();
+        assert_eq!(
+            note.iter().collect::<Vec<_>>(),
+            [Some("ok"), None, None, Some("n/a")]
+        );
+    }
+
+    #[tokio::test]
+    async fn a_value_that_does_not_fit_its_type_is_located() {
+        let err = read(
+            "id,qty\n1,2\n2,N/A\n3,lots\n",
+            options(&["", "N/A"], &[("qty", "int")]),
+        )
+        .await
+        .expect_err("a bad value");
+        assert!(err.contains("s.csv line 4"), "{err}");
+        assert!(err.contains("lots"), "{err}");
     }
 }

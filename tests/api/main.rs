@@ -7,6 +7,7 @@ mod process;
 
 mod cancel;
 mod concurrency;
+mod example;
 mod failures;
 mod fuzz;
 mod lifecycle;
