@@ -61,6 +61,8 @@ pub struct FlowActor {
     reported: bool,
     /// Running tasks by node index.
     tasks: HashMap<usize, Addr<TaskActor>>,
+    /// The final state being written, once `end` has decided it.
+    final_state: Option<FlowState>,
 }
 
 impl FlowActor {
@@ -84,6 +86,7 @@ impl FlowActor {
             supervisor,
             reported: false,
             tasks: HashMap::new(),
+            final_state: None,
         }
     }
 
@@ -252,6 +255,7 @@ impl FlowActor {
             _ => Some(FlowState::Failed),
         };
         self.phase = Phase::Ending;
+        self.final_state = state;
         self.cancel.cancel();
         let flow_id = self.flow_id();
         let Some(state) = state else {
@@ -478,17 +482,24 @@ impl Handler<TaskDone> for FlowActor {
 }
 
 impl Handler<Cancel> for FlowActor {
-    type Result = ();
+    type Result = Result<(), FlowState>;
 
-    fn handle(&mut self, _: Cancel, ctx: &mut Self::Context) {
-        if matches!(self.phase, Phase::Running | Phase::Starting) {
-            self.log(Level::Warn, "cancel requested".into());
-            let was_starting = self.phase == Phase::Starting;
-            self.phase = Phase::Running;
-            self.stop_flow(StopReason::Cancelled, ctx);
-            if was_starting {
-                self.maybe_end(ctx);
+    fn handle(&mut self, _: Cancel, ctx: &mut Self::Context) -> Self::Result {
+        match self.phase {
+            Phase::Running | Phase::Starting => {
+                self.log(Level::Warn, "cancel requested".into());
+                let was_starting = self.phase == Phase::Starting;
+                self.phase = Phase::Running;
+                self.stop_flow(StopReason::Cancelled, ctx);
+                if was_starting {
+                    self.maybe_end(ctx);
+                }
+                Ok(())
             }
+            Phase::Stopping(StopReason::Cancelled) => Ok(()),
+            Phase::Stopping(StopReason::Failed) => Err(FlowState::Failed),
+            Phase::Stopping(StopReason::Suspended) => Err(FlowState::Running),
+            Phase::Ending => Err(self.final_state.unwrap_or(FlowState::Running)),
         }
     }
 }

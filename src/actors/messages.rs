@@ -130,8 +130,10 @@ pub struct FlowCounts {
 
 // ---- to a FlowActor ---------------------------------------------------------------------------
 
+/// Cancel the flow. Replies `Err(state)` when the flow is already ending in `state` (RUNNING
+/// when it is being suspended for shutdown), so the cancel has no effect.
 #[derive(Message)]
-#[rtype(result = "()")]
+#[rtype(result = "Result<(), FlowState>")]
 pub struct Cancel;
 
 /// Stop at a safe point without a final state, so the next start resumes the flow.

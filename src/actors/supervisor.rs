@@ -332,9 +332,17 @@ impl Handler<CancelFlow> for FlowSupervisor {
             self.cancel_on_start.insert(flow_id);
             return Box::pin(actix::fut::ready(CancelOutcome::Sent));
         }
-        if let Some(actor) = self.registry.get(&flow_id) {
-            actor.do_send(Cancel);
-            return Box::pin(actix::fut::ready(CancelOutcome::Sent));
+        if let Some(actor) = self.registry.get(&flow_id).map(|a| a.clone()) {
+            return Box::pin(
+                actor
+                    .send(Cancel)
+                    .into_actor(self)
+                    .map(|reply, _, _| match reply {
+                        Ok(Ok(())) => CancelOutcome::Sent,
+                        Ok(Err(state)) if state.is_final() => CancelOutcome::AlreadyFinal(state),
+                        _ => CancelOutcome::Unknown,
+                    }),
+            );
         }
         Box::pin(actix::fut::ready(CancelOutcome::Unknown))
     }

@@ -461,6 +461,7 @@ impl SinkConnector for CsvFileSink {
     ) -> Result<u64, ConnectorError> {
         let dest = self.root.join(format!("{table}.csv"));
         let io = |e: std::io::Error| ConnectorError::permanent(format!("writing {}: {e}", dest.display()));
+        std::fs::create_dir_all(&self.root).map_err(io)?;
         let staged = StagedFile::new(&dest).map_err(io)?;
         let append_to_existing = mode == WriteMode::Append && dest.exists();
         if append_to_existing {
@@ -763,6 +764,8 @@ impl SinkConnector for ParquetFileSink {
         on_rows: RowsCallback,
     ) -> Result<u64, ConnectorError> {
         let dest = self.root.join(format!("{table}.parquet"));
+        std::fs::create_dir_all(&self.root)
+            .map_err(|e| ConnectorError::permanent(format!("{}: {e}", self.root.display())))?;
         let staged = StagedFile::new(&dest)
             .map_err(|e| ConnectorError::permanent(format!("{}: {e}", dest.display())))?;
         let input = if mode == WriteMode::Append && dest.exists() {

@@ -16,11 +16,16 @@ pub struct StagedFile {
 }
 
 impl StagedFile {
+    /// Stages a file for `dest`, whose directory must exist (it is not created: a flow's work
+    /// directory that was removed must stay removed).
     pub fn new(dest: &Path) -> std::io::Result<Self> {
         let dir = dest
             .parent()
             .ok_or_else(|| std::io::Error::other("destination has no parent directory"))?;
-        std::fs::create_dir_all(dir)?;
+        if !dir.is_dir() {
+            let msg = format!("{} does not exist", dir.display());
+            return Err(std::io::Error::new(std::io::ErrorKind::NotFound, msg));
+        }
         let temp = dir.join(format!("{STAGING_PREFIX}{}", uuid::Uuid::new_v4().simple()));
         Ok(StagedFile {
             temp,

@@ -53,10 +53,7 @@ async fn cancelling_a_long_query_stops_it_within_a_second_and_keeps_the_target()
         sqlite_rows(&app.file("out/w.db"), "SELECT total FROM heavy").await,
         vec![vec![json!(3)]]
     );
-    assert!(
-        !app.data_dir.join(format!("work/flow-{flow}")).exists(),
-        "work directory left behind"
-    );
+    wait_until_gone(&app.data_dir.join(format!("work/flow-{flow}"))).await;
     // A cancelled flow cannot be cancelled again.
     app.post(&format!("/flows/cancel/{flow}"), &json!({}))
         .await
@@ -103,7 +100,7 @@ async fn cancelling_a_large_load_rolls_it_back() {
     )
     .await;
     assert_eq!(tables, vec![vec![json!("big")]], "no staging table may remain");
-    assert!(!app.data_dir.join(format!("work/flow-{flow}")).exists());
+    wait_until_gone(&app.data_dir.join(format!("work/flow-{flow}"))).await;
 }
 
 #[tokio::test]

@@ -368,3 +368,17 @@ pub async fn parquet_rows(path: &Path, sql: &str) -> Vec<Value> {
     }
     out
 }
+
+/// Waits until `dir` is removed (a flow's work directory goes right after its final state is
+/// written); panics after a few seconds.
+pub async fn wait_until_gone(dir: &Path) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while dir.exists() {
+        assert!(
+            Instant::now() < deadline,
+            "work directory left behind: {}",
+            dir.display()
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}

@@ -91,7 +91,7 @@ async fn a_flow_runs_csv_through_transforms_into_sqlite_and_parquet() {
         "{line}"
     );
     // The work directory is gone once the flow ended.
-    assert!(!app.data_dir.join(format!("work/flow-{flow}")).exists());
+    wait_until_gone(&app.data_dir.join(format!("work/flow-{flow}"))).await;
 }
 
 #[tokio::test]

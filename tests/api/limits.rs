@@ -33,10 +33,11 @@ async fn a_task_over_its_timeout_fails_saying_so() {
         task(&done, "heavy")["error"],
         "timed out after 1 s (options.task_timeout_s)"
     );
-    assert!(done["output"]["errors"]["lines"][0]
-        .as_str()
-        .unwrap()
-        .contains("[heavy] timed out after 1 s (options.task_timeout_s)"));
+    let errors = done["output"]["errors"]["lines"].to_string();
+    assert!(
+        errors.contains("[heavy] timed out after 1 s (options.task_timeout_s)"),
+        "{done:#}"
+    );
 }
 
 #[tokio::test]

@@ -121,7 +121,7 @@ async fn kill_9_mid_workload_then_restart_completes_every_flow_exactly_once() {
     assert!(server.log_text().contains("flow resumed after restart"));
     // Nothing of the first process's work is left behind.
     for (_, id) in &flows {
-        assert!(!data.join(format!("work/flow-{id}")).exists());
+        wait_until_gone(&data.join(format!("work/flow-{id}"))).await;
     }
 }
 
