@@ -1,0 +1,296 @@
+//! Orchestration benchmark: `cargo bench --bench flows`.
+//!
+//! Prints, in one run, beside baselines measured in the same process:
+//! 1. per-node overhead: a flow of 200 trivial `SELECT n`-style transforms, total time / nodes,
+//!    beside the same 200 queries run directly on one DataFusion `SessionContext`;
+//! 2. CSV → Parquet throughput (MB/s, rows/s) on a generated file of a few hundred MB, beside
+//!    DataFusion's own `COPY ... TO ... STORED AS PARQUET` of the same file.
+//!
+//! `SLUICE_BENCH_CSV_MB` sets the CSV size (default 300).
+
+use std::io::Write;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+use sluice::config::Settings;
+use sluice::startup::Application;
+
+struct Server {
+    base: String,
+    client: reqwest::Client,
+    handle: actix_web::dev::ServerHandle,
+}
+
+fn start_server(data: &Path, files: &Path, env: &[(&str, &str)]) -> Server {
+    let mut vars: Vec<(String, String)> = vec![
+        ("SLUICE__SERVER__PORT".into(), "0".into()),
+        ("SLUICE__DATA_DIR".into(), data.display().to_string()),
+        ("SLUICE__FILES__ALLOWED_ROOTS".into(), files.display().to_string()),
+        ("SLUICE__TELEMETRY__LEVEL".into(), "warn".into()),
+    ];
+    vars.extend(env.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+    let settings = Settings::load_with(None, vars).expect("settings");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        actix_web::rt::System::new().block_on(async move {
+            let app = Application::build(settings).await.expect("server starts");
+            tx.send((app.port(), app.handle())).expect("send");
+            let _ = app.run_until_stopped().await;
+        })
+    });
+    let (port, handle) = rx.recv().expect("server");
+    Server {
+        base: format!("http://127.0.0.1:{port}/api/v1.0"),
+        client: reqwest::Client::new(),
+        handle,
+    }
+}
+
+impl Server {
+    async fn post(&self, path: &str, body: Value) -> Value {
+        let resp = self
+            .client
+            .post(format!("{}{path}", self.base))
+            .json(&body)
+            .send()
+            .await
+            .expect("post");
+        let status = resp.status();
+        let body: Value = resp.json().await.expect("json");
+        assert!(status.is_success(), "{path}: {status} {body}");
+        body
+    }
+
+    async fn get(&self, path: &str) -> Value {
+        self.client
+            .get(format!("{}{path}", self.base))
+            .send()
+            .await
+            .expect("get")
+            .json()
+            .await
+            .expect("json")
+    }
+
+    /// Starts a flow and waits for it; returns (wall time from the request, started→finished
+    /// as recorded by the flow).
+    async fn run_flow(&self, input: i64) -> (Duration, Duration) {
+        let t0 = Instant::now();
+        let id = self.post("/flows", json!({"flow_input_id": input})).await["id"]
+            .as_i64()
+            .expect("id");
+        loop {
+            let f = self.get(&format!("/flows/{id}")).await;
+            match f["output"]["state"].as_str() {
+                Some("COMPLETED") => {
+                    let wall = t0.elapsed();
+                    let ts = |k: &str| {
+                        chrono::DateTime::parse_from_rfc3339(f["output"][k].as_str().expect(k)).expect("ts")
+                    };
+                    let recorded = (ts("finished_utc") - ts("started_utc"))
+                        .to_std()
+                        .unwrap_or_default();
+                    return (wall, recorded);
+                }
+                Some("FAILED") | Some("CANCELLED") => panic!("flow ended {}", f["output"]),
+                _ => tokio::time::sleep(Duration::from_millis(2)).await,
+            }
+        }
+    }
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+async fn per_node_overhead(files: &Path, data: &Path) {
+    const N: usize = 200;
+    println!("\n== Per-node overhead: {N} trivial transforms ==");
+    // Baseline: the same queries on one DataFusion context, one after another.
+    let ctx = datafusion::prelude::SessionContext::new();
+    let t0 = Instant::now();
+    for i in 0..N {
+        ctx.sql(&format!("SELECT {i} AS n"))
+            .await
+            .expect("sql")
+            .collect()
+            .await
+            .expect("collect");
+    }
+    let direct = t0.elapsed();
+    println!(
+        "DataFusion direct        : {:8.2} ms total, {:6.3} ms per query",
+        ms(direct),
+        ms(direct) / N as f64
+    );
+
+    for parallel in [1, 4] {
+        let dir = data.join(format!("overhead-{parallel}"));
+        let server = start_server(&dir, files, &[]);
+        let db = server
+            .post("/data-stores", json!({"name": "out", "kind": "columnar_db", "engine": "parquet", "connection": {"type": "file", "path": files.join(format!("overhead-out-{parallel}"))}}))
+            .await["id"]
+            .as_i64()
+            .expect("id");
+        let transforms: Vec<Value> = (0..N)
+            .map(|i| json!({"name": format!("t{i}"), "sql": format!("SELECT {i} AS n")}))
+            .collect();
+        let input = server
+            .post(
+                "/flow-inputs",
+                json!({"name": "overhead", "source_store_ids": [], "target_store_id": db,
+                "transforms": transforms, "outputs": [{"node": "t0", "table": "t0"}],
+                "options": {"max_parallel_tasks": parallel}}),
+            )
+            .await["id"]
+            .as_i64()
+            .expect("id");
+        // One warm-up run, then the measured ones.
+        server.run_flow(input).await;
+        let mut walls = Vec::new();
+        let mut recs = Vec::new();
+        for _ in 0..3 {
+            let (wall, rec) = server.run_flow(input).await;
+            walls.push(wall);
+            recs.push(rec);
+        }
+        walls.sort();
+        recs.sort();
+        let nodes = (N + 1) as f64;
+        let (wall, rec) = (walls[1], recs[1]);
+        println!(
+            "Sluice flow, {parallel} in parallel : {:8.2} ms total ({:8.2} ms start→finish), {:6.3} ms per node, overhead over direct {:6.3} ms per node",
+            ms(wall),
+            ms(rec),
+            ms(wall) / nodes,
+            (ms(wall) - ms(direct)) / nodes
+        );
+        server.handle.stop(true).await;
+    }
+}
+
+/// Writes a CSV of about `mb` megabytes; returns its rows and bytes.
+fn generate_csv(path: &Path, mb: u64) -> (u64, u64) {
+    let mut w = std::io::BufWriter::with_capacity(1 << 20, std::fs::File::create(path).expect("csv"));
+    writeln!(w, "id,customer,amount,quantity,category,ordered_at,paid,note").expect("write");
+    let target = mb * 1024 * 1024;
+    let categories = ["books", "garden", "kitchen", "toys", "music", "sports"];
+    let (mut rows, mut bytes) = (0u64, 0u64);
+    while bytes < target {
+        let i = rows;
+        let line = format!(
+            "{i},customer-{:06},{}.{:02},{},{},2026-{:02}-{:02} {:02}:{:02}:{:02},{},note number {}\n",
+            i % 100_000,
+            (i * 7919) % 10_000,
+            i % 100,
+            1 + i % 20,
+            categories[(i % 6) as usize],
+            1 + i % 12,
+            1 + i % 28,
+            i % 24,
+            i % 60,
+            (i * 7) % 60,
+            i % 3 == 0,
+            i % 1000
+        );
+        w.write_all(line.as_bytes()).expect("write");
+        bytes += line.len() as u64;
+        rows += 1;
+    }
+    w.flush().expect("flush");
+    (rows, bytes)
+}
+
+async fn csv_to_parquet(files: &Path, data: &Path) {
+    let mb: u64 = std::env::var("SLUICE_BENCH_CSV_MB")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(300);
+    println!("\n== CSV → Parquet, about {mb} MB ==");
+    let input_dir = files.join("csv");
+    std::fs::create_dir_all(&input_dir).expect("dir");
+    let csv = input_dir.join("orders.csv");
+    let t = Instant::now();
+    let (rows, bytes) = generate_csv(&csv, mb);
+    println!(
+        "generated {rows} rows, {:.1} MB in {:.1} s",
+        bytes as f64 / 1e6,
+        t.elapsed().as_secs_f64()
+    );
+    let report = |label: &str, d: Duration| {
+        println!(
+            "{label:<26}: {:7.2} s, {:7.1} MB/s, {:10.0} rows/s",
+            d.as_secs_f64(),
+            bytes as f64 / 1e6 / d.as_secs_f64(),
+            rows as f64 / d.as_secs_f64()
+        );
+    };
+    // Baseline: DataFusion's own COPY.
+    let ctx = datafusion::prelude::SessionContext::new();
+    ctx.register_csv("orders", csv.to_string_lossy().as_ref(), Default::default())
+        .await
+        .expect("csv");
+    let out = files.join("copy-out.parquet");
+    let t = Instant::now();
+    ctx.sql(&format!("COPY orders TO '{}' STORED AS PARQUET", out.display()))
+        .await
+        .expect("copy")
+        .collect()
+        .await
+        .expect("copy");
+    report("DataFusion COPY", t.elapsed());
+
+    let server = start_server(&data.join("csv"), files, &[]);
+    let raw = server
+        .post("/data-stores", json!({"name": "raw", "kind": "file", "engine": "csv", "connection": {"type": "file", "path": input_dir}}))
+        .await["id"]
+        .as_i64()
+        .expect("id");
+    let lake = server
+        .post("/data-stores", json!({"name": "lake", "kind": "file", "engine": "parquet", "connection": {"type": "file", "path": files.join("lake")}}))
+        .await["id"]
+        .as_i64()
+        .expect("id");
+    let input = server
+        .post(
+            "/flow-inputs",
+            json!({"name": "csv2parquet", "source_store_ids": [raw], "target_store_id": lake,
+            "sources": [{"name": "orders", "store_id": raw, "path": "orders.csv"}],
+            "outputs": [{"node": "orders", "table": "orders"}]}),
+        )
+        .await["id"]
+        .as_i64()
+        .expect("id");
+    let (wall, _) = server.run_flow(input).await;
+    report("Sluice flow (ingest+persist)", wall);
+    server.handle.stop(true).await;
+}
+
+fn main() {
+    let temp = tempfile::tempdir().expect("temp");
+    let files = temp.path().join("files");
+    let data = temp.path().join("data");
+    std::fs::create_dir_all(&files).expect("files");
+    println!(
+        "machine: {} cores; {}",
+        std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
+        std::fs::read_to_string("/proc/cpuinfo")
+            .ok()
+            .and_then(|c| c.lines().find(|l| l.starts_with("model name")).map(|l| l
+                .split(':')
+                .nth(1)
+                .unwrap_or("")
+                .trim()
+                .to_string()))
+            .unwrap_or_default()
+    );
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(async {
+        per_node_overhead(&files, &data).await;
+        csv_to_parquet(&files, &data).await;
+    });
+}
