@@ -2,9 +2,14 @@
 //! against real SQLite files (and PostgreSQL/MariaDB where a test is about them). One test
 //! binary, one module per area.
 
+mod contract;
 mod helpers;
 
 mod cancel;
 mod concurrency;
+mod data_stores;
 mod failures;
+mod flow_inputs;
+mod flows_api;
 mod lifecycle;
+mod service;
