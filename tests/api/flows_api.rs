@@ -540,6 +540,8 @@ async fn lists_filter_by_state_and_page_newest_first() {
         assert_invalid(&app.get(&format!("/flows?limit={bad}")).await, &["limit"]);
     }
     assert_invalid(&app.get("/flows?limit=0&state=COMPLETED").await, &["limit"]);
+    // Both problems at once.
+    assert_invalid(&app.get("/flows?state=DONE&limit=501").await, &["state", "limit"]);
     for bad in ["limit=abc", "before_id=z", "status=COMPLETED", "limit=1&limit=2"] {
         assert_problem(&app.get(&format!("/flows?{bad}")).await, 400);
     }
