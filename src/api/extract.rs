@@ -96,7 +96,7 @@ pub fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, AppError> {
             let path = e.path().to_string();
             let inner = e.into_inner();
             let syntax = inner.is_syntax() || inner.is_eof();
-            let message = strip_position(&inner.to_string());
+            let message = without_values(&strip_position(&inner.to_string()));
             if syntax {
                 Err(AppError::BadRequest {
                     detail: format!(
@@ -122,6 +122,30 @@ pub fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, AppError> {
             }
         }
     }
+}
+
+/// Serde's type errors quote the offending value (`invalid type: string "postgres://u:pw@h"`,
+/// ``invalid type: integer `123456` ``). That value may be a password or a connection string,
+/// and error bodies never carry those, so only its kind is kept; the path says where it was.
+fn without_values(message: &str) -> String {
+    for prefix in ["invalid type: ", "invalid value: "] {
+        let Some(rest) = message.strip_prefix(prefix) else {
+            continue;
+        };
+        // The expected part comes last and is ours; the value is whatever precedes it.
+        let Some(at) = rest.rfind(", expected ") else {
+            return prefix.trim_end_matches(": ").to_string();
+        };
+        let (unexpected, expected) = rest.split_at(at);
+        // `integer `5``, `string "x"`, `character 'c'`: the kind, then the quoted value.
+        let kind = [" `", " \"", " '"]
+            .iter()
+            .filter_map(|quote| unexpected.find(quote))
+            .min()
+            .map_or(unexpected, |i| &unexpected[..i]);
+        return format!("{prefix}{kind}{expected}");
+    }
+    message.to_string()
 }
 
 fn strip_position(text: &str) -> String {
@@ -183,6 +207,50 @@ mod tests {
                 assert!(errors.is_empty());
             }
             other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn type_errors_never_echo_the_value() {
+        #[derive(serde::Deserialize, Debug)]
+        #[allow(dead_code)]
+        struct Conn {
+            password: Option<String>,
+            port: Option<u16>,
+            inner: Option<Inner>,
+        }
+        for (body, kept) in [
+            (
+                r#"{"password": 987654321}"#,
+                "invalid type: integer, expected a string",
+            ),
+            (
+                r#"{"password": 12.75}"#,
+                "invalid type: floating point, expected a string",
+            ),
+            (
+                r#"{"password": true}"#,
+                "invalid type: boolean, expected a string",
+            ),
+            (r#"{"port": 70000}"#, "invalid value: integer, expected u16"),
+            (
+                r#"{"inner": "postgres://u:pw@h/db, expected x"}"#,
+                "invalid type: string, expected struct Inner",
+            ),
+            (
+                r#"{"password": ["x"]}"#,
+                "invalid type: sequence, expected a string",
+            ),
+        ] {
+            match parse_json::<Conn>(body.as_bytes()) {
+                Err(AppError::BadRequest { detail, errors }) => {
+                    assert_eq!(errors[0].message, kept, "{body}");
+                    for secret in ["987654321", "12.75", "true", "70000", "pw@h"] {
+                        assert!(!detail.contains(secret), "{detail}");
+                    }
+                }
+                other => panic!("{other:?}"),
+            }
         }
     }
 

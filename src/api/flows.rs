@@ -3,7 +3,7 @@ use serde::Deserialize;
 
 use super::dto::{FlowSummary, FlowView, List};
 use super::extract::Json;
-use super::{Paging, BASE};
+use super::{Paging, BASE, DEFAULT_LIMIT};
 use crate::domain::flow::FlowState;
 use crate::error::{AppError, FieldError};
 use crate::services::Services;
@@ -40,22 +40,37 @@ pub async fn list(
     query: web::Query<FlowQuery>,
 ) -> Result<HttpResponse, AppError> {
     let q = query.into_inner();
+    // Every problem of the query is reported, not just the first.
+    let mut errors = Vec::new();
     let state = match q.state.as_deref() {
         None | Some("") => None,
-        Some(s) => Some(FlowState::parse(&s.to_ascii_uppercase()).ok_or_else(|| {
-            AppError::Invalid(vec![FieldError::new(
-                "state",
-                format!("unknown state {s:?}: use READY, RUNNING, CANCELLED, FAILED or COMPLETED"),
-            )])
-        })?),
+        Some(s) => {
+            let state = FlowState::parse(&s.to_ascii_uppercase());
+            if state.is_none() {
+                errors.push(FieldError::new(
+                    "state",
+                    format!("unknown state {s:?}: use READY, RUNNING, CANCELLED, FAILED or COMPLETED"),
+                ));
+            }
+            state
+        }
     };
     let paging = Paging {
         limit: q.limit,
         before_id: q.before_id,
     };
-    let page = services
-        .list_flows(state, paging.limit()?, paging.before_id)
-        .await?;
+    let limit = match paging.limit() {
+        Ok(limit) => limit,
+        Err(AppError::Invalid(more)) => {
+            errors.extend(more);
+            DEFAULT_LIMIT
+        }
+        Err(other) => return Err(other),
+    };
+    if !errors.is_empty() {
+        return Err(AppError::Invalid(errors));
+    }
+    let page = services.list_flows(state, limit, paging.before_id).await?;
     Ok(HttpResponse::Ok().json(List::from_page(page, |r| Ok(FlowSummary::from(r)))?))
 }
 

@@ -53,7 +53,14 @@ const TABLE_FUNCTIONS: &[&str] = &["range", "generate_series", "unnest"];
 /// Parses `sql`, checks it is exactly one query, and returns the tables it reads, in order of
 /// first appearance, each once.
 pub fn analyze_query(sql: &str) -> Result<Vec<TableRef>, SqlProblem> {
-    let mut statements = DFParser::parse_sql(sql).map_err(|e| parse_problem(&e.to_string()))?;
+    let mut statements = DFParser::parse_sql(sql).map_err(|e| {
+        let mut problem = parse_problem(&e.to_string());
+        // The parser gives no position when the text ends too early; the end is the position.
+        if problem.position.is_none() && problem.message.ends_with("found: EOF") {
+            problem.position = Some(end_position(sql));
+        }
+        problem
+    })?;
     let statement = match (statements.pop_front(), statements.is_empty()) {
         (Some(s), true) => s,
         (None, _) => {
@@ -107,6 +114,15 @@ fn statement_kind(statement: &Statement) -> &'static str {
         Statement::Copy { .. } => "COPY",
         Statement::Set(_) => "SET",
         _ => "a statement",
+    }
+}
+
+/// The position just after the last character of `text`.
+fn end_position(text: &str) -> Position {
+    let last_line = text.rsplit('\n').next().unwrap_or_default();
+    Position {
+        line: text.matches('\n').count() as u64 + 1,
+        column: last_line.chars().count() as u64 + 1,
     }
 }
 
@@ -291,6 +307,13 @@ mod tests {
         assert!(err.message.starts_with("syntax error"), "{err:?}");
         let err = analyze_query("SELEC 1").unwrap_err();
         assert_eq!(err.position.map(|p| p.line), Some(1), "{err:?}");
+        // Text that ends too early: the position is its end.
+        let err = analyze_query("SELECT (1,\n  2").unwrap_err();
+        assert_eq!(err.position, Some(Position { line: 2, column: 4 }), "{err:?}");
+        assert_eq!(
+            err.to_string(),
+            "syntax error: Expected: ), found: EOF (at line 2, column 4)"
+        );
     }
 
     #[test]

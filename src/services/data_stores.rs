@@ -12,9 +12,24 @@ use crate::error::{AppError, FieldError};
 impl Services {
     #[tracing::instrument(skip_all, fields(name = %req.name))]
     pub async fn create_data_store(&self, req: NewDataStoreRequest) -> Result<data_store::Model, AppError> {
-        let mut valid = validate_new_store(req).map_err(AppError::Invalid)?;
+        let roots = &self.settings.files.allowed_roots;
+        let file_path = (req.connection.conn_type == "file")
+            .then(|| req.connection.path.clone())
+            .flatten()
+            .filter(|p| !p.trim().is_empty());
+        let mut valid = match validate_new_store(req) {
+            Ok(valid) => valid,
+            Err(mut errors) => {
+                // The path needs the file system, so validation leaves it out; check it here too
+                // so that every problem is reported at once.
+                if let Some(Err(msg)) = file_path.map(|p| resolve_in_roots(&p, roots)) {
+                    errors.push(FieldError::new("connection.path", msg));
+                }
+                return Err(AppError::Invalid(errors));
+            }
+        };
         if let Connection::File(FileConnection { path }) = &valid.connection {
-            let resolved = resolve_in_roots(path, &self.settings.files.allowed_roots)
+            let resolved = resolve_in_roots(path, roots)
                 .map_err(|msg| AppError::Invalid(vec![FieldError::new("connection.path", msg)]))?;
             valid.connection = Connection::File(FileConnection {
                 path: resolved.to_string_lossy().into_owned(),

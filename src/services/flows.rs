@@ -79,6 +79,15 @@ impl Services {
 
     #[tracing::instrument(skip(self))]
     pub async fn cancel_flow(&self, id: i64) -> Result<FlowRecord, AppError> {
+        // A flow that shows a final state has ended, even while its actor is still winding down
+        // (and so still registered with the supervisor, which would answer `Sent`).
+        let current = self.get_flow(id).await?;
+        if current.output.state.is_final() {
+            return Err(AppError::Conflict(format!(
+                "flow {id} has already ended: it is {}",
+                current.output.state
+            )));
+        }
         let outcome = self
             .supervisor
             .send(CancelFlow { flow_id: id })

@@ -2,15 +2,20 @@
 //! against real SQLite files (and PostgreSQL/MariaDB where a test is about them). One test
 //! binary, one module per area.
 
+mod contract;
 mod helpers;
 mod process;
 
 mod cancel;
 mod concurrency;
+mod data_stores;
 mod example;
 mod failures;
+mod flow_inputs;
+mod flows_api;
 mod fuzz;
 mod lifecycle;
 mod limits;
 mod resilience;
 mod security;
+mod service;
