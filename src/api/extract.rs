@@ -155,7 +155,50 @@ fn strip_position(text: &str) -> String {
     }
 }
 
-/// Query string errors as 400 problems.
+/// A query string. Errors are 400 problems naming the parameter.
+pub struct Query<T>(pub T);
+
+impl<T> std::ops::Deref for Query<T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        &self.0
+    }
+}
+
+impl<T> Query<T> {
+    pub fn into_inner(self) -> T {
+        self.0
+    }
+}
+
+impl<T: DeserializeOwned> FromRequest for Query<T> {
+    type Error = AppError;
+    type Future = std::future::Ready<Result<Self, AppError>>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        std::future::ready(parse_query(req.query_string()).map(Query))
+    }
+}
+
+pub fn parse_query<T: DeserializeOwned>(query: &str) -> Result<T, AppError> {
+    let de = serde_urlencoded::Deserializer::new(form_urlencoded::parse(query.as_bytes()));
+    serde_path_to_error::deserialize(de).map_err(|e| {
+        let path = e.path().to_string();
+        let path = if path == "." { String::new() } else { path };
+        let message = e.into_inner().to_string();
+        let detail = if path.is_empty() {
+            format!("invalid query string: {message}")
+        } else {
+            format!("invalid query parameter {path}: {message}")
+        };
+        AppError::BadRequest {
+            detail,
+            errors: vec![FieldError::new(path, message)],
+        }
+    })
+}
+
+/// Query string errors from actix's own extractor (not used by our handlers) as 400 problems.
 pub fn query_error(err: actix_web::error::QueryPayloadError, _: &HttpRequest) -> actix_web::Error {
     AppError::BadRequest {
         detail: format!("invalid query string: {err}"),
@@ -262,5 +305,29 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
+    }
+
+    #[derive(serde::Deserialize, Debug)]
+    #[serde(deny_unknown_fields)]
+    #[allow(dead_code)]
+    struct Q {
+        limit: Option<u64>,
+        before_id: Option<i64>,
+    }
+
+    #[test]
+    fn query_errors_name_the_parameter() {
+        match parse_query::<Q>("limit=abc") {
+            Err(AppError::BadRequest { detail, errors }) => {
+                assert_eq!(errors[0].path, "limit");
+                assert!(detail.starts_with("invalid query parameter limit"), "{detail}");
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(parse_query::<Q>("limit=5&before_id=3").is_ok());
+        assert!(matches!(
+            parse_query::<Q>("limitt=5"),
+            Err(AppError::BadRequest { .. })
+        ));
     }
 }

@@ -1,7 +1,7 @@
 use actix_web::{web, HttpResponse};
 
 use super::dto::{FlowInputSummary, FlowInputView, List};
-use super::extract::Json;
+use super::extract::{Json, Query};
 use super::{Paging, BASE};
 use crate::domain::spec::FlowInputRequest;
 use crate::error::AppError;
@@ -23,10 +23,7 @@ pub async fn get(services: web::Data<Services>, id: web::Path<i64>) -> Result<Ht
     Ok(HttpResponse::Ok().json(FlowInputView::from_model(model)?))
 }
 
-pub async fn list(
-    services: web::Data<Services>,
-    paging: web::Query<Paging>,
-) -> Result<HttpResponse, AppError> {
+pub async fn list(services: web::Data<Services>, paging: Query<Paging>) -> Result<HttpResponse, AppError> {
     let page = services
         .list_flow_inputs(paging.limit()?, paging.before_id)
         .await?;

@@ -2,7 +2,7 @@ use actix_web::{web, HttpResponse};
 use serde::Deserialize;
 
 use super::dto::{FlowSummary, FlowView, List};
-use super::extract::Json;
+use super::extract::{Json, Query};
 use super::{Paging, BASE, DEFAULT_LIMIT};
 use crate::domain::flow::FlowState;
 use crate::error::{AppError, FieldError};
@@ -35,10 +35,7 @@ pub async fn get(services: web::Data<Services>, id: web::Path<i64>) -> Result<Ht
     Ok(HttpResponse::Ok().json(FlowView::from(record)))
 }
 
-pub async fn list(
-    services: web::Data<Services>,
-    query: web::Query<FlowQuery>,
-) -> Result<HttpResponse, AppError> {
+pub async fn list(services: web::Data<Services>, query: Query<FlowQuery>) -> Result<HttpResponse, AppError> {
     let q = query.into_inner();
     // Every problem of the query is reported, not just the first.
     let mut errors = Vec::new();

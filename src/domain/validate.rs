@@ -78,10 +78,13 @@ pub fn validate_flow_input(
 
     // Names shared by sources and transforms.
     let mut names: HashMap<String, String> = HashMap::new();
+    // With a name used twice, references are ambiguous and a cycle check would mislead.
+    let mut duplicates = false;
     let mut claim = |p: &mut Problems, name: &str, path: String| {
         if let Err(msg) = check_node_name(name) {
             p.add(path, msg);
         } else if let Some(first) = names.get(name) {
+            duplicates = true;
             p.add(path, format!("duplicate name {name:?}: already used by {first}"));
         } else {
             names.insert(name.to_string(), path.trim_end_matches(".name").to_string());
@@ -273,6 +276,7 @@ pub fn validate_flow_input(
     }
     let dag = match Dag::build(nodes) {
         Ok(dag) => Some(dag),
+        Err(_) if duplicates => None,
         Err(cycle) => {
             let first = req.transforms.iter().position(|t| Some(&t.name) == cycle.first());
             let path = first
@@ -746,5 +750,16 @@ mod tests {
             ],
             "{errors:#?}"
         );
+    }
+
+    #[test]
+    fn a_duplicate_name_is_not_also_reported_as_a_cycle() {
+        let errors = run(json!({
+            "name": "x", "source_store_ids": [1], "target_store_id": 3,
+            "sources": [{"name": "orders", "store_id": 1, "table": "t"}],
+            "transforms": [{"name": "orders", "sql": "SELECT * FROM orders"}]
+        }))
+        .unwrap_err();
+        assert_eq!(paths(&errors), ["transforms[0].name"], "{errors:#?}");
     }
 }
