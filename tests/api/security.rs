@@ -181,3 +181,36 @@ async fn transforms_that_are_not_queries_or_read_files_are_refused() {
         );
     }
 }
+
+#[tokio::test]
+async fn a_slow_client_is_disconnected_and_does_not_pin_the_server() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let app =
+        spawn_app_with(AppOptions::default().env("SLUICE__SERVER__CLIENT_REQUEST_TIMEOUT_S", "1")).await;
+    let addr = app.address.trim_start_matches("http://").to_string();
+    // Several connections that never finish their headers.
+    let mut slow = Vec::new();
+    for _ in 0..8 {
+        let mut s = tokio::net::TcpStream::connect(&addr).await.unwrap();
+        s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
+            .await
+            .unwrap();
+        slow.push(s);
+    }
+    // The server still answers others at once.
+    app.client
+        .get(format!("{}/healthz", app.address))
+        .send()
+        .await
+        .unwrap()
+        .error_for_status()
+        .unwrap();
+    // And it hangs up on the slow ones after the timeout (408 or a closed connection).
+    for mut s in slow {
+        let mut buf = Vec::new();
+        let read = tokio::time::timeout(std::time::Duration::from_secs(10), s.read_to_end(&mut buf)).await;
+        assert!(read.is_ok(), "a slow client was not disconnected");
+        let text = String::from_utf8_lossy(&buf);
+        assert!(text.is_empty() || text.starts_with("HTTP/1.1 408"), "{text}");
+    }
+}
