@@ -22,7 +22,7 @@ use super::task::{TaskActor, TaskSpec};
 use crate::domain::dag::{NodeKind, Scheduler};
 use crate::domain::flow::{FlowEvent, FlowState, Level};
 use crate::engine::node::NodeWork;
-use crate::engine::{checkpoint, Engine};
+use crate::engine::{checkpoint, publish, Engine};
 
 /// How long a cancelled flow waits for its running tasks to stop before ending anyway.
 const CANCEL_GRACE: Duration = Duration::from_millis(600);
@@ -153,8 +153,11 @@ impl FlowActor {
                     .iter()
                     .find(|o| o.node_name() == name)
                     .ok_or("output not found")?;
+                let index = spec.outputs.iter().position(|x| x == o).unwrap_or(0);
+                let load = publish::loads(self.flow_id(), &spec.outputs).swap_remove(index);
                 Ok(NodeWork::Persist {
                     output: o.clone(),
+                    load,
                     store: store(spec.target_store_id)?,
                 })
             }
@@ -242,7 +245,9 @@ impl FlowActor {
         }
     }
 
-    /// Writes the final state (or, when suspending, just stops) and tells the supervisor.
+    /// Ends the flow: publishes its staged outputs when every node succeeded, or discards them;
+    /// then writes the final state and tells the supervisor. When suspending for shutdown it
+    /// keeps everything for the next start.
     fn end(&mut self, ctx: &mut Context<Self>) {
         if self.phase == Phase::Ending {
             return;
@@ -272,6 +277,59 @@ impl FlowActor {
             ctx.stop();
             return;
         };
+        let store = self.plan.stores.get(&self.plan.spec.target_store_id).cloned();
+        let loads = publish::loads(flow_id, &self.plan.spec.outputs);
+        let count = loads.len();
+        let step = self.engine.handle().spawn(async move {
+            let store = store.ok_or_else(|| "the target data store no longer exists".to_string())?;
+            let started = std::time::Instant::now();
+            if state == FlowState::Completed {
+                if let Err(e) = publish::publish(&store, &loads).await {
+                    let _ = publish::discard(&store, &loads).await;
+                    return Err(e);
+                }
+            } else {
+                publish::discard(&store, &loads).await?;
+            }
+            Ok::<_, String>((store.name, started.elapsed()))
+        });
+        ctx.wait(
+            async move {
+                step.await
+                    .map_err(|e| format!("the publish step crashed: {e}"))
+                    .and_then(|r| r)
+            }
+            .into_actor(self)
+            .map(move |result, act, ctx| {
+                let state = match (state, result) {
+                    (FlowState::Completed, Ok((store, elapsed))) => {
+                        let message = format!(
+                            "published {count} output(s) to {store} in {:.2} s",
+                            elapsed.as_secs_f64()
+                        );
+                        act.log(Level::Info, message);
+                        FlowState::Completed
+                    }
+                    (FlowState::Completed, Err(e)) => {
+                        let message = format!("publishing the outputs failed: {e}");
+                        act.record(FlowEvent::FlowError { message });
+                        FlowState::Failed
+                    }
+                    (other, Err(e)) => {
+                        act.log(Level::Warn, format!("could not remove the staged outputs: {e}"));
+                        other
+                    }
+                    (other, Ok(_)) => other,
+                };
+                act.final_state = Some(state);
+                act.write_end(state, ctx);
+            }),
+        );
+    }
+
+    /// Writes the final state, removes the work directory, tells the supervisor, stops.
+    fn write_end(&mut self, state: FlowState, ctx: &mut Context<Self>) {
+        let flow_id = self.flow_id();
         let persister = self.persister.clone();
         let work_dir = self.engine.work_dir(flow_id);
         ctx.wait(

@@ -16,7 +16,7 @@ use super::messages::*;
 use super::persister::Persister;
 use crate::domain::dag::NodeKind;
 use crate::domain::flow::{FlowEvent, FlowPicture, FlowState, Level, TaskState};
-use crate::engine::{checkpoint, Engine};
+use crate::engine::{checkpoint, publish, Engine};
 use crate::error::AppError;
 use crate::secrets::Cipher;
 use crate::services::repo;
@@ -187,6 +187,8 @@ impl FlowSupervisor {
 
     /// Cancels a flow that is not running (waiting in the queue or for a restart).
     fn cancel_idle(&mut self, flow_id: i64) -> ResponseActFuture<Self, CancelOutcome> {
+        // A flow recovered or restarted may have staged outputs from an earlier run.
+        let discard = discard_staged(self.db.clone(), self.cipher.clone(), self.engine.clone(), flow_id);
         let db = self.db.clone();
         let persister = self.persister.clone();
         let max_lines = self.config.max_log_lines;
@@ -210,6 +212,7 @@ impl FlowSupervisor {
                     }
                     persister.do_send(Track { flow_id, picture });
                 }
+                discard.await;
                 persister.do_send(Record {
                     flow_id,
                     event: FlowEvent::Log {
@@ -236,6 +239,28 @@ impl FlowSupervisor {
                 outcome
             }),
         )
+    }
+}
+
+/// Removes whatever a flow that will not run again left staged in its target (best effort:
+/// a flow whose input or store is gone has nothing to discard that Sluice can reach).
+async fn discard_staged(db: DatabaseConnection, cipher: Cipher, engine: Arc<Engine>, flow_id: i64) {
+    let plan = async {
+        let (flow, _) = repo::get_flow(&db, flow_id).await.ok()??;
+        let input = repo::get_flow_input(&db, flow.flow_input_id).await.ok()??;
+        let (spec, _) = repo::flow_input_spec(&input).ok()?;
+        let model = repo::get_store(&db, spec.target_store_id).await.ok()??;
+        let store = repo::store_from_model(model, &cipher).ok()?;
+        Some((store, publish::loads(flow_id, &spec.outputs)))
+    };
+    if let Some((store, loads)) = plan.await {
+        let done = engine
+            .handle()
+            .spawn(async move { publish::discard(&store, &loads).await })
+            .await;
+        if let Ok(Err(e)) = done {
+            tracing::warn!(flow_id, error = %e, "could not remove a flow's staged outputs");
+        }
     }
 }
 
@@ -406,8 +431,10 @@ impl Handler<FlowCrashed> for FlowSupervisor {
             );
             self.restarts.remove(&flow_id);
             let persister = self.persister.clone();
+            let discard = discard_staged(self.db.clone(), self.cipher.clone(), self.engine.clone(), flow_id);
             ctx.spawn(
                 async move {
+                    discard.await;
                     let _ = persister
                         .send(Transition {
                             flow_id,

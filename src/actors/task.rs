@@ -145,12 +145,11 @@ async fn run_attempts(
             session: session.ctx.clone(),
             cancel: cancel.clone(),
             batch_size: engine.batch_size(),
-            load_id: String::new(),
         };
         let result = tokio::select! {
             biased;
             _ = cancel.cancelled() => return TaskOutcome::Cancelled,
-            r = tokio::time::timeout(timeout, node::run(flow_id, &name, &work, &session, io, on_rows)) => r,
+            r = tokio::time::timeout(timeout, node::run(&name, &work, &session, io, on_rows)) => r,
         };
         match result {
             Ok(Ok(rows)) => {

@@ -17,8 +17,10 @@ use datafusion::prelude::{CsvReadOptions, ParquetReadOptions, SessionContext};
 use futures::StreamExt;
 use tokio::io::AsyncWriteExt;
 
-use super::fsutil::{StagedDir, StagedFile};
-use super::{store_path, ConnectorError, IoContext, Opened, RowsCallback, SinkConnector, SourceConnector};
+use super::fsutil::{StagedDir, StagedFile, STAGING_PREFIX};
+use super::{
+    store_path, ConnectorError, IoContext, Load, Opened, RowsCallback, SinkConnector, SourceConnector,
+};
 use crate::domain::paths::check_inside;
 use crate::domain::spec::{parse_column_type, CsvOptions, Source, SourceRead, WriteMode};
 use crate::domain::store::DataStore;
@@ -449,21 +451,60 @@ impl CsvFileSink {
     }
 }
 
+/// Where a load is staged in a file store: a hidden file beside its target.
+fn staged_file(root: &Path, load: &Load, extension: &str) -> PathBuf {
+    root.join(format!("{STAGING_PREFIX}{}.{extension}", load.key))
+}
+
+/// Publishes staged files by renaming each over its target (each rename is atomic; files of one
+/// flow are published one after the other, right after the flow succeeded).
+fn publish_files(root: &Path, loads: &[Load], extension: &str) -> Result<(), ConnectorError> {
+    for load in loads {
+        let staged = staged_file(root, load, extension);
+        if !staged.exists() {
+            continue; // published already
+        }
+        let dest = root.join(format!("{}.{extension}", load.table));
+        std::fs::rename(&staged, &dest)
+            .map_err(|e| ConnectorError::permanent(format!("publishing {}: {e}", dest.display())))?;
+    }
+    super::fsutil::sync_dir(Some(root));
+    Ok(())
+}
+
+fn discard_files(root: &Path, loads: &[Load], extension: &str) -> Result<(), ConnectorError> {
+    for load in loads {
+        let staged = staged_file(root, load, extension);
+        match std::fs::remove_file(&staged) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => {
+                return Err(ConnectorError::permanent(format!(
+                    "removing {}: {e}",
+                    staged.display()
+                )))
+            }
+        }
+    }
+    Ok(())
+}
+
 #[async_trait]
 impl SinkConnector for CsvFileSink {
-    async fn write(
+    /// Stages the whole new file: for `append`, the current file's rows then the new ones, so
+    /// publishing is one rename.
+    async fn stage(
         &self,
-        table: &str,
-        mode: WriteMode,
+        load: &Load,
         mut input: SendableRecordBatchStream,
         _ctx: &IoContext,
         on_rows: RowsCallback,
     ) -> Result<u64, ConnectorError> {
-        let dest = self.root.join(format!("{table}.csv"));
+        let dest = self.root.join(format!("{}.csv", load.table));
         let io = |e: std::io::Error| ConnectorError::permanent(format!("writing {}: {e}", dest.display()));
         std::fs::create_dir_all(&self.root).map_err(io)?;
-        let staged = StagedFile::new(&dest).map_err(io)?;
-        let append_to_existing = mode == WriteMode::Append && dest.exists();
+        let staged = StagedFile::new(&staged_file(&self.root, load, "csv")).map_err(io)?;
+        let append_to_existing = load.mode == WriteMode::Append && dest.exists();
         if append_to_existing {
             check_csv_header(&dest, &input.schema())?;
             tokio::fs::copy(&dest, staged.path()).await.map_err(io)?;
@@ -475,38 +516,20 @@ impl SinkConnector for CsvFileSink {
             .await
             .map_err(io)?;
         let mut file = tokio::io::BufWriter::with_capacity(1 << 20, file);
-        let mut rows = 0u64;
-        let mut header = !append_to_existing;
-        if header {
-            // Write the header even when there are no rows, so the file has its columns.
+        if !append_to_existing {
+            // The header, even when there are no rows, so the file has its columns.
             let schema = input.schema();
-            let names: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
-            let mut w = datafusion::arrow::csv::WriterBuilder::new()
-                .with_header(false)
-                .build(Vec::new());
-            let header_batch = RecordBatch::try_new(
-                Arc::new(Schema::new(
-                    names
-                        .iter()
-                        .map(|n| Field::new(*n, DataType::Utf8, false))
-                        .collect::<Vec<_>>(),
-                )),
-                names
-                    .iter()
-                    .map(|n| Arc::new(datafusion::arrow::array::StringArray::from(vec![*n])) as _)
-                    .collect(),
-            )
-            .map_err(|e| ConnectorError::permanent(e.to_string()))?;
-            w.write(&header_batch)
-                .map_err(|e| ConnectorError::permanent(e.to_string()))?;
-            file.write_all(&w.into_inner()).await.map_err(io)?;
-            header = false;
+            let names: Vec<String> = schema.fields().iter().map(|f| csv_field(f.name())).collect();
+            file.write_all(format!("{}\n", names.join(",")).as_bytes())
+                .await
+                .map_err(io)?;
         }
+        let mut rows = 0u64;
         while let Some(batch) = input.next().await {
             let batch =
                 batch.map_err(|e| crate::engine::errors::to_connector_error(e, "reading rows to write"))?;
             let mut w = datafusion::arrow::csv::WriterBuilder::new()
-                .with_header(header)
+                .with_header(false)
                 .build(Vec::with_capacity(batch.get_array_memory_size()));
             w.write(&batch)
                 .map_err(|e| ConnectorError::permanent(format!("encoding csv: {e}")))?;
@@ -518,6 +541,23 @@ impl SinkConnector for CsvFileSink {
         drop(file);
         staged.commit().map_err(io)?;
         Ok(rows)
+    }
+
+    async fn publish(&self, loads: &[Load]) -> Result<(), ConnectorError> {
+        publish_files(&self.root, loads, "csv")
+    }
+
+    async fn discard(&self, loads: &[Load]) -> Result<(), ConnectorError> {
+        discard_files(&self.root, loads, "csv")
+    }
+}
+
+/// A CSV header field, quoted when it needs to be.
+fn csv_field(name: &str) -> String {
+    if name.contains([',', '"', '\n', '\r']) {
+        format!("\"{}\"", name.replace('"', "\"\""))
+    } else {
+        name.to_string()
     }
 }
 
@@ -755,21 +795,20 @@ impl ParquetFileSink {
 
 #[async_trait]
 impl SinkConnector for ParquetFileSink {
-    async fn write(
+    /// Stages the whole new file (for `append`: the current rows, then the new ones).
+    async fn stage(
         &self,
-        table: &str,
-        mode: WriteMode,
+        load: &Load,
         input: SendableRecordBatchStream,
         ctx: &IoContext,
         on_rows: RowsCallback,
     ) -> Result<u64, ConnectorError> {
-        let dest = self.root.join(format!("{table}.parquet"));
-        std::fs::create_dir_all(&self.root)
-            .map_err(|e| ConnectorError::permanent(format!("{}: {e}", self.root.display())))?;
-        let staged = StagedFile::new(&dest)
-            .map_err(|e| ConnectorError::permanent(format!("{}: {e}", dest.display())))?;
-        let input = if mode == WriteMode::Append && dest.exists() {
-            // One file cannot be appended to in place: rewrite old rows then new ones.
+        let dest = self.root.join(format!("{}.parquet", load.table));
+        let io = |e: std::io::Error| ConnectorError::permanent(format!("{}: {e}", dest.display()));
+        std::fs::create_dir_all(&self.root).map_err(io)?;
+        let staged = StagedFile::new(&staged_file(&self.root, load, "parquet")).map_err(io)?;
+        let input = if load.mode == WriteMode::Append && dest.exists() {
+            // One file cannot be appended to in place: old rows then new ones.
             let old = ctx
                 .session
                 .read_parquet(dest.to_string_lossy().as_ref(), ParquetReadOptions::default())
@@ -792,13 +831,20 @@ impl SinkConnector for ParquetFileSink {
             input
         };
         let rows = write_parquet_file(staged.path(), input, &on_rows).await?;
-        staged
-            .commit()
-            .map_err(|e| ConnectorError::permanent(format!("{}: {e}", dest.display())))?;
+        staged.commit().map_err(io)?;
         Ok(rows)
+    }
+
+    async fn publish(&self, loads: &[Load]) -> Result<(), ConnectorError> {
+        publish_files(&self.root, loads, "parquet")
+    }
+
+    async fn discard(&self, loads: &[Load]) -> Result<(), ConnectorError> {
+        discard_files(&self.root, loads, "parquet")
     }
 }
 
+/// A `columnar_db` Parquet store: each table is a directory of Parquet files.
 pub struct ParquetDatasetSink {
     root: PathBuf,
 }
@@ -809,42 +855,143 @@ impl ParquetDatasetSink {
             root: store_path(store)?,
         })
     }
+
+    /// A whole staged dataset directory beside the target: for `replace`, and for `append` to
+    /// a table that does not exist yet.
+    fn staged_dir(&self, load: &Load) -> PathBuf {
+        self.root.join(format!("{STAGING_PREFIX}{}", load.key))
+    }
+
+    /// One staged part file inside an existing target directory (`append`).
+    fn staged_part(&self, load: &Load) -> PathBuf {
+        self.root
+            .join(&load.table)
+            .join(format!("{STAGING_PREFIX}{}.parquet", load.key))
+    }
+
+    /// The part file an appended load becomes.
+    fn part_name(load: &Load) -> String {
+        format!("part-{}.parquet", load.key)
+    }
+
+    /// The marker left in a dataset swapped in by a `replace`, so a publish retried after a
+    /// crash knows the swap happened (the staged directory then holds the old data).
+    fn marker(&self, load: &Load) -> PathBuf {
+        self.root
+            .join(&load.table)
+            .join(format!(".sluice-published-{}", load.key))
+    }
+
+    /// Writes a staged dataset directory holding one part file (and the marker, for replace).
+    async fn stage_dir(
+        &self,
+        load: &Load,
+        part: &str,
+        input: SendableRecordBatchStream,
+        on_rows: &RowsCallback,
+    ) -> Result<u64, ConnectorError> {
+        let staged = self.staged_dir(load);
+        let err = |e: std::io::Error| ConnectorError::permanent(format!("{}: {e}", staged.display()));
+        std::fs::create_dir_all(&self.root).map_err(err)?;
+        if staged.exists() {
+            std::fs::remove_dir_all(&staged).map_err(err)?;
+        }
+        let dir = StagedDir::new(&staged).map_err(err)?;
+        let rows = write_parquet_file(&dir.path().join(part), input, on_rows).await?;
+        if load.mode == WriteMode::Replace {
+            // The marker travels with the data: once swapped in, it says so.
+            std::fs::write(dir.path().join(format!(".sluice-published-{}", load.key)), b"").map_err(err)?;
+        }
+        dir.commit().map_err(err)?;
+        Ok(rows)
+    }
+}
+
+fn ignore_missing(result: std::io::Result<()>) -> std::io::Result<()> {
+    match result {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        other => other,
+    }
 }
 
 #[async_trait]
 impl SinkConnector for ParquetDatasetSink {
-    async fn write(
+    async fn stage(
         &self,
-        table: &str,
-        mode: WriteMode,
+        load: &Load,
         input: SendableRecordBatchStream,
-        ctx: &IoContext,
+        _ctx: &IoContext,
         on_rows: RowsCallback,
     ) -> Result<u64, ConnectorError> {
-        let dest = self.root.join(table);
-        let err = |e: std::io::Error| ConnectorError::permanent(format!("{}: {e}", dest.display()));
-        match mode {
-            WriteMode::Replace => {
-                let staged = StagedDir::new(&dest).map_err(err)?;
-                let rows =
-                    write_parquet_file(&staged.path().join("part-00000.parquet"), input, &on_rows).await?;
-                staged.commit().map_err(err)?;
-                Ok(rows)
+        let dataset = self.root.join(&load.table);
+        match load.mode {
+            WriteMode::Replace => self.stage_dir(load, "part-00000.parquet", input, &on_rows).await,
+            WriteMode::Append if !dataset.is_dir() => {
+                self.stage_dir(load, &Self::part_name(load), input, &on_rows)
+                    .await
             }
             WriteMode::Append => {
-                std::fs::create_dir_all(&dest).map_err(err)?;
-                // Named after the load, so a resumed flow finds its own earlier part and does
-                // not append the same rows twice.
-                let part = dest.join(format!("part-{}.parquet", ctx.load_id));
-                if part.exists() {
-                    return Ok(parquet_rows(std::slice::from_ref(&part)).unwrap_or(0));
-                }
-                let staged = StagedFile::new(&part).map_err(err)?;
-                let rows = write_parquet_file(staged.path(), input, &on_rows).await?;
-                staged.commit().map_err(err)?;
+                let staged = self.staged_part(load);
+                let err = |e: std::io::Error| ConnectorError::permanent(format!("{}: {e}", staged.display()));
+                let file = StagedFile::new(&staged).map_err(err)?;
+                let rows = write_parquet_file(file.path(), input, &on_rows).await?;
+                file.commit().map_err(err)?;
                 Ok(rows)
             }
         }
+    }
+
+    async fn publish(&self, loads: &[Load]) -> Result<(), ConnectorError> {
+        for load in loads {
+            let dest = self.root.join(&load.table);
+            let err =
+                |e: std::io::Error| ConnectorError::permanent(format!("publishing {}: {e}", dest.display()));
+            let staged_dir = self.staged_dir(load);
+            match load.mode {
+                WriteMode::Replace => {
+                    if self.marker(load).exists() {
+                        // Swapped in before a crash: the staged directory holds the old data.
+                        ignore_missing(std::fs::remove_dir_all(&staged_dir)).map_err(err)?;
+                    } else if staged_dir.exists() {
+                        super::fsutil::replace_dir(&staged_dir, &dest).map_err(err)?;
+                    }
+                    ignore_missing(std::fs::remove_file(self.marker(load))).map_err(err)?;
+                }
+                WriteMode::Append => {
+                    let part = self.staged_part(load);
+                    if part.exists() {
+                        std::fs::rename(&part, dest.join(Self::part_name(load))).map_err(err)?;
+                    } else if staged_dir.exists() && !dest.exists() {
+                        std::fs::rename(&staged_dir, &dest).map_err(err)?;
+                    } else if staged_dir.exists() {
+                        // The table appeared since staging: move the part in.
+                        let name = Self::part_name(load);
+                        std::fs::rename(staged_dir.join(&name), dest.join(&name)).map_err(err)?;
+                        std::fs::remove_dir_all(&staged_dir).map_err(err)?;
+                    }
+                    super::fsutil::sync_dir(Some(&dest));
+                }
+            }
+        }
+        super::fsutil::sync_dir(Some(&self.root));
+        Ok(())
+    }
+
+    async fn discard(&self, loads: &[Load]) -> Result<(), ConnectorError> {
+        for load in loads {
+            let staged_dir = self.staged_dir(load);
+            let err = |e: std::io::Error| {
+                ConnectorError::permanent(format!("removing {}: {e}", staged_dir.display()))
+            };
+            // A replace already swapped in (marker present) is published: nothing to discard.
+            if !(load.mode == WriteMode::Replace && self.marker(load).exists()) {
+                ignore_missing(std::fs::remove_dir_all(&staged_dir)).map_err(err)?;
+            }
+            if load.mode == WriteMode::Append {
+                ignore_missing(std::fs::remove_file(self.staged_part(load))).map_err(err)?;
+            }
+        }
+        Ok(())
     }
 }
 
@@ -890,7 +1037,6 @@ mod tests {
             session: SessionContext::new(),
             cancel: Default::default(),
             batch_size: 8192,
-            load_id: String::new(),
         };
         let opened = CsvSource::new(&csv_store(dir.path()))
             .map_err(|e| e.message)?
@@ -951,5 +1097,105 @@ mod tests {
         .expect_err("a bad value");
         assert!(err.contains("s.csv line 4"), "{err}");
         assert!(err.contains("lots"), "{err}");
+    }
+
+    fn dataset_store(dir: &Path) -> DataStore {
+        DataStore {
+            id: 2,
+            created_utc: chrono::Utc::now(),
+            name: "lake".into(),
+            kind: StoreKind::ColumnarDb,
+            engine: StoreEngine::Parquet,
+            connection: Connection::File(FileConnection {
+                path: dir.display().to_string(),
+            }),
+            password: None,
+        }
+    }
+
+    fn batch_stream(values: &[i64]) -> SendableRecordBatchStream {
+        let schema = Arc::new(Schema::new(vec![Field::new("x", DataType::Int64, false)]));
+        let batch = RecordBatch::try_new(
+            schema.clone(),
+            vec![Arc::new(datafusion::arrow::array::Int64Array::from(
+                values.to_vec(),
+            ))],
+        )
+        .expect("batch");
+        Box::pin(RecordBatchStreamAdapter::new(
+            schema,
+            futures::stream::iter(vec![Ok(batch)]),
+        ))
+    }
+
+    async fn dataset_rows(dir: &Path) -> usize {
+        let files = resolve_files(dir, Some("*.parquet")).unwrap_or_default();
+        parquet_rows(&files).unwrap_or(0) as usize
+    }
+
+    #[tokio::test]
+    async fn dataset_publish_is_idempotent_and_discard_leaves_nothing() {
+        let root = tempfile::tempdir().expect("temp");
+        let sink = ParquetDatasetSink::new(&dataset_store(root.path())).expect("sink");
+        let ctx = IoContext {
+            session: SessionContext::new(),
+            cancel: Default::default(),
+            batch_size: 8192,
+        };
+        let rows: RowsCallback = Arc::new(|_, _| {});
+        let append = |key: &str| Load {
+            table: "t".into(),
+            mode: WriteMode::Append,
+            key: key.into(),
+        };
+        let replace = |key: &str| Load {
+            table: "t".into(),
+            mode: WriteMode::Replace,
+            key: key.into(),
+        };
+
+        // Append to a table that does not exist yet, publish twice: one copy.
+        sink.stage(&append("f1_0"), batch_stream(&[1, 2]), &ctx, rows.clone())
+            .await
+            .expect("stage");
+        assert!(!root.path().join("t").exists(), "staged data is invisible");
+        sink.publish(&[append("f1_0")]).await.expect("publish");
+        sink.publish(&[append("f1_0")]).await.expect("publish again");
+        assert_eq!(dataset_rows(&root.path().join("t")).await, 2);
+        // Append to the existing table.
+        sink.stage(&append("f2_0"), batch_stream(&[3]), &ctx, rows.clone())
+            .await
+            .expect("stage");
+        sink.publish(&[append("f2_0")]).await.expect("publish");
+        sink.publish(&[append("f2_0")]).await.expect("publish again");
+        assert_eq!(dataset_rows(&root.path().join("t")).await, 3);
+        // Replace, published twice (as after a crash between the swap and the clean-up).
+        sink.stage(&replace("f3_0"), batch_stream(&[9]), &ctx, rows.clone())
+            .await
+            .expect("stage");
+        sink.publish(&[replace("f3_0")]).await.expect("publish");
+        sink.publish(&[replace("f3_0")]).await.expect("publish again");
+        assert_eq!(dataset_rows(&root.path().join("t")).await, 1);
+        // Discarded loads leave nothing behind.
+        sink.stage(&replace("f4_0"), batch_stream(&[7, 7]), &ctx, rows.clone())
+            .await
+            .expect("stage");
+        sink.stage(&append("f4_1"), batch_stream(&[8]), &ctx, rows.clone())
+            .await
+            .expect("stage");
+        sink.discard(&[replace("f4_0"), append("f4_1")])
+            .await
+            .expect("discard");
+        assert_eq!(dataset_rows(&root.path().join("t")).await, 1);
+        let names: Vec<String> = std::fs::read_dir(root.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(names, ["t"]);
+        let inside: Vec<String> = std::fs::read_dir(root.path().join("t"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(inside, ["part-00000.parquet"]);
     }
 }

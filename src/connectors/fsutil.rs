@@ -140,12 +140,27 @@ fn exchange(a: &Path, b: &Path) -> std::io::Result<()> {
     std::fs::rename(&aside, a)
 }
 
-fn sync_dir(dir: Option<&Path>) {
+/// Flushes a directory's entries (renames) to disk; best effort.
+pub fn sync_dir(dir: Option<&Path>) {
     if let Some(dir) = dir {
         if let Ok(f) = std::fs::File::open(dir) {
             let _ = f.sync_all();
         }
     }
+}
+
+/// Puts directory `staged` in place of `dest`: atomically exchanged with an existing `dest` on
+/// Linux (readers see the old directory or the new one), then the old one is removed.
+pub fn replace_dir(staged: &Path, dest: &Path) -> std::io::Result<()> {
+    if dest.exists() {
+        exchange(staged, dest)?;
+        // `staged` now holds the old directory.
+        std::fs::remove_dir_all(staged)?;
+    } else {
+        std::fs::rename(staged, dest)?;
+    }
+    sync_dir(dest.parent());
+    Ok(())
 }
 
 /// Removes staging leftovers in `dir` (from a process killed mid-write).

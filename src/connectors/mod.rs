@@ -64,9 +64,6 @@ pub struct IoContext {
     pub session: SessionContext,
     pub cancel: CancellationToken,
     pub batch_size: usize,
-    /// A key unique to this write (flow id and node), so a resumed load can recognise its own
-    /// earlier, completed work and not repeat it.
-    pub load_id: String,
 }
 
 /// A source, opened: its rows as a stream, and how many to expect if the store can tell.
@@ -80,18 +77,40 @@ pub trait SourceConnector: Send + Sync {
     async fn open(&self, source: &Source, ctx: &IoContext) -> Result<Opened, ConnectorError>;
 }
 
+/// One output of a flow, as a sink stages and publishes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Load {
+    /// The target table (or file / dataset name).
+    pub table: String,
+    pub mode: WriteMode,
+    /// Unique per flow and output (`f12_0`): names the staging area, so a retried or resumed
+    /// flow finds its own staged data to replace, publish or discard.
+    pub key: String,
+}
+
+/// Writes happen in two steps, so that a flow changes its targets only if it succeeds, and all
+/// at once: each persist node *stages* its output (durable, invisible to readers of the
+/// target); when every node of the flow has succeeded, the flow *publishes* all its loads
+/// together; a failed or cancelled flow *discards* them.
 #[async_trait]
 pub trait SinkConnector: Send + Sync {
-    /// Writes every batch of `input` into `table`. Atomic: on error or cancellation (the future
-    /// dropped) the target is left as it was. Returns the rows written.
-    async fn write(
+    /// Loads every batch of `input` into the staging area of `load`, replacing anything staged
+    /// under the same key. Durable when it returns; on error or cancellation (the future
+    /// dropped) nothing half-written is left. Returns the rows staged.
+    async fn stage(
         &self,
-        table: &str,
-        mode: WriteMode,
+        load: &Load,
         input: SendableRecordBatchStream,
         ctx: &IoContext,
         on_rows: RowsCallback,
     ) -> Result<u64, ConnectorError>;
+
+    /// Makes every staged load visible: in one transaction where the store allows it.
+    /// Idempotent: a load already published (nothing staged under its key) is skipped.
+    async fn publish(&self, loads: &[Load]) -> Result<(), ConnectorError>;
+
+    /// Removes whatever is staged for these loads.
+    async fn discard(&self, loads: &[Load]) -> Result<(), ConnectorError>;
 }
 
 /// The connector that reads `store`.

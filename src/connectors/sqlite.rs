@@ -13,11 +13,15 @@ use datafusion::execution::SendableRecordBatchStream;
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use futures::{StreamExt, TryStreamExt};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteConnection, SqliteRow, SqliteValueRef};
-// Identifiers in these statements are quoted by `quote_ident`; values are bound.
+// Identifiers in these statements are quoted by `quote_ident`; values are bound. Write
+// transactions begin IMMEDIATE: a deferred one that reads first cannot wait for the write lock
+// and fails at once with "database is locked" when another flow is writing.
 use sqlx::{AssertSqlSafe, Column, ConnectOptions, Connection, Decode, Row, TypeInfo, ValueRef};
 
 use super::arrow_sql::{value_at, ColumnBuilder, SqlValue};
-use super::{store_path, ConnectorError, IoContext, Opened, RowsCallback, SinkConnector, SourceConnector};
+use super::{
+    store_path, ConnectorError, IoContext, Load, Opened, RowsCallback, SinkConnector, SourceConnector,
+};
 use crate::domain::spec::{Source, SourceRead, WriteMode};
 use crate::domain::store::DataStore;
 
@@ -413,104 +417,69 @@ fn bind<'q>(
     }
 }
 
-const LOADS_TABLE: &str = "_sluice_loads";
+/// The staging table of a load: in the same database, never read by anyone else.
+fn stage_table(load: &Load) -> String {
+    format!("_sluice_stage_{}", load.key)
+}
 
-#[async_trait]
-impl SinkConnector for SqliteSink {
-    async fn write(
-        &self,
-        table: &str,
-        mode: WriteMode,
-        mut input: SendableRecordBatchStream,
-        ctx: &IoContext,
-        on_rows: RowsCallback,
-    ) -> Result<u64, ConnectorError> {
+fn column_defs(schema: &SchemaRef) -> Vec<String> {
+    schema
+        .fields()
+        .iter()
+        .map(|f| format!("{} {}", quote_ident(f.name()), decl_for_arrow_type(f.data_type())))
+        .collect()
+}
+
+impl SqliteSink {
+    async fn connect(&self) -> Result<SqliteConnection, ConnectorError> {
         if let Some(dir) = self.path.parent() {
             std::fs::create_dir_all(dir)
                 .map_err(|e| ConnectorError::permanent(format!("{}: {e}", dir.display())))?;
         }
-        let mut conn = SqliteConnectOptions::new()
+        SqliteConnectOptions::new()
             .filename(&self.path)
             .create_if_missing(true)
             .busy_timeout(BUSY_TIMEOUT)
             .connect()
             .await
-            .map_err(|e| db_error(&format!("opening {}", self.path.display()), e))?;
+            .map_err(|e| db_error(&format!("opening {}", self.path.display()), e))
+    }
+}
+
+async fn table_exists(conn: &mut SqliteConnection, table: &str) -> Result<bool, ConnectorError> {
+    Ok(!declared_types(conn, table).await?.is_empty())
+}
+
+#[async_trait]
+impl SinkConnector for SqliteSink {
+    /// Loads the rows into the load's staging table, created fresh, in one transaction.
+    async fn stage(
+        &self,
+        load: &Load,
+        mut input: SendableRecordBatchStream,
+        _ctx: &IoContext,
+        on_rows: RowsCallback,
+    ) -> Result<u64, ConnectorError> {
+        let mut conn = self.connect().await?;
         let schema = input.schema();
-        let (_, bare) = split_table(table);
-        let target = quote_ident(table);
-        // Everything happens in one transaction: readers see the old table until COMMIT, and a
-        // failure or cancellation (the future dropped) rolls it all back, staging included.
+        let stage = quote_ident(&stage_table(load));
+        // A failure or cancellation (the future dropped) rolls everything back.
         let mut tx = conn
-            .begin()
+            .begin_with("BEGIN IMMEDIATE")
             .await
             .map_err(|e| db_error("starting a transaction", e))?;
+        sqlx::query(AssertSqlSafe(format!("DROP TABLE IF EXISTS {stage}")))
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| db_error("dropping an earlier staging table", e))?;
+        sqlx::query(AssertSqlSafe(format!(
+            "CREATE TABLE {stage} ({})",
+            column_defs(&schema).join(", ")
+        )))
+        .execute(&mut *tx)
+        .await
+        .map_err(|e| db_error("creating the staging table", e))?;
         let columns: Vec<String> = schema.fields().iter().map(|f| quote_ident(f.name())).collect();
-        let into = match mode {
-            WriteMode::Replace => {
-                let stage = quote_ident(&format!("_sluice_stage_{}", uuid::Uuid::new_v4().simple()));
-                let defs: Vec<String> = schema
-                    .fields()
-                    .iter()
-                    .map(|f| format!("{} {}", quote_ident(f.name()), decl_for_arrow_type(f.data_type())))
-                    .collect();
-                sqlx::query(AssertSqlSafe(format!(
-                    "CREATE TABLE {stage} ({})",
-                    defs.join(", ")
-                )))
-                .execute(&mut *tx)
-                .await
-                .map_err(|e| db_error("creating the staging table", e))?;
-                stage
-            }
-            WriteMode::Append => {
-                sqlx::query(AssertSqlSafe(format!("CREATE TABLE IF NOT EXISTS {LOADS_TABLE} (load_id TEXT PRIMARY KEY, table_name TEXT NOT NULL, row_count INTEGER NOT NULL, loaded_utc TEXT NOT NULL)")))
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(|e| db_error("creating the load log", e))?;
-                let done: Option<i64> = sqlx::query_scalar(AssertSqlSafe(format!(
-                    "SELECT row_count FROM {LOADS_TABLE} WHERE load_id = ?"
-                )))
-                .bind(&ctx.load_id)
-                .fetch_optional(&mut *tx)
-                .await
-                .map_err(|e| db_error("reading the load log", e))?;
-                if let Some(rows) = done {
-                    // A resumed flow: this exact load was committed before the crash.
-                    return Ok(rows.max(0) as u64);
-                }
-                let existing = declared_types(&mut *tx, table).await?;
-                if existing.is_empty() {
-                    let defs: Vec<String> = schema
-                        .fields()
-                        .iter()
-                        .map(|f| format!("{} {}", quote_ident(f.name()), decl_for_arrow_type(f.data_type())))
-                        .collect();
-                    sqlx::query(AssertSqlSafe(format!(
-                        "CREATE TABLE {target} ({})",
-                        defs.join(", ")
-                    )))
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(|e| db_error("creating the table", e))?;
-                } else {
-                    let have: Vec<&str> = existing.iter().map(|(n, _)| n.as_str()).collect();
-                    let missing: Vec<&str> = schema
-                        .fields()
-                        .iter()
-                        .map(|f| f.name().as_str())
-                        .filter(|n| !have.contains(n))
-                        .collect();
-                    if !missing.is_empty() {
-                        return Err(ConnectorError::permanent(format!(
-                            "cannot append to {table}: it has no column(s) {}",
-                            missing.join(", ")
-                        )));
-                    }
-                }
-                target.clone()
-            }
-        };
         let ncols = columns.len().max(1);
         let rows_per_insert = (30_000 / ncols).clamp(1, 500);
         let mut total = 0u64;
@@ -523,7 +492,7 @@ impl SinkConnector for SqliteSink {
                 let end = (start + rows_per_insert).min(batch.num_rows());
                 let row_sql = format!("({})", vec!["?"; ncols].join(", "));
                 let sql = format!(
-                    "INSERT INTO {into} ({}) VALUES {}",
+                    "INSERT INTO {stage} ({}) VALUES {}",
                     columns.join(", "),
                     vec![row_sql; end - start].join(", ")
                 );
@@ -541,33 +510,90 @@ impl SinkConnector for SqliteSink {
             total += batch.num_rows() as u64;
             on_rows(total, None);
         }
-        match mode {
-            WriteMode::Replace => {
+        tx.commit()
+            .await
+            .map_err(|e| db_error("committing the staged rows", e))?;
+        Ok(total)
+    }
+
+    /// Swaps in (`replace`) or inserts (`append`) every staged table in one transaction.
+    async fn publish(&self, loads: &[Load]) -> Result<(), ConnectorError> {
+        let mut conn = self.connect().await?;
+        let mut tx = conn
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .map_err(|e| db_error("starting a transaction", e))?;
+        for load in loads {
+            let stage_name = stage_table(load);
+            if !table_exists(&mut tx, &stage_name).await? {
+                continue; // published already
+            }
+            let stage = quote_ident(&stage_name);
+            let target = quote_ident(&load.table);
+            let (_, bare) = split_table(&load.table);
+            let existing = declared_types(&mut tx, &load.table).await?;
+            if load.mode == WriteMode::Append && !existing.is_empty() {
+                let staged = declared_types(&mut tx, &stage_name).await?;
+                let have: Vec<&str> = existing.iter().map(|(n, _)| n.as_str()).collect();
+                let missing: Vec<&str> = staged
+                    .iter()
+                    .map(|(n, _)| n.as_str())
+                    .filter(|n| !have.contains(n))
+                    .collect();
+                if !missing.is_empty() {
+                    return Err(ConnectorError::permanent(format!(
+                        "cannot append to {}: it has no column(s) {}",
+                        load.table,
+                        missing.join(", ")
+                    )));
+                }
+                let cols: Vec<String> = staged.iter().map(|(n, _)| quote_ident(n)).collect();
+                let cols = cols.join(", ");
+                sqlx::query(AssertSqlSafe(format!(
+                    "INSERT INTO {target} ({cols}) SELECT {cols} FROM {stage}"
+                )))
+                .execute(&mut *tx)
+                .await
+                .map_err(|e| db_error(&format!("appending to {}", load.table), e))?;
+                sqlx::query(AssertSqlSafe(format!("DROP TABLE {stage}")))
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(|e| db_error("dropping the staging table", e))?;
+            } else {
                 sqlx::query(AssertSqlSafe(format!("DROP TABLE IF EXISTS {target}")))
                     .execute(&mut *tx)
                     .await
-                    .map_err(|e| db_error("dropping the old table", e))?;
+                    .map_err(|e| db_error(&format!("dropping the old {}", load.table), e))?;
                 sqlx::query(AssertSqlSafe(format!(
-                    "ALTER TABLE {into} RENAME TO {}",
+                    "ALTER TABLE {stage} RENAME TO {}",
                     quote_ident(bare)
                 )))
                 .execute(&mut *tx)
                 .await
-                .map_err(|e| db_error("swapping in the new table", e))?;
-            }
-            WriteMode::Append => {
-                sqlx::query(AssertSqlSafe(format!("INSERT INTO {LOADS_TABLE} (load_id, table_name, row_count, loaded_utc) VALUES (?, ?, ?, ?)")))
-                    .bind(&ctx.load_id)
-                    .bind(table)
-                    .bind(total as i64)
-                    .bind(crate::domain::time::format(&crate::domain::time::now()))
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(|e| db_error("recording the load", e))?;
+                .map_err(|e| db_error(&format!("swapping in {}", load.table), e))?;
             }
         }
-        tx.commit().await.map_err(|e| db_error("committing", e))?;
-        Ok(total)
+        tx.commit()
+            .await
+            .map_err(|e| db_error("committing the publish", e))?;
+        Ok(())
+    }
+
+    async fn discard(&self, loads: &[Load]) -> Result<(), ConnectorError> {
+        if !self.path.exists() {
+            return Ok(());
+        }
+        let mut conn = self.connect().await?;
+        for load in loads {
+            sqlx::query(AssertSqlSafe(format!(
+                "DROP TABLE IF EXISTS {}",
+                quote_ident(&stage_table(load))
+            )))
+            .execute(&mut conn)
+            .await
+            .map_err(|e| db_error("dropping a staging table", e))?;
+        }
+        Ok(())
     }
 }
 

@@ -9,6 +9,7 @@ pub mod errors;
 pub mod faults;
 pub mod memory;
 pub mod node;
+pub mod publish;
 
 use std::path::PathBuf;
 use std::sync::Arc;

@@ -1,5 +1,6 @@
 //! Running one DAG node: ingest (source → checkpoint), transform (SQL over checkpoints →
-//! checkpoint) or persist (checkpoint → target, atomically). Runs on the engine runtime.
+//! checkpoint) or persist (checkpoint → the target's staging area; the flow publishes all its
+//! staged outputs at once when it succeeds, see `engine::publish`). Runs on the engine runtime.
 
 use std::sync::Arc;
 
@@ -8,16 +9,26 @@ use datafusion::prelude::ParquetReadOptions;
 use futures::StreamExt;
 
 use super::{checkpoint, errors, FlowSession};
-use crate::connectors::{self, ConnectorError, IoContext, RowsCallback};
+use crate::connectors::{self, ConnectorError, IoContext, Load, RowsCallback};
 use crate::domain::spec::{Output, Source};
 use crate::domain::store::DataStore;
 
 /// What a node does.
 #[derive(Debug, Clone)]
 pub enum NodeWork {
-    Ingest { source: Source, store: DataStore },
-    Transform { name: String, sql: String },
-    Persist { output: Output, store: DataStore },
+    Ingest {
+        source: Source,
+        store: DataStore,
+    },
+    Transform {
+        name: String,
+        sql: String,
+    },
+    Persist {
+        output: Output,
+        load: Load,
+        store: DataStore,
+    },
 }
 
 /// Why a node failed, and whether another attempt may succeed.
@@ -53,9 +64,8 @@ pub fn query_only() -> SQLOptions {
         .with_allow_statements(false)
 }
 
-/// Runs `work` for node `name` of flow `flow_id`; returns the rows it produced or wrote.
+/// Runs `work` for node `name`; returns the rows it produced or staged.
 pub async fn run(
-    flow_id: i64,
     name: &str,
     work: &NodeWork,
     session: &FlowSession,
@@ -103,49 +113,25 @@ pub async fn run(
                 .map_err(NodeError::permanent)?;
             Ok(rows)
         }
-        NodeWork::Persist { output, store } => {
+        NodeWork::Persist { output, load, store } => {
             let connector = connectors::sink_for(store)?;
             let file = checkpoint::path(&session.work_dir, &output.node);
             let total = checkpoint::rows(&session.work_dir, &output.node);
-            let df = session
-                .ctx
-                .read_parquet(file.to_string_lossy().as_ref(), ParquetReadOptions::default())
-                .await
-                .map_err(|e| {
-                    NodeError::permanent(format!(
-                        "reading the result of {}: {}",
-                        output.node,
-                        errors::clean_message(&e)
-                    ))
-                })?;
-            let stream = df.execute_stream().await.map_err(|e| {
+            let unreadable = |e: datafusion::error::DataFusionError| {
                 NodeError::permanent(format!(
                     "reading the result of {}: {}",
                     output.node,
                     errors::clean_message(&e)
                 ))
-            })?;
-            let report: RowsCallback = Arc::new(move |rows, _| on_rows(rows, total));
-            let io = IoContext {
-                load_id: format!("flow{flow_id}-{}", sanitize(&output.node_name())),
-                ..io
             };
-            let rows = connector
-                .write(&output.table, output.mode, stream, &io, report)
-                .await?;
-            Ok(rows)
+            let df = session
+                .ctx
+                .read_parquet(file.to_string_lossy().as_ref(), ParquetReadOptions::default())
+                .await
+                .map_err(unreadable)?;
+            let stream = df.execute_stream().await.map_err(unreadable)?;
+            let report: RowsCallback = Arc::new(move |rows, _| on_rows(rows, total));
+            Ok(connector.stage(load, stream, &io, report).await?)
         }
     }
-}
-
-fn sanitize(name: &str) -> String {
-    name.chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '_' || c == '.' {
-                c
-            } else {
-                '-'
-            }
-        })
-        .collect()
 }

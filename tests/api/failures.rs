@@ -11,6 +11,11 @@ async fn a_bad_column_fails_its_branch_only() {
     app.write_file("in/orders.csv", "id,amount\n1,10\n2,20\n");
     let src = app.csv_store("raw", "in").await;
     let db = app.sqlite_store("w", "out/w.db").await;
+    seed_table(
+        &app.file("out/w.db"),
+        "CREATE TABLE fine (total INTEGER); INSERT INTO fine VALUES (-1)",
+    )
+    .await;
     let input = app
         .create_input(json!({
             "name": "branches", "source_store_ids": [src], "target_store_id": db,
@@ -44,9 +49,17 @@ async fn a_bad_column_fails_its_branch_only() {
             .contains("ERROR [broken] SQL error at line 2, column 3"),
         "{errors:?}"
     );
+    // The independent branch ran, but a failed flow publishes nothing: the target keeps its
+    // earlier table and no staging is left behind.
+    let tables = sqlite_rows(
+        &app.file("out/w.db"),
+        "SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name",
+    )
+    .await;
+    assert_eq!(tables, vec![vec![json!("fine")]]);
     assert_eq!(
         sqlite_rows(&app.file("out/w.db"), "SELECT total FROM fine").await,
-        vec![vec![json!(30)]]
+        vec![vec![json!(-1)]]
     );
     assert!(done["output"]["progress"]["percent"].as_f64().unwrap() < 100.0);
 }
@@ -121,4 +134,97 @@ async fn fail_fast_stops_the_other_branches() {
         slow == "CANCELLED" || slow == "PENDING" || slow == "SKIPPED",
         "{slow}"
     );
+}
+
+/// Creates `db` with the given statements.
+async fn seed_table(db: &std::path::Path, sql: &str) {
+    use sqlx::Connection;
+    std::fs::create_dir_all(db.parent().unwrap()).unwrap();
+    let mut conn = sqlx::SqliteConnection::connect(&format!("sqlite://{}?mode=rwc", db.display()))
+        .await
+        .unwrap();
+    sqlx::raw_sql(sqlx::AssertSqlSafe(sql.to_string()))
+        .execute(&mut conn)
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn a_flow_publishes_all_its_outputs_at_once_or_none() {
+    let app = spawn_app().await;
+    app.write_file("in/a.csv", "x\n1\n2\n");
+    let src = app.csv_store("raw", "in").await;
+    let db = app.sqlite_store("w", "out/w.db").await;
+    let lake = app.parquet_store("lake", "lake").await;
+    seed_table(
+        &app.file("out/w.db"),
+        "CREATE TABLE one (x INTEGER); INSERT INTO one VALUES (0); CREATE TABLE two (x INTEGER)",
+    )
+    .await;
+    let input = |name: &str, target: i64, second: &str| {
+        json!({
+            "name": name, "source_store_ids": [src], "target_store_id": target,
+            "sources": [{"name": "a", "store_id": src, "path": "a.csv"}],
+            "transforms": [
+                {"name": "one", "sql": "SELECT x FROM a"},
+                {"name": "two", "sql": second}
+            ],
+            "outputs": [{"node": "one", "mode": "append"}, {"node": "two"}]
+        })
+    };
+    // `two` fails at run time (a cast error) after `one` has been staged.
+    let failing = app
+        .create_input(input("failing", db, "SELECT CAST('x' AS INT) AS x FROM a"))
+        .await;
+    let f = app.start_flow(failing).await;
+    let done = app.wait_final(f).await;
+    assert_eq!(state(&done), "FAILED");
+    assert_eq!(task(&done, "one->one")["state"], "COMPLETED");
+    let w = app.file("out/w.db");
+    assert_eq!(
+        sqlite_rows(&w, "SELECT x FROM one").await,
+        vec![vec![json!(0)]],
+        "nothing appended"
+    );
+    let tables = sqlite_rows(
+        &w,
+        "SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name",
+    )
+    .await;
+    assert_eq!(
+        tables,
+        vec![vec![json!("one")], vec![json!("two")]],
+        "no staging left"
+    );
+    // The same shape that succeeds publishes both, in one transaction.
+    let ok = app
+        .create_input(input("ok", db, "SELECT x * 10 AS x FROM a"))
+        .await;
+    let f = app.start_flow(ok).await;
+    let done = app.wait_final(f).await;
+    assert_eq!(state(&done), "COMPLETED", "{done:#}");
+    assert!(done["output"]["logs"]["lines"]
+        .to_string()
+        .contains("published 2 output(s) to w"));
+    assert_eq!(
+        sqlite_rows(&w, "SELECT x FROM one ORDER BY x").await,
+        vec![vec![json!(0)], vec![json!(1)], vec![json!(2)]]
+    );
+    assert_eq!(
+        sqlite_rows(&w, "SELECT x FROM two ORDER BY x").await,
+        vec![vec![json!(10)], vec![json!(20)]]
+    );
+    // File targets too: a failed flow leaves no dataset and no staging directory.
+    let failing = app
+        .create_input(input("failing-lake", lake, "SELECT CAST('x' AS INT) AS x FROM a"))
+        .await;
+    let f = app.start_flow(failing).await;
+    assert_eq!(state(&app.wait_final(f).await), "FAILED");
+    let left: Vec<String> = std::fs::read_dir(app.file("lake"))
+        .map(|d| {
+            d.map(|e| e.unwrap().file_name().to_string_lossy().to_string())
+                .collect()
+        })
+        .unwrap_or_default();
+    assert!(left.is_empty(), "{left:?}");
 }
