@@ -18,11 +18,13 @@
 
 pub mod actors;
 pub mod api;
+pub mod cli;
 pub mod config;
 pub mod connectors;
 pub mod domain;
 pub mod engine;
 pub mod error;
+pub mod metrics;
 pub mod secrets;
 pub mod services;
 pub mod startup;

@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use super::dag::{Dag, NodeKind};
 use super::time::{self, rfc3339};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "UPPERCASE")]
 pub enum FlowState {
     Ready,
@@ -56,7 +56,7 @@ impl std::fmt::Display for FlowState {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "UPPERCASE")]
 pub enum TaskState {
     Pending,
@@ -74,7 +74,7 @@ impl TaskState {
 }
 
 /// One task's status as shown to clients.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct TaskStatus {
     pub name: String,
     pub kind: NodeKind,
@@ -89,14 +89,14 @@ pub struct TaskStatus {
     pub error: Option<String>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Progress {
     pub percent: f64,
     #[serde(with = "rfc3339")]
     pub updated_utc: DateTime<Utc>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Lines {
     pub lines: Vec<String>,
     #[serde(with = "rfc3339")]

@@ -5,6 +5,9 @@
 mod helpers;
 
 mod cancel;
+mod cli;
 mod concurrency;
+mod events;
 mod failures;
 mod lifecycle;
+mod observe;
