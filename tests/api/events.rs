@@ -110,6 +110,69 @@ fn states(events: &[Ev]) -> Vec<String> {
         .collect()
 }
 
+/// The flow states a follower went through, from snapshots and state events (a snapshot may
+/// carry a change instead of an event when the stream re-synchronised), repeats removed.
+fn state_story(events: &[Ev]) -> Vec<String> {
+    let mut story: Vec<String> = Vec::new();
+    for e in events {
+        let s = match e.name.as_str() {
+            "snapshot" => &e.data["output"]["state"],
+            "state" => &e.data["state"],
+            _ => continue,
+        };
+        let s = s.as_str().unwrap_or_default().to_string();
+        if story.last() != Some(&s) {
+            story.push(s);
+        }
+    }
+    story
+}
+
+/// Likewise for one task.
+fn task_story(events: &[Ev], name: &str) -> Vec<String> {
+    let mut story: Vec<String> = Vec::new();
+    for e in events {
+        let s = match e.name.as_str() {
+            "snapshot" => task(&e.data, name)["state"].clone(),
+            "task" if e.data["name"] == name => e.data["state"].clone(),
+            _ => continue,
+        };
+        let s = s.as_str().unwrap_or_default().to_string();
+        if story.last() != Some(&s) {
+            story.push(s);
+        }
+    }
+    story
+}
+
+/// The log (or error) lines a follower ends up with: the last snapshot's, plus the line events
+/// after it. Equal to the stored lines when nothing was lost or repeated.
+fn replayed(events: &[Ev], event: &str, field: &str) -> Vec<String> {
+    let mut lines = Vec::new();
+    for e in events {
+        if e.name == "snapshot" {
+            lines = e.data["output"][field]["lines"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|l| l.as_str().unwrap().to_string())
+                .collect();
+        } else if e.name == event {
+            lines.push(e.data["line"].as_str().unwrap().to_string());
+        }
+    }
+    lines
+}
+
+/// `story` is `expected` with some middle steps possibly missed (they were too short to see).
+fn assert_story(story: &[String], expected: &[&str]) {
+    let mut rest = expected.iter();
+    for s in story {
+        assert!(rest.any(|e| e == s), "story {story:?} does not follow {expected:?}");
+    }
+    assert_eq!(story.last().map(String::as_str), expected.last().copied(), "{story:?}");
+}
+
 fn task_states(events: &[Ev], task: &str) -> Vec<String> {
     events
         .iter()
@@ -212,34 +275,29 @@ async fn a_completed_flow_streams_its_whole_story_in_order() {
     check_shape(&events, "COMPLETED");
     assert_eq!(events[0].data["id"], flow);
     assert_eq!(events[0].data["output"]["state"], "READY");
-    assert_eq!(states(&events), ["RUNNING", "COMPLETED"]);
+    assert_eq!(state_story(&events), ["READY", "RUNNING", "COMPLETED"]);
+    assert_eq!(states(&events).last().unwrap(), "COMPLETED");
     let done = events.iter().rev().find(|e| e.name == "state").unwrap();
     assert_eq!(done.data["percent"], 100.0);
     assert!(done.data["finished_utc"].is_string());
     for t in ["orders", "big", "total", "total->total"] {
-        assert_eq!(
-            task_states(&events, t),
-            ["RUNNING", "COMPLETED"],
-            "task {t}: {:?}",
-            names(&events)
-        );
+        assert_story(&task_story(&events, t), &["PENDING", "RUNNING", "COMPLETED"]);
+        assert_eq!(task_states(&events, t).last().unwrap(), "COMPLETED", "task {t}");
     }
-    // Task completion comes after its start, and the flow ends after every task.
-    let position = |pred: &dyn Fn(&Ev) -> bool| events.iter().position(pred).unwrap();
-    let running = position(&|e| e.name == "state" && e.data["state"] == "RUNNING");
-    let first_task = position(&|e| e.name == "task");
-    assert!(running < first_task, "{:?}", names(&events));
-    let logs = lines(&events, "log");
+    // Every task ends before the flow does.
+    let last_task = events.iter().rposition(|e| e.name == "task").unwrap();
+    assert!(last_task < events.len() - 2, "{:?}", names(&events));
+    let logs = replayed(&events, "log", "logs");
     assert!(logs.iter().any(|l| l.ends_with("INFO [flow] flow running")), "{logs:#?}");
     assert!(
-        logs.iter().any(|l| l.contains("INFO [big] completed: 40 rows")),
+        lines(&events, "log").iter().any(|l| l.contains("INFO [big] completed: 40 rows")),
         "{logs:#?}"
     );
     assert!(logs.last().unwrap().ends_with("INFO [flow] flow completed"), "{logs:#?}");
     assert!(lines(&events, "error").is_empty());
-    // The stream says what the stored flow says.
+    // Nothing lost, nothing repeated: the follower's log is the stored log.
     let stored = app.flow(flow).await;
-    assert_eq!(stored["output"]["logs"]["lines"].as_array().unwrap().len(), logs.len());
+    assert_eq!(json!(logs), stored["output"]["logs"]["lines"]);
 }
 
 #[tokio::test]
@@ -260,9 +318,10 @@ async fn a_failed_flow_streams_its_errors_then_failed() {
     cancel(&app, hold).await;
     let events = stream.collect(Duration::from_secs(60)).await;
     check_shape(&events, "FAILED");
-    assert_eq!(states(&events), ["RUNNING", "FAILED"]);
-    assert_eq!(task_states(&events, "broken"), ["RUNNING", "FAILED"]);
-    assert_eq!(task_states(&events, "after"), ["SKIPPED"]);
+    assert_eq!(state_story(&events), ["READY", "RUNNING", "FAILED"]);
+    assert_story(&task_story(&events, "broken"), &["PENDING", "RUNNING", "FAILED"]);
+    assert_eq!(task_states(&events, "broken").last().unwrap(), "FAILED");
+    assert_eq!(task_story(&events, "after"), ["PENDING", "SKIPPED"]);
     let failed = events
         .iter()
         .find(|e| e.name == "task" && e.data["state"] == "FAILED")
@@ -274,6 +333,9 @@ async fn a_failed_flow_streams_its_errors_then_failed() {
     // The error event comes before the final state.
     let error_at = events.iter().position(|e| e.name == "error").unwrap();
     assert!(error_at < events.len() - 2);
+    let stored = app.flow(flow).await;
+    assert_eq!(json!(replayed(&events, "error", "errors")), stored["output"]["errors"]["lines"]);
+    assert_eq!(json!(replayed(&events, "log", "logs")), stored["output"]["logs"]["lines"]);
 }
 
 #[tokio::test]
@@ -301,6 +363,10 @@ async fn a_cancelled_flow_streams_cancelled_and_two_followers_see_the_same() {
         let logs = lines(events, "log");
         assert!(logs.iter().any(|l| l.ends_with("WARN [flow] cancel requested")), "{logs:#?}");
         assert!(logs.last().unwrap().ends_with("INFO [flow] flow cancelled"), "{logs:#?}");
+    }
+    let stored = app.flow(flow).await;
+    for events in [&a_all, &b_all] {
+        assert_eq!(json!(replayed(events, "log", "logs")), stored["output"]["logs"]["lines"]);
     }
     // What both saw after the cancel is the same story.
     let tail = |events: &[Ev]| {
