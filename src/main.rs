@@ -23,7 +23,12 @@ struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
     /// The server the client commands talk to.
-    #[arg(long, global = true, env = "SLUICE_URL", default_value = "http://127.0.0.1:8080")]
+    #[arg(
+        long,
+        global = true,
+        env = "SLUICE_URL",
+        default_value = "http://127.0.0.1:8080"
+    )]
     url: String,
     /// The API token, when the server requires one.
     #[arg(long, global = true, env = "SLUICE_TOKEN", hide_env_values = true)]

@@ -16,14 +16,21 @@ use tracing_subscriber::EnvFilter;
 
 use crate::config::{LogFormat, TelemetrySettings};
 
+/// `RUST_LOG` when set (and not empty), else `telemetry.level`.
 fn filter(settings: &TelemetrySettings) -> Result<EnvFilter, String> {
-    EnvFilter::try_from_default_env()
-        .or_else(|_| EnvFilter::try_new(&settings.level))
-        .map_err(|e| format!("telemetry.level: {e}"))
+    match std::env::var("RUST_LOG") {
+        Ok(directives) if !directives.trim().is_empty() => {
+            EnvFilter::try_new(&directives).map_err(|e| format!("RUST_LOG: {e}"))
+        }
+        _ => EnvFilter::try_new(&settings.level).map_err(|e| format!("telemetry.level: {e}")),
+    }
 }
 
 /// The JSON-lines subscriber writing to `sink` (not installed).
-pub fn json_subscriber<W>(settings: &TelemetrySettings, sink: W) -> Result<impl Subscriber + Send + Sync, String>
+pub fn json_subscriber<W>(
+    settings: &TelemetrySettings,
+    sink: W,
+) -> Result<impl Subscriber + Send + Sync, String>
 where
     W: for<'a> MakeWriter<'a> + Send + Sync + 'static,
 {
@@ -48,9 +55,8 @@ where
             .with_ansi(false)
             .try_init()
             .map_err(|e| e.to_string()),
-        LogFormat::Json => {
-            tracing::subscriber::set_global_default(json_subscriber(settings, sink)?).map_err(|e| e.to_string())
-        }
+        LogFormat::Json => tracing::subscriber::set_global_default(json_subscriber(settings, sink)?)
+            .map_err(|e| e.to_string()),
     }
 }
 
@@ -69,7 +75,12 @@ where
     S: Subscriber + for<'a> LookupSpan<'a>,
     N: for<'a> FormatFields<'a> + 'static,
 {
-    fn format_event(&self, ctx: &FmtContext<'_, S, N>, mut writer: Writer<'_>, event: &Event<'_>) -> fmt::Result {
+    fn format_event(
+        &self,
+        ctx: &FmtContext<'_, S, N>,
+        mut writer: Writer<'_>,
+        event: &Event<'_>,
+    ) -> fmt::Result {
         let meta = event.metadata();
         let mut line = Map::new();
         line.insert(

@@ -20,7 +20,7 @@ function h(tag, attrs = {}, ...children) {
     else if (k.startsWith('on')) el.addEventListener(k.slice(2), v);
     else el.setAttribute(k, v === true ? '' : String(v));
   }
-  for (const c of children.flat()) {
+  for (const c of children.flat(Infinity)) {
     if (c === null || c === undefined || c === false) continue;
     el.append(c instanceof Node ? c : document.createTextNode(String(c)));
   }
@@ -235,7 +235,7 @@ function dagView(dag) {
   for (const n of nodes) {
     const p = pos.get(n.name);
     const rect = svg('rect', { x: p.x, y: p.y, width: W, height: H, rx: 6, fill: colors.PENDING });
-    const label = n.name.length > 24 ? `${n.name.slice(0, 23)}…` : n.name;
+    const label = n.name.length > 21 ? `${n.name.slice(0, 20)}…` : n.name;
     const g = svg('g', { class: 'node PENDING', 'data-task': n.name, 'data-state': 'PENDING' },
       svg('title', {}, `${n.name} (${n.kind})`), rect,
       svg('text', { x: p.x + 10, y: p.y + H / 2 + 4 }, `${n.kind === 'ingest' ? '⇣' : n.kind === 'persist' ? '⇡' : 'ƒ'} ${label}`));
@@ -269,6 +269,7 @@ function flowPage(id) {
   const tasks = h('table', { id: 'tasks' }, h('thead', {}, h('tr', {},
     ['Task', 'Kind', 'State', 'Attempts', 'Rows', 'Started', 'Duration', 'Error'].map((c) => h('th', {}, c)))), tasksBody);
   const errors = h('ul', { class: 'errors', id: 'errors' });
+  const noErrors = h('p', { class: 'muted' }, 'No errors.');
   const log = h('div', { class: 'log', id: 'log' });
   title.append(stateSlot, cancel, cancelMsg);
   view.replaceChildren(title,
@@ -277,7 +278,7 @@ function flowPage(id) {
     h('div', { class: 'card' }, h('h2', {}, 'Tasks'), tasks),
     h('div', { class: 'grid' },
       h('div', { class: 'card' }, h('h2', {}, 'Log'), log),
-      h('div', { class: 'card' }, h('h2', {}, 'Errors'), errors)));
+      h('div', { class: 'card' }, h('h2', {}, 'Errors'), noErrors, errors)));
 
   async function onCancel() {
     cancel.disabled = true;
@@ -320,6 +321,7 @@ function flowPage(id) {
     log.replaceChildren(); flow.output.logs.lines.forEach(appendLog);
     log.scrollTop = log.scrollHeight;
     errors.replaceChildren(...flow.output.errors.lines.map((l) => h('li', {}, l)));
+    noErrors.classList.toggle('hidden', flow.output.errors.lines.length > 0);
   }
 
   function onEvent(name, data) {
@@ -338,7 +340,7 @@ function flowPage(id) {
           if (i >= 0) flow.output.tasks[i] = data; else flow.output.tasks.push(data); }
         renderTasks(); break;
       case 'log': appendLog(data.line); break;
-      case 'error': errors.append(h('li', {}, data.line)); break;
+      case 'error': errors.append(h('li', {}, data.line)); noErrors.classList.add('hidden'); break;
       case 'gone': showError(new Error(`flow ${id} does not exist`)); break;
       default: break;
     }

@@ -151,7 +151,11 @@ impl Mark {
 }
 
 fn only_rows_differ(a: &TaskStatus, b: &TaskStatus) -> bool {
-    a.rows != b.rows && TaskStatus { rows: b.rows, ..a.clone() } == *b
+    a.rows != b.rows
+        && TaskStatus {
+            rows: b.rows,
+            ..a.clone()
+        } == *b
 }
 
 pub fn progress_of(p: &FlowPicture) -> ProgressUpdate {
@@ -324,8 +328,16 @@ mod tests {
             },
         );
         assert_eq!(names(&u), ["progress"]);
-        let FlowUpdate::Progress(progress) = &u[0] else { unreachable!() };
-        assert_eq!(progress.tasks, vec![TaskRows { name: "a".into(), rows: 10 }]);
+        let FlowUpdate::Progress(progress) = &u[0] else {
+            unreachable!()
+        };
+        assert_eq!(
+            progress.tasks,
+            vec![TaskRows {
+                name: "a".into(),
+                rows: 10
+            }]
+        );
         let u = apply(
             &mut p,
             FlowEvent::TaskFailed {
@@ -337,7 +349,9 @@ mod tests {
         assert_eq!(names(&u), ["task", "log", "error", "progress"]);
         let u = apply(&mut p, FlowEvent::State(FlowState::Failed));
         assert_eq!(names(&u), ["task", "log", "state"]);
-        let FlowUpdate::State(s) = u.last().unwrap() else { unreachable!() };
+        let FlowUpdate::State(s) = u.last().unwrap() else {
+            unreachable!()
+        };
         assert_eq!(s.state, FlowState::Failed);
     }
 
@@ -392,7 +406,10 @@ mod tests {
             let (seq, update) = rx.recv().await.unwrap();
             assert_eq!((seq, update.name()), (1, "log"));
             assert_eq!(rx.recv().await.unwrap(), (2, FlowUpdate::Resync));
-            assert!(matches!(rx.recv().await, Err(broadcast::error::RecvError::Closed)));
+            assert!(matches!(
+                rx.recv().await,
+                Err(broadcast::error::RecvError::Closed)
+            ));
         }
         assert_eq!(hub.followed_flows(), 0);
         let c = hub.subscribe(9);

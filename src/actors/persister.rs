@@ -99,7 +99,11 @@ impl Persister {
 }
 
 /// Writes jobs one after another; a failed write is retried a few times before it is reported.
-async fn writer_loop(db: DatabaseConnection, mut jobs: mpsc::UnboundedReceiver<WriteJob>, metrics: Arc<Metrics>) {
+async fn writer_loop(
+    db: DatabaseConnection,
+    mut jobs: mpsc::UnboundedReceiver<WriteJob>,
+    metrics: Arc<Metrics>,
+) {
     while let Some(job) = jobs.recv().await {
         let count = job.pictures.len();
         let mut result = Err(String::new());
@@ -169,7 +173,10 @@ impl Handler<Record> for Persister {
             return;
         };
         self.metrics.observe(&entry.picture, &msg.event);
-        let mark = self.events.is_followed(msg.flow_id).then(|| Mark::of(&entry.picture));
+        let mark = self
+            .events
+            .is_followed(msg.flow_id)
+            .then(|| Mark::of(&entry.picture));
         let state_changed = entry.picture.apply(&msg.event, time::now());
         if let Some(mark) = mark {
             for update in mark.changes(&entry.picture) {

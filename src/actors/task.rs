@@ -158,7 +158,7 @@ async fn run_attempts(
                 return TaskOutcome::Completed {
                     rows,
                     elapsed: started.elapsed(),
-                }
+                };
             }
             Ok(Err(e)) if e.transient && attempt < max_attempts => {
                 let delay = retry_delay(attempt);

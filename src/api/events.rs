@@ -186,9 +186,7 @@ impl Follower {
                 .last_progress
                 .map(|t| t + PROGRESS_EVERY)
                 .unwrap_or_else(Instant::now);
-            let Some(rx) = self.rx.as_mut() else {
-                return None;
-            };
+            let rx = self.rx.as_mut()?;
             tokio::select! {
                 received = rx.recv() => {
                     self.last_update = Instant::now();

@@ -29,9 +29,7 @@ pub async fn count_requests(
     next: Next<impl MessageBody + 'static>,
 ) -> Result<ServiceResponse<impl MessageBody>, Error> {
     let started = Instant::now();
-    let metrics = req
-        .app_data::<web::Data<Services>>()
-        .map(|s| s.metrics.clone());
+    let metrics = req.app_data::<web::Data<Services>>().map(|s| s.metrics.clone());
     let method = req.method().to_string();
     let route = req.match_pattern().unwrap_or_else(|| "unmatched".to_string());
     let result = next.call(req).await;

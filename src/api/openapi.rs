@@ -10,7 +10,9 @@ use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder};
 use utoipa::{Modify, OpenApi, ToSchema};
 
 use super::dto::{DataStoreView, FlowInputSummary, FlowSummary};
-use super::{dashboard, data_stores, events, flow_inputs, flows, health, observe, problem::PROBLEM_JSON, BASE};
+use super::{
+    dashboard, data_stores, events, flow_inputs, flows, health, observe, problem::PROBLEM_JSON, BASE,
+};
 
 /// `GET /data-stores`.
 #[derive(Serialize, ToSchema)]

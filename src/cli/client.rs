@@ -26,7 +26,9 @@ impl fmt::Display for ClientError {
             ClientError::Network(e) => write!(f, "{e}"),
             ClientError::Input(e) => write!(f, "{e}"),
             ClientError::Status { status, problem } => {
-                let title = problem["title"].as_str().unwrap_or_else(|| status.canonical_reason().unwrap_or(""));
+                let title = problem["title"]
+                    .as_str()
+                    .unwrap_or_else(|| status.canonical_reason().unwrap_or(""));
                 write!(f, "{} {title}", status.as_u16())?;
                 if let Some(detail) = problem["detail"].as_str() {
                     write!(f, ": {detail}")?;
@@ -116,7 +118,11 @@ impl Client {
 
     /// Opens a flow's events stream and calls `on_event` for each event until the stream ends.
     /// Returns whether an `end` event was seen.
-    pub async fn events(&self, flow_id: i64, mut on_event: impl FnMut(SseEvent)) -> Result<bool, ClientError> {
+    pub async fn events(
+        &self,
+        flow_id: i64,
+        mut on_event: impl FnMut(SseEvent),
+    ) -> Result<bool, ClientError> {
         let resp = self
             .builder(Method::GET, &format!("/flows/{flow_id}/events"))
             .header("Accept", "text/event-stream")

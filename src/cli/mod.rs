@@ -104,7 +104,13 @@ pub async fn stores(client: &Client, out: Output, cmd: StoresCommand) -> ExitCod
                     if out.json {
                         out.value(&s);
                     } else {
-                        println!("created data store {} ({}, {} {})", s["id"], str_of(&s["name"]), str_of(&s["kind"]), str_of(&s["engine"]));
+                        println!(
+                            "created data store {} ({}, {} {})",
+                            s["id"],
+                            str_of(&s["name"]),
+                            str_of(&s["kind"]),
+                            str_of(&s["engine"])
+                        );
                     }
                 }
                 StoresCommand::Get { id } => {
@@ -173,7 +179,10 @@ pub async fn inputs(client: &Client, out: Output, cmd: InputsCommand) -> ExitCod
                     if out.json {
                         out.value(&page);
                     } else {
-                        println!("{:>5}  {:<28} {:>7} {:>10} {:>7}", "ID", "NAME", "SOURCES", "TRANSFORMS", "OUTPUTS");
+                        println!(
+                            "{:>5}  {:<28} {:>7} {:>10} {:>7}",
+                            "ID", "NAME", "SOURCES", "TRANSFORMS", "OUTPUTS"
+                        );
                         for i in items(&page) {
                             println!(
                                 "{:>5}  {:<28} {:>7} {:>10} {:>7}",
@@ -198,7 +207,9 @@ pub async fn flows(client: &Client, out: Output, cmd: FlowsCommand) -> ExitCode 
         async {
             match cmd {
                 FlowsCommand::Start { input_id, follow } => {
-                    let f = client.post("/flows", &json!({ "flow_input_id": input_id })).await?;
+                    let f = client
+                        .post("/flows", &json!({ "flow_input_id": input_id }))
+                        .await?;
                     let id = f["id"].as_i64().unwrap_or_default();
                     if out.json && !follow {
                         out.value(&f);
@@ -226,7 +237,10 @@ pub async fn flows(client: &Client, out: Output, cmd: FlowsCommand) -> ExitCode 
                     if out.json {
                         out.value(&page);
                     } else {
-                        println!("{:>5}  {:>5}  {:<10} {:>6}  {:<24} DURATION", "ID", "INPUT", "STATE", "%", "CREATED");
+                        println!(
+                            "{:>5}  {:>5}  {:<10} {:>6}  {:<24} DURATION",
+                            "ID", "INPUT", "STATE", "%", "CREATED"
+                        );
                         for f in items(&page) {
                             let o = &f["output"];
                             println!(
@@ -247,7 +261,10 @@ pub async fn flows(client: &Client, out: Output, cmd: FlowsCommand) -> ExitCode 
                     if out.json {
                         out.value(&f);
                     } else {
-                        println!("cancel sent to flow {id} (it is {})", str_of(&f["output"]["state"]));
+                        println!(
+                            "cancel sent to flow {id} (it is {})",
+                            str_of(&f["output"]["state"])
+                        );
                     }
                 }
             }
@@ -292,11 +309,21 @@ async fn follow_flows(client: &Client, out: Output, ids: &[i64]) -> Result<ExitC
 
 /// Follows one flow to its end; returns its final state. Reconnects a few times if the stream
 /// breaks before the end.
-async fn follow_one(client: &Client, out: Output, id: i64, bar: ProgressBar, label: bool) -> Result<String, ClientError> {
+async fn follow_one(
+    client: &Client,
+    out: Output,
+    id: i64,
+    bar: ProgressBar,
+    label: bool,
+) -> Result<String, ClientError> {
     let mut state = String::new();
     let mut failures = 0;
     let print = |line: String| bar.suspend(|| println!("{line}"));
-    let prefix = if label { format!("[flow {id}] ") } else { String::new() };
+    let prefix = if label {
+        format!("[flow {id}] ")
+    } else {
+        String::new()
+    };
     // A reconnect starts with a snapshot again: its log lines up to here were printed already.
     let mut printed_logs = 0usize;
     loop {
@@ -342,7 +369,11 @@ async fn follow_one(client: &Client, out: Output, id: i64, bar: ProgressBar, lab
                 failures += 1;
                 tokio::time::sleep(Duration::from_millis(500 << failures)).await;
             }
-            Ok(false) => return Err(ClientError::Network(format!("the events stream of flow {id} kept breaking"))),
+            Ok(false) => {
+                return Err(ClientError::Network(format!(
+                    "the events stream of flow {id} kept breaking"
+                )))
+            }
             Err(e) => return Err(e),
         }
     }
@@ -397,18 +428,29 @@ fn names(v: &Value) -> String {
 
 fn where_of(c: &Value) -> String {
     if c["type"] == "db" {
-        format!("{}@{}:{}/{}", str_of(&c["user"]), str_of(&c["host"]), c["port"], str_of(&c["db_name"]))
+        format!(
+            "{}@{}:{}/{}",
+            str_of(&c["user"]),
+            str_of(&c["host"]),
+            c["port"],
+            str_of(&c["db_name"])
+        )
     } else {
         str_of(&c["path"]).to_string()
     }
 }
 
 fn duration(from: &Value, to: &Value) -> String {
-    let parse = |v: &Value| v.as_str().and_then(|s| chrono::DateTime::parse_from_rfc3339(s).ok());
+    let parse = |v: &Value| {
+        v.as_str()
+            .and_then(|s| chrono::DateTime::parse_from_rfc3339(s).ok())
+    };
     let Some(from) = parse(from) else {
         return String::new();
     };
-    let to = parse(to).map(|t| t.with_timezone(&chrono::Utc)).unwrap_or_else(chrono::Utc::now);
+    let to = parse(to)
+        .map(|t| t.with_timezone(&chrono::Utc))
+        .unwrap_or_else(chrono::Utc::now);
     let ms = (to - from.with_timezone(&chrono::Utc)).num_milliseconds().max(0);
     if ms < 60_000 {
         format!("{:.1} s", ms as f64 / 1000.0)
@@ -424,7 +466,10 @@ fn print_store(s: &Value) {
     println!("  engine:     {}", str_of(&s["engine"]));
     println!("  connection: {} {}", str_of(&c["type"]), where_of(c));
     if c["type"] == "db" {
-        println!("  password:   {}", if c["password_set"] == true { "set" } else { "none" });
+        println!(
+            "  password:   {}",
+            if c["password_set"] == true { "set" } else { "none" }
+        );
     }
     println!("  created:    {}", str_of(&s["created_utc"]));
 }
@@ -440,13 +485,26 @@ fn print_input(i: &Value) {
         } else {
             format!("path {}", str_of(&s["path"]))
         };
-        println!("  source {} (store {}): {what}", str_of(&s["name"]), s["store_id"]);
+        println!(
+            "  source {} (store {}): {what}",
+            str_of(&s["name"]),
+            s["store_id"]
+        );
     }
     for t in i["transforms"].as_array().into_iter().flatten() {
-        println!("  transform {}:\n    {}", str_of(&t["name"]), str_of(&t["sql"]).replace('\n', "\n    "));
+        println!(
+            "  transform {}:\n    {}",
+            str_of(&t["name"]),
+            str_of(&t["sql"]).replace('\n', "\n    ")
+        );
     }
     for o in i["outputs"].as_array().into_iter().flatten() {
-        println!("  output {} -> {} ({})", str_of(&o["node"]), str_of(&o["table"]), str_of(&o["mode"]));
+        println!(
+            "  output {} -> {} ({})",
+            str_of(&o["node"]),
+            str_of(&o["table"]),
+            str_of(&o["mode"])
+        );
     }
     println!("  order: {}", names(&i["dag"]["order"]));
 }
@@ -464,7 +522,10 @@ fn print_flow(f: &Value) {
     println!("  started:  {}", str_of(&o["started_utc"]));
     println!("  finished: {}", str_of(&o["finished_utc"]));
     println!("  duration: {}", duration(&o["started_utc"], &o["finished_utc"]));
-    println!("  {:<32} {:<10} {:<10} {:>8} {:>12}  DURATION", "TASK", "KIND", "STATE", "ATTEMPTS", "ROWS");
+    println!(
+        "  {:<32} {:<10} {:<10} {:>8} {:>12}  DURATION",
+        "TASK", "KIND", "STATE", "ATTEMPTS", "ROWS"
+    );
     for t in o["tasks"].as_array().into_iter().flatten() {
         println!(
             "  {:<32} {:<10} {:<10} {:>8} {:>12}  {}",

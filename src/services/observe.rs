@@ -22,14 +22,15 @@ impl Services {
         let (flow, output) = repo::get_flow(&self.db, id)
             .await?
             .ok_or_else(|| AppError::not_found("flow", id))?;
-        let live = self
-            .persister
-            .send(GetLive { flow_id: id })
-            .await
-            .ok()
-            .flatten();
+        let live = self.persister.send(GetLive { flow_id: id }).await.ok().flatten();
         Ok(match live {
-            Some((picture, seq)) => (FlowRecord { flow, output: picture }, Some(seq)),
+            Some((picture, seq)) => (
+                FlowRecord {
+                    flow,
+                    output: picture,
+                },
+                Some(seq),
+            ),
             None => (
                 FlowRecord {
                     flow,

@@ -104,7 +104,11 @@ async fn follow_exits_0_for_completed_and_1_for_failed() {
     let out = run(&app, &["flows", "start", &bad.to_string(), "--follow"]).await;
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(stdout.contains("ERROR [t]") && stdout.contains("nope"), "{}", text(&out));
+    assert!(
+        stdout.contains("ERROR [t]") && stdout.contains("nope"),
+        "{}",
+        text(&out)
+    );
 
     // Following flows that already ended gives the same codes at once; JSON lines with --json.
     let page = run(&app, &["--json", "flows", "list", "--state", "failed"]).await;
@@ -122,14 +126,22 @@ async fn follow_exits_0_for_completed_and_1_for_failed() {
     assert_eq!(events.last().unwrap()["event"], "end");
     assert_eq!(events.last().unwrap()["data"]["state"], "FAILED");
     let completed = failed - 1;
-    let out = run(&app, &["flows", "follow", &completed.to_string(), &failed.to_string()]).await;
+    let out = run(
+        &app,
+        &["flows", "follow", &completed.to_string(), &failed.to_string()],
+    )
+    .await;
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     let out = run(&app, &["flows", "follow", &completed.to_string()]).await;
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
 
     let out = run(&app, &["flows", "get", &failed.to_string()]).await;
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
-    assert!(String::from_utf8_lossy(&out.stdout).contains("FAILED"), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("FAILED"),
+        "{}",
+        text(&out)
+    );
 }
 
 #[tokio::test]
@@ -150,8 +162,10 @@ async fn follow_exits_2_when_the_flow_is_cancelled() {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .expect("spawn follow");
-    app.wait_flow(flow, Duration::from_secs(30), |f| task(f, "t")["state"] == "RUNNING")
-        .await;
+    app.wait_flow(flow, Duration::from_secs(30), |f| {
+        task(f, "t")["state"] == "RUNNING"
+    })
+    .await;
     let out = run(&app, &["flows", "cancel", &flow.to_string()]).await;
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     assert!(String::from_utf8_lossy(&out.stdout).contains("cancel sent to flow"));
@@ -161,12 +175,20 @@ async fn follow_exits_2_when_the_flow_is_cancelled() {
         .expect("follow output");
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(stdout.contains("cancel requested") && stdout.contains("CANCELLED"), "{}", text(&out));
+    assert!(
+        stdout.contains("cancel requested") && stdout.contains("CANCELLED"),
+        "{}",
+        text(&out)
+    );
 
     // Cancelling again is a 409: exit 3 with the problem's detail.
     let out = run(&app, &["flows", "cancel", &flow.to_string()]).await;
     assert_eq!(out.status.code(), Some(3), "{}", text(&out));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("409"), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("409"),
+        "{}",
+        text(&out)
+    );
 }
 
 #[tokio::test]
@@ -175,14 +197,22 @@ async fn errors_are_readable_and_tokens_are_sent() {
     // Without the token: 401, exit 3, and the token is never printed.
     let out = run(&app, &["flows", "list"]).await;
     assert_eq!(out.status.code(), Some(3), "{}", text(&out));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("401"), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("401"),
+        "{}",
+        text(&out)
+    );
     let out = run(&app, &["--token", "wrong", "flows", "get", "1"]).await;
     assert_eq!(out.status.code(), Some(3), "{}", text(&out));
     let mut cmd = sluice(&app, &["flows", "get", "1"]);
     cmd.env("SLUICE_TOKEN", "cli-t0ken");
     let out = cmd.output().await.unwrap();
     assert_eq!(out.status.code(), Some(3), "{}", text(&out));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("404"), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("404"),
+        "{}",
+        text(&out)
+    );
     assert!(!text(&out).contains("cli-t0ken"));
     // A 422 lists every problem with its path.
     let spec = app.write_file(
@@ -195,7 +225,10 @@ async fn errors_are_readable_and_tokens_are_sent() {
     let out = cmd.output().await.unwrap();
     assert_eq!(out.status.code(), Some(3), "{}", text(&out));
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("422") && stderr.contains("\n  name: ") && stderr.contains("\n  engine: "), "{stderr}");
+    assert!(
+        stderr.contains("422") && stderr.contains("\n  name: ") && stderr.contains("\n  engine: "),
+        "{stderr}"
+    );
     // A server that is not there.
     let out = Command::new(env!("CARGO_BIN_EXE_sluice"))
         .args(["--url", "http://127.0.0.1:9", "flows", "list"])

@@ -168,9 +168,16 @@ fn replayed(events: &[Ev], event: &str, field: &str) -> Vec<String> {
 fn assert_story(story: &[String], expected: &[&str]) {
     let mut rest = expected.iter();
     for s in story {
-        assert!(rest.any(|e| e == s), "story {story:?} does not follow {expected:?}");
+        assert!(
+            rest.any(|e| e == s),
+            "story {story:?} does not follow {expected:?}"
+        );
     }
-    assert_eq!(story.last().map(String::as_str), expected.last().copied(), "{story:?}");
+    assert_eq!(
+        story.last().map(String::as_str),
+        expected.last().copied(),
+        "{story:?}"
+    );
 }
 
 fn task_states(events: &[Ev], task: &str) -> Vec<String> {
@@ -288,12 +295,20 @@ async fn a_completed_flow_streams_its_whole_story_in_order() {
     let last_task = events.iter().rposition(|e| e.name == "task").unwrap();
     assert!(last_task < events.len() - 2, "{:?}", names(&events));
     let logs = replayed(&events, "log", "logs");
-    assert!(logs.iter().any(|l| l.ends_with("INFO [flow] flow running")), "{logs:#?}");
     assert!(
-        lines(&events, "log").iter().any(|l| l.contains("INFO [big] completed: 40 rows")),
+        logs.iter().any(|l| l.ends_with("INFO [flow] flow running")),
         "{logs:#?}"
     );
-    assert!(logs.last().unwrap().ends_with("INFO [flow] flow completed"), "{logs:#?}");
+    assert!(
+        lines(&events, "log")
+            .iter()
+            .any(|l| l.contains("INFO [big] completed: 40 rows")),
+        "{logs:#?}"
+    );
+    assert!(
+        logs.last().unwrap().ends_with("INFO [flow] flow completed"),
+        "{logs:#?}"
+    );
     assert!(lines(&events, "error").is_empty());
     // Nothing lost, nothing repeated: the follower's log is the stored log.
     let stored = app.flow(flow).await;
@@ -326,16 +341,29 @@ async fn a_failed_flow_streams_its_errors_then_failed() {
         .iter()
         .find(|e| e.name == "task" && e.data["state"] == "FAILED")
         .unwrap();
-    assert!(failed.data["error"].as_str().unwrap().contains("amout"), "{:#}", failed.data);
+    assert!(
+        failed.data["error"].as_str().unwrap().contains("amout"),
+        "{:#}",
+        failed.data
+    );
     let errors = lines(&events, "error");
     assert_eq!(errors.len(), 1, "{errors:#?}");
-    assert!(errors[0].contains("ERROR [broken]") && errors[0].contains("line 2, column 3"), "{errors:#?}");
+    assert!(
+        errors[0].contains("ERROR [broken]") && errors[0].contains("line 2, column 3"),
+        "{errors:#?}"
+    );
     // The error event comes before the final state.
     let error_at = events.iter().position(|e| e.name == "error").unwrap();
     assert!(error_at < events.len() - 2);
     let stored = app.flow(flow).await;
-    assert_eq!(json!(replayed(&events, "error", "errors")), stored["output"]["errors"]["lines"]);
-    assert_eq!(json!(replayed(&events, "log", "logs")), stored["output"]["logs"]["lines"]);
+    assert_eq!(
+        json!(replayed(&events, "error", "errors")),
+        stored["output"]["errors"]["lines"]
+    );
+    assert_eq!(
+        json!(replayed(&events, "log", "logs")),
+        stored["output"]["logs"]["lines"]
+    );
 }
 
 #[tokio::test]
@@ -346,8 +374,10 @@ async fn a_cancelled_flow_streams_cancelled_and_two_followers_see_the_same() {
     let mut first = Stream::open(&app, flow).await;
     let mut second = Stream::open(&app, flow).await;
     // Both see the slow task start.
-    let is_slow_running = |e: &Ev| e.name == "task" && e.data["name"] == "slow" && e.data["state"] == "RUNNING"
-        || e.name == "snapshot" && task(&e.data, "slow")["state"] == "RUNNING";
+    let is_slow_running = |e: &Ev| {
+        e.name == "task" && e.data["name"] == "slow" && e.data["state"] == "RUNNING"
+            || e.name == "snapshot" && task(&e.data, "slow")["state"] == "RUNNING"
+    };
     let a = first.until(Duration::from_secs(30), is_slow_running).await;
     let b = second.until(Duration::from_secs(30), is_slow_running).await;
     cancel(&app, flow).await;
@@ -361,12 +391,21 @@ async fn a_cancelled_flow_streams_cancelled_and_two_followers_see_the_same() {
         assert_eq!(task_states(events, "slow").last().unwrap(), "CANCELLED");
         assert_eq!(task_states(events, "slow->slow").last().unwrap(), "CANCELLED");
         let logs = lines(events, "log");
-        assert!(logs.iter().any(|l| l.ends_with("WARN [flow] cancel requested")), "{logs:#?}");
-        assert!(logs.last().unwrap().ends_with("INFO [flow] flow cancelled"), "{logs:#?}");
+        assert!(
+            logs.iter().any(|l| l.ends_with("WARN [flow] cancel requested")),
+            "{logs:#?}"
+        );
+        assert!(
+            logs.last().unwrap().ends_with("INFO [flow] flow cancelled"),
+            "{logs:#?}"
+        );
     }
     let stored = app.flow(flow).await;
     for events in [&a_all, &b_all] {
-        assert_eq!(json!(replayed(events, "log", "logs")), stored["output"]["logs"]["lines"]);
+        assert_eq!(
+            json!(replayed(events, "log", "logs")),
+            stored["output"]["logs"]["lines"]
+        );
     }
     // What both saw after the cancel is the same story.
     let tail = |events: &[Ev]| {
@@ -386,7 +425,12 @@ async fn a_cancelled_flow_streams_cancelled_and_two_followers_see_the_same() {
 #[tokio::test]
 async fn a_follower_joining_after_the_end_gets_the_snapshot_then_end() {
     let app = spawn_app().await;
-    let input = setup(&app, "quick", json!([{"name": "t", "sql": "SELECT count(*) AS n FROM orders"}])).await;
+    let input = setup(
+        &app,
+        "quick",
+        json!([{"name": "t", "sql": "SELECT count(*) AS n FROM orders"}]),
+    )
+    .await;
     let flow = app.start_flow(input).await;
     let done = app.wait_final(flow).await;
     assert_eq!(state(&done), "COMPLETED");

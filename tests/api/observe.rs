@@ -38,9 +38,16 @@ async fn metrics_move_as_flows_run() {
     let db = app.sqlite_store("w", "out/w.db").await;
     let before = metrics(&app).await;
     for state in ["READY", "RUNNING", "COMPLETED", "FAILED", "CANCELLED"] {
-        assert_eq!(sample(&before, &format!("sluice_flows{{state=\"{state}\"}}")), 0.0, "{before}");
+        assert_eq!(
+            sample(&before, &format!("sluice_flows{{state=\"{state}\"}}")),
+            0.0,
+            "{before}"
+        );
     }
-    assert_eq!(sample(&before, "sluice_tasks_started_total{kind=\"ingest\"}"), 0.0);
+    assert_eq!(
+        sample(&before, "sluice_tasks_started_total{kind=\"ingest\"}"),
+        0.0
+    );
     let ok = app
         .create_input(json!({
             "name": "ok", "source_store_ids": [src], "target_store_id": db,
@@ -63,16 +70,50 @@ async fn metrics_move_as_flows_run() {
     let delta = |series: &str| sample(&after, series) - sample(&before, series);
     assert_eq!(delta("sluice_flows{state=\"COMPLETED\"}"), 1.0, "{after}");
     assert_eq!(delta("sluice_flows{state=\"FAILED\"}"), 1.0, "{after}");
-    assert_eq!(delta("sluice_tasks_started_total{kind=\"ingest\"}"), 2.0, "{after}");
-    assert_eq!(delta("sluice_tasks_completed_total{kind=\"ingest\"}"), 2.0, "{after}");
-    assert_eq!(delta("sluice_tasks_completed_total{kind=\"transform\"}"), 1.0, "{after}");
-    assert_eq!(delta("sluice_tasks_completed_total{kind=\"persist\"}"), 1.0, "{after}");
-    assert_eq!(delta("sluice_tasks_failed_total{kind=\"transform\"}"), 1.0, "{after}");
-    assert_eq!(delta("sluice_task_duration_seconds_count{kind=\"transform\"}"), 1.0, "{after}");
+    assert_eq!(
+        delta("sluice_tasks_started_total{kind=\"ingest\"}"),
+        2.0,
+        "{after}"
+    );
+    assert_eq!(
+        delta("sluice_tasks_completed_total{kind=\"ingest\"}"),
+        2.0,
+        "{after}"
+    );
+    assert_eq!(
+        delta("sluice_tasks_completed_total{kind=\"transform\"}"),
+        1.0,
+        "{after}"
+    );
+    assert_eq!(
+        delta("sluice_tasks_completed_total{kind=\"persist\"}"),
+        1.0,
+        "{after}"
+    );
+    assert_eq!(
+        delta("sluice_tasks_failed_total{kind=\"transform\"}"),
+        1.0,
+        "{after}"
+    );
+    assert_eq!(
+        delta("sluice_task_duration_seconds_count{kind=\"transform\"}"),
+        1.0,
+        "{after}"
+    );
     assert_eq!(delta("sluice_rows_read_total{engine=\"csv\"}"), 10.0, "{after}");
-    assert_eq!(delta("sluice_rows_written_total{engine=\"sqlite\"}"), 3.0, "{after}");
-    assert!(sample(&after, "sluice_persister_batch_size_count") >= 1.0, "{after}");
-    assert!(sample(&after, "sluice_persister_write_seconds_count") >= 1.0, "{after}");
+    assert_eq!(
+        delta("sluice_rows_written_total{engine=\"sqlite\"}"),
+        3.0,
+        "{after}"
+    );
+    assert!(
+        sample(&after, "sluice_persister_batch_size_count") >= 1.0,
+        "{after}"
+    );
+    assert!(
+        sample(&after, "sluice_persister_write_seconds_count") >= 1.0,
+        "{after}"
+    );
     assert!(after.contains("sluice_supervisor_restarts_total 0"), "{after}");
     assert_eq!(
         delta("sluice_http_requests_total{method=\"POST\",route=\"/api/v1.0/flows\",status=\"202\"}"),
@@ -91,7 +132,10 @@ async fn metrics_move_as_flows_run() {
     app.get("/no/such/thing/2").await.expect(404);
     let last = metrics(&app).await;
     assert_eq!(
-        sample(&last, "sluice_http_requests_total{method=\"GET\",route=\"unmatched\",status=\"404\"}"),
+        sample(
+            &last,
+            "sluice_http_requests_total{method=\"GET\",route=\"unmatched\",status=\"404\"}"
+        ),
         2.0,
         "{last}"
     );
@@ -117,7 +161,11 @@ fn refs(value: &Value, out: &mut Vec<String>) {
 async fn the_openapi_document_lists_every_route_the_server_has() {
     let app = spawn_app().await;
     let doc = app.get("/openapi.json").await.expect(200).body;
-    assert!(doc["openapi"].as_str().unwrap().starts_with("3."), "{}", doc["openapi"]);
+    assert!(
+        doc["openapi"].as_str().unwrap().starts_with("3."),
+        "{}",
+        doc["openapi"]
+    );
     assert_eq!(doc["info"]["title"], "Sluice");
     let documented: BTreeSet<(String, String)> = doc["paths"]
         .as_object()
@@ -222,13 +270,29 @@ async fn the_dashboard_is_served_from_the_binary() {
         .await
         .expect("index");
     assert_eq!(page.status(), 200);
-    assert!(page.headers()["content-type"].to_str().unwrap().starts_with("text/html"));
-    let csp = page.headers()["content-security-policy"].to_str().unwrap().to_string();
-    assert!(csp.contains("default-src 'none'") && csp.contains("connect-src 'self'"), "{csp}");
+    assert!(page.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("text/html"));
+    let csp = page.headers()["content-security-policy"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        csp.contains("default-src 'none'") && csp.contains("connect-src 'self'"),
+        "{csp}"
+    );
     let html = page.text().await.unwrap();
     assert!(html.contains("/assets/app.js") && html.contains("/assets/app.css"));
-    assert!(!html.contains("http://") && !html.contains("https://"), "nothing from elsewhere");
-    for (file, kind) in [("app.js", "text/javascript"), ("app.css", "text/css"), ("favicon.svg", "image/svg+xml")] {
+    assert!(
+        !html.contains("http://") && !html.contains("https://"),
+        "nothing from elsewhere"
+    );
+    for (file, kind) in [
+        ("app.js", "text/javascript"),
+        ("app.css", "text/css"),
+        ("favicon.svg", "image/svg+xml"),
+    ] {
         let resp = app
             .client
             .get(format!("{}/assets/{file}", app.address))
@@ -240,7 +304,10 @@ async fn the_dashboard_is_served_from_the_binary() {
         let body = resp.text().await.unwrap();
         assert!(!body.contains("s3cr3t-token"));
         if file != "favicon.svg" {
-            assert!(!body.contains("https://"), "{file} loads something from elsewhere");
+            assert!(
+                !body.contains("https://"),
+                "{file} loads something from elsewhere"
+            );
         }
     }
     let missing = app
