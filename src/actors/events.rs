@@ -348,7 +348,7 @@ mod tests {
         );
         assert_eq!(names(&u), ["task", "log", "error", "progress"]);
         let u = apply(&mut p, FlowEvent::State(FlowState::Failed));
-        assert_eq!(names(&u), ["task", "log", "state"]);
+        assert_eq!(names(&u), ["task", "log", "progress", "state"]);
         let FlowUpdate::State(s) = u.last().unwrap() else {
             unreachable!()
         };
