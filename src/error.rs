@@ -4,7 +4,7 @@
 use serde::Serialize;
 
 /// One problem found in a request, located by a JSON path such as `transforms[2].sql`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct FieldError {
     pub path: String,
     pub message: String,

@@ -14,15 +14,19 @@
 //! - [`engine`]: DataFusion sessions on a dedicated runtime, node execution, checkpoints.
 //! - [`connectors`]: sources and sinks per store engine.
 //! - [`domain`]: the types of the domain and their rules (validation, DAG, progress).
+//! - [`cli`]: the client commands of the `sluice` binary (a REST/SSE client of a server).
+//! - [`metrics`]: the Prometheus registry (one per application).
 //! - [`config`], [`telemetry`], [`error`], [`secrets`], [`startup`] (the composition root).
 
 pub mod actors;
 pub mod api;
+pub mod cli;
 pub mod config;
 pub mod connectors;
 pub mod domain;
 pub mod engine;
 pub mod error;
+pub mod metrics;
 pub mod secrets;
 pub mod services;
 pub mod startup;

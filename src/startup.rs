@@ -12,12 +12,14 @@ use migration::MigratorTrait;
 use sea_orm::{ConnectOptions, Database, DatabaseConnection};
 use tracing_actix_web::TracingLogger;
 
+use crate::actors::events::EventHub;
 use crate::actors::messages::{Park, Recover};
 use crate::actors::supervisor::SupervisorConfig;
 use crate::actors::{FlowSupervisor, Persister};
 use crate::api::{self, auth::Tokens, extract::BodyLimit};
 use crate::config::Settings;
 use crate::engine::Engine;
+use crate::metrics::Metrics;
 use crate::secrets::Cipher;
 use crate::services::Services;
 
@@ -92,10 +94,14 @@ impl Application {
 
         // The Persister and the supervisor (with the flows it starts) get a thread each.
         let arbiters = vec![Arbiter::new().handle(), Arbiter::new().handle()];
+        let events = Arc::new(EventHub::new());
+        let metrics = Arc::new(Metrics::new());
         let persister = {
-            let db = db.clone();
+            let (db, events, metrics) = (db.clone(), events.clone(), metrics.clone());
             let interval = Duration::from_millis(settings.engine.persist_interval_ms);
-            Persister::start_in_arbiter(&arbiters[0], move |_| Persister::new(db, interval))
+            Persister::start_in_arbiter(&arbiters[0], move |_| {
+                Persister::new(db, interval).observed(events, metrics)
+            })
         };
         let supervisor = {
             let (db, cipher, engine, persister) =
@@ -120,6 +126,8 @@ impl Application {
             cipher,
             supervisor: supervisor.clone(),
             persister,
+            events,
+            metrics,
         };
         let listener =
             TcpListener::bind((settings.server.host.as_str(), settings.server.port)).map_err(|e| {
@@ -134,6 +142,7 @@ impl Application {
         let body_limit = BodyLimit(settings.server.max_body_bytes);
         let mut server = HttpServer::new(move || {
             App::new()
+                .wrap(actix_web::middleware::from_fn(api::observe::count_requests))
                 .wrap(TracingLogger::default())
                 .app_data(web::Data::new(services.clone()))
                 .app_data(web::Data::new(tokens.clone()))

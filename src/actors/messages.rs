@@ -40,6 +40,15 @@ pub struct Record {
     pub event: FlowEvent,
 }
 
+/// A task moved rows from or into a store (for the metrics).
+#[derive(Message, Debug, Clone)]
+#[rtype(result = "()")]
+pub struct RowsMoved {
+    pub engine: crate::domain::store::StoreEngine,
+    pub direction: crate::metrics::RowsDirection,
+    pub rows: u64,
+}
+
 /// A state change, written before the reply: the caller may rely on it being durable.
 #[derive(Message)]
 #[rtype(result = "Result<(), String>")]
@@ -52,6 +61,14 @@ pub struct Transition {
 #[derive(Message)]
 #[rtype(result = "Option<FlowPicture>")]
 pub struct GetPicture {
+    pub flow_id: i64,
+}
+
+/// Like `GetPicture`, with the number of the last live update the picture already shows
+/// (`events::EventHub::seq`), so a follower can skip older updates.
+#[derive(Message)]
+#[rtype(result = "Option<(FlowPicture, u64)>")]
+pub struct GetLive {
     pub flow_id: i64,
 }
 

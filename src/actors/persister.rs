@@ -1,18 +1,23 @@
 //! The Persister: the single writer of flow outputs. It keeps each running flow's picture,
 //! applies events to it, and writes coalesced: dirty pictures every `persist_interval`, a state
 //! change at once, and a final state before it replies (so it is durable before anyone is told
-//! the flow ended). Writes go through one writer task, in order.
+//! the flow ended). Writes go through one writer task, in order. It also publishes what each
+//! event changed to the flow's live followers (`events::EventHub`; a final state only once it
+//! is written) and counts task metrics.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use actix::prelude::*;
 use sea_orm::DatabaseConnection;
 use tokio::sync::{mpsc, oneshot};
 
-use super::messages::{FlushAll, GetPicture, Record, Track, Transition};
+use super::events::{EventHub, FlowUpdate, Mark};
+use super::messages::{FlushAll, GetLive, GetPicture, Record, RowsMoved, Track, Transition};
 use crate::domain::flow::{FlowEvent, FlowPicture};
 use crate::domain::time;
+use crate::metrics::Metrics;
 use crate::services::repo;
 
 struct Entry {
@@ -31,6 +36,9 @@ pub struct Persister {
     interval: Duration,
     pictures: HashMap<i64, Entry>,
     writer: Option<mpsc::UnboundedSender<WriteJob>>,
+    /// Live followers of flows.
+    events: Arc<EventHub>,
+    metrics: Arc<Metrics>,
 }
 
 impl Persister {
@@ -40,7 +48,16 @@ impl Persister {
             interval,
             pictures: HashMap::new(),
             writer: None,
+            events: Arc::new(EventHub::new()),
+            metrics: Arc::new(Metrics::new()),
         }
+    }
+
+    /// Publishes to `events` and counts into `metrics` (by default, into ones nobody reads).
+    pub fn observed(mut self, events: Arc<EventHub>, metrics: Arc<Metrics>) -> Self {
+        self.events = events;
+        self.metrics = metrics;
+        self
     }
 
     fn send(&self, pictures: Vec<FlowPicture>, done: Option<oneshot::Sender<Result<(), String>>>) {
@@ -82,7 +99,11 @@ impl Persister {
 }
 
 /// Writes jobs one after another; a failed write is retried a few times before it is reported.
-async fn writer_loop(db: DatabaseConnection, mut jobs: mpsc::UnboundedReceiver<WriteJob>) {
+async fn writer_loop(
+    db: DatabaseConnection,
+    mut jobs: mpsc::UnboundedReceiver<WriteJob>,
+    metrics: Arc<Metrics>,
+) {
     while let Some(job) = jobs.recv().await {
         let count = job.pictures.len();
         let mut result = Err(String::new());
@@ -90,6 +111,7 @@ async fn writer_loop(db: DatabaseConnection, mut jobs: mpsc::UnboundedReceiver<W
             let started = std::time::Instant::now();
             match repo::save_pictures(&db, job.pictures.clone()).await {
                 Ok(()) => {
+                    metrics.persisted(count, started.elapsed());
                     tracing::trace!(
                         count,
                         elapsed_ms = started.elapsed().as_millis() as u64,
@@ -117,7 +139,7 @@ impl Actor for Persister {
     fn started(&mut self, ctx: &mut Self::Context) {
         let (tx, rx) = mpsc::unbounded_channel();
         self.writer = Some(tx);
-        actix_rt::spawn(writer_loop(self.db.clone(), rx));
+        actix_rt::spawn(writer_loop(self.db.clone(), rx, self.metrics.clone()));
         ctx.run_interval(self.interval, |act, _| act.flush_dirty());
     }
 
@@ -138,6 +160,7 @@ impl Handler<Track> for Persister {
                 dirty: false,
             },
         );
+        self.events.publish(msg.flow_id, FlowUpdate::Resync);
     }
 }
 
@@ -149,7 +172,17 @@ impl Handler<Record> for Persister {
             tracing::debug!(flow_id = msg.flow_id, event = ?msg.event, "event for an untracked flow dropped");
             return;
         };
+        self.metrics.observe(&entry.picture, &msg.event);
+        let mark = self
+            .events
+            .is_followed(msg.flow_id)
+            .then(|| Mark::of(&entry.picture));
         let state_changed = entry.picture.apply(&msg.event, time::now());
+        if let Some(mark) = mark {
+            for update in mark.changes(&entry.picture) {
+                self.events.publish(msg.flow_id, update);
+            }
+        }
         entry.dirty = true;
         if state_changed {
             entry.dirty = false;
@@ -167,18 +200,41 @@ impl Handler<Transition> for Persister {
             let flow_id = msg.flow_id;
             return Box::pin(async move { Err(format!("flow {flow_id} is not tracked by the persister")) });
         };
+        let mark = Mark::of(&entry.picture);
         entry.picture.apply(&FlowEvent::State(msg.state), time::now());
         entry.dirty = false;
         let picture = entry.picture.clone();
+        // Everything but a final state is published at once; a final state once it is durable.
+        let mut deferred = None;
+        for update in mark.changes(&picture) {
+            match update {
+                FlowUpdate::State(s) if s.state.is_final() => deferred = Some(FlowUpdate::State(s)),
+                update => self.events.publish(msg.flow_id, update),
+            }
+        }
         if msg.state.is_final() {
             self.pictures.remove(&msg.flow_id);
         }
         let (tx, rx) = oneshot::channel();
         self.send(vec![picture], Some(tx));
+        let (hub, flow_id) = (self.events.clone(), msg.flow_id);
         Box::pin(async move {
-            rx.await
-                .unwrap_or_else(|_| Err("the persister's writer has stopped".into()))
+            let written = rx
+                .await
+                .unwrap_or_else(|_| Err("the persister's writer has stopped".into()));
+            if let (Ok(()), Some(update)) = (&written, deferred) {
+                hub.publish_final(flow_id, update);
+            }
+            written
         })
+    }
+}
+
+impl Handler<RowsMoved> for Persister {
+    type Result = ();
+
+    fn handle(&mut self, msg: RowsMoved, _: &mut Self::Context) {
+        self.metrics.rows_moved(msg.engine, msg.direction, msg.rows);
     }
 }
 
@@ -187,6 +243,18 @@ impl Handler<GetPicture> for Persister {
 
     fn handle(&mut self, msg: GetPicture, _: &mut Self::Context) -> Self::Result {
         self.pictures.get(&msg.flow_id).map(|e| e.picture.clone())
+    }
+}
+
+impl Handler<GetLive> for Persister {
+    type Result = Option<(FlowPicture, u64)>;
+
+    fn handle(&mut self, msg: GetLive, _: &mut Self::Context) -> Self::Result {
+        // Updates are published while events are applied, in this actor: the picture shows
+        // every update numbered up to the channel's current number.
+        self.pictures
+            .get(&msg.flow_id)
+            .map(|e| (e.picture.clone(), self.events.seq(msg.flow_id)))
     }
 }
 

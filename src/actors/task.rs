@@ -11,7 +11,7 @@ use actix::prelude::*;
 use tokio_util::sync::CancellationToken;
 
 use super::flow::FlowActor;
-use super::messages::{Record, SharedSession, TaskDone, TaskOutcome};
+use super::messages::{Record, RowsMoved, SharedSession, TaskDone, TaskOutcome};
 use super::persister::Persister;
 use crate::connectors::{IoContext, RowsCallback};
 use crate::domain::flow::FlowEvent;
@@ -153,10 +153,11 @@ async fn run_attempts(
         };
         match result {
             Ok(Ok(rows)) => {
+                report_rows(&persister, &work, rows);
                 return TaskOutcome::Completed {
                     rows,
                     elapsed: started.elapsed(),
-                }
+                };
             }
             Ok(Err(e)) if e.transient && attempt < max_attempts => {
                 let delay = retry_delay(attempt);
@@ -190,6 +191,21 @@ async fn run_attempts(
             }
         }
     }
+}
+
+/// Tells the metrics how many rows a completed ingest read or a persist wrote, by store engine.
+fn report_rows(persister: &Addr<Persister>, work: &NodeWork, rows: u64) {
+    use crate::metrics::RowsDirection;
+    let (engine, direction) = match work {
+        NodeWork::Ingest { store, .. } => (store.engine, RowsDirection::Read),
+        NodeWork::Persist { store, .. } => (store.engine, RowsDirection::Written),
+        NodeWork::Transform { .. } => return,
+    };
+    persister.do_send(RowsMoved {
+        engine,
+        direction,
+        rows,
+    });
 }
 
 /// A rows callback that reports to the Persister at most every `PROGRESS_EVERY`.

@@ -7,6 +7,13 @@ use crate::domain::store::NewDataStoreRequest;
 use crate::error::AppError;
 use crate::services::Services;
 
+#[utoipa::path(
+    post, path = "/api/v1.0/data-stores", tag = "data-stores",
+    request_body = NewDataStoreRequest,
+    responses((status = 201, description = "Created; never returns the password", body = DataStoreView,
+        headers(("Location" = String, description = "The new store's URL")))),
+    security(("bearer" = []))
+)]
 pub async fn create(
     services: web::Data<Services>,
     body: Json<NewDataStoreRequest>,
@@ -18,11 +25,23 @@ pub async fn create(
         .json(view))
 }
 
+#[utoipa::path(
+    get, path = "/api/v1.0/data-stores/{id}", tag = "data-stores",
+    params(("id" = i64, Path, description = "Data store id")),
+    responses((status = 200, description = "The store (never its password)", body = DataStoreView)),
+    security(("bearer" = []))
+)]
 pub async fn get(services: web::Data<Services>, id: web::Path<i64>) -> Result<HttpResponse, AppError> {
     let model = services.get_data_store(id.into_inner()).await?;
     Ok(HttpResponse::Ok().json(DataStoreView::from_model(model)?))
 }
 
+#[utoipa::path(
+    get, path = "/api/v1.0/data-stores", tag = "data-stores",
+    params(Paging),
+    responses((status = 200, description = "Newest first", body = super::openapi::DataStoreList)),
+    security(("bearer" = []))
+)]
 pub async fn list(services: web::Data<Services>, paging: Query<Paging>) -> Result<HttpResponse, AppError> {
     let page = services
         .list_data_stores(paging.limit()?, paging.before_id)

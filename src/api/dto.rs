@@ -28,7 +28,7 @@ impl<T: Serialize> List<T> {
     }
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub struct DataStoreView {
     pub id: i64,
     #[serde(with = "rfc3339")]
@@ -39,7 +39,7 @@ pub struct DataStoreView {
     pub connection: ConnectionView,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 #[serde(tag = "type", rename_all = "lowercase")]
 pub enum ConnectionView {
     Db {
@@ -79,7 +79,7 @@ impl DataStoreView {
     }
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub struct FlowInputView {
     pub id: i64,
     #[serde(with = "rfc3339")]
@@ -113,7 +113,7 @@ impl FlowInputView {
 }
 
 /// A flow input in a list: no SQL, no DAG.
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub struct FlowInputSummary {
     pub id: i64,
     #[serde(with = "rfc3339")]
@@ -142,7 +142,7 @@ impl FlowInputSummary {
     }
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub struct FlowView {
     pub id: i64,
     #[serde(with = "rfc3339")]
@@ -152,7 +152,7 @@ pub struct FlowView {
     pub output: OutputView,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub struct OutputView {
     pub id: i64,
     #[serde(with = "rfc3339")]
@@ -202,7 +202,7 @@ impl From<FlowRecord> for FlowView {
 }
 
 /// A flow in a list: state and progress, no logs or tasks.
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub struct FlowSummary {
     pub id: i64,
     #[serde(with = "rfc3339")]
@@ -212,7 +212,7 @@ pub struct FlowSummary {
     pub output: OutputSummary,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub struct OutputSummary {
     pub id: i64,
     #[serde(with = "rfc3339")]

@@ -7,6 +7,13 @@ use crate::domain::spec::FlowInputRequest;
 use crate::error::AppError;
 use crate::services::Services;
 
+#[utoipa::path(
+    post, path = "/api/v1.0/flow-inputs", tag = "flow-inputs",
+    request_body = FlowInputRequest,
+    responses((status = 201, description = "Created, with defaults filled in and the planned DAG", body = FlowInputView,
+        headers(("Location" = String, description = "The new flow input's URL")))),
+    security(("bearer" = []))
+)]
 pub async fn create(
     services: web::Data<Services>,
     body: Json<FlowInputRequest>,
@@ -18,11 +25,23 @@ pub async fn create(
         .json(view))
 }
 
+#[utoipa::path(
+    get, path = "/api/v1.0/flow-inputs/{id}", tag = "flow-inputs",
+    params(("id" = i64, Path, description = "Flow input id")),
+    responses((status = 200, description = "The flow input", body = FlowInputView)),
+    security(("bearer" = []))
+)]
 pub async fn get(services: web::Data<Services>, id: web::Path<i64>) -> Result<HttpResponse, AppError> {
     let model = services.get_flow_input(id.into_inner()).await?;
     Ok(HttpResponse::Ok().json(FlowInputView::from_model(model)?))
 }
 
+#[utoipa::path(
+    get, path = "/api/v1.0/flow-inputs", tag = "flow-inputs",
+    params(Paging),
+    responses((status = 200, description = "Newest first; summaries without SQL", body = super::openapi::FlowInputList)),
+    security(("bearer" = []))
+)]
 pub async fn list(services: web::Data<Services>, paging: Query<Paging>) -> Result<HttpResponse, AppError> {
     let page = services
         .list_flow_inputs(paging.limit()?, paging.before_id)

@@ -6,7 +6,7 @@ use serde::Serialize;
 
 use crate::error::{AppError, FieldError};
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Problem {
     #[serde(rename = "type")]
     pub problem_type: String,

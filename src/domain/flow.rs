@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use super::dag::{Dag, NodeKind};
 use super::time::{self, rfc3339};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "UPPERCASE")]
 pub enum FlowState {
     Ready,
@@ -56,7 +56,7 @@ impl std::fmt::Display for FlowState {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "UPPERCASE")]
 pub enum TaskState {
     Pending,
@@ -74,7 +74,7 @@ impl TaskState {
 }
 
 /// One task's status as shown to clients.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct TaskStatus {
     pub name: String,
     pub kind: NodeKind,
@@ -89,14 +89,14 @@ pub struct TaskStatus {
     pub error: Option<String>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Progress {
     pub percent: f64,
     #[serde(with = "rfc3339")]
     pub updated_utc: DateTime<Utc>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Lines {
     pub lines: Vec<String>,
     #[serde(with = "rfc3339")]
@@ -194,7 +194,8 @@ pub struct FlowPicture {
     pub started_utc: Option<DateTime<Utc>>,
     pub finished_utc: Option<DateTime<Utc>>,
     pub restarts: i32,
-    /// Per task, the fraction done (0..=1) while running; parallel to `tasks`.
+    /// Per task, the fraction of its work done (0..=1); parallel to `tasks`. Only completed work
+    /// counts: a skipped, failed or cancelled task does not move the percent.
     fractions: Vec<f64>,
     max_lines: usize,
 }
@@ -261,7 +262,7 @@ impl FlowPicture {
     ) -> Self {
         let fractions = tasks
             .iter()
-            .map(|t| if t.state.is_final() { 1.0 } else { 0.0 })
+            .map(|t| if t.state == TaskState::Completed { 1.0 } else { 0.0 })
             .collect();
         FlowPicture {
             output_id,
@@ -313,7 +314,7 @@ impl FlowPicture {
                         }
                         s if s.is_final() => {
                             self.finished_utc = Some(now);
-                            for (i, t) in self.tasks.iter_mut().enumerate() {
+                            for t in self.tasks.iter_mut() {
                                 if !t.state.is_final() {
                                     t.state = if *s == FlowState::Completed {
                                         TaskState::Completed
@@ -321,7 +322,6 @@ impl FlowPicture {
                                         TaskState::Cancelled
                                     };
                                     t.finished_utc.get_or_insert(now);
-                                    self.fractions[i] = 1.0;
                                 }
                             }
                         }
@@ -403,7 +403,6 @@ impl FlowPicture {
                             t.state = TaskState::Failed;
                             t.finished_utc = Some(now);
                             t.error = Some(error.clone());
-                            self.fractions[i] = 1.0;
                             let line = format!("failed: {error}");
                             self.push_log(now, Level::Error, task, &line);
                             self.push_error(now, task, error);
@@ -416,7 +415,6 @@ impl FlowPicture {
                     let t = &mut self.tasks[i];
                     t.state = TaskState::Skipped;
                     t.finished_utc = Some(now);
-                    self.fractions[i] = 1.0;
                     let line = format!("skipped: {because}");
                     self.push_log(now, Level::Warn, task, &line);
                 }
@@ -428,7 +426,6 @@ impl FlowPicture {
                         let was_running = t.state == TaskState::Running;
                         t.state = TaskState::Cancelled;
                         t.finished_utc = Some(now);
-                        self.fractions[i] = 1.0;
                         if was_running {
                             self.push_log(now, Level::Warn, task, "cancelled");
                         }
@@ -670,6 +667,9 @@ mod tests {
         assert!(p.tasks.iter().all(|t| t.state == TaskState::Cancelled));
         assert!(!p.apply(&FlowEvent::State(FlowState::Completed), now));
         assert_eq!(p.state, FlowState::Cancelled);
-        assert!(p.progress.percent < 100.0);
+        assert_eq!(
+            p.progress.percent, 0.0,
+            "cancelled work does not count as progress"
+        );
     }
 }

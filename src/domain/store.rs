@@ -161,7 +161,7 @@ impl DataStore {
 
 /// `POST /data-stores` as received. Strings, not enums, so that a wrong value is a 422 that
 /// names the allowed values rather than a JSON type error.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewDataStoreRequest {
     pub name: String,
@@ -170,7 +170,7 @@ pub struct NewDataStoreRequest {
     pub connection: ConnectionRequest,
 }
 
-#[derive(Clone, Deserialize)]
+#[derive(Clone, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ConnectionRequest {
     #[serde(rename = "type")]

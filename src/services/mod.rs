@@ -4,6 +4,7 @@
 pub mod data_stores;
 pub mod flow_inputs;
 pub mod flows;
+pub mod observe;
 pub mod repo;
 
 use std::sync::Arc;
@@ -11,8 +12,10 @@ use std::sync::Arc;
 use actix::Addr;
 use sea_orm::DatabaseConnection;
 
+use crate::actors::events::EventHub;
 use crate::actors::{FlowSupervisor, Persister};
 use crate::config::Settings;
+use crate::metrics::Metrics;
 use crate::secrets::Cipher;
 
 /// What the services need; cloned into every HTTP worker.
@@ -23,4 +26,7 @@ pub struct Services {
     pub cipher: Cipher,
     pub supervisor: Addr<FlowSupervisor>,
     pub persister: Addr<Persister>,
+    /// Live followers of flows (the Persister publishes, the events endpoint subscribes).
+    pub events: Arc<EventHub>,
+    pub metrics: Arc<Metrics>,
 }

@@ -331,6 +331,22 @@ pub fn picture_from_model(m: flow_output::Model, max_lines: usize) -> Result<Flo
 }
 
 /// Whether the metadata database answers.
+/// How many flows are in each state.
+pub async fn count_flows_by_state(db: &impl ConnectionTrait) -> Result<Vec<(FlowState, i64)>, AppError> {
+    let rows: Vec<(String, i64)> = flow_output::Entity::find()
+        .select_only()
+        .column(flow_output::Column::State)
+        .column_as(flow_output::Column::Id.count(), "n")
+        .group_by(flow_output::Column::State)
+        .into_tuple()
+        .all(db)
+        .await?;
+    Ok(rows
+        .into_iter()
+        .filter_map(|(state, n)| FlowState::parse(&state).map(|s| (s, n)))
+        .collect())
+}
+
 pub async fn ping(db: &sea_orm::DatabaseConnection) -> Result<(), DbErr> {
     db.ping().await
 }

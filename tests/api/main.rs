@@ -7,8 +7,10 @@ mod helpers;
 mod process;
 
 mod cancel;
+mod cli;
 mod concurrency;
 mod data_stores;
+mod events;
 mod example;
 mod failures;
 mod flow_inputs;
@@ -16,6 +18,7 @@ mod flows_api;
 mod fuzz;
 mod lifecycle;
 mod limits;
+mod observe;
 mod resilience;
 mod security;
 mod service;

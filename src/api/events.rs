@@ -1,0 +1,233 @@
+//! `GET /flows/{id}/events`: a flow's live story as Server-Sent Events. First a `snapshot`
+//! (the flow as `GET /flows/{id}` shows it), then `state`, `progress`, `task`, `log` and `error`
+//! events as the Persister applies them, keep-alive comments while nothing happens, and after
+//! the final state an `end` event; then the stream closes.
+//!
+//! Progress is coalesced: at most one `progress` event per `PROGRESS_EVERY`, the latest one
+//! (so at least one every `PROGRESS_EVERY` while rows move). A follower that cannot keep up
+//! (its connection is slow, its buffer fills) never slows the flow: the hub drops what it could
+//! not take, and the follower gets a fresh `snapshot` instead.
+
+use std::collections::VecDeque;
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix_web::{web, HttpResponse};
+use bytes::Bytes;
+use serde_json::json;
+use tokio::sync::broadcast::{self, error::RecvError};
+use tokio::time::Instant;
+
+use super::dto::FlowView;
+use crate::actors::events::{EventHub, FlowUpdate, ProgressUpdate, Sequenced};
+use crate::domain::flow::FlowState;
+use crate::error::AppError;
+use crate::metrics::Metrics;
+use crate::services::Services;
+
+/// Coalescing window of progress events.
+const PROGRESS_EVERY: Duration = Duration::from_millis(250);
+/// A comment line after this long without any other output, so proxies keep the stream open.
+const KEEP_ALIVE: Duration = Duration::from_secs(15);
+/// After this long without any update, the stream re-reads the flow's state (a flow waiting in
+/// the queue, or a final state published just before this follower subscribed).
+const RECHECK: Duration = Duration::from_secs(2);
+
+#[utoipa::path(
+    get,
+    path = "/api/v1.0/flows/{id}/events",
+    tag = "flows",
+    params(("id" = i64, Path, description = "Flow id")),
+    responses(
+        (status = 200, description = "Server-Sent Events: `snapshot` (a Flow), then `state`, `progress`, \
+            `task`, `log`, `error` (JSON payloads), `: keep-alive` comments, and `end` after the final state",
+            content_type = "text/event-stream", body = String),
+        (status = 401, description = "Missing or invalid token", body = super::problem::Problem, content_type = "application/problem+json"),
+        (status = 404, description = "Unknown flow", body = super::problem::Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn events(services: web::Data<Services>, id: web::Path<i64>) -> Result<HttpResponse, AppError> {
+    let flow_id = id.into_inner();
+    // Subscribe before reading the snapshot, so no update falls in between.
+    let rx = services.events.subscribe(flow_id);
+    let mut follower = Follower::new(services.into_inner(), flow_id, rx);
+    let (snapshot, seq) = follower.services.flow_snapshot(flow_id).await?;
+    follower.push_snapshot(FlowView::from(snapshot), seq);
+    let body = futures::stream::unfold(follower, |mut f| async move {
+        f.next().await.map(|chunk| (Ok::<_, Infallible>(chunk), f))
+    });
+    Ok(HttpResponse::Ok()
+        .content_type("text/event-stream")
+        .insert_header(("Cache-Control", "no-cache"))
+        .insert_header(("X-Accel-Buffering", "no"))
+        .streaming(body))
+}
+
+/// One SSE event as bytes.
+fn frame(event: &str, data: &serde_json::Value) -> Bytes {
+    Bytes::from(format!("event: {event}\ndata: {data}\n\n"))
+}
+
+/// One follower's stream state. Dropping it (the client went away) unsubscribes.
+struct Follower {
+    services: Arc<Services>,
+    flow_id: i64,
+    rx: Option<broadcast::Receiver<Sequenced>>,
+    /// Updates numbered up to this are already in the last snapshot.
+    shown: Option<u64>,
+    /// Frames ready to go out.
+    out: VecDeque<Bytes>,
+    /// The latest progress not yet sent.
+    pending: Option<ProgressUpdate>,
+    last_progress: Option<Instant>,
+    last_write: Instant,
+    last_update: Instant,
+    state: Option<FlowState>,
+    ended: bool,
+    hub: Arc<EventHub>,
+    metrics: Arc<Metrics>,
+}
+
+impl Follower {
+    fn new(services: Arc<Services>, flow_id: i64, rx: broadcast::Receiver<Sequenced>) -> Self {
+        let now = Instant::now();
+        services.metrics.event_followers.inc();
+        Follower {
+            hub: services.events.clone(),
+            metrics: services.metrics.clone(),
+            services,
+            flow_id,
+            rx: Some(rx),
+            shown: None,
+            out: VecDeque::new(),
+            pending: None,
+            last_progress: None,
+            last_write: now,
+            last_update: now,
+            state: None,
+            ended: false,
+        }
+    }
+
+    fn push(&mut self, event: &str, data: serde_json::Value) {
+        self.out.push_back(frame(event, &data));
+    }
+
+    fn push_snapshot(&mut self, view: FlowView, shown: Option<u64>) {
+        let state = view.output.state;
+        self.pending = None;
+        self.shown = shown;
+        self.state = Some(state);
+        self.push("snapshot", serde_json::to_value(&view).unwrap_or_default());
+        if state.is_final() {
+            self.push_end(state);
+        }
+    }
+
+    fn push_end(&mut self, state: FlowState) {
+        self.push("end", json!({ "state": state }));
+        self.ended = true;
+    }
+
+    fn flush_progress(&mut self) {
+        if let Some(p) = self.pending.take() {
+            self.push("progress", serde_json::to_value(&p).unwrap_or_default());
+            self.last_progress = Some(Instant::now());
+        }
+    }
+
+    /// Re-reads the flow and sends it as a snapshot. With `resubscribe`, updates still
+    /// buffered are dropped first (they are older than the snapshot).
+    async fn resync(&mut self, resubscribe: bool) {
+        if resubscribe {
+            self.rx = Some(self.hub.subscribe(self.flow_id));
+        }
+        match self.services.flow_snapshot(self.flow_id).await {
+            Ok((record, seq)) => self.push_snapshot(FlowView::from(record), seq),
+            Err(e) => {
+                tracing::warn!(flow_id = self.flow_id, error = %e, "event stream cannot read the flow; closing it");
+                self.ended = true;
+            }
+        }
+    }
+
+    fn apply(&mut self, update: FlowUpdate) {
+        match update {
+            FlowUpdate::Progress(p) => self.pending = Some(p),
+            FlowUpdate::State(s) => {
+                self.flush_progress();
+                self.state = Some(s.state);
+                self.push("state", serde_json::to_value(&s).unwrap_or_default());
+                if s.state.is_final() {
+                    self.push_end(s.state);
+                }
+            }
+            FlowUpdate::Resync => {} // handled by the caller
+            other => {
+                let name = other.name();
+                self.push(name, other.payload());
+            }
+        }
+    }
+
+    /// The next chunk of the stream; `None` ends it.
+    async fn next(&mut self) -> Option<Bytes> {
+        loop {
+            if let Some(chunk) = self.out.pop_front() {
+                self.last_write = Instant::now();
+                return Some(chunk);
+            }
+            if self.ended {
+                return None;
+            }
+            let progress_at = self
+                .last_progress
+                .map(|t| t + PROGRESS_EVERY)
+                .unwrap_or_else(Instant::now);
+            let rx = self.rx.as_mut()?;
+            tokio::select! {
+                received = rx.recv() => {
+                    self.last_update = Instant::now();
+                    match received {
+                        Ok((seq, _)) if self.shown.is_some_and(|shown| seq <= shown) => {}
+                        Ok((_, FlowUpdate::Resync)) => self.resync(false).await,
+                        Ok((_, update)) => self.apply(update),
+                        Err(RecvError::Lagged(missed)) => {
+                            tracing::debug!(flow_id = self.flow_id, missed, "event follower lagged; resending a snapshot");
+                            self.resync(true).await;
+                        }
+                        Err(RecvError::Closed) => {
+                            // Closed after a final state this follower already saw, or a race
+                            // with it: the stored flow says which.
+                            self.resync(true).await;
+                        }
+                    }
+                }
+                _ = tokio::time::sleep_until(progress_at), if self.pending.is_some() => self.flush_progress(),
+                _ = tokio::time::sleep_until(self.last_update + RECHECK) => {
+                    self.last_update = Instant::now();
+                    if let Ok((record, seq)) = self.services.flow_snapshot(self.flow_id).await {
+                        if Some(record.output.state) != self.state {
+                            self.flush_progress();
+                            self.push_snapshot(FlowView::from(record), seq);
+                        }
+                    }
+                }
+                _ = tokio::time::sleep_until(self.last_write + KEEP_ALIVE) => {
+                    self.out.push_back(Bytes::from_static(b": keep-alive\n\n"));
+                }
+            }
+        }
+    }
+}
+
+impl Drop for Follower {
+    fn drop(&mut self) {
+        // Our receiver must be gone before the hub checks whether anyone still listens.
+        self.rx = None;
+        self.hub.release(self.flow_id);
+        self.metrics.event_followers.dec();
+    }
+}

@@ -1,0 +1,566 @@
+//! The client half of the `sluice` binary: commands that talk to a running server over its REST
+//! API (`--url`/`SLUICE_URL`, `--token`/`SLUICE_TOKEN`). Output is for people by default and
+//! JSON with `--json`. `flows follow` exits 0 when every followed flow COMPLETED, 1 when one
+//! FAILED, 2 when one was CANCELLED (and none failed); any command exits 3 when a request
+//! fails.
+
+pub mod client;
+pub mod sse;
+
+use std::path::Path;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::Subcommand;
+use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
+use serde_json::{json, Value};
+
+pub use client::{Client, ClientError};
+
+/// Exit code when a request failed.
+pub const EXIT_ERROR: u8 = 3;
+
+#[derive(Subcommand, Debug)]
+pub enum StoresCommand {
+    /// Create a data store from a JSON file (the body of POST /data-stores).
+    Create { file: std::path::PathBuf },
+    /// Show one data store (never its password).
+    Get { id: i64 },
+    /// List data stores, newest first.
+    List,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum InputsCommand {
+    /// Create a flow input from a JSON file (the body of POST /flow-inputs).
+    Create { file: std::path::PathBuf },
+    /// Show one flow input with its SQL and DAG.
+    Get { id: i64 },
+    /// List flow inputs, newest first.
+    List,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum FlowsCommand {
+    /// Start a flow of a flow input.
+    Start {
+        input_id: i64,
+        /// Follow it until it ends (exit code as `flows follow`).
+        #[arg(long)]
+        follow: bool,
+    },
+    /// Show a flow: state, progress, tasks, errors and the last log lines.
+    Get { id: i64 },
+    /// List flows, newest first.
+    List {
+        /// Only flows in this state (READY, RUNNING, CANCELLED, FAILED, COMPLETED).
+        #[arg(long)]
+        state: Option<String>,
+        #[arg(long, default_value_t = 50)]
+        limit: u32,
+    },
+    /// Follow flows live until they end: a progress bar per flow and the log lines. Exit code 0
+    /// COMPLETED, 1 FAILED, 2 CANCELLED.
+    Follow {
+        #[arg(required = true)]
+        ids: Vec<i64>,
+    },
+    /// Cancel a flow.
+    Cancel { id: i64 },
+}
+
+/// What to print in.
+#[derive(Clone, Copy)]
+pub struct Output {
+    pub json: bool,
+}
+
+impl Output {
+    fn value(&self, v: &Value) {
+        println!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
+    }
+}
+
+fn read_json(file: &Path) -> Result<Value, ClientError> {
+    let text = std::fs::read_to_string(file)
+        .map_err(|e| ClientError::Input(format!("cannot read {}: {e}", file.display())))?;
+    serde_json::from_str(&text)
+        .map_err(|e| ClientError::Input(format!("{} is not valid JSON: {e}", file.display())))
+}
+
+fn report(result: Result<ExitCode, ClientError>) -> ExitCode {
+    result.unwrap_or_else(|e| {
+        eprintln!("error: {e}");
+        ExitCode::from(EXIT_ERROR)
+    })
+}
+
+pub async fn stores(client: &Client, out: Output, cmd: StoresCommand) -> ExitCode {
+    report(
+        async {
+            match cmd {
+                StoresCommand::Create { file } => {
+                    let s = client.post("/data-stores", &read_json(&file)?).await?;
+                    if out.json {
+                        out.value(&s);
+                    } else {
+                        println!(
+                            "created data store {} ({}, {} {})",
+                            s["id"],
+                            str_of(&s["name"]),
+                            str_of(&s["kind"]),
+                            str_of(&s["engine"])
+                        );
+                    }
+                }
+                StoresCommand::Get { id } => {
+                    let s = client.get(&format!("/data-stores/{id}")).await?;
+                    if out.json {
+                        out.value(&s);
+                    } else {
+                        print_store(&s);
+                    }
+                }
+                StoresCommand::List => {
+                    let page = client.get("/data-stores?limit=500").await?;
+                    if out.json {
+                        out.value(&page);
+                    } else {
+                        println!("{:>5}  {:<24} {:<14} {:<8} WHERE", "ID", "NAME", "KIND", "ENGINE");
+                        for s in items(&page) {
+                            println!(
+                                "{:>5}  {:<24} {:<14} {:<8} {}",
+                                s["id"],
+                                str_of(&s["name"]),
+                                str_of(&s["kind"]),
+                                str_of(&s["engine"]),
+                                where_of(&s["connection"])
+                            );
+                        }
+                    }
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        .await,
+    )
+}
+
+pub async fn inputs(client: &Client, out: Output, cmd: InputsCommand) -> ExitCode {
+    report(
+        async {
+            match cmd {
+                InputsCommand::Create { file } => {
+                    let i = client.post("/flow-inputs", &read_json(&file)?).await?;
+                    if out.json {
+                        out.value(&i);
+                    } else {
+                        println!(
+                            "created flow input {} ({}): {} source(s), {} transform(s), {} output(s)",
+                            i["id"],
+                            str_of(&i["name"]),
+                            len(&i["sources"]),
+                            len(&i["transforms"]),
+                            len(&i["outputs"])
+                        );
+                        println!("order: {}", names(&i["dag"]["order"]));
+                    }
+                }
+                InputsCommand::Get { id } => {
+                    let i = client.get(&format!("/flow-inputs/{id}")).await?;
+                    if out.json {
+                        out.value(&i);
+                    } else {
+                        print_input(&i);
+                    }
+                }
+                InputsCommand::List => {
+                    let page = client.get("/flow-inputs?limit=500").await?;
+                    if out.json {
+                        out.value(&page);
+                    } else {
+                        println!(
+                            "{:>5}  {:<28} {:>7} {:>10} {:>7}",
+                            "ID", "NAME", "SOURCES", "TRANSFORMS", "OUTPUTS"
+                        );
+                        for i in items(&page) {
+                            println!(
+                                "{:>5}  {:<28} {:>7} {:>10} {:>7}",
+                                i["id"],
+                                str_of(&i["name"]),
+                                i["source_count"],
+                                i["transform_count"],
+                                i["output_count"]
+                            );
+                        }
+                    }
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        .await,
+    )
+}
+
+pub async fn flows(client: &Client, out: Output, cmd: FlowsCommand) -> ExitCode {
+    report(
+        async {
+            match cmd {
+                FlowsCommand::Start { input_id, follow } => {
+                    let f = client
+                        .post("/flows", &json!({ "flow_input_id": input_id }))
+                        .await?;
+                    let id = f["id"].as_i64().unwrap_or_default();
+                    if out.json && !follow {
+                        out.value(&f);
+                    } else if !out.json {
+                        println!("started flow {id} (flow input {input_id})");
+                    }
+                    if follow {
+                        return follow_flows(client, out, &[id]).await;
+                    }
+                }
+                FlowsCommand::Get { id } => {
+                    let f = client.get(&format!("/flows/{id}")).await?;
+                    if out.json {
+                        out.value(&f);
+                    } else {
+                        print_flow(&f);
+                    }
+                }
+                FlowsCommand::List { state, limit } => {
+                    let mut path = format!("/flows?limit={limit}");
+                    if let Some(s) = state {
+                        path.push_str(&format!("&state={}", s.to_ascii_uppercase()));
+                    }
+                    let page = client.get(&path).await?;
+                    if out.json {
+                        out.value(&page);
+                    } else {
+                        println!(
+                            "{:>5}  {:>5}  {:<10} {:>6}  {:<24} DURATION",
+                            "ID", "INPUT", "STATE", "%", "CREATED"
+                        );
+                        for f in items(&page) {
+                            let o = &f["output"];
+                            println!(
+                                "{:>5}  {:>5}  {:<10} {:>6.1}  {:<24} {}",
+                                f["id"],
+                                f["flow_input_id"],
+                                str_of(&o["state"]),
+                                o["progress"]["percent"].as_f64().unwrap_or(0.0),
+                                str_of(&f["created_utc"]),
+                                duration(&o["started_utc"], &o["finished_utc"])
+                            );
+                        }
+                    }
+                }
+                FlowsCommand::Follow { ids } => return follow_flows(client, out, &ids).await,
+                FlowsCommand::Cancel { id } => {
+                    let f = client.post(&format!("/flows/cancel/{id}"), &json!({})).await?;
+                    if out.json {
+                        out.value(&f);
+                    } else {
+                        println!(
+                            "cancel sent to flow {id} (it is {})",
+                            str_of(&f["output"]["state"])
+                        );
+                    }
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        .await,
+    )
+}
+
+/// The exit code for a set of final states: 1 if any FAILED, else 2 if any CANCELLED, else 0.
+pub fn exit_code_for(states: &[String]) -> ExitCode {
+    if states.iter().any(|s| s == "FAILED") {
+        ExitCode::from(1)
+    } else if states.iter().any(|s| s == "CANCELLED") {
+        ExitCode::from(2)
+    } else if states.iter().all(|s| s == "COMPLETED") {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(EXIT_ERROR)
+    }
+}
+
+async fn follow_flows(client: &Client, out: Output, ids: &[i64]) -> Result<ExitCode, ClientError> {
+    let bars = MultiProgress::with_draw_target(if out.json {
+        ProgressDrawTarget::hidden()
+    } else {
+        ProgressDrawTarget::stderr()
+    });
+    let style = ProgressStyle::with_template("{prefix:>10} [{bar:40.cyan/blue}] {percent:>3}% {msg}")
+        .unwrap_or_else(|_| ProgressStyle::default_bar())
+        .progress_chars("=> ");
+    let label = ids.len() > 1;
+    let follows = ids.iter().map(|&id| {
+        let bar = bars.add(ProgressBar::new(1000));
+        bar.set_style(style.clone());
+        bar.set_prefix(format!("flow {id}"));
+        follow_one(client, out, id, bar, label)
+    });
+    let states = futures::future::try_join_all(follows).await?;
+    Ok(exit_code_for(&states))
+}
+
+/// Follows one flow to its end; returns its final state. Reconnects a few times if the stream
+/// breaks before the end.
+async fn follow_one(
+    client: &Client,
+    out: Output,
+    id: i64,
+    bar: ProgressBar,
+    label: bool,
+) -> Result<String, ClientError> {
+    let mut state = String::new();
+    let mut failures = 0;
+    let print = |line: String| bar.suspend(|| println!("{line}"));
+    let prefix = if label {
+        format!("[flow {id}] ")
+    } else {
+        String::new()
+    };
+    // A reconnect starts with a snapshot again: its log lines up to here were printed already.
+    let mut printed_logs = 0usize;
+    loop {
+        let mut seen_logs = 0usize;
+        let result = client
+            .events(id, |ev| {
+                let data: Value = serde_json::from_str(&ev.data).unwrap_or(Value::Null);
+                if out.json {
+                    print(json!({"flow_id": id, "event": ev.event, "data": data}).to_string());
+                }
+                match ev.event.as_str() {
+                    "snapshot" => {
+                        let o = &data["output"];
+                        state = str_of(&o["state"]).to_string();
+                        set_bar(&bar, o["progress"]["percent"].as_f64(), &state);
+                        for line in o["logs"]["lines"].as_array().into_iter().flatten() {
+                            seen_logs += 1;
+                            if seen_logs > printed_logs && !out.json {
+                                print(format!("{prefix}{}", str_of(line)));
+                            }
+                        }
+                        printed_logs = printed_logs.max(seen_logs);
+                    }
+                    "state" => {
+                        state = str_of(&data["state"]).to_string();
+                        set_bar(&bar, data["percent"].as_f64(), &state);
+                    }
+                    "progress" => set_bar(&bar, data["percent"].as_f64(), &state),
+                    "log" => {
+                        seen_logs += 1;
+                        printed_logs = printed_logs.max(seen_logs);
+                        if !out.json {
+                            print(format!("{prefix}{}", str_of(&data["line"])));
+                        }
+                    }
+                    _ => {}
+                }
+            })
+            .await;
+        match result {
+            Ok(true) => break,
+            Ok(false) | Err(ClientError::Network(_)) if failures < 5 => {
+                failures += 1;
+                tokio::time::sleep(Duration::from_millis(500 << failures)).await;
+            }
+            Ok(false) => {
+                return Err(ClientError::Network(format!(
+                    "the events stream of flow {id} kept breaking"
+                )))
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    bar.finish_with_message(state.clone());
+    if !out.json {
+        let f = client.get(&format!("/flows/{id}")).await?;
+        let o = &f["output"];
+        print(format!(
+            "flow {id} {} in {}",
+            str_of(&o["state"]),
+            duration(&o["started_utc"], &o["finished_utc"])
+        ));
+        for line in o["errors"]["lines"].as_array().into_iter().flatten() {
+            print(format!("{prefix}{}", str_of(line)));
+        }
+    }
+    Ok(state)
+}
+
+fn set_bar(bar: &ProgressBar, percent: Option<f64>, state: &str) {
+    if let Some(p) = percent {
+        let pos = (p * 10.0).round().clamp(0.0, 1000.0) as u64;
+        if pos > bar.position() {
+            bar.set_position(pos);
+        }
+    }
+    bar.set_message(state.to_string());
+}
+
+// ---- formatting ------------------------------------------------------------------------------
+
+fn str_of(v: &Value) -> &str {
+    v.as_str().unwrap_or("")
+}
+
+fn len(v: &Value) -> usize {
+    v.as_array().map_or(0, Vec::len)
+}
+
+fn items(page: &Value) -> impl Iterator<Item = &Value> {
+    page["items"].as_array().into_iter().flatten()
+}
+
+fn names(v: &Value) -> String {
+    v.as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+        .collect::<Vec<_>>()
+        .join(" → ")
+}
+
+fn where_of(c: &Value) -> String {
+    if c["type"] == "db" {
+        format!(
+            "{}@{}:{}/{}",
+            str_of(&c["user"]),
+            str_of(&c["host"]),
+            c["port"],
+            str_of(&c["db_name"])
+        )
+    } else {
+        str_of(&c["path"]).to_string()
+    }
+}
+
+fn duration(from: &Value, to: &Value) -> String {
+    let parse = |v: &Value| {
+        v.as_str()
+            .and_then(|s| chrono::DateTime::parse_from_rfc3339(s).ok())
+    };
+    let Some(from) = parse(from) else {
+        return String::new();
+    };
+    let to = parse(to)
+        .map(|t| t.with_timezone(&chrono::Utc))
+        .unwrap_or_else(chrono::Utc::now);
+    let ms = (to - from.with_timezone(&chrono::Utc)).num_milliseconds().max(0);
+    if ms < 60_000 {
+        format!("{:.1} s", ms as f64 / 1000.0)
+    } else {
+        format!("{} min {} s", ms / 60_000, (ms % 60_000) / 1000)
+    }
+}
+
+fn print_store(s: &Value) {
+    let c = &s["connection"];
+    println!("data store {} {}", s["id"], str_of(&s["name"]));
+    println!("  kind:       {}", str_of(&s["kind"]));
+    println!("  engine:     {}", str_of(&s["engine"]));
+    println!("  connection: {} {}", str_of(&c["type"]), where_of(c));
+    if c["type"] == "db" {
+        println!(
+            "  password:   {}",
+            if c["password_set"] == true { "set" } else { "none" }
+        );
+    }
+    println!("  created:    {}", str_of(&s["created_utc"]));
+}
+
+fn print_input(i: &Value) {
+    println!("flow input {} {}", i["id"], str_of(&i["name"]));
+    println!("  target store: {}", i["target_store_id"]);
+    for s in i["sources"].as_array().into_iter().flatten() {
+        let what = if !s["table"].is_null() {
+            format!("table {}", str_of(&s["table"]))
+        } else if !s["query"].is_null() {
+            format!("query {}", str_of(&s["query"]))
+        } else {
+            format!("path {}", str_of(&s["path"]))
+        };
+        println!(
+            "  source {} (store {}): {what}",
+            str_of(&s["name"]),
+            s["store_id"]
+        );
+    }
+    for t in i["transforms"].as_array().into_iter().flatten() {
+        println!(
+            "  transform {}:\n    {}",
+            str_of(&t["name"]),
+            str_of(&t["sql"]).replace('\n', "\n    ")
+        );
+    }
+    for o in i["outputs"].as_array().into_iter().flatten() {
+        println!(
+            "  output {} -> {} ({})",
+            str_of(&o["node"]),
+            str_of(&o["table"]),
+            str_of(&o["mode"])
+        );
+    }
+    println!("  order: {}", names(&i["dag"]["order"]));
+}
+
+fn print_flow(f: &Value) {
+    let o = &f["output"];
+    println!(
+        "flow {} (flow input {}): {} {:.1}%",
+        f["id"],
+        f["flow_input_id"],
+        str_of(&o["state"]),
+        o["progress"]["percent"].as_f64().unwrap_or(0.0)
+    );
+    println!("  created:  {}", str_of(&f["created_utc"]));
+    println!("  started:  {}", str_of(&o["started_utc"]));
+    println!("  finished: {}", str_of(&o["finished_utc"]));
+    println!("  duration: {}", duration(&o["started_utc"], &o["finished_utc"]));
+    println!(
+        "  {:<32} {:<10} {:<10} {:>8} {:>12}  DURATION",
+        "TASK", "KIND", "STATE", "ATTEMPTS", "ROWS"
+    );
+    for t in o["tasks"].as_array().into_iter().flatten() {
+        println!(
+            "  {:<32} {:<10} {:<10} {:>8} {:>12}  {}",
+            str_of(&t["name"]),
+            str_of(&t["kind"]),
+            str_of(&t["state"]),
+            t["attempts"],
+            t["rows"].as_u64().map(|r| r.to_string()).unwrap_or_default(),
+            duration(&t["started_utc"], &t["finished_utc"])
+        );
+    }
+    let errors = o["errors"]["lines"].as_array().cloned().unwrap_or_default();
+    if !errors.is_empty() {
+        println!("  errors:");
+        for e in &errors {
+            println!("    {}", str_of(e));
+        }
+    }
+    let logs = o["logs"]["lines"].as_array().cloned().unwrap_or_default();
+    println!("  last log lines:");
+    for l in logs.iter().skip(logs.len().saturating_sub(20)) {
+        println!("    {}", str_of(l));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exit_codes_follow_the_worst_state() {
+        let s = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert_eq!(exit_code_for(&s(&["COMPLETED"])), ExitCode::SUCCESS);
+        assert_eq!(exit_code_for(&s(&["COMPLETED", "CANCELLED"])), ExitCode::from(2));
+        assert_eq!(exit_code_for(&s(&["CANCELLED", "FAILED"])), ExitCode::from(1));
+        assert_eq!(exit_code_for(&s(&["RUNNING"])), ExitCode::from(EXIT_ERROR));
+    }
+}

@@ -1,0 +1,43 @@
+//! What operators watch: the metrics exposition (with flows by state read from the database).
+
+use super::flows::FlowRecord;
+use super::{repo, Services};
+use crate::actors::messages::GetLive;
+use crate::error::AppError;
+
+impl Services {
+    /// Every metric in Prometheus text format.
+    pub async fn metrics_text(&self) -> Result<String, AppError> {
+        let counts = repo::count_flows_by_state(&self.db).await?;
+        self.metrics.set_flow_counts(&counts);
+        Ok(self.metrics.render())
+    }
+}
+
+impl Services {
+    /// A flow as `get_flow` reads it, for a live follower: with the number of the last update
+    /// the picture already shows when it is the Persister's live picture (`None` when read
+    /// from the database).
+    pub async fn flow_snapshot(&self, id: i64) -> Result<(FlowRecord, Option<u64>), AppError> {
+        let (flow, output) = repo::get_flow(&self.db, id)
+            .await?
+            .ok_or_else(|| AppError::not_found("flow", id))?;
+        let live = self.persister.send(GetLive { flow_id: id }).await.ok().flatten();
+        Ok(match live {
+            Some((picture, seq)) => (
+                FlowRecord {
+                    flow,
+                    output: picture,
+                },
+                Some(seq),
+            ),
+            None => (
+                FlowRecord {
+                    flow,
+                    output: repo::picture_from_model(output, self.settings.engine.max_log_lines)?,
+                },
+                None,
+            ),
+        })
+    }
+}
