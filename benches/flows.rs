@@ -13,92 +13,9 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
-use sluice::config::Settings;
-use sluice::startup::Application;
 
-struct Server {
-    base: String,
-    client: reqwest::Client,
-    handle: actix_web::dev::ServerHandle,
-}
-
-fn start_server(data: &Path, files: &Path, env: &[(&str, &str)]) -> Server {
-    let mut vars: Vec<(String, String)> = vec![
-        ("SLUICE__SERVER__PORT".into(), "0".into()),
-        ("SLUICE__DATA_DIR".into(), data.display().to_string()),
-        ("SLUICE__FILES__ALLOWED_ROOTS".into(), files.display().to_string()),
-        ("SLUICE__TELEMETRY__LEVEL".into(), "warn".into()),
-    ];
-    vars.extend(env.iter().map(|(k, v)| (k.to_string(), v.to_string())));
-    let settings = Settings::load_with(None, vars).expect("settings");
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        actix_web::rt::System::new().block_on(async move {
-            let app = Application::build(settings).await.expect("server starts");
-            tx.send((app.port(), app.handle())).expect("send");
-            let _ = app.run_until_stopped().await;
-        })
-    });
-    let (port, handle) = rx.recv().expect("server");
-    Server {
-        base: format!("http://127.0.0.1:{port}/api/v1.0"),
-        client: reqwest::Client::new(),
-        handle,
-    }
-}
-
-impl Server {
-    async fn post(&self, path: &str, body: Value) -> Value {
-        let resp = self
-            .client
-            .post(format!("{}{path}", self.base))
-            .json(&body)
-            .send()
-            .await
-            .expect("post");
-        let status = resp.status();
-        let body: Value = resp.json().await.expect("json");
-        assert!(status.is_success(), "{path}: {status} {body}");
-        body
-    }
-
-    async fn get(&self, path: &str) -> Value {
-        self.client
-            .get(format!("{}{path}", self.base))
-            .send()
-            .await
-            .expect("get")
-            .json()
-            .await
-            .expect("json")
-    }
-
-    /// Starts a flow and waits for it; returns (wall time from the request, started→finished
-    /// as recorded by the flow).
-    async fn run_flow(&self, input: i64) -> (Duration, Duration) {
-        let t0 = Instant::now();
-        let id = self.post("/flows", json!({"flow_input_id": input})).await["id"]
-            .as_i64()
-            .expect("id");
-        loop {
-            let f = self.get(&format!("/flows/{id}")).await;
-            match f["output"]["state"].as_str() {
-                Some("COMPLETED") => {
-                    let wall = t0.elapsed();
-                    let ts = |k: &str| {
-                        chrono::DateTime::parse_from_rfc3339(f["output"][k].as_str().expect(k)).expect("ts")
-                    };
-                    let recorded = (ts("finished_utc") - ts("started_utc"))
-                        .to_std()
-                        .unwrap_or_default();
-                    return (wall, recorded);
-                }
-                Some("FAILED") | Some("CANCELLED") => panic!("flow ended {}", f["output"]),
-                _ => tokio::time::sleep(Duration::from_millis(2)).await,
-            }
-        }
-    }
-}
+mod common;
+use common::start_server;
 
 fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0

@@ -39,6 +39,9 @@ pub enum AppError {
     /// Body larger than the configured limit (413).
     #[error("the request body is larger than the limit of {limit} bytes")]
     PayloadTooLarge { limit: usize },
+    /// A data store cannot be reached or used (422 on `/check`); the reason, never a password.
+    #[error("{0}")]
+    StoreCheck(String),
     /// A dependency is not ready (503).
     #[error("{0}")]
     Unavailable(String),

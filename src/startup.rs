@@ -128,6 +128,7 @@ impl Application {
             persister,
             events,
             metrics,
+            engine: engine.clone(),
         };
         let listener =
             TcpListener::bind((settings.server.host.as_str(), settings.server.port)).map_err(|e| {

@@ -154,7 +154,8 @@ impl FlowActor {
                     .find(|o| o.node_name() == name)
                     .ok_or("output not found")?;
                 let index = spec.outputs.iter().position(|x| x == o).unwrap_or(0);
-                let load = publish::loads(self.flow_id(), &spec.outputs).swap_remove(index);
+                let load =
+                    publish::loads(self.engine.instance(), self.flow_id(), &spec.outputs).swap_remove(index);
                 Ok(NodeWork::Persist {
                     output: o.clone(),
                     load,
@@ -278,18 +279,19 @@ impl FlowActor {
             return;
         };
         let store = self.plan.stores.get(&self.plan.spec.target_store_id).cloned();
-        let loads = publish::loads(flow_id, &self.plan.spec.outputs);
+        let loads = publish::loads(self.engine.instance(), flow_id, &self.plan.spec.outputs);
         let count = loads.len();
+        let pools = self.engine.pools().clone();
         let step = self.engine.handle().spawn(async move {
             let store = store.ok_or_else(|| "the target data store no longer exists".to_string())?;
             let started = std::time::Instant::now();
             if state == FlowState::Completed {
-                if let Err(e) = publish::publish(&store, &loads).await {
-                    let _ = publish::discard(&store, &loads).await;
+                if let Err(e) = publish::publish(&store, &loads, &pools).await {
+                    let _ = publish::discard(&store, &loads, &pools).await;
                     return Err(e);
                 }
             } else {
-                publish::discard(&store, &loads).await?;
+                publish::discard(&store, &loads, &pools).await?;
             }
             Ok::<_, String>((store.name, started.elapsed()))
         });

@@ -193,12 +193,15 @@ impl Handler<Record> for Persister {
 }
 
 impl Handler<Transition> for Persister {
-    type Result = ResponseFuture<Result<(), String>>;
+    type Result = ResponseActFuture<Self, Result<(), String>>;
 
     fn handle(&mut self, msg: Transition, _: &mut Self::Context) -> Self::Result {
         let Some(entry) = self.pictures.get_mut(&msg.flow_id) else {
             let flow_id = msg.flow_id;
-            return Box::pin(async move { Err(format!("flow {flow_id} is not tracked by the persister")) });
+            return Box::pin(
+                async move { Err(format!("flow {flow_id} is not tracked by the persister")) }
+                    .into_actor(self),
+            );
         };
         let mark = Mark::of(&entry.picture);
         entry.picture.apply(&FlowEvent::State(msg.state), time::now());
@@ -212,21 +215,33 @@ impl Handler<Transition> for Persister {
                 update => self.events.publish(msg.flow_id, update),
             }
         }
-        if msg.state.is_final() {
-            self.pictures.remove(&msg.flow_id);
-        }
         let (tx, rx) = oneshot::channel();
         self.send(vec![picture], Some(tx));
         let (hub, flow_id) = (self.events.clone(), msg.flow_id);
-        Box::pin(async move {
-            let written = rx
-                .await
-                .unwrap_or_else(|_| Err("the persister's writer has stopped".into()));
-            if let (Ok(()), Some(update)) = (&written, deferred) {
-                hub.publish_final(flow_id, update);
+        Box::pin(
+            async move {
+                let written = rx
+                    .await
+                    .unwrap_or_else(|_| Err("the persister's writer has stopped".into()));
+                if let (Ok(()), Some(update)) = (&written, deferred) {
+                    hub.publish_final(flow_id, update);
+                }
+                written
             }
-            written
-        })
+            .into_actor(self)
+            .map(move |written, act, _| {
+                // A final picture leaves memory only once it is stored: readers in between get
+                // it from here, never an older stored one.
+                if act
+                    .pictures
+                    .get(&flow_id)
+                    .is_some_and(|e| e.picture.state.is_final())
+                {
+                    act.pictures.remove(&flow_id);
+                }
+                written
+            }),
+        )
     }
 }
 

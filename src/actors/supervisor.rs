@@ -251,12 +251,13 @@ async fn discard_staged(db: DatabaseConnection, cipher: Cipher, engine: Arc<Engi
         let (spec, _) = repo::flow_input_spec(&input).ok()?;
         let model = repo::get_store(&db, spec.target_store_id).await.ok()??;
         let store = repo::store_from_model(model, &cipher).ok()?;
-        Some((store, publish::loads(flow_id, &spec.outputs)))
+        Some((store, publish::loads(engine.instance(), flow_id, &spec.outputs)))
     };
     if let Some((store, loads)) = plan.await {
+        let pools = engine.pools().clone();
         let done = engine
             .handle()
-            .spawn(async move { publish::discard(&store, &loads).await })
+            .spawn(async move { publish::discard(&store, &loads, &pools).await })
             .await;
         if let Ok(Err(e)) = done {
             tracing::warn!(flow_id, error = %e, "could not remove a flow's staged outputs");

@@ -145,6 +145,7 @@ async fn run_attempts(
             session: session.ctx.clone(),
             cancel: cancel.clone(),
             batch_size: engine.batch_size(),
+            pools: engine.pools().clone(),
         };
         let result = tokio::select! {
             biased;

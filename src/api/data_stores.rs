@@ -48,3 +48,16 @@ pub async fn list(services: web::Data<Services>, paging: Query<Paging>) -> Resul
         .await?;
     Ok(HttpResponse::Ok().json(List::from_page(page, DataStoreView::from_model)?))
 }
+
+#[utoipa::path(
+    post, path = "/api/v1.0/data-stores/{id}/check", tag = "data-stores",
+    params(("id" = i64, Path, description = "Data store id")),
+    responses(
+        (status = 200, description = "Reachable: `{\"ok\": true, \"latency_ms\": .., \"server_version\": ..}`"),
+        (status = 422, description = "Not reachable or not usable; the reason (never a password)")),
+    security(("bearer" = []))
+)]
+pub async fn check(services: web::Data<Services>, id: web::Path<i64>) -> Result<HttpResponse, AppError> {
+    let report = services.check_data_store(id.into_inner()).await?;
+    Ok(HttpResponse::Ok().json(report))
+}

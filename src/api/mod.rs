@@ -62,6 +62,7 @@ route_table! {
         post "/data-stores" => data_stores::create,
         get "/data-stores" => data_stores::list,
         get "/data-stores/{id}" => data_stores::get,
+        post "/data-stores/{id}/check" => data_stores::check,
         post "/flow-inputs" => flow_inputs::create,
         get "/flow-inputs" => flow_inputs::list,
         get "/flow-inputs/{id}" => flow_inputs::get,

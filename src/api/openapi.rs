@@ -52,6 +52,7 @@ pub struct FlowList {
         data_stores::create,
         data_stores::list,
         data_stores::get,
+        data_stores::check,
         flow_inputs::create,
         flow_inputs::list,
         flow_inputs::get,

@@ -44,7 +44,7 @@ impl ResponseError for AppError {
     fn status_code(&self) -> StatusCode {
         match self {
             AppError::BadRequest { .. } => StatusCode::BAD_REQUEST,
-            AppError::Invalid(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            AppError::Invalid(_) | AppError::StoreCheck(_) => StatusCode::UNPROCESSABLE_ENTITY,
             AppError::NotFound { .. } => StatusCode::NOT_FOUND,
             AppError::Conflict(_) => StatusCode::CONFLICT,
             AppError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
@@ -86,6 +86,13 @@ impl ResponseError for AppError {
                 "Request body too large",
                 self.to_string(),
                 vec![],
+            ),
+            AppError::StoreCheck(detail) => Problem::new(
+                status,
+                "store-unreachable",
+                "The data store cannot be used",
+                detail.clone(),
+                vec![FieldError::new("connection", detail.clone())],
             ),
             AppError::Unavailable(detail) => {
                 Problem::new(status, "unavailable", "Not ready", detail.clone(), vec![])

@@ -25,11 +25,13 @@ use crate::domain::paths::check_inside;
 use crate::domain::spec::{parse_column_type, CsvOptions, Source, SourceRead, WriteMode};
 use crate::domain::store::DataStore;
 
-/// Parquet writer settings for targets and checkpoints.
+/// Parquet writer settings for targets and checkpoints. The writer holds a whole row group in
+/// memory before it flushes: 128k rows keeps that bounded (flat memory for any row count) while
+/// row groups stay large enough to scan fast.
 pub fn parquet_properties() -> WriterProperties {
     WriterProperties::builder()
         .set_compression(Compression::SNAPPY)
-        .set_max_row_group_row_count(Some(1024 * 1024))
+        .set_max_row_group_row_count(Some(128 * 1024))
         .build()
 }
 
@@ -1037,6 +1039,7 @@ mod tests {
             session: SessionContext::new(),
             cancel: Default::default(),
             batch_size: 8192,
+            pools: Default::default(),
         };
         let opened = CsvSource::new(&csv_store(dir.path()))
             .map_err(|e| e.message)?
@@ -1141,6 +1144,7 @@ mod tests {
             session: SessionContext::new(),
             cancel: Default::default(),
             batch_size: 8192,
+            pools: Default::default(),
         };
         let rows: RowsCallback = Arc::new(|_, _| {});
         let append = |key: &str| Load {

@@ -7,10 +7,16 @@
 //! | csv     | files (glob), via DataFusion   | `<path>/<table>.csv`, temp file renamed |
 //! | parquet | files (glob) or datasets       | `<path>/<table>.parquet` or a dataset   |
 //! | sqlite  | table or query, via sqlx       | table, staged and swapped in one txn    |
+//! | postgres| table or query, binary COPY    | binary COPY into a staging table; one txn |
+//! | mysql   | table or query, text protocol  | multi-row INSERTs in one txn; RENAME TABLE |
 
 pub mod arrow_sql;
 pub mod files;
 pub mod fsutil;
+pub mod mysql;
+pub mod pools;
+pub mod postgres;
+pub mod relational;
 pub mod sqlite;
 
 use std::sync::Arc;
@@ -64,6 +70,8 @@ pub struct IoContext {
     pub session: SessionContext,
     pub cancel: CancellationToken,
     pub batch_size: usize,
+    /// The connection pools of database stores.
+    pub pools: pools::Pools,
 }
 
 /// A source, opened: its rows as a stream, and how many to expect if the store can tell.
@@ -114,7 +122,10 @@ pub trait SinkConnector: Send + Sync {
 }
 
 /// The connector that reads `store`.
-pub fn source_for(store: &DataStore) -> Result<Box<dyn SourceConnector>, ConnectorError> {
+pub fn source_for(
+    store: &DataStore,
+    pools: &pools::Pools,
+) -> Result<Box<dyn SourceConnector>, ConnectorError> {
     match (store.kind, store.engine) {
         (StoreKind::File, StoreEngine::Csv) => Ok(Box::new(files::CsvSource::new(store)?)),
         (StoreKind::File, StoreEngine::Parquet) => Ok(Box::new(files::ParquetFileSource::new(store)?)),
@@ -122,19 +133,63 @@ pub fn source_for(store: &DataStore) -> Result<Box<dyn SourceConnector>, Connect
             Ok(Box::new(files::ParquetDatasetSource::new(store)?))
         }
         (StoreKind::RelationalDb, StoreEngine::Sqlite) => Ok(Box::new(sqlite::SqliteSource::new(store)?)),
+        (StoreKind::RelationalDb, StoreEngine::Postgres) => {
+            Ok(Box::new(postgres::PostgresSource::new(store, pools)?))
+        }
+        (StoreKind::RelationalDb, StoreEngine::Mysql) => Ok(Box::new(mysql::MysqlSource::new(store, pools)?)),
         (_, engine) => Err(unsupported(store, engine, "read")),
     }
 }
 
 /// The connector that writes into `store`.
-pub fn sink_for(store: &DataStore) -> Result<Box<dyn SinkConnector>, ConnectorError> {
+pub fn sink_for(store: &DataStore, pools: &pools::Pools) -> Result<Box<dyn SinkConnector>, ConnectorError> {
     match (store.kind, store.engine) {
         (StoreKind::File, StoreEngine::Csv) => Ok(Box::new(files::CsvFileSink::new(store)?)),
         (StoreKind::File, StoreEngine::Parquet) => Ok(Box::new(files::ParquetFileSink::new(store)?)),
         (StoreKind::ColumnarDb, StoreEngine::Parquet) => Ok(Box::new(files::ParquetDatasetSink::new(store)?)),
         (StoreKind::RelationalDb, StoreEngine::Sqlite) => Ok(Box::new(sqlite::SqliteSink::new(store)?)),
+        (StoreKind::RelationalDb, StoreEngine::Postgres) => {
+            Ok(Box::new(postgres::PostgresSink::new(store, pools)?))
+        }
+        (StoreKind::RelationalDb, StoreEngine::Mysql) => Ok(Box::new(mysql::MysqlSink::new(store, pools)?)),
         (_, engine) => Err(unsupported(store, engine, "write")),
     }
+}
+
+/// What `POST /data-stores/{id}/check` reports for a reachable store.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct CheckReport {
+    pub ok: bool,
+    pub latency_ms: u64,
+    /// The database server's version (for files: the engine that reads them).
+    pub server_version: Option<String>,
+}
+
+/// Connects to the store (or looks at its files) and reports how long that took.
+pub async fn check(store: &DataStore, pools: &pools::Pools) -> Result<CheckReport, ConnectorError> {
+    let started = std::time::Instant::now();
+    let version = match store.engine {
+        StoreEngine::Postgres => Some(postgres::check(store, pools).await?),
+        StoreEngine::Mysql => Some(mysql::check(store, pools).await?),
+        _ => {
+            let path = store_path(store)?;
+            let look = match store.engine {
+                StoreEngine::Sqlite => path.parent().map(|p| p.to_path_buf()).unwrap_or(path.clone()),
+                _ => path.clone(),
+            };
+            match std::fs::metadata(&look) {
+                Ok(_) => None,
+                Err(e) => {
+                    return Err(ConnectorError::permanent(format!("{}: {e}", look.display())));
+                }
+            }
+        }
+    };
+    Ok(CheckReport {
+        ok: true,
+        latency_ms: started.elapsed().as_millis() as u64,
+        server_version: version,
+    })
 }
 
 fn unsupported(store: &DataStore, engine: StoreEngine, verb: &str) -> ConnectorError {

@@ -63,7 +63,8 @@ pub fn arrow_type_for_decl(decl: &str) -> Option<DataType> {
         return None;
     }
     if let Some(args) = d
-        .strip_prefix("DECIMAL")
+        .strip_prefix("DECIMAL_TEXT")
+        .or_else(|| d.strip_prefix("DECIMAL"))
         .or_else(|| d.strip_prefix("NUMERIC"))
         .and_then(|r| r.trim().strip_prefix('('))
         .and_then(|r| r.strip_suffix(')'))
@@ -108,6 +109,11 @@ pub fn decl_for_arrow_type(dt: &DataType) -> String {
         | DataType::UInt32
         | DataType::UInt64 => "INTEGER".into(),
         DataType::Float16 | DataType::Float32 | DataType::Float64 => "REAL".into(),
+        // SQLite keeps only 15 significant digits of a NUMERIC value it converts; wider
+        // decimals get TEXT affinity (the name contains TEXT) and stay exact.
+        DataType::Decimal128(p, s) | DataType::Decimal256(p, s) if *p > 15 => {
+            format!("DECIMAL_TEXT({p},{s})")
+        }
         DataType::Decimal128(p, s) | DataType::Decimal256(p, s) => format!("DECIMAL({p},{s})"),
         DataType::Date32 | DataType::Date64 => "DATE".into(),
         DataType::Time32(_) | DataType::Time64(_) => "TIME".into(),
@@ -615,6 +621,7 @@ mod tests {
             DataType::Int64,
             DataType::Utf8,
             DataType::Decimal128(12, 3),
+            DataType::Decimal128(20, 0),
             DataType::Date32,
             DataType::Boolean,
             DataType::Float64,

@@ -53,6 +53,26 @@ impl Drop for EngineRuntime {
     }
 }
 
+/// Reads `data_dir/instance-id`, creating it (8 random hex digits) on first start.
+fn instance_id(data_dir: &std::path::Path) -> std::io::Result<String> {
+    let path = data_dir.join("instance-id");
+    match std::fs::read_to_string(&path) {
+        Ok(id) if id.trim().len() == 8 && id.trim().bytes().all(|b| b.is_ascii_hexdigit()) => {
+            Ok(id.trim().to_ascii_lowercase())
+        }
+        Ok(_) => Err(std::io::Error::other(format!(
+            "{} is not 8 hex digits",
+            path.display()
+        ))),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let id = format!("{:08x}", rand::random::<u32>());
+            std::fs::write(&path, &id)?;
+            Ok(id)
+        }
+        Err(e) => Err(e),
+    }
+}
+
 /// The engine: runtime, shared memory pool, where flows keep their work.
 pub struct Engine {
     runtime: EngineRuntime,
@@ -61,6 +81,8 @@ pub struct Engine {
     spill_dir: PathBuf,
     batch_size: usize,
     threads: usize,
+    pools: crate::connectors::pools::Pools,
+    instance: String,
 }
 
 /// One flow's engine state: its session (sources and completed nodes registered as tables)
@@ -90,11 +112,24 @@ impl Engine {
             spill_dir,
             batch_size: settings.batch_size,
             threads,
+            pools: Default::default(),
+            instance: instance_id(data_dir)?,
         }))
     }
 
     pub fn handle(&self) -> &tokio::runtime::Handle {
         self.runtime.handle()
+    }
+
+    /// This installation's id (kept in the data directory): part of every staging name, so two
+    /// Sluice servers writing into one database never touch each other's staged loads.
+    pub fn instance(&self) -> &str {
+        &self.instance
+    }
+
+    /// The connection pools of database stores, shared by every flow.
+    pub fn pools(&self) -> &crate::connectors::pools::Pools {
+        &self.pools
     }
 
     pub fn batch_size(&self) -> usize {

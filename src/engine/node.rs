@@ -74,7 +74,7 @@ pub async fn run(
 ) -> Result<u64, NodeError> {
     match work {
         NodeWork::Ingest { source, store } => {
-            let connector = connectors::source_for(store)?;
+            let connector = connectors::source_for(store, &io.pools)?;
             let opened = connector.open(source, &io).await?;
             let estimate = opened.estimated_rows;
             let report: RowsCallback = Arc::new(move |rows, _| on_rows(rows, estimate));
@@ -114,7 +114,7 @@ pub async fn run(
             Ok(rows)
         }
         NodeWork::Persist { output, load, store } => {
-            let connector = connectors::sink_for(store)?;
+            let connector = connectors::sink_for(store, &io.pools)?;
             let file = checkpoint::path(&session.work_dir, &output.node);
             let total = checkpoint::rows(&session.work_dir, &output.node);
             let unreadable = |e: datafusion::error::DataFusionError| {

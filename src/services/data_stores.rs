@@ -66,6 +66,33 @@ impl Services {
             .ok_or_else(|| AppError::not_found("data store", id))
     }
 
+    /// Connects to the store (on the engine's runtime, through its pool) and reports latency
+    /// and server version, or why it cannot be used.
+    #[tracing::instrument(skip(self))]
+    pub async fn check_data_store(&self, id: i64) -> Result<crate::connectors::CheckReport, AppError> {
+        let model = self.get_data_store(id).await?;
+        let store = repo::store_from_model(model, &self.cipher)?;
+        let pools = self.engine.pools().clone();
+        let checked = self
+            .engine
+            .handle()
+            .spawn(async move {
+                tokio::time::timeout(
+                    std::time::Duration::from_secs(30),
+                    crate::connectors::check(&store, &pools),
+                )
+                .await
+                .unwrap_or_else(|_| {
+                    Err(crate::connectors::ConnectorError::transient(
+                        "no answer within 30 s",
+                    ))
+                })
+            })
+            .await
+            .map_err(|e| AppError::Internal(format!("the store check crashed: {e}")))?;
+        checked.map_err(|e| AppError::StoreCheck(e.message))
+    }
+
     pub async fn list_data_stores(
         &self,
         limit: u64,

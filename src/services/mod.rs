@@ -29,4 +29,6 @@ pub struct Services {
     /// Live followers of flows (the Persister publishes, the events endpoint subscribes).
     pub events: Arc<EventHub>,
     pub metrics: Arc<Metrics>,
+    /// The engine: its runtime and the database stores' connection pools.
+    pub engine: Arc<crate::engine::Engine>,
 }

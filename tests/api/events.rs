@@ -27,8 +27,13 @@ pub struct Stream {
 
 impl Stream {
     pub async fn open(app: &TestApp, flow: i64) -> Stream {
-        let resp = app
-            .client
+        // A stream lives as long as its flow: no whole-request timeout (the shared client's 30 s
+        // would cut a long stream on a busy machine); `next` catches hangs.
+        let streaming = reqwest::Client::builder()
+            .read_timeout(Duration::from_secs(120))
+            .build()
+            .expect("client");
+        let resp = streaming
             .get(app.api(&format!("/flows/{flow}/events")))
             .send()
             .await
@@ -289,7 +294,6 @@ async fn a_completed_flow_streams_its_whole_story_in_order() {
     assert!(done.data["finished_utc"].is_string());
     for t in ["orders", "big", "total", "total->total"] {
         assert_story(&task_story(&events, t), &["PENDING", "RUNNING", "COMPLETED"]);
-        assert_eq!(task_states(&events, t).last().unwrap(), "COMPLETED", "task {t}");
     }
     // Every task ends before the flow does.
     let last_task = events.iter().rposition(|e| e.name == "task").unwrap();

@@ -214,10 +214,14 @@ async fn check_category_monthly(db: &Path) {
     }
 }
 
-/// SQLite stores a DECIMAL column's values as REAL (or INTEGER when whole), so compare the
-/// number with the decimal text to well below a cent.
+/// Wide decimals (`DECIMAL_TEXT(38,2)`) are stored as exact text; narrow ones as numbers
+/// (REAL or INTEGER), compared with the decimal text to well below a cent.
 #[track_caller]
 fn assert_money(actual: &Value, expected: &str, what: &str) {
+    if let Some(text) = actual.as_str() {
+        assert_eq!(text, expected, "{what}");
+        return;
+    }
     let want: f64 = expected.parse().expect("expected decimal");
     let got = actual
         .as_f64()

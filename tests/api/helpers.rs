@@ -87,6 +87,11 @@ pub async fn spawn_app_with(options: AppOptions) -> TestApp {
         ),
         ("SLUICE__ENGINE__THREADS".to_string(), "2".to_string()),
     ];
+    if !options.env.iter().any(|(k, _)| k == "SLUICE__DATABASE__URL") {
+        if let Some(url) = metadata_url_for(&data_dir).await {
+            env.push(("SLUICE__DATABASE__URL".to_string(), url));
+        }
+    }
     env.extend(options.env);
     let settings = Settings::load_with(None, env).expect("test settings");
     let (tx, rx) = tokio::sync::oneshot::channel();
@@ -381,4 +386,530 @@ pub async fn wait_until_gone(dir: &Path) {
         );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// PostgreSQL and MySQL/MariaDB: the servers the tests may use, and direct access to them.
+
+/// A PostgreSQL database the tests may create schemas, tables and roles in.
+pub const POSTGRES_ENV: &str = "SLUICE_TEST_POSTGRES_URL";
+/// A MySQL/MariaDB database the tests may use; tests create databases beside it.
+pub const MYSQL_ENV: &str = "SLUICE_TEST_MYSQL_URL";
+/// A PostgreSQL server URL: when set, every test server keeps its metadata in a fresh database
+/// there instead of SQLite.
+pub const METADATA_ENV: &str = "SLUICE_TEST_METADATA_URL";
+
+fn env_url(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|v| !v.trim().is_empty())
+}
+
+pub fn pg_url() -> Option<String> {
+    env_url(POSTGRES_ENV)
+}
+
+pub fn mysql_url() -> Option<String> {
+    env_url(MYSQL_ENV)
+}
+
+/// `pg_url()`, or says on stderr why the test is skipped:
+/// `let Some(pg) = require_pg() else { return };`
+pub fn require_pg() -> Option<String> {
+    let url = pg_url();
+    if url.is_none() {
+        eprintln!("skipped: {POSTGRES_ENV} is not set");
+    }
+    url
+}
+
+/// `mysql_url()`, or says on stderr why the test is skipped.
+pub fn require_mysql() -> Option<String> {
+    let url = mysql_url();
+    if url.is_none() {
+        eprintln!("skipped: {MYSQL_ENV} is not set");
+    }
+    url
+}
+
+/// A short random suffix for names that must not collide between tests running at once.
+pub fn unique_suffix() -> String {
+    uuid::Uuid::new_v4().simple().to_string()[..10].to_string()
+}
+
+/// The file in a data directory that remembers its metadata database, so that a server
+/// restarted on the same directory finds the same metadata.
+const METADATA_URL_FILE: &str = "test-metadata-url";
+
+/// With `SLUICE_TEST_METADATA_URL` set: the metadata database URL of the server that uses
+/// `data_dir` (a fresh `sluice_meta_<random>` database the first time). `None` otherwise.
+pub async fn metadata_url_for(data_dir: &Path) -> Option<String> {
+    let server = env_url(METADATA_ENV)?;
+    let remembered = data_dir.join(METADATA_URL_FILE);
+    if let Ok(url) = std::fs::read_to_string(&remembered) {
+        return Some(url.trim().to_string());
+    }
+    let name = format!("sluice_meta_{}", uuid::Uuid::new_v4().simple());
+    pg_admin(&server, &format!("CREATE DATABASE \"{name}\"")).await;
+    let mut url = reqwest::Url::parse(&server).unwrap_or_else(|e| panic!("{METADATA_ENV} is not a URL: {e}"));
+    url.set_path(&format!("/{name}"));
+    std::fs::create_dir_all(data_dir).expect("data dir");
+    std::fs::write(&remembered, url.as_str()).expect("remember the metadata URL");
+    Some(url.to_string())
+}
+
+/// Runs one statement on a PostgreSQL server (outside any transaction).
+pub async fn pg_admin(url: &str, sql: &str) {
+    let mut conn = pg_connect(url).await;
+    sqlx::raw_sql(sqlx::AssertSqlSafe(sql.to_string()))
+        .execute(&mut conn)
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"));
+}
+
+pub async fn pg_connect(url: &str) -> sqlx::PgConnection {
+    use sqlx::Connection;
+    sqlx::PgConnection::connect(url)
+        .await
+        .unwrap_or_else(|e| panic!("connecting to PostgreSQL: {e}"))
+}
+
+pub async fn mysql_connect(url: &str) -> sqlx::MySqlConnection {
+    use sqlx::Connection;
+    sqlx::MySqlConnection::connect(url)
+        .await
+        .unwrap_or_else(|e| panic!("connecting to MySQL: {e}"))
+}
+
+/// Runs `sql` (one or more statements) with the text protocol and returns every row of the
+/// results as text, exactly as the server prints it (`None` for NULL). PostgreSQL prints
+/// `bytea` as `\x..`; MySQL's binary values that are not UTF-8 come back as `0x..`.
+pub async fn pg_text(conn: &mut sqlx::PgConnection, sql: &str) -> Vec<Vec<Option<String>>> {
+    let rows = sqlx::raw_sql(sqlx::AssertSqlSafe(sql.to_string()))
+        .fetch_all(&mut *conn)
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"));
+    rows.iter().map(text_cells).collect()
+}
+
+pub async fn mysql_text(conn: &mut sqlx::MySqlConnection, sql: &str) -> Vec<Vec<Option<String>>> {
+    let rows = sqlx::raw_sql(sqlx::AssertSqlSafe(sql.to_string()))
+        .fetch_all(&mut *conn)
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"));
+    rows.iter().map(text_cells).collect()
+}
+
+/// The cells of a row fetched with the text protocol. PostgreSQL's text is decoded as `&str`
+/// (its `Vec<u8>` decoder expects `\x` hex in text mode), MySQL's as bytes.
+fn text_cells<R>(row: &R) -> Vec<Option<String>>
+where
+    R: sqlx::Row,
+    usize: sqlx::ColumnIndex<R>,
+    for<'r> &'r str: sqlx::Decode<'r, R::Database>,
+    for<'r> Vec<u8>: sqlx::Decode<'r, R::Database>,
+{
+    use sqlx::ValueRef;
+    let postgres = std::any::type_name::<R::Database>().contains("Postgres");
+    (0..row.len())
+        .map(|i| {
+            let raw = row.try_get_raw(i).expect("cell");
+            if raw.is_null() {
+                return None;
+            }
+            if postgres {
+                let text = <&str as sqlx::Decode<R::Database>>::decode(raw)
+                    .unwrap_or_else(|e| panic!("column {i}: {e}"));
+                return Some(text.to_string());
+            }
+            let bytes: Vec<u8> = <Vec<u8> as sqlx::Decode<R::Database>>::decode(raw)
+                .unwrap_or_else(|e| panic!("column {i}: {e}"));
+            Some(String::from_utf8(bytes).unwrap_or_else(|e| format!("0x{}", hex(e.as_bytes()))))
+        })
+        .collect()
+}
+
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The parts of a `postgres://` or `mysql://` URL a data store needs.
+#[derive(Debug, Clone)]
+pub struct DbParts {
+    pub host: String,
+    pub port: u16,
+    pub user: String,
+    pub password: Option<String>,
+    pub db_name: String,
+}
+
+impl DbParts {
+    pub fn parse(url: &str) -> DbParts {
+        let u = reqwest::Url::parse(url).unwrap_or_else(|e| panic!("not a database URL: {e}"));
+        DbParts {
+            host: u.host_str().unwrap_or("127.0.0.1").to_string(),
+            port: u
+                .port()
+                .unwrap_or(if u.scheme() == "mysql" { 3306 } else { 5432 }),
+            user: percent_decode(u.username()),
+            password: u.password().map(percent_decode),
+            db_name: u.path().trim_start_matches('/').to_string(),
+        }
+    }
+
+    /// The `connection` object of a data store.
+    pub fn connection(&self) -> Value {
+        let mut c = json!({"type": "db", "host": self.host, "port": self.port, "user": self.user,
+                           "db_name": self.db_name});
+        if let Some(pw) = &self.password {
+            c["password"] = json!(pw);
+        }
+        c
+    }
+}
+
+/// Percent-decoding of a URL's user or password.
+fn percent_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let hex_pair = (b[i] == b'%')
+            .then(|| s.get(i + 1..i + 3))
+            .flatten()
+            .and_then(|h| u8::from_str_radix(h, 16).ok());
+        match hex_pair {
+            Some(v) => {
+                out.push(v);
+                i += 3;
+            }
+            None => {
+                out.push(b[i]);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+impl Api {
+    /// A PostgreSQL store for the database of `url`.
+    pub async fn postgres_store(&self, name: &str, url: &str) -> i64 {
+        self.create_store(db_store_body(name, "postgres", url)).await
+    }
+
+    /// A MySQL/MariaDB store for the database of `url`.
+    pub async fn mysql_store(&self, name: &str, url: &str) -> i64 {
+        self.create_store(db_store_body(name, "mysql", url)).await
+    }
+}
+
+/// The body that creates a `relational_db` store of `engine` for the database of `url`.
+pub fn db_store_body(name: &str, engine: &str, url: &str) -> Value {
+    json!({"name": name, "kind": "relational_db", "engine": engine,
+           "connection": DbParts::parse(url).connection()})
+}
+
+/// A schema of its own in the PostgreSQL test database, for one test.
+pub struct PgScratch {
+    /// The test database's URL.
+    pub url: String,
+    pub schema: String,
+}
+
+impl PgScratch {
+    /// Creates the schema `<prefix>_<random>`.
+    pub async fn new(url: &str, prefix: &str) -> PgScratch {
+        let schema = format!("{prefix}_{}", unique_suffix());
+        pg_admin(url, &format!("CREATE SCHEMA {schema}")).await;
+        PgScratch {
+            url: url.to_string(),
+            schema,
+        }
+    }
+
+    /// `schema.name`.
+    pub fn t(&self, name: &str) -> String {
+        format!("{}.{name}", self.schema)
+    }
+
+    /// A connection whose search path starts at the schema, with times shown in UTC.
+    pub async fn conn(&self) -> sqlx::PgConnection {
+        let mut conn = pg_connect(&self.url).await;
+        sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+            "SET search_path = {}, public; SET TimeZone = 'UTC'; SET IntervalStyle = 'postgres'",
+            self.schema
+        )))
+        .execute(&mut conn)
+        .await
+        .expect("session settings");
+        conn
+    }
+
+    pub async fn exec(&self, sql: &str) {
+        let mut conn = self.conn().await;
+        sqlx::raw_sql(sqlx::AssertSqlSafe(sql.to_string()))
+            .execute(&mut conn)
+            .await
+            .unwrap_or_else(|e| panic!("{sql}: {e}"));
+    }
+
+    /// Rows as text (see `pg_text`).
+    pub async fn rows(&self, sql: &str) -> Vec<Vec<Option<String>>> {
+        let mut conn = self.conn().await;
+        pg_text(&mut conn, sql).await
+    }
+
+    /// `(column, format_type)` of a table of the schema, in column order.
+    pub async fn column_types(&self, table: &str) -> Vec<(String, String)> {
+        self.rows(&format!(
+            "SELECT a.attname, format_type(a.atttypid, a.atttypmod) FROM pg_attribute a \
+             WHERE a.attrelid = '{}.{table}'::regclass AND a.attnum > 0 AND NOT a.attisdropped \
+             ORDER BY a.attnum",
+            self.schema
+        ))
+        .await
+        .into_iter()
+        .map(|r| (r[0].clone().unwrap(), r[1].clone().unwrap()))
+        .collect()
+    }
+
+    /// Tables of the schema, sorted.
+    pub async fn tables(&self) -> Vec<String> {
+        self.rows(&format!(
+            "SELECT table_name FROM information_schema.tables WHERE table_schema = '{}' ORDER BY 1",
+            self.schema
+        ))
+        .await
+        .into_iter()
+        .map(|r| r[0].clone().unwrap())
+        .collect()
+    }
+
+    /// Staging tables left in the schema.
+    pub async fn stage_tables(&self) -> Vec<String> {
+        self.tables()
+            .await
+            .into_iter()
+            .filter(|t| t.starts_with("_sluice_stage_"))
+            .collect()
+    }
+
+    /// Drops the schema (at the end of a test that passed).
+    pub async fn drop(self) {
+        pg_admin(&self.url, &format!("DROP SCHEMA {} CASCADE", self.schema)).await;
+    }
+}
+
+/// A database of its own on the MySQL test server, for one test (MySQL's schemas are
+/// databases).
+pub struct MyScratch {
+    /// The URL of this test's database.
+    pub url: String,
+    pub db: String,
+}
+
+impl MyScratch {
+    /// Creates the database `<prefix>_<random>` beside the one `url` names.
+    pub async fn new(url: &str, prefix: &str) -> MyScratch {
+        let db = format!("{prefix}_{}", unique_suffix());
+        let mut conn = mysql_connect(url).await;
+        sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+            "CREATE DATABASE {db} CHARACTER SET utf8mb4 COLLATE utf8mb4_bin"
+        )))
+        .execute(&mut conn)
+        .await
+        .expect("create database");
+        let mut u = reqwest::Url::parse(url).expect("MySQL URL");
+        u.set_path(&format!("/{db}"));
+        MyScratch {
+            url: u.to_string(),
+            db,
+        }
+    }
+
+    /// A connection to the test's database, with times shown in UTC.
+    pub async fn conn(&self) -> sqlx::MySqlConnection {
+        let mut conn = mysql_connect(&self.url).await;
+        sqlx::raw_sql("SET time_zone = '+00:00'")
+            .execute(&mut conn)
+            .await
+            .expect("session time zone");
+        conn
+    }
+
+    pub async fn exec(&self, sql: &str) {
+        let mut conn = self.conn().await;
+        sqlx::raw_sql(sqlx::AssertSqlSafe(sql.to_string()))
+            .execute(&mut conn)
+            .await
+            .unwrap_or_else(|e| panic!("{sql}: {e}"));
+    }
+
+    /// Rows as text (see `mysql_text`).
+    pub async fn rows(&self, sql: &str) -> Vec<Vec<Option<String>>> {
+        let mut conn = self.conn().await;
+        mysql_text(&mut conn, sql).await
+    }
+
+    /// `(column, COLUMN_TYPE)` of a table, in column order.
+    pub async fn column_types(&self, table: &str) -> Vec<(String, String)> {
+        self.rows(&format!(
+            "SELECT COLUMN_NAME, COLUMN_TYPE FROM information_schema.COLUMNS \
+             WHERE TABLE_SCHEMA = '{}' AND TABLE_NAME = '{table}' ORDER BY ORDINAL_POSITION",
+            self.db
+        ))
+        .await
+        .into_iter()
+        .map(|r| (r[0].clone().unwrap(), r[1].clone().unwrap()))
+        .collect()
+    }
+
+    /// Tables of the database, sorted, without the connector's bookkeeping table
+    /// `_sluice_published` (published appends, kept on purpose).
+    pub async fn tables(&self) -> Vec<String> {
+        self.rows(&format!(
+            "SELECT TABLE_NAME FROM information_schema.TABLES WHERE TABLE_SCHEMA = '{}' \
+             AND TABLE_NAME <> '_sluice_published' ORDER BY 1",
+            self.db
+        ))
+        .await
+        .into_iter()
+        .map(|r| r[0].clone().unwrap())
+        .collect()
+    }
+
+    pub async fn stage_tables(&self) -> Vec<String> {
+        self.tables()
+            .await
+            .into_iter()
+            .filter(|t| t.starts_with("_sluice_stage_"))
+            .collect()
+    }
+
+    pub async fn drop(self) {
+        self.exec(&format!("DROP DATABASE {}", self.db)).await;
+    }
+}
+
+/// Every row of a SQLite query as text by storage class: integers and reals as Rust prints
+/// them, text as it is, blobs as `\x<hex>` (`None` for NULL).
+pub async fn sqlite_text(db: &Path, sql: &str) -> Vec<Vec<Option<String>>> {
+    use sqlx::{Connection, Row, TypeInfo, ValueRef};
+    let mut conn = sqlx::SqliteConnection::connect(&format!("sqlite://{}", db.display()))
+        .await
+        .expect("open sqlite");
+    let rows = sqlx::query(sqlx::AssertSqlSafe(sql.to_string()))
+        .fetch_all(&mut conn)
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"));
+    rows.iter()
+        .map(|r| {
+            (0..r.columns().len())
+                .map(|i| {
+                    let raw = r.try_get_raw(i).expect("cell");
+                    if raw.is_null() {
+                        return None;
+                    }
+                    Some(match raw.type_info().name() {
+                        "INTEGER" => r.get::<i64, _>(i).to_string(),
+                        "REAL" => r.get::<f64, _>(i).to_string(),
+                        "BLOB" => format!("\\x{}", hex(&r.get::<Vec<u8>, _>(i))),
+                        _ => r.get::<String, _>(i),
+                    })
+                })
+                .collect()
+        })
+        .collect()
+}
+
+/// `(name, declared type)` of a SQLite table's columns.
+pub async fn sqlite_columns(db: &Path, table: &str) -> Vec<(String, String)> {
+    sqlite_text(
+        db,
+        &format!("SELECT name, type FROM pragma_table_info('{table}') ORDER BY cid"),
+    )
+    .await
+    .into_iter()
+    .map(|r| (r[0].clone().unwrap(), r[1].clone().unwrap_or_default()))
+    .collect()
+}
+
+/// A Parquet dataset (a directory of part files) or file, read with its own Arrow schema (no
+/// DataFusion in between, so types are exactly what was written): the schema's fields and
+/// every row as text (see `arrow_cell`).
+pub fn parquet_table(
+    path: &Path,
+) -> (
+    Vec<(String, datafusion::arrow::datatypes::DataType)>,
+    Vec<Vec<Option<String>>>,
+) {
+    use datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+    let mut files: Vec<PathBuf> = if path.is_dir() {
+        std::fs::read_dir(path)
+            .expect("dataset dir")
+            .map(|e| e.expect("entry").path())
+            .filter(|p| p.extension().is_some_and(|e| e == "parquet"))
+            .collect()
+    } else {
+        vec![path.to_path_buf()]
+    };
+    files.sort();
+    assert!(!files.is_empty(), "no Parquet file in {}", path.display());
+    let mut fields = None;
+    let mut rows = Vec::new();
+    for f in files {
+        let builder = ParquetRecordBatchReaderBuilder::try_new(std::fs::File::open(&f).expect("open"))
+            .expect("parquet");
+        let schema: Vec<_> = builder
+            .schema()
+            .fields()
+            .iter()
+            .map(|f| (f.name().clone(), f.data_type().clone()))
+            .collect();
+        match &fields {
+            None => fields = Some(schema),
+            Some(s) => assert_eq!(s, &schema, "part files disagree on the schema"),
+        }
+        for batch in builder.build().expect("reader") {
+            let batch = batch.expect("batch");
+            for i in 0..batch.num_rows() {
+                rows.push(batch.columns().iter().map(|c| arrow_cell(c, i)).collect());
+            }
+        }
+    }
+    (fields.unwrap_or_default(), rows)
+}
+
+/// One Arrow cell as text: binaries as `\x<hex>`, times and timestamps with six fractional
+/// digits (`2024-02-29 10:34:56.500000Z` when the timestamp has a time zone), everything else
+/// as Arrow displays it.
+pub fn arrow_cell(array: &datafusion::arrow::array::ArrayRef, row: usize) -> Option<String> {
+    use datafusion::arrow::array::*;
+    use datafusion::arrow::datatypes::*;
+    if array.is_null(row) {
+        return None;
+    }
+    Some(match array.data_type() {
+        DataType::Binary => format!("\\x{}", hex(array.as_binary::<i32>().value(row))),
+        DataType::LargeBinary => format!("\\x{}", hex(array.as_binary::<i64>().value(row))),
+        DataType::BinaryView => format!("\\x{}", hex(array.as_binary_view().value(row))),
+        DataType::Time64(TimeUnit::Microsecond) => array
+            .as_primitive::<Time64MicrosecondType>()
+            .value_as_time(row)
+            .expect("time")
+            .format("%H:%M:%S%.6f")
+            .to_string(),
+        DataType::Timestamp(TimeUnit::Microsecond, tz) => {
+            let ts = array
+                .as_primitive::<TimestampMicrosecondType>()
+                .value_as_datetime(row)
+                .expect("timestamp")
+                .format("%Y-%m-%d %H:%M:%S%.6f")
+                .to_string();
+            match tz {
+                Some(_) => format!("{ts}Z"),
+                None => ts,
+            }
+        }
+        _ => datafusion::arrow::util::display::array_value_to_string(array, row).expect("display"),
+    })
 }

@@ -19,6 +19,7 @@ mod fuzz;
 mod lifecycle;
 mod limits;
 mod observe;
+mod relational;
 mod resilience;
 mod security;
 mod service;

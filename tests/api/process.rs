@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::helpers::{http_client, Api};
+use crate::helpers::{http_client, metadata_url_for, Api};
 
 pub struct ServerProcess {
     pub api: Api,
@@ -43,6 +43,13 @@ impl ServerProcess {
             .stdin(Stdio::null())
             .stdout(out.try_clone().expect("log handle"))
             .stderr(out);
+        // With SLUICE_TEST_METADATA_URL: metadata in PostgreSQL, the same database for every
+        // start on this data directory.
+        if !env.iter().any(|(k, _)| *k == "SLUICE__DATABASE__URL") {
+            if let Some(url) = metadata_url_for(data_dir).await {
+                cmd.env("SLUICE__DATABASE__URL", url);
+            }
+        }
         for (k, v) in env {
             cmd.env(k, v);
         }

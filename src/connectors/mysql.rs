@@ -1,0 +1,819 @@
+//! MySQL and MariaDB (`relational_db` / `mysql`).
+//!
+//! Reads stream the result over the text protocol (rows arrive as the server sends them) and
+//! parse each value by the column's declared type (`SHOW COLUMNS`; for a query, of an empty
+//! temporary table made from it), so decimals stay exact. Cancelling stops the read and kills
+//! the query on the server (`KILL QUERY`).
+//!
+//! Loads stage the rows with multi-row `INSERT`s inside one transaction; publishing inserts
+//! the staged rows of `append` loads (each in a transaction that also records the load, so a
+//! resumed publish never appends twice) and swaps in the staged tables of `replace` loads with
+//! one `RENAME TABLE` statement.
+
+use std::fmt::Write as _;
+
+use async_trait::async_trait;
+use datafusion::arrow::array::*;
+use datafusion::arrow::compute::cast;
+use datafusion::arrow::datatypes::*;
+use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::error::DataFusionError;
+use datafusion::execution::SendableRecordBatchStream;
+use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
+use futures::{StreamExt, TryStreamExt};
+use sqlx::mysql::MySqlRow;
+use sqlx::{AssertSqlSafe, Connection, Decode, MySql, MySqlConnection, Row, ValueRef};
+
+use super::pools::{mysql_options, Pools};
+use super::relational::{
+    bare_query, display_strings, split_table, sql_error, stage_name, stream_from, timestamp, BatchBuilder,
+    DbConn, Guarded,
+};
+use super::{ConnectorError, IoContext, Load, Opened, RowsCallback, SinkConnector, SourceConnector};
+use crate::domain::spec::{Source, SourceRead, WriteMode};
+use crate::domain::store::DataStore;
+
+/// Quotes an identifier per part with backticks: `shop.orders` becomes `` `shop`.`orders` ``.
+pub fn quote_ident(name: &str) -> String {
+    name.split('.').map(quote_part).collect::<Vec<_>>().join(".")
+}
+
+fn quote_part(name: &str) -> String {
+    format!("`{}`", name.replace('`', "``"))
+}
+
+/// Where the bookkeeping of published appends lives (in the store's own database).
+const MARKER_TABLE: &str = "_sluice_published";
+/// One `INSERT` statement carries about this much SQL (well under `max_allowed_packet`).
+const STATEMENT_BYTES: usize = 1 << 20;
+
+type Conn = DbConn<MySql>;
+
+fn connect(store: &DataStore, pools: &Pools) -> Result<Conn, ConnectorError> {
+    Ok(DbConn {
+        pool: pools.mysql(store)?,
+        options: mysql_options(store)?,
+        store: store.clone(),
+    })
+}
+
+fn bytes_of(row: &MySqlRow, i: usize) -> Option<&[u8]> {
+    let raw = row.try_get_raw(i).ok()?;
+    if raw.is_null() {
+        return None;
+    }
+    <&[u8] as Decode<MySql>>::decode(raw).ok()
+}
+
+fn text_of(row: &MySqlRow, i: usize) -> String {
+    bytes_of(row, i)
+        .map(|b| String::from_utf8_lossy(b).into_owned())
+        .unwrap_or_default()
+}
+
+/// `(name, declared type)` of each column, from `SHOW COLUMNS`.
+async fn show_columns(conn: &mut MySqlConnection, table: &str) -> Result<Vec<(String, String)>, sqlx::Error> {
+    let rows = sqlx::raw_sql(AssertSqlSafe(format!("SHOW COLUMNS FROM {}", quote_ident(table))))
+        .fetch_all(&mut *conn)
+        .await?;
+    Ok(rows.iter().map(|r| (text_of(r, 0), text_of(r, 1))).collect())
+}
+
+async fn table_exists(conn: &mut MySqlConnection, table: &str) -> Result<bool, sqlx::Error> {
+    let (schema, name) = split_table(table);
+    let n: i64 = sqlx::query_scalar(
+        "SELECT COUNT(*) FROM information_schema.TABLES WHERE TABLE_SCHEMA = COALESCE(?, DATABASE()) \
+         AND TABLE_NAME = ?",
+    )
+    .bind(schema)
+    .bind(name)
+    .fetch_one(&mut *conn)
+    .await?;
+    Ok(n > 0)
+}
+
+/// The Arrow type of a declared MySQL column type, and how the read selects it; `None` for a
+/// type Sluice cannot carry.
+fn plan_column(name: &str, declared: &str) -> Option<(DataType, String)> {
+    let d = declared.trim().to_ascii_lowercase();
+    let col = format!("q.{}", quote_part(name));
+    let base = d.split(['(', ' ']).next().unwrap_or("");
+    let unsigned = d.contains("unsigned");
+    let args = d
+        .split_once('(')
+        .and_then(|(_, r)| r.split_once(')'))
+        .map(|(a, _)| a)
+        .unwrap_or("");
+    let native = |dt: DataType| Some((dt, col.clone()));
+    match base {
+        "tinyint" if args == "1" && !unsigned => native(DataType::Boolean),
+        "bool" | "boolean" => native(DataType::Boolean),
+        "tinyint" if unsigned => native(DataType::Int16),
+        "tinyint" => native(DataType::Int8),
+        "smallint" if unsigned => native(DataType::Int32),
+        "smallint" => native(DataType::Int16),
+        "mediumint" => native(DataType::Int32),
+        "int" | "integer" if unsigned => native(DataType::Int64),
+        "int" | "integer" => native(DataType::Int32),
+        "bigint" if unsigned => native(DataType::Decimal128(20, 0)),
+        "bigint" => native(DataType::Int64),
+        "year" => native(DataType::Int16),
+        "decimal" | "numeric" | "dec" | "fixed" => {
+            let (p, s) = args.split_once(',').unwrap_or((args, "0"));
+            match (p.trim().parse::<u8>(), s.trim().parse::<i8>()) {
+                (Ok(p), Ok(s)) if (1..=38).contains(&p) && s >= 0 && s as u8 <= p => {
+                    native(DataType::Decimal128(p, s))
+                }
+                _ => native(DataType::Utf8),
+            }
+        }
+        "float" => native(DataType::Float32),
+        "double" | "real" => native(DataType::Float64),
+        "char" | "varchar" | "tinytext" | "text" | "mediumtext" | "longtext" | "enum" | "set" | "json"
+        | "uuid" | "inet4" | "inet6" => native(DataType::Utf8),
+        "binary" | "varbinary" | "tinyblob" | "blob" | "mediumblob" | "longblob" => native(DataType::Binary),
+        "bit" => Some((DataType::Int64, format!("CAST({col} AS UNSIGNED)"))),
+        "date" => native(DataType::Date32),
+        "time" => native(DataType::Time64(TimeUnit::Microsecond)),
+        "datetime" => native(timestamp(false)),
+        "timestamp" => native(timestamp(true)),
+        _ => None,
+    }
+}
+
+pub struct MysqlSource {
+    conn: Conn,
+}
+
+impl MysqlSource {
+    pub fn new(store: &DataStore, pools: &Pools) -> Result<Self, ConnectorError> {
+        Ok(MysqlSource {
+            conn: connect(store, pools)?,
+        })
+    }
+
+    async fn describe(
+        &self,
+        conn: &mut MySqlConnection,
+        source: &Source,
+    ) -> Result<(Vec<(String, String)>, Option<u64>, String), ConnectorError> {
+        match source.read() {
+            SourceRead::Table(table) => {
+                if !table_exists(conn, table)
+                    .await
+                    .map_err(self.conn.err("looking up the table"))?
+                {
+                    let known: Vec<String> = sqlx::query_scalar(
+                        "SELECT TABLE_NAME FROM information_schema.TABLES WHERE TABLE_SCHEMA = DATABASE()",
+                    )
+                    .fetch_all(&mut *conn)
+                    .await
+                    .unwrap_or_default();
+                    let hint = crate::domain::names::did_you_mean(table, known.iter().map(String::as_str))
+                        .map(|s| format!(" (did you mean {s:?}?)"))
+                        .unwrap_or_default();
+                    return Err(ConnectorError::permanent(format!(
+                        "table {table:?} does not exist in {}{hint}",
+                        super::pools::describe(&self.conn.store)
+                    )));
+                }
+                let cols = show_columns(conn, table)
+                    .await
+                    .map_err(self.conn.err("reading the table's columns"))?;
+                let (schema, name) = split_table(table);
+                let estimate: Option<u64> = sqlx::query_scalar(
+                    "SELECT CAST(TABLE_ROWS AS SIGNED) FROM information_schema.TABLES \
+                     WHERE TABLE_SCHEMA = COALESCE(?, DATABASE()) AND TABLE_NAME = ?",
+                )
+                .bind(schema)
+                .bind(name)
+                .fetch_optional(&mut *conn)
+                .await
+                .ok()
+                .flatten()
+                .flatten()
+                .map(|n: i64| n.max(0) as u64);
+                Ok((cols, estimate, format!("SELECT * FROM {}", quote_ident(table))))
+            }
+            SourceRead::Query(q) => {
+                let q = bare_query(q).to_string();
+                // The result's declared types: an empty temporary table made from the query.
+                sqlx::raw_sql(AssertSqlSafe(format!(
+                    "DROP TEMPORARY TABLE IF EXISTS `_sluice_probe`; \
+                     CREATE TEMPORARY TABLE `_sluice_probe` AS SELECT * FROM (\n{q}\n) AS q LIMIT 0"
+                )))
+                .execute(&mut *conn)
+                .await
+                .map_err(self.conn.err("query"))?;
+                let cols = show_columns(conn, "_sluice_probe")
+                    .await
+                    .map_err(self.conn.err("describing the query"));
+                let _ = sqlx::raw_sql("DROP TEMPORARY TABLE IF EXISTS `_sluice_probe`")
+                    .execute(&mut *conn)
+                    .await;
+                Ok((cols?, None, q))
+            }
+            SourceRead::Path(_) => Err(ConnectorError::permanent(
+                "a MySQL store is read by table or query",
+            )),
+        }
+    }
+}
+
+#[async_trait]
+impl SourceConnector for MysqlSource {
+    async fn open(&self, source: &Source, ctx: &IoContext) -> Result<Opened, ConnectorError> {
+        let mut conn = Guarded::new(self.conn.acquire().await?);
+        let id: u64 = sqlx::query_scalar("SELECT CONNECTION_ID()")
+            .fetch_one(&mut *conn.conn)
+            .await
+            .map_err(self.conn.err("query"))?;
+        let (declared, estimated_rows, inner) = self.describe(&mut conn.conn, source).await?;
+        if declared.is_empty() {
+            return Err(ConnectorError::permanent("the source has no columns"));
+        }
+        let mut fields = Vec::new();
+        let mut exprs = Vec::new();
+        for (name, ty) in &declared {
+            let Some((dt, expr)) = plan_column(name, ty) else {
+                return Err(ConnectorError::permanent(format!(
+                    "column {name:?} has type {ty}, which Sluice cannot carry (convert it in a query, \
+                     e.g. CAST({name} AS CHAR))"
+                )));
+            };
+            fields.push(Field::new(name, dt, true));
+            exprs.push(expr);
+        }
+        let plain = exprs
+            .iter()
+            .zip(&declared)
+            .all(|(e, (n, _))| *e == format!("q.{}", quote_part(n)));
+        let sql = if plain {
+            inner
+        } else {
+            format!("SELECT {} FROM (\n{inner}\n) AS q", exprs.join(", "))
+        };
+        let mut builder = BatchBuilder::new(fields, ctx.batch_size);
+        let schema = builder.schema.clone();
+        let (tx, rx) = tokio::sync::mpsc::channel::<Result<RecordBatch, ConnectorError>>(2);
+        let cancel = ctx.cancel.clone();
+        let pool = self.conn.pool.clone();
+        let secret = self.conn.store.password.clone();
+        tokio::spawn(async move {
+            let outcome = read_rows(&mut conn.conn, sql, &mut builder, &tx, &cancel, secret.as_ref()).await;
+            match outcome {
+                Ok(true) => conn.finished(),
+                Ok(false) => {
+                    // Stopped early: kill the query on the server; the connection is closed.
+                    let _ = sqlx::raw_sql(AssertSqlSafe(format!("KILL QUERY {id}")))
+                        .execute(&pool)
+                        .await;
+                }
+                Err(e) => {
+                    let _ = tx.send(Err(e)).await;
+                }
+            }
+        });
+        let stream = stream_from(rx).map(|r| r.map_err(|e| DataFusionError::External(Box::new(e))));
+        Ok(Opened {
+            stream: Box::pin(RecordBatchStreamAdapter::new(schema, stream)),
+            estimated_rows,
+        })
+    }
+}
+
+async fn read_rows(
+    conn: &mut MySqlConnection,
+    sql: String,
+    builder: &mut BatchBuilder,
+    tx: &tokio::sync::mpsc::Sender<Result<RecordBatch, ConnectorError>>,
+    cancel: &tokio_util::sync::CancellationToken,
+    secret: Option<&crate::secrets::Secret>,
+) -> Result<bool, ConnectorError> {
+    let mut rows = sqlx::raw_sql(AssertSqlSafe(sql)).fetch(&mut *conn);
+    loop {
+        let next = tokio::select! {
+            biased;
+            _ = cancel.cancelled() => return Ok(false),
+            _ = tx.closed() => return Ok(false),
+            r = rows.try_next() => r.map_err(|e| sql_error("query", e, secret))?,
+        };
+        let Some(row) = next else { break };
+        for i in 0..builder.cols.len() {
+            match bytes_of(&row, i) {
+                None => builder.cols[i].append_null(),
+                Some(v) => {
+                    if let Err(why) = builder.cols[i].append_mysql_text(v) {
+                        return Err(builder.value_error(i, why));
+                    }
+                }
+            }
+        }
+        builder.rows += 1;
+        if builder.is_full() {
+            let batch = builder.finish()?;
+            tokio::select! {
+                biased;
+                _ = cancel.cancelled() => return Ok(false),
+                r = tx.send(Ok(batch)) => if r.is_err() { return Ok(false) },
+            }
+        }
+    }
+    if builder.rows > 0 {
+        let batch = builder.finish()?;
+        if tx.send(Ok(batch)).await.is_err() {
+            return Ok(false);
+        }
+    }
+    Ok(true)
+}
+
+// ---- loads -----------------------------------------------------------------------------------
+
+/// How values of a column are written as SQL literals.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Lit {
+    Bool,
+    Int,
+    UInt,
+    F32,
+    F64,
+    /// Exact decimal text, unquoted.
+    Number,
+    Text,
+    Blob,
+    Date,
+    Time,
+    Ts,
+}
+
+/// The MySQL column type for an Arrow type, and how its values are written.
+fn mysql_type_for(dt: &DataType) -> (String, Lit) {
+    match dt {
+        DataType::Boolean => ("BOOLEAN".into(), Lit::Bool),
+        DataType::Int8 => ("TINYINT".into(), Lit::Int),
+        DataType::Int16 => ("SMALLINT".into(), Lit::Int),
+        DataType::Int32 => ("INT".into(), Lit::Int),
+        DataType::Int64 => ("BIGINT".into(), Lit::Int),
+        DataType::UInt8 => ("TINYINT UNSIGNED".into(), Lit::Int),
+        DataType::UInt16 => ("SMALLINT UNSIGNED".into(), Lit::Int),
+        DataType::UInt32 => ("INT UNSIGNED".into(), Lit::Int),
+        DataType::UInt64 => ("BIGINT UNSIGNED".into(), Lit::UInt),
+        DataType::Float16 | DataType::Float32 => ("FLOAT".into(), Lit::F32),
+        DataType::Float64 => ("DOUBLE".into(), Lit::F64),
+        DataType::Decimal128(p, s) | DataType::Decimal256(p, s) if *p <= 65 && *s >= 0 && *s <= 30 => {
+            (format!("DECIMAL({p},{s})"), Lit::Number)
+        }
+        DataType::Binary | DataType::LargeBinary | DataType::BinaryView | DataType::FixedSizeBinary(_) => {
+            ("LONGBLOB".into(), Lit::Blob)
+        }
+        DataType::Date32 | DataType::Date64 => ("DATE".into(), Lit::Date),
+        DataType::Time32(_) | DataType::Time64(_) => ("TIME(6)".into(), Lit::Time),
+        DataType::Timestamp(..) => ("DATETIME(6)".into(), Lit::Ts),
+        _ => ("LONGTEXT".into(), Lit::Text),
+    }
+}
+
+fn normalize(array: &ArrayRef, lit: Lit) -> Result<ArrayRef, String> {
+    let target = match lit {
+        Lit::Bool => DataType::Boolean,
+        Lit::Int => DataType::Int64,
+        Lit::UInt => DataType::UInt64,
+        Lit::F32 => DataType::Float32,
+        Lit::F64 => DataType::Float64,
+        Lit::Number | Lit::Text => DataType::Utf8,
+        Lit::Blob => DataType::Binary,
+        Lit::Date => DataType::Date32,
+        Lit::Time => DataType::Time64(TimeUnit::Microsecond),
+        Lit::Ts => timestamp(false),
+    };
+    if array.data_type() == &target {
+        return Ok(array.clone());
+    }
+    // Timestamps with a zone are written as their UTC time.
+    let source = match (lit, array.data_type()) {
+        (Lit::Ts, DataType::Timestamp(unit, Some(_))) => {
+            cast(array, &DataType::Timestamp(*unit, None)).map_err(|e| e.to_string())?
+        }
+        _ => array.clone(),
+    };
+    match cast(&source, &target) {
+        Ok(a) => Ok(a),
+        Err(_) if target == DataType::Utf8 => display_strings(array),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+/// Writes the literal of `a[row]` (not null).
+fn write_literal(
+    out: &mut String,
+    a: &ArrayRef,
+    row: usize,
+    lit: Lit,
+    backslash_escapes: bool,
+) -> Result<(), String> {
+    match lit {
+        Lit::Bool => out.push(if a.as_boolean().value(row) { '1' } else { '0' }),
+        Lit::Int => {
+            let _ = write!(out, "{}", a.as_primitive::<Int64Type>().value(row));
+        }
+        Lit::UInt => {
+            let _ = write!(out, "{}", a.as_primitive::<UInt64Type>().value(row));
+        }
+        Lit::F32 => {
+            let v = a.as_primitive::<Float32Type>().value(row);
+            if !v.is_finite() {
+                return Err(format!("{v} cannot be stored in MySQL"));
+            }
+            let _ = write!(out, "{v:e}");
+        }
+        Lit::F64 => {
+            let v = a.as_primitive::<Float64Type>().value(row);
+            if !v.is_finite() {
+                return Err(format!("{v} cannot be stored in MySQL"));
+            }
+            let _ = write!(out, "{v:e}");
+        }
+        Lit::Number => {
+            let t = a.as_string::<i32>().value(row);
+            if t.is_empty()
+                || !t
+                    .bytes()
+                    .all(|b| b.is_ascii_digit() || b == b'.' || b == b'-' || b == b'+')
+            {
+                return Err(format!("{t:?} is not a decimal number"));
+            }
+            out.push_str(t);
+        }
+        Lit::Text => {
+            let t = a.as_string::<i32>().value(row);
+            out.push('\'');
+            for c in t.chars() {
+                match c {
+                    '\'' => out.push_str("''"),
+                    '\\' if backslash_escapes => out.push_str("\\\\"),
+                    '\0' if backslash_escapes => out.push_str("\\0"),
+                    c => out.push(c),
+                }
+            }
+            out.push('\'');
+        }
+        Lit::Blob => {
+            let b = a.as_binary::<i32>().value(row);
+            if b.is_empty() {
+                out.push_str("''");
+            } else {
+                out.push_str("X'");
+                for byte in b {
+                    let _ = write!(out, "{byte:02X}");
+                }
+                out.push('\'');
+            }
+        }
+        Lit::Date => {
+            let d = a
+                .as_primitive::<Date32Type>()
+                .value_as_date(row)
+                .ok_or("a date out of range")?;
+            let _ = write!(out, "'{}'", d.format("%Y-%m-%d"));
+        }
+        Lit::Time => {
+            let t = a
+                .as_primitive::<Time64MicrosecondType>()
+                .value_as_time(row)
+                .ok_or("a time out of range")?;
+            let _ = write!(out, "'{}'", t.format("%H:%M:%S%.6f"));
+        }
+        Lit::Ts => {
+            let t = a
+                .as_primitive::<TimestampMicrosecondType>()
+                .value_as_datetime(row)
+                .ok_or("a timestamp out of range")?;
+            let _ = write!(out, "'{}'", t.format("%Y-%m-%d %H:%M:%S%.6f"));
+        }
+    }
+    Ok(())
+}
+
+pub struct MysqlSink {
+    conn: Conn,
+}
+
+impl MysqlSink {
+    pub fn new(store: &DataStore, pools: &Pools) -> Result<Self, ConnectorError> {
+        Ok(MysqlSink {
+            conn: connect(store, pools)?,
+        })
+    }
+}
+
+/// The staging table of a load, and the name the old table takes while it is swapped out.
+fn stage_of(load: &Load) -> String {
+    qualified_like(&load.table, &stage_name(load))
+}
+
+fn old_of(load: &Load) -> String {
+    qualified_like(&load.table, &format!("_sluice_old_{}", load.key))
+}
+
+fn qualified_like(table: &str, name: &str) -> String {
+    match split_table(table) {
+        (Some(schema), _) => format!("{schema}.{name}"),
+        (None, _) => name.to_string(),
+    }
+}
+
+async fn exec(conn: &mut MySqlConnection, sql: String) -> Result<(), sqlx::Error> {
+    sqlx::raw_sql(AssertSqlSafe(sql))
+        .execute(&mut *conn)
+        .await
+        .map(|_| ())
+}
+
+#[async_trait]
+impl SinkConnector for MysqlSink {
+    async fn stage(
+        &self,
+        load: &Load,
+        mut input: SendableRecordBatchStream,
+        _ctx: &IoContext,
+        on_rows: RowsCallback,
+    ) -> Result<u64, ConnectorError> {
+        let schema = input.schema();
+        let (defs, lits): (Vec<String>, Vec<Lit>) = schema
+            .fields()
+            .iter()
+            .map(|f| {
+                let (ty, lit) = mysql_type_for(f.data_type());
+                (format!("{} {ty}", quote_part(f.name())), lit)
+            })
+            .unzip();
+        let columns: Vec<String> = schema.fields().iter().map(|f| quote_part(f.name())).collect();
+        let stage = quote_ident(&stage_of(load));
+        let mut guarded = Guarded::new(self.conn.acquire().await?);
+        let conn = &mut *guarded.conn;
+        let mode: String = sqlx::query_scalar("SELECT @@SESSION.sql_mode")
+            .fetch_one(&mut *conn)
+            .await
+            .map_err(self.conn.err("reading the session's SQL mode"))?;
+        let backslash_escapes = !mode.to_ascii_uppercase().contains("NO_BACKSLASH_ESCAPES");
+        if let (Some(db), _) = split_table(&load.table) {
+            exec(conn, format!("CREATE DATABASE IF NOT EXISTS {}", quote_part(db)))
+                .await
+                .map_err(self.conn.err("creating the target's database"))?;
+        }
+        exec(
+            conn,
+            format!(
+                "DROP TABLE IF EXISTS {stage}; CREATE TABLE {stage} ({}) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4",
+                defs.join(", ")
+            ),
+        )
+        .await
+        .map_err(self.conn.err("creating the staging table"))?;
+        let mut tx = conn
+            .begin()
+            .await
+            .map_err(self.conn.err("starting a transaction"))?;
+        let head = format!("INSERT INTO {stage} ({}) VALUES ", columns.join(", "));
+        let mut sql = String::with_capacity(STATEMENT_BYTES + 4096);
+        let mut total = 0u64;
+        while let Some(batch) = input.next().await {
+            let batch =
+                batch.map_err(|e| crate::engine::errors::to_connector_error(e, "reading rows to write"))?;
+            let arrays: Vec<ArrayRef> = batch
+                .columns()
+                .iter()
+                .zip(&lits)
+                .enumerate()
+                .map(|(i, (a, l))| {
+                    normalize(a, *l).map_err(|e| {
+                        ConnectorError::permanent(format!("column {:?}: {e}", schema.field(i).name()))
+                    })
+                })
+                .collect::<Result<_, _>>()?;
+            for row in 0..batch.num_rows() {
+                sql.push_str(if sql.is_empty() { &head } else { "," });
+                sql.push('(');
+                for (i, (a, l)) in arrays.iter().zip(&lits).enumerate() {
+                    if i > 0 {
+                        sql.push(',');
+                    }
+                    if a.is_null(row) {
+                        sql.push_str("NULL");
+                    } else {
+                        write_literal(&mut sql, a, row, *l, backslash_escapes).map_err(|e| {
+                            ConnectorError::permanent(format!("column {:?}: {e}", schema.field(i).name()))
+                        })?;
+                    }
+                }
+                sql.push(')');
+                if sql.len() >= STATEMENT_BYTES {
+                    exec(&mut tx, std::mem::take(&mut sql))
+                        .await
+                        .map_err(self.conn.err("loading rows"))?;
+                    sql.reserve(STATEMENT_BYTES + 4096);
+                }
+            }
+            total += batch.num_rows() as u64;
+            on_rows(total, None);
+        }
+        if !sql.is_empty() {
+            exec(&mut tx, sql).await.map_err(self.conn.err("loading rows"))?;
+        }
+        tx.commit()
+            .await
+            .map_err(self.conn.err("committing the staged rows"))?;
+        guarded.done = true;
+        Ok(total)
+    }
+
+    async fn publish(&self, loads: &[Load]) -> Result<(), ConnectorError> {
+        let mut guarded = Guarded::new(self.conn.acquire().await?);
+        let conn = &mut *guarded.conn;
+        let marker = quote_part(MARKER_TABLE);
+        exec(
+            conn,
+            format!(
+                "CREATE TABLE IF NOT EXISTS {marker} (load_key VARCHAR(100) PRIMARY KEY, \
+                 published_utc DATETIME(6) NOT NULL) ENGINE=InnoDB"
+            ),
+        )
+        .await
+        .map_err(self.conn.err("creating the publish log"))?;
+        let mut renames: Vec<String> = Vec::new();
+        let mut olds: Vec<String> = Vec::new();
+        for load in loads {
+            let stage_q = stage_of(load);
+            // A table swapped out by an earlier, interrupted publish.
+            exec(
+                conn,
+                format!("DROP TABLE IF EXISTS {}", quote_ident(&old_of(load))),
+            )
+            .await
+            .map_err(self.conn.err("dropping an old table"))?;
+            if !table_exists(conn, &stage_q)
+                .await
+                .map_err(self.conn.err("finding the staged rows"))?
+            {
+                continue; // published already
+            }
+            let stage = quote_ident(&stage_q);
+            let target = quote_ident(&load.table);
+            let exists = table_exists(conn, &load.table)
+                .await
+                .map_err(self.conn.err(&format!("reading {}", load.table)))?;
+            if load.mode == WriteMode::Append && exists {
+                let have: Vec<String> = show_columns(conn, &load.table)
+                    .await
+                    .map_err(self.conn.err(&format!("reading {}", load.table)))?
+                    .into_iter()
+                    .map(|(n, _)| n)
+                    .collect();
+                let staged: Vec<String> = show_columns(conn, &stage_q)
+                    .await
+                    .map_err(self.conn.err("reading the staged rows"))?
+                    .into_iter()
+                    .map(|(n, _)| n)
+                    .collect();
+                let missing: Vec<&str> = staged
+                    .iter()
+                    .filter(|n| !have.iter().any(|h| h.eq_ignore_ascii_case(n)))
+                    .map(String::as_str)
+                    .collect();
+                if !missing.is_empty() {
+                    return Err(ConnectorError::permanent(format!(
+                        "cannot append to {}: it has no column(s) {}",
+                        load.table,
+                        missing.join(", ")
+                    )));
+                }
+                let cols = staged
+                    .iter()
+                    .map(|c| quote_part(c))
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                let mut tx = conn
+                    .begin()
+                    .await
+                    .map_err(self.conn.err("starting a transaction"))?;
+                let done: Option<i32> = sqlx::query_scalar(AssertSqlSafe(format!(
+                    "SELECT 1 FROM {marker} WHERE load_key = ? FOR UPDATE"
+                )))
+                .bind(&load.key)
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(self.conn.err("reading the publish log"))?;
+                if done.is_none() {
+                    exec(
+                        &mut tx,
+                        format!("INSERT INTO {target} ({cols}) SELECT {cols} FROM {stage}"),
+                    )
+                    .await
+                    .map_err(self.conn.err(&format!("appending to {}", load.table)))?;
+                    sqlx::query(AssertSqlSafe(format!(
+                        "INSERT INTO {marker} (load_key, published_utc) VALUES (?, UTC_TIMESTAMP(6))"
+                    )))
+                    .bind(&load.key)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(self.conn.err("writing the publish log"))?;
+                }
+                tx.commit()
+                    .await
+                    .map_err(self.conn.err("committing the append"))?;
+                exec(conn, format!("DROP TABLE {stage}"))
+                    .await
+                    .map_err(self.conn.err("dropping the staging table"))?;
+                sqlx::query(AssertSqlSafe(format!("DELETE FROM {marker} WHERE load_key = ?")))
+                    .bind(&load.key)
+                    .execute(&mut *conn)
+                    .await
+                    .map_err(self.conn.err("writing the publish log"))?;
+            } else if exists {
+                let old = quote_ident(&old_of(load));
+                renames.push(format!("{target} TO {old}"));
+                renames.push(format!("{stage} TO {target}"));
+                olds.push(old);
+            } else {
+                renames.push(format!("{stage} TO {target}"));
+            }
+        }
+        if !renames.is_empty() {
+            // One statement: readers see every old table or every new one.
+            exec(conn, format!("RENAME TABLE {}", renames.join(", ")))
+                .await
+                .map_err(self.conn.err("swapping in the new tables"))?;
+        }
+        for old in olds {
+            exec(conn, format!("DROP TABLE IF EXISTS {old}"))
+                .await
+                .map_err(self.conn.err("dropping an old table"))?;
+        }
+        guarded.done = true;
+        Ok(())
+    }
+
+    async fn discard(&self, loads: &[Load]) -> Result<(), ConnectorError> {
+        if loads.is_empty() {
+            return Ok(());
+        }
+        let mut conn = self.conn.acquire().await?;
+        for load in loads {
+            exec(
+                &mut conn,
+                format!(
+                    "DROP TABLE IF EXISTS {}, {}",
+                    quote_ident(&stage_of(load)),
+                    quote_ident(&old_of(load))
+                ),
+            )
+            .await
+            .map_err(self.conn.err("dropping staging tables"))?;
+        }
+        Ok(())
+    }
+}
+
+/// Connects and asks the server's version.
+pub async fn check(store: &DataStore, pools: &Pools) -> Result<String, ConnectorError> {
+    let conn = connect(store, pools)?;
+    let mut c = conn.acquire().await?;
+    sqlx::query_scalar::<_, String>("SELECT VERSION()")
+        .fetch_one(&mut *c)
+        .await
+        .map_err(conn.err("asking the server's version"))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+
+    #[test]
+    fn declared_types_map_to_arrow() {
+        let t = |d: &str| plan_column("c", d).map(|(dt, _)| dt);
+        assert_eq!(t("tinyint(1)"), Some(DataType::Boolean));
+        assert_eq!(t("tinyint(4)"), Some(DataType::Int8));
+        assert_eq!(t("int(10) unsigned"), Some(DataType::Int64));
+        assert_eq!(t("bigint(20) unsigned"), Some(DataType::Decimal128(20, 0)));
+        assert_eq!(t("decimal(12,2)"), Some(DataType::Decimal128(12, 2)));
+        assert_eq!(t("decimal(65,2)"), Some(DataType::Utf8));
+        assert_eq!(t("enum('a','b')"), Some(DataType::Utf8));
+        assert_eq!(t("datetime(6)"), Some(timestamp(false)));
+        assert_eq!(t("timestamp"), Some(timestamp(true)));
+        assert_eq!(t("geometry"), None);
+    }
+
+    #[test]
+    fn literals_are_escaped_for_the_session_mode() {
+        let a: ArrayRef = Arc::new(StringArray::from(vec!["it's a \\ path"]));
+        let mut s = String::new();
+        write_literal(&mut s, &a, 0, Lit::Text, true).unwrap();
+        assert_eq!(s, "'it''s a \\\\ path'");
+        let mut s = String::new();
+        write_literal(&mut s, &a, 0, Lit::Text, false).unwrap();
+        assert_eq!(s, "'it''s a \\ path'");
+    }
+}

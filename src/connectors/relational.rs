@@ -1,0 +1,518 @@
+//! What the PostgreSQL and MySQL connectors share: error classification (transient or not,
+//! never a password in the text), typed Arrow column builders fed straight from the wire
+//! (no per-value allocation), table names and staging names.
+
+use std::sync::Arc;
+
+use chrono::{NaiveDate, NaiveDateTime, NaiveTime, Timelike};
+use datafusion::arrow::array::*;
+use datafusion::arrow::datatypes::{DataType, Date32Type, Field, Schema, SchemaRef, TimeUnit};
+use datafusion::arrow::record_batch::RecordBatch;
+
+use super::arrow_sql::parse_decimal_text;
+use super::{ConnectorError, Load};
+use crate::secrets::{redact, Secret};
+
+/// PostgreSQL SQLSTATEs worth another attempt: serialization failure, deadlock, too many
+/// connections, cannot connect now, admin shutdown, connection exceptions.
+const PG_TRANSIENT: &[&str] = &["40001", "40P01", "53300", "57P03", "57P01", "57P02"];
+/// MySQL error numbers worth another attempt: lock wait timeout, deadlock, too many
+/// connections, server shutdown, server gone away, lost connection.
+const MYSQL_TRANSIENT: &[u16] = &[1205, 1213, 1040, 1053, 2006, 2013, 1927];
+
+/// A driver error as a connector error: the database's own message (with PostgreSQL's detail
+/// and hint), classified, with any password or credential removed.
+pub fn sql_error(context: &str, e: sqlx::Error, secret: Option<&Secret>) -> ConnectorError {
+    let (text, transient) = match &e {
+        sqlx::Error::Database(db) => {
+            if let Some(pg) = db.try_downcast_ref::<sqlx::postgres::PgDatabaseError>() {
+                let mut text = pg.message().to_string();
+                if let Some(d) = pg.detail() {
+                    text.push_str(&format!(" ({d})"));
+                }
+                if let Some(h) = pg.hint() {
+                    text.push_str(&format!(" (hint: {h})"));
+                }
+                let code = pg.code();
+                (text, PG_TRANSIENT.contains(&code) || code.starts_with("08"))
+            } else if let Some(my) = db.try_downcast_ref::<sqlx::mysql::MySqlDatabaseError>() {
+                (my.message().to_string(), MYSQL_TRANSIENT.contains(&my.number()))
+            } else {
+                (db.message().to_string(), false)
+            }
+        }
+        sqlx::Error::Io(io) => (io.to_string(), true),
+        sqlx::Error::PoolTimedOut => (
+            "no free connection in the store's pool (all are busy)".to_string(),
+            true,
+        ),
+        sqlx::Error::PoolClosed => ("the store's connection pool is closed".to_string(), true),
+        sqlx::Error::Tls(t) => (format!("TLS: {t}"), false),
+        sqlx::Error::Protocol(p) => (format!("protocol error: {p}"), true),
+        other => (other.to_string(), false),
+    };
+    let secrets: Vec<&Secret> = secret.into_iter().collect();
+    ConnectorError {
+        message: redact(&format!("{context}: {text}"), &secrets),
+        transient,
+    }
+}
+
+/// `schema.table` as (schema, table); a name without a dot has no schema.
+pub fn split_table(name: &str) -> (Option<&str>, &str) {
+    match name.split_once('.') {
+        Some((schema, table)) => (Some(schema), table),
+        None => (None, name),
+    }
+}
+
+/// The staging table of a load, in the target's schema: `_sluice_stage_<instance>_f12_0`.
+pub fn stage_name(load: &Load) -> String {
+    format!("_sluice_stage_{}", load.key)
+}
+
+/// The staging table's qualified name: same schema as the target.
+pub fn stage_qualified(load: &Load) -> String {
+    match split_table(&load.table) {
+        (Some(schema), _) => format!("{schema}.{}", stage_name(load)),
+        (None, _) => stage_name(load),
+    }
+}
+
+/// A pooled connection that is closed, not returned to the pool, unless the work on it
+/// finished: a connection abandoned mid-COPY, mid-read or mid-transaction is never reused.
+pub struct Guarded<DB: sqlx::Database> {
+    pub conn: sqlx::pool::PoolConnection<DB>,
+    pub done: bool,
+}
+
+impl<DB: sqlx::Database> Guarded<DB> {
+    pub fn new(conn: sqlx::pool::PoolConnection<DB>) -> Self {
+        Guarded { conn, done: false }
+    }
+
+    /// The work finished: the connection goes back to the pool.
+    pub fn finished(&mut self) {
+        self.done = true;
+    }
+}
+
+impl<DB: sqlx::Database> Drop for Guarded<DB> {
+    fn drop(&mut self) {
+        if !self.done {
+            self.conn.close_on_drop();
+        }
+    }
+}
+
+/// A pooled database store: its pool, how to connect directly, and the store (for messages
+/// and the password to redact).
+pub struct DbConn<DB: sqlx::Database> {
+    pub pool: sqlx::Pool<DB>,
+    pub options: <DB::Connection as sqlx::Connection>::Options,
+    pub store: crate::domain::store::DataStore,
+}
+
+impl<DB: sqlx::Database> DbConn<DB> {
+    pub async fn acquire(&self) -> Result<sqlx::pool::PoolConnection<DB>, ConnectorError> {
+        super::pools::acquire(&self.pool, &self.options, &self.store).await
+    }
+
+    /// Turns a driver error into a connector error with `context`, the password redacted.
+    pub fn err(&self, context: &str) -> impl Fn(sqlx::Error) -> ConnectorError + '_ {
+        let context = context.to_string();
+        move |e| sql_error(&context, e, self.store.password.as_ref())
+    }
+}
+
+/// A user's query, ready to be wrapped as a subquery: without trailing semicolons.
+pub fn bare_query(q: &str) -> &str {
+    q.trim().trim_end_matches(|c: char| c == ';' || c.is_whitespace())
+}
+
+/// `array` as text in Arrow's display form (for types no cast to Utf8 exists for).
+pub fn display_strings(array: &ArrayRef) -> Result<ArrayRef, String> {
+    use datafusion::arrow::util::display::{ArrayFormatter, FormatOptions};
+    let options = FormatOptions::default();
+    let f = ArrayFormatter::try_new(array.as_ref(), &options).map_err(|e| e.to_string())?;
+    let mut b = StringBuilder::with_capacity(array.len(), array.len() * 8);
+    for i in 0..array.len() {
+        if array.is_null(i) {
+            b.append_null();
+        } else {
+            b.append_value(f.value(i).to_string());
+        }
+    }
+    Ok(Arc::new(b.finish()))
+}
+
+pub fn stream_from<T: Send + 'static>(
+    mut rx: tokio::sync::mpsc::Receiver<T>,
+) -> impl futures::Stream<Item = T> + Send {
+    futures::stream::poll_fn(move |cx| rx.poll_recv(cx))
+}
+
+/// Microseconds between 1970-01-01 and 2000-01-01 (PostgreSQL's epoch).
+pub const PG_EPOCH_MICROS: i64 = 946_684_800_000_000;
+/// Days between 1970-01-01 and 2000-01-01.
+pub const PG_EPOCH_DAYS: i32 = 10_957;
+
+/// One Arrow column under construction.
+pub enum Col {
+    Bool(BooleanBuilder),
+    I8(Int8Builder),
+    I16(Int16Builder),
+    I32(Int32Builder),
+    I64(Int64Builder),
+    F32(Float32Builder),
+    F64(Float64Builder),
+    Dec(Decimal128Builder, u8, i8),
+    Text(StringBuilder),
+    Bin(BinaryBuilder),
+    Date(Date32Builder),
+    Time(Time64MicrosecondBuilder),
+    Ts(TimestampMicrosecondBuilder),
+}
+
+impl Col {
+    /// A builder for one of the types the database connectors produce.
+    pub fn new(dt: &DataType, cap: usize) -> Col {
+        match dt {
+            DataType::Boolean => Col::Bool(BooleanBuilder::with_capacity(cap)),
+            DataType::Int8 => Col::I8(Int8Builder::with_capacity(cap)),
+            DataType::Int16 => Col::I16(Int16Builder::with_capacity(cap)),
+            DataType::Int32 => Col::I32(Int32Builder::with_capacity(cap)),
+            DataType::Int64 => Col::I64(Int64Builder::with_capacity(cap)),
+            DataType::Float32 => Col::F32(Float32Builder::with_capacity(cap)),
+            DataType::Float64 => Col::F64(Float64Builder::with_capacity(cap)),
+            DataType::Decimal128(p, s) => Col::Dec(
+                Decimal128Builder::with_capacity(cap)
+                    .with_precision_and_scale(*p, *s)
+                    .unwrap_or_default(),
+                *p,
+                *s,
+            ),
+            DataType::Binary => Col::Bin(BinaryBuilder::with_capacity(cap, cap * 16)),
+            DataType::Date32 => Col::Date(Date32Builder::with_capacity(cap)),
+            DataType::Time64(_) => Col::Time(Time64MicrosecondBuilder::with_capacity(cap)),
+            DataType::Timestamp(_, tz) => {
+                Col::Ts(TimestampMicrosecondBuilder::with_capacity(cap).with_timezone_opt(tz.clone()))
+            }
+            _ => Col::Text(StringBuilder::with_capacity(cap, cap * 16)),
+        }
+    }
+
+    pub fn append_null(&mut self) {
+        match self {
+            Col::Bool(b) => b.append_null(),
+            Col::I8(b) => b.append_null(),
+            Col::I16(b) => b.append_null(),
+            Col::I32(b) => b.append_null(),
+            Col::I64(b) => b.append_null(),
+            Col::F32(b) => b.append_null(),
+            Col::F64(b) => b.append_null(),
+            Col::Dec(b, _, _) => b.append_null(),
+            Col::Text(b) => b.append_null(),
+            Col::Bin(b) => b.append_null(),
+            Col::Date(b) => b.append_null(),
+            Col::Time(b) => b.append_null(),
+            Col::Ts(b) => b.append_null(),
+        }
+    }
+
+    pub fn finish(&mut self) -> ArrayRef {
+        match self {
+            Col::Bool(b) => Arc::new(b.finish()),
+            Col::I8(b) => Arc::new(b.finish()),
+            Col::I16(b) => Arc::new(b.finish()),
+            Col::I32(b) => Arc::new(b.finish()),
+            Col::I64(b) => Arc::new(b.finish()),
+            Col::F32(b) => Arc::new(b.finish()),
+            Col::F64(b) => Arc::new(b.finish()),
+            Col::Dec(b, _, _) => Arc::new(b.finish()),
+            Col::Text(b) => Arc::new(b.finish()),
+            Col::Bin(b) => Arc::new(b.finish()),
+            Col::Date(b) => Arc::new(b.finish()),
+            Col::Time(b) => Arc::new(b.finish()),
+            Col::Ts(b) => Arc::new(b.finish()),
+        }
+    }
+
+    /// Appends a value in PostgreSQL's binary format for the type this column was made for.
+    pub fn append_pg_binary(&mut self, v: &[u8]) -> Result<(), String> {
+        fn arr<const N: usize>(v: &[u8]) -> Result<[u8; N], String> {
+            v.try_into()
+                .map_err(|_| format!("expected {N} bytes, got {}", v.len()))
+        }
+        match self {
+            Col::Bool(b) => b.append_value(v.first().copied().unwrap_or(0) != 0),
+            Col::I8(b) => b.append_value(i16::from_be_bytes(arr(v)?) as i8),
+            Col::I16(b) => b.append_value(i16::from_be_bytes(arr(v)?)),
+            Col::I32(b) => b.append_value(i32::from_be_bytes(arr(v)?)),
+            Col::I64(b) => b.append_value(i64::from_be_bytes(arr(v)?)),
+            Col::F32(b) => b.append_value(f32::from_be_bytes(arr(v)?)),
+            Col::F64(b) => b.append_value(f64::from_be_bytes(arr(v)?)),
+            Col::Dec(b, p, s) => b.append_value(pg_numeric_to_i128(v, *p, *s)?),
+            Col::Text(b) => b.append_value(std::str::from_utf8(v).map_err(|_| "text that is not UTF-8")?),
+            Col::Bin(b) => b.append_value(v),
+            Col::Date(b) => {
+                let days = i32::from_be_bytes(arr(v)?);
+                if days == i32::MAX || days == i32::MIN {
+                    return Err("an infinite date cannot be carried".into());
+                }
+                b.append_value(days + PG_EPOCH_DAYS)
+            }
+            Col::Time(b) => b.append_value(i64::from_be_bytes(arr(v)?)),
+            Col::Ts(b) => {
+                let micros = i64::from_be_bytes(arr(v)?);
+                if micros == i64::MAX || micros == i64::MIN {
+                    return Err("an infinite timestamp cannot be carried".into());
+                }
+                b.append_value(micros + PG_EPOCH_MICROS)
+            }
+        }
+        Ok(())
+    }
+
+    /// Appends a value in MySQL's text protocol form.
+    pub fn append_mysql_text(&mut self, v: &[u8]) -> Result<(), String> {
+        let text = || std::str::from_utf8(v).map_err(|_| "text that is not UTF-8".to_string());
+        fn num<T: std::str::FromStr>(t: &str) -> Result<T, String> {
+            t.parse::<T>()
+                .map_err(|_| format!("cannot read {t:?} as a number of this type"))
+        }
+        match self {
+            Col::Bool(b) => match v {
+                b"0" => b.append_value(false),
+                b"1" => b.append_value(true),
+                _ => return Err(format!("{:?} is not a boolean (0 or 1)", text()?)),
+            },
+            Col::I8(b) => b.append_value(num(text()?)?),
+            Col::I16(b) => b.append_value(num(text()?)?),
+            Col::I32(b) => b.append_value(num(text()?)?),
+            Col::I64(b) => b.append_value(num(text()?)?),
+            Col::F32(b) => b.append_value(num(text()?)?),
+            Col::F64(b) => b.append_value(num(text()?)?),
+            Col::Dec(b, p, s) => {
+                let t = text()?;
+                b.append_value(
+                    parse_decimal_text(t, *p, *s)
+                        .ok_or_else(|| format!("cannot read {t:?} as decimal({p},{s})"))?,
+                )
+            }
+            Col::Text(b) => b.append_value(text()?),
+            Col::Bin(b) => b.append_value(v),
+            Col::Date(b) => {
+                let t = text()?;
+                let d = NaiveDate::parse_from_str(t, "%Y-%m-%d")
+                    .map_err(|_| format!("{t:?} is not a valid date"))?;
+                b.append_value(Date32Type::from_naive_date(d))
+            }
+            Col::Time(b) => {
+                let t = text()?;
+                let time = NaiveTime::parse_from_str(t, "%H:%M:%S%.f")
+                    .map_err(|_| format!("{t:?} is not a time of day (00:00:00 to 23:59:59)"))?;
+                b.append_value(micros_of_day(time))
+            }
+            Col::Ts(b) => {
+                let t = text()?;
+                let ts = NaiveDateTime::parse_from_str(t, "%Y-%m-%d %H:%M:%S%.f")
+                    .map_err(|_| format!("{t:?} is not a valid date and time"))?;
+                b.append_value(ts.and_utc().timestamp_micros())
+            }
+        }
+        Ok(())
+    }
+}
+
+pub fn micros_of_day(t: NaiveTime) -> i64 {
+    i64::from(t.num_seconds_from_midnight()) * 1_000_000 + i64::from(t.nanosecond() / 1000)
+}
+
+/// A PostgreSQL binary `numeric` as an integer scaled by `scale`, checked against `precision`.
+pub fn pg_numeric_to_i128(v: &[u8], precision: u8, scale: i8) -> Result<i128, String> {
+    if v.len() < 8 {
+        return Err("a truncated numeric".into());
+    }
+    let ndigits = u16::from_be_bytes([v[0], v[1]]) as usize;
+    let weight = i16::from_be_bytes([v[2], v[3]]) as i32;
+    let sign = u16::from_be_bytes([v[4], v[5]]);
+    match sign {
+        0x0000 | 0x4000 => {}
+        0xC000 => return Err("NaN cannot be carried as a decimal".into()),
+        _ => return Err("an infinite numeric cannot be carried as a decimal".into()),
+    }
+    if v.len() < 8 + 2 * ndigits {
+        return Err("a truncated numeric".into());
+    }
+    let overflow = || format!("a value too large for decimal({precision},{scale})");
+    let mut out: i128 = 0;
+    for i in 0..ndigits {
+        let d = u16::from_be_bytes([v[8 + 2 * i], v[9 + 2 * i]]) as i128;
+        // This group's value is d × 10^(4·(weight − i)); scaled by 10^scale.
+        let exp = 4 * (weight - i as i32) + scale as i32;
+        if exp >= 0 {
+            let f = 10i128.checked_pow(exp as u32).ok_or_else(overflow)?;
+            out = d
+                .checked_mul(f)
+                .and_then(|x| out.checked_add(x))
+                .ok_or_else(overflow)?;
+        } else {
+            // Below the scale: only zeros may be dropped.
+            let drop = (-exp) as u32;
+            let f = 10i128.pow(drop.min(4));
+            if drop >= 4 && d != 0 || d % f != 0 {
+                return Err(format!("a value with more than {scale} decimal places"));
+            }
+            if drop < 4 {
+                out = out.checked_add(d / f).ok_or_else(overflow)?;
+            }
+        }
+    }
+    if out >= 10i128.pow(precision as u32) {
+        return Err(overflow());
+    }
+    Ok(if sign == 0x4000 { -out } else { out })
+}
+
+/// Exact decimal text (`-12.340`) in PostgreSQL's binary `numeric` format.
+pub fn pg_numeric_from_text(text: &str, out: &mut Vec<u8>) -> Result<(), String> {
+    let t = text.trim();
+    let (neg, t) = match t.strip_prefix('-') {
+        Some(rest) => (true, rest),
+        None => (false, t.strip_prefix('+').unwrap_or(t)),
+    };
+    let (int, frac) = t.split_once('.').unwrap_or((t, ""));
+    if int.is_empty() && frac.is_empty()
+        || !int.bytes().all(|b| b.is_ascii_digit())
+        || !frac.bytes().all(|b| b.is_ascii_digit())
+    {
+        return Err(format!("{text:?} is not a decimal number"));
+    }
+    let dscale = frac.len() as u16;
+    let int = int.trim_start_matches('0');
+    // Pad the integer part on the left and the fraction on the right to groups of 4 digits.
+    let int_pad = (4 - int.len() % 4) % 4;
+    let frac_pad = (4 - frac.len() % 4) % 4;
+    let mut digits: Vec<u8> = Vec::with_capacity(int.len() + frac.len() + 8);
+    digits.extend(std::iter::repeat_n(b'0', int_pad));
+    digits.extend_from_slice(int.as_bytes());
+    let int_groups = digits.len() / 4;
+    digits.extend_from_slice(frac.as_bytes());
+    digits.extend(std::iter::repeat_n(b'0', frac_pad));
+    let mut groups: Vec<u16> = digits
+        .chunks(4)
+        .map(|c| c.iter().fold(0u16, |acc, d| acc * 10 + u16::from(d - b'0')))
+        .collect();
+    let mut weight = int_groups as i32 - 1;
+    // Leading zero groups move the weight; trailing ones are dropped.
+    let lead = groups.iter().take_while(|g| **g == 0).count();
+    groups.drain(..lead);
+    weight -= lead as i32;
+    while groups.last() == Some(&0) {
+        groups.pop();
+    }
+    if groups.is_empty() {
+        weight = 0;
+    }
+    let sign: u16 = if neg && !groups.is_empty() { 0x4000 } else { 0 };
+    out.extend_from_slice(&(groups.len() as i16).to_be_bytes());
+    out.extend_from_slice(&(weight as i16).to_be_bytes());
+    out.extend_from_slice(&sign.to_be_bytes());
+    out.extend_from_slice(&dscale.to_be_bytes());
+    for g in groups {
+        out.extend_from_slice(&g.to_be_bytes());
+    }
+    Ok(())
+}
+
+/// Rows decoded into columns, emitted as record batches.
+pub struct BatchBuilder {
+    pub schema: SchemaRef,
+    pub cols: Vec<Col>,
+    pub rows: usize,
+    capacity: usize,
+}
+
+impl BatchBuilder {
+    pub fn new(fields: Vec<Field>, capacity: usize) -> Self {
+        let cols = fields.iter().map(|f| Col::new(f.data_type(), capacity)).collect();
+        BatchBuilder {
+            schema: Arc::new(Schema::new(fields)),
+            cols,
+            rows: 0,
+            capacity,
+        }
+    }
+
+    pub fn is_full(&self) -> bool {
+        self.rows >= self.capacity
+    }
+
+    pub fn finish(&mut self) -> Result<RecordBatch, ConnectorError> {
+        let columns = self.cols.iter_mut().map(Col::finish).collect();
+        self.rows = 0;
+        RecordBatch::try_new(self.schema.clone(), columns)
+            .map_err(|e| ConnectorError::permanent(format!("building a batch: {e}")))
+    }
+
+    /// The error for a value of column `i` that cannot be read.
+    pub fn value_error(&self, i: usize, why: String) -> ConnectorError {
+        let field = self.schema.field(i);
+        ConnectorError::permanent(format!("column {:?}: {why}", field.name()))
+    }
+}
+
+/// `Timestamp(µs)` with or without UTC.
+pub fn timestamp(utc: bool) -> DataType {
+    DataType::Timestamp(TimeUnit::Microsecond, utc.then(|| "UTC".into()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn round_trip(text: &str, p: u8, s: i8) -> i128 {
+        let mut buf = Vec::new();
+        pg_numeric_from_text(text, &mut buf).unwrap();
+        pg_numeric_to_i128(&buf, p, s).unwrap()
+    }
+
+    #[test]
+    fn numerics_round_trip_through_the_binary_format() {
+        assert_eq!(round_trip("12345678901234.56", 16, 2), 1234567890123456);
+        assert_eq!(round_trip("-0.01", 5, 2), -1);
+        assert_eq!(round_trip("0", 5, 2), 0);
+        assert_eq!(round_trip("10000", 10, 0), 10000);
+        assert_eq!(round_trip("0.00012", 10, 5), 12);
+        assert_eq!(
+            round_trip("99999999999999999999999999999999999999", 38, 0),
+            10i128.pow(38) - 1
+        );
+        assert_eq!(round_trip("-1.5", 4, 3), -1500);
+    }
+
+    #[test]
+    fn numerics_that_do_not_fit_are_errors() {
+        let mut buf = Vec::new();
+        pg_numeric_from_text("123.456", &mut buf).unwrap();
+        assert!(pg_numeric_to_i128(&buf, 5, 2)
+            .unwrap_err()
+            .contains("decimal places"));
+        let mut buf = Vec::new();
+        pg_numeric_from_text("123456", &mut buf).unwrap();
+        assert!(pg_numeric_to_i128(&buf, 5, 0).unwrap_err().contains("too large"));
+        assert!(pg_numeric_from_text("1e5", &mut Vec::new()).is_err());
+    }
+
+    #[test]
+    fn errors_never_quote_the_password() {
+        let secret = Secret::new("hunter22".into());
+        let e = sql_error(
+            "connecting",
+            sqlx::Error::Configuration("bad url postgres://u:hunter22@h/db".into()),
+            Some(&secret),
+        );
+        assert!(!e.message.contains("hunter22"), "{}", e.message);
+    }
+}
