@@ -19,9 +19,12 @@ use super::messages::{
 use super::persister::Persister;
 use super::supervisor::FlowSupervisor;
 use super::task::{TaskActor, TaskSpec};
+use crate::connectors::Load;
 use crate::domain::dag::{NodeKind, Scheduler};
 use crate::domain::flow::{FlowEvent, FlowState, Level};
-use crate::engine::node::NodeWork;
+use crate::domain::spec::Output;
+use crate::domain::store::DataStore;
+use crate::engine::node::{DirectLoad, NodeWork};
 use crate::engine::{checkpoint, publish, Engine};
 
 /// How long a cancelled flow waits for its running tasks to stop before ending anyway.
@@ -131,9 +134,19 @@ impl FlowActor {
                     .iter()
                     .find(|s| s.name == name)
                     .ok_or("source not found")?;
+                // A source read by nothing but one output streams straight into it.
+                let mut readers = self.plan.dag.dependents(name);
+                let direct = match (readers.next(), readers.next()) {
+                    (Some(only), None) if only.kind == NodeKind::Persist => {
+                        let (_, load, store) = self.persist_work(&only.name)?;
+                        Some(Box::new(DirectLoad { load, store }))
+                    }
+                    _ => None,
+                };
                 Ok(NodeWork::Ingest {
                     source: source.clone(),
                     store: store(source.store_id)?,
+                    direct,
                 })
             }
             NodeKind::Transform => {
@@ -148,21 +161,28 @@ impl FlowActor {
                 })
             }
             NodeKind::Persist => {
-                let o = spec
-                    .outputs
-                    .iter()
-                    .find(|o| o.node_name() == name)
-                    .ok_or("output not found")?;
-                let index = spec.outputs.iter().position(|x| x == o).unwrap_or(0);
-                let load =
-                    publish::loads(self.engine.instance(), self.flow_id(), &spec.outputs).swap_remove(index);
-                Ok(NodeWork::Persist {
-                    output: o.clone(),
-                    load,
-                    store: store(spec.target_store_id)?,
-                })
+                let (output, load, store) = self.persist_work(name)?;
+                Ok(NodeWork::Persist { output, load, store })
             }
         }
+    }
+
+    /// The output, load and target store of persist node `name`.
+    fn persist_work(&self, name: &str) -> Result<(Output, Load, DataStore), String> {
+        let spec = &self.plan.spec;
+        let index = spec
+            .outputs
+            .iter()
+            .position(|o| o.node_name() == name)
+            .ok_or("output not found")?;
+        let load = publish::loads(self.engine.instance(), self.flow_id(), &spec.outputs).swap_remove(index);
+        let store = self
+            .plan
+            .stores
+            .get(&spec.target_store_id)
+            .cloned()
+            .ok_or_else(|| format!("data store {} no longer exists", spec.target_store_id))?;
+        Ok((spec.outputs[index].clone(), load, store))
     }
 
     /// Starts every node that may start now.
@@ -417,7 +437,10 @@ impl Actor for FlowActor {
                 let registered = engine_handle
                     .spawn(async move {
                         for node in &done {
-                            checkpoint::register(&session.ctx, &session.work_dir, node).await?;
+                            // A source streamed straight into its output has no checkpoint.
+                            if checkpoint::staged(&session.work_dir, node).is_none() {
+                                checkpoint::register(&session.ctx, &session.work_dir, node).await?;
+                            }
                         }
                         Ok::<_, String>(())
                     })

@@ -64,6 +64,12 @@ pub struct GetPicture {
     pub flow_id: i64,
 }
 
+/// The state of every flow the Persister holds a picture of (running, or final but not yet
+/// stored): what `GetPicture` would answer for each.
+#[derive(Message)]
+#[rtype(result = "Vec<(i64, FlowState)>")]
+pub struct LiveStates;
+
 /// Like `GetPicture`, with the number of the last live update the picture already shows
 /// (`events::EventHub::seq`), so a follower can skip older updates.
 #[derive(Message)]

@@ -14,8 +14,8 @@ use sea_orm::DatabaseConnection;
 use tokio::sync::{mpsc, oneshot};
 
 use super::events::{EventHub, FlowUpdate, Mark};
-use super::messages::{FlushAll, GetLive, GetPicture, Record, RowsMoved, Track, Transition};
-use crate::domain::flow::{FlowEvent, FlowPicture};
+use super::messages::{FlushAll, GetLive, GetPicture, LiveStates, Record, RowsMoved, Track, Transition};
+use crate::domain::flow::{FlowEvent, FlowPicture, FlowState};
 use crate::domain::time;
 use crate::metrics::Metrics;
 use crate::services::repo;
@@ -258,6 +258,17 @@ impl Handler<GetPicture> for Persister {
 
     fn handle(&mut self, msg: GetPicture, _: &mut Self::Context) -> Self::Result {
         self.pictures.get(&msg.flow_id).map(|e| e.picture.clone())
+    }
+}
+
+impl Handler<LiveStates> for Persister {
+    type Result = Vec<(i64, FlowState)>;
+
+    fn handle(&mut self, _: LiveStates, _: &mut Self::Context) -> Self::Result {
+        self.pictures
+            .iter()
+            .map(|(id, e)| (*id, e.picture.state))
+            .collect()
     }
 }
 

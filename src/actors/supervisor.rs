@@ -310,7 +310,7 @@ async fn load_flow(
         .tasks
         .iter()
         .filter(|t| t.state == TaskState::Completed)
-        .filter(|t| t.kind == NodeKind::Persist || checkpoint::is_valid(&work_dir, &t.name))
+        .filter(|t| t.kind == NodeKind::Persist || checkpoint::is_done(&work_dir, &t.name))
         .map(|t| t.name.clone())
         .collect();
     picture.resume(&done);

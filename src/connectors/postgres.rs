@@ -22,8 +22,8 @@ use sqlx::{AssertSqlSafe, Connection, Postgres, Row};
 
 use super::pools::{pg_options, Pools};
 use super::relational::{
-    bare_query, display_strings, pg_numeric_from_text, split_table, sql_error, stage_qualified, stream_from,
-    timestamp, BatchBuilder, DbConn, Guarded, PG_EPOCH_DAYS, PG_EPOCH_MICROS,
+    bare_query, display_strings, pg_numeric_from_i128, pg_numeric_from_text, split_table, sql_error,
+    stage_qualified, stream_from, timestamp, BatchBuilder, DbConn, Guarded, PG_EPOCH_DAYS, PG_EPOCH_MICROS,
 };
 use super::{ConnectorError, IoContext, Load, Opened, RowsCallback, SinkConnector, SourceConnector};
 use crate::domain::spec::{Source, SourceRead, WriteMode};
@@ -305,6 +305,7 @@ async fn read_copy(
     let mut pos = 0usize;
     let mut header_done = false;
     let mut ended = false;
+    let mut fields = Fields::new();
     loop {
         let chunk = tokio::select! {
             biased;
@@ -336,23 +337,19 @@ async fn read_copy(
             pos = 19 + ext;
             header_done = true;
         }
-        while let Some((next, tuple)) = next_tuple(&buf, pos)? {
+        while let Some((next, is_row)) = next_tuple(&buf, pos, &mut fields)? {
             pos = next;
-            match tuple {
-                None => {
-                    ended = true;
-                    break;
-                }
-                Some(fields) => {
-                    decode_row(&buf, &fields, builder)?;
-                    if builder.is_full() {
-                        let batch = builder.finish()?;
-                        tokio::select! {
-                            biased;
-                            _ = cancel.cancelled() => return Ok(false),
-                            r = tx.send(Ok(batch)) => if r.is_err() { return Ok(false) },
-                        }
-                    }
+            if !is_row {
+                ended = true;
+                break;
+            }
+            decode_row(&buf, &fields, builder)?;
+            if builder.is_full() {
+                let batch = builder.finish()?;
+                tokio::select! {
+                    biased;
+                    _ = cancel.cancelled() => return Ok(false),
+                    r = tx.send(Ok(batch)) => if r.is_err() { return Ok(false) },
                 }
             }
         }
@@ -369,18 +366,22 @@ async fn read_copy(
     Ok(true)
 }
 
-/// Field ranges (`None` for NULL) of the tuple at `pos`, if complete; `Some((_, None))` is the
-/// trailer.
-fn next_tuple(buf: &[u8], mut pos: usize) -> Result<Option<(usize, Option<Fields>)>, ConnectorError> {
+/// Reads the tuple at `pos` into `fields` (ranges, `None` for NULL), if it is complete:
+/// `Some((next, true))`, or `Some((next, false))` for the trailer.
+fn next_tuple(
+    buf: &[u8],
+    mut pos: usize,
+    fields: &mut Fields,
+) -> Result<Option<(usize, bool)>, ConnectorError> {
     if buf.len() < pos + 2 {
         return Ok(None);
     }
     let n = i16::from_be_bytes([buf[pos], buf[pos + 1]]);
     pos += 2;
     if n == -1 {
-        return Ok(Some((pos, None)));
+        return Ok(Some((pos, false)));
     }
-    let mut fields = Fields::with_capacity(n.max(0) as usize);
+    fields.clear();
     for _ in 0..n {
         if buf.len() < pos + 4 {
             return Ok(None);
@@ -398,7 +399,7 @@ fn next_tuple(buf: &[u8], mut pos: usize) -> Result<Option<(usize, Option<Fields
         fields.push(Some((pos, end)));
         pos = end;
     }
-    Ok(Some((pos, Some(fields))))
+    Ok(Some((pos, true)))
 }
 
 type Fields = Vec<Option<(usize, usize)>>;
@@ -474,23 +475,24 @@ pub fn pg_type_for(dt: &DataType) -> (String, Wire) {
     }
 }
 
-/// `array` as the Arrow type its wire form is encoded from.
+/// `array` as the Arrow type its wire form is encoded from. Decimals stay decimals (encoded
+/// exactly from their integers), strings and bytes may stay views.
 fn normalize(array: &ArrayRef, wire: Wire) -> Result<ArrayRef, String> {
-    let target = match wire {
-        Wire::Bool => DataType::Boolean,
-        Wire::I16 => DataType::Int16,
-        Wire::I32 => DataType::Int32,
-        Wire::I64 => DataType::Int64,
-        Wire::F32 => DataType::Float32,
-        Wire::F64 => DataType::Float64,
-        Wire::Numeric | Wire::Text => DataType::Utf8,
-        Wire::Bytea => DataType::Binary,
-        Wire::Date => DataType::Date32,
-        Wire::Time => DataType::Time64(TimeUnit::Microsecond),
-        Wire::Ts => match array.data_type() {
-            DataType::Timestamp(_, tz) => DataType::Timestamp(TimeUnit::Microsecond, tz.clone()),
-            _ => timestamp(false),
-        },
+    let target = match (wire, array.data_type()) {
+        (Wire::Numeric, DataType::Decimal128(_, s)) if *s >= 0 => return Ok(array.clone()),
+        (Wire::Text, DataType::Utf8View) | (Wire::Bytea, DataType::BinaryView) => return Ok(array.clone()),
+        (Wire::Bool, _) => DataType::Boolean,
+        (Wire::I16, _) => DataType::Int16,
+        (Wire::I32, _) => DataType::Int32,
+        (Wire::I64, _) => DataType::Int64,
+        (Wire::F32, _) => DataType::Float32,
+        (Wire::F64, _) => DataType::Float64,
+        (Wire::Numeric | Wire::Text, _) => DataType::Utf8,
+        (Wire::Bytea, _) => DataType::Binary,
+        (Wire::Date, _) => DataType::Date32,
+        (Wire::Time, _) => DataType::Time64(TimeUnit::Microsecond),
+        (Wire::Ts, DataType::Timestamp(_, tz)) => DataType::Timestamp(TimeUnit::Microsecond, tz.clone()),
+        (Wire::Ts, _) => timestamp(false),
     };
     if array.data_type() == &target {
         return Ok(array.clone());
@@ -503,9 +505,92 @@ fn normalize(array: &ArrayRef, wire: Wire) -> Result<ArrayRef, String> {
     }
 }
 
+/// A normalized column, downcast once per batch.
+enum Typed<'a> {
+    Bool(&'a BooleanArray),
+    I16(&'a Int16Array),
+    I32(&'a Int32Array),
+    I64(&'a Int64Array),
+    F32(&'a Float32Array),
+    F64(&'a Float64Array),
+    Decimal(&'a Decimal128Array, i8),
+    /// Numeric values as decimal text.
+    NumericText(&'a StringArray),
+    Text(&'a StringArray),
+    TextView(&'a StringViewArray),
+    Bytea(&'a BinaryArray),
+    ByteaView(&'a BinaryViewArray),
+    Date(&'a Date32Array),
+    Time(&'a Time64MicrosecondArray),
+    Ts(&'a TimestampMicrosecondArray),
+}
+
+impl<'a> Typed<'a> {
+    fn of(a: &'a ArrayRef, wire: Wire) -> Typed<'a> {
+        match (wire, a.data_type()) {
+            (Wire::Bool, _) => Typed::Bool(a.as_boolean()),
+            (Wire::I16, _) => Typed::I16(a.as_primitive()),
+            (Wire::I32, _) => Typed::I32(a.as_primitive()),
+            (Wire::I64, _) => Typed::I64(a.as_primitive()),
+            (Wire::F32, _) => Typed::F32(a.as_primitive()),
+            (Wire::F64, _) => Typed::F64(a.as_primitive()),
+            (Wire::Numeric, DataType::Decimal128(_, s)) => Typed::Decimal(a.as_primitive(), *s),
+            (Wire::Numeric, _) => Typed::NumericText(a.as_string()),
+            (Wire::Text, DataType::Utf8View) => Typed::TextView(a.as_string_view()),
+            (Wire::Text, _) => Typed::Text(a.as_string()),
+            (Wire::Bytea, DataType::BinaryView) => Typed::ByteaView(a.as_binary_view()),
+            (Wire::Bytea, _) => Typed::Bytea(a.as_binary()),
+            (Wire::Date, _) => Typed::Date(a.as_primitive()),
+            (Wire::Time, _) => Typed::Time(a.as_primitive()),
+            (Wire::Ts, _) => Typed::Ts(a.as_primitive()),
+        }
+    }
+
+    /// Appends the value at `row` (not null) as a length-prefixed COPY field.
+    fn encode(&self, row: usize, out: &mut Vec<u8>) -> Result<(), String> {
+        fn field(out: &mut Vec<u8>, bytes: &[u8]) {
+            out.extend_from_slice(&(bytes.len() as i32).to_be_bytes());
+            out.extend_from_slice(bytes);
+        }
+        match self {
+            Typed::Bool(a) => field(out, &[u8::from(a.value(row))]),
+            Typed::I16(a) => field(out, &a.value(row).to_be_bytes()),
+            Typed::I32(a) => field(out, &a.value(row).to_be_bytes()),
+            Typed::I64(a) => field(out, &a.value(row).to_be_bytes()),
+            Typed::F32(a) => field(out, &a.value(row).to_be_bytes()),
+            Typed::F64(a) => field(out, &a.value(row).to_be_bytes()),
+            Typed::Text(a) => field(out, a.value(row).as_bytes()),
+            Typed::TextView(a) => field(out, a.value(row).as_bytes()),
+            Typed::Bytea(a) => field(out, a.value(row)),
+            Typed::ByteaView(a) => field(out, a.value(row)),
+            Typed::Date(a) => field(out, &(a.value(row) - PG_EPOCH_DAYS).to_be_bytes()),
+            Typed::Time(a) => field(out, &a.value(row).to_be_bytes()),
+            Typed::Ts(a) => field(out, &(a.value(row) - PG_EPOCH_MICROS).to_be_bytes()),
+            Typed::Decimal(a, scale) => {
+                let start = out.len();
+                out.extend_from_slice(&0i32.to_be_bytes());
+                if !pg_numeric_from_i128(a.value(row), *scale, out) {
+                    pg_numeric_from_text(&a.value_as_string(row), out)?;
+                }
+                let len = (out.len() - start - 4) as i32;
+                out[start..start + 4].copy_from_slice(&len.to_be_bytes());
+            }
+            Typed::NumericText(a) => {
+                let start = out.len();
+                out.extend_from_slice(&0i32.to_be_bytes());
+                pg_numeric_from_text(a.value(row), out)?;
+                let len = (out.len() - start - 4) as i32;
+                out[start..start + 4].copy_from_slice(&len.to_be_bytes());
+            }
+        }
+        Ok(())
+    }
+}
+
 /// Appends the batch's rows in COPY binary format.
 fn encode_batch(batch: &RecordBatch, wires: &[Wire], out: &mut Vec<u8>) -> Result<(), ConnectorError> {
-    let columns: Vec<ArrayRef> = batch
+    let name = |i: usize| batch.schema().field(i).name().clone();
+    let arrays: Vec<ArrayRef> = batch
         .columns()
         .iter()
         .zip(wires)
@@ -514,81 +599,27 @@ fn encode_batch(batch: &RecordBatch, wires: &[Wire], out: &mut Vec<u8>) -> Resul
             normalize(a, *w).map_err(|e| {
                 ConnectorError::permanent(format!(
                     "column {:?}: cannot write {} values: {e}",
-                    batch.schema().field(i).name(),
+                    name(i),
                     a.data_type()
                 ))
             })
         })
         .collect::<Result<_, _>>()?;
-    let ncols = columns.len() as i16;
+    let columns: Vec<Typed> = arrays.iter().zip(wires).map(|(a, w)| Typed::of(a, *w)).collect();
+    let ncols = (columns.len() as i16).to_be_bytes();
+    let mut nulls = Vec::with_capacity(arrays.len());
+    for a in &arrays {
+        nulls.push(a.logical_nulls());
+    }
     for row in 0..batch.num_rows() {
-        out.extend_from_slice(&ncols.to_be_bytes());
-        for (i, (a, w)) in columns.iter().zip(wires).enumerate() {
-            if a.is_null(row) {
+        out.extend_from_slice(&ncols);
+        for (i, col) in columns.iter().enumerate() {
+            if nulls[i].as_ref().is_some_and(|n| n.is_null(row)) {
                 out.extend_from_slice(&(-1i32).to_be_bytes());
                 continue;
             }
-            let mut fixed = |bytes: &[u8]| {
-                out.extend_from_slice(&(bytes.len() as i32).to_be_bytes());
-                out.extend_from_slice(bytes);
-            };
-            match w {
-                Wire::Bool => fixed(&[u8::from(a.as_boolean().value(row))]),
-                Wire::I16 => fixed(
-                    &a.as_primitive::<datafusion::arrow::datatypes::Int16Type>()
-                        .value(row)
-                        .to_be_bytes(),
-                ),
-                Wire::I32 => fixed(
-                    &a.as_primitive::<datafusion::arrow::datatypes::Int32Type>()
-                        .value(row)
-                        .to_be_bytes(),
-                ),
-                Wire::I64 => fixed(
-                    &a.as_primitive::<datafusion::arrow::datatypes::Int64Type>()
-                        .value(row)
-                        .to_be_bytes(),
-                ),
-                Wire::F32 => fixed(
-                    &a.as_primitive::<datafusion::arrow::datatypes::Float32Type>()
-                        .value(row)
-                        .to_be_bytes(),
-                ),
-                Wire::F64 => fixed(
-                    &a.as_primitive::<datafusion::arrow::datatypes::Float64Type>()
-                        .value(row)
-                        .to_be_bytes(),
-                ),
-                Wire::Text => fixed(a.as_string::<i32>().value(row).as_bytes()),
-                Wire::Bytea => fixed(a.as_binary::<i32>().value(row)),
-                Wire::Date => fixed(
-                    &(a.as_primitive::<datafusion::arrow::datatypes::Date32Type>()
-                        .value(row)
-                        - PG_EPOCH_DAYS)
-                        .to_be_bytes(),
-                ),
-                Wire::Time => fixed(
-                    &a.as_primitive::<datafusion::arrow::datatypes::Time64MicrosecondType>()
-                        .value(row)
-                        .to_be_bytes(),
-                ),
-                Wire::Ts => fixed(
-                    &(a.as_primitive::<datafusion::arrow::datatypes::TimestampMicrosecondType>()
-                        .value(row)
-                        - PG_EPOCH_MICROS)
-                        .to_be_bytes(),
-                ),
-                Wire::Numeric => {
-                    let text = a.as_string::<i32>().value(row);
-                    let start = out.len();
-                    out.extend_from_slice(&0i32.to_be_bytes());
-                    pg_numeric_from_text(text, out).map_err(|e| {
-                        ConnectorError::permanent(format!("column {:?}: {e}", batch.schema().field(i).name()))
-                    })?;
-                    let len = (out.len() - start - 4) as i32;
-                    out[start..start + 4].copy_from_slice(&len.to_be_bytes());
-                }
-            }
+            col.encode(row, out)
+                .map_err(|e| ConnectorError::permanent(format!("column {:?}: {e}", name(i))))?;
         }
     }
     Ok(())

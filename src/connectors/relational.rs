@@ -426,6 +426,50 @@ pub fn pg_numeric_from_text(text: &str, out: &mut Vec<u8>) -> Result<(), String>
     Ok(())
 }
 
+/// Appends the unscaled decimal `v` with `scale` (≥ 0) in PostgreSQL's binary `numeric` form,
+/// without going through text; `false` (nothing appended) when it does not fit the fast path.
+pub fn pg_numeric_from_i128(v: i128, scale: i8, out: &mut Vec<u8>) -> bool {
+    if scale < 0 {
+        return false;
+    }
+    let scale = scale as u32;
+    // Pad the fraction to whole base-10000 digits.
+    let pad = (4 - scale % 4) % 4;
+    let Some(mut u) = v.unsigned_abs().checked_mul(10u128.pow(pad)) else {
+        return false;
+    };
+    let frac_groups = ((scale + pad) / 4) as i32;
+    // Base-10000 digits, least significant first (u128 holds at most 39 decimal digits).
+    let mut groups = [0u16; 10];
+    let mut n = 0;
+    while u > u64::MAX as u128 {
+        groups[n] = (u % 10_000) as u16;
+        u /= 10_000;
+        n += 1;
+    }
+    let mut small = u as u64;
+    while small > 0 {
+        groups[n] = (small % 10_000) as u16;
+        small /= 10_000;
+        n += 1;
+    }
+    let low = groups[..n].iter().take_while(|g| **g == 0).count();
+    let (ndigits, weight) = if n == 0 {
+        (0, 0)
+    } else {
+        (n - low, n as i32 - frac_groups - 1)
+    };
+    let sign: u16 = if v < 0 { 0x4000 } else { 0 };
+    out.extend_from_slice(&(ndigits as i16).to_be_bytes());
+    out.extend_from_slice(&(weight as i16).to_be_bytes());
+    out.extend_from_slice(&sign.to_be_bytes());
+    out.extend_from_slice(&(scale as u16).to_be_bytes());
+    for g in groups[low..n].iter().rev() {
+        out.extend_from_slice(&g.to_be_bytes());
+    }
+    true
+}
+
 /// Rows decoded into columns, emitted as record batches.
 pub struct BatchBuilder {
     pub schema: SchemaRef,
@@ -490,6 +534,38 @@ mod tests {
             10i128.pow(38) - 1
         );
         assert_eq!(round_trip("-1.5", 4, 3), -1500);
+    }
+
+    #[test]
+    fn decimals_encode_exactly_as_their_text_does() {
+        let cases: &[(i128, i8)] = &[
+            (0, 0),
+            (0, 2),
+            (125, 2),
+            (-125, 2),
+            (1, 4),
+            (5, 5),
+            (-1, 9),
+            (10_000, 0),
+            (1_000_000_000, 0),
+            (123_456_789_012_345_678, 3),
+            (10i128.pow(38) - 1, 0),
+            (-(10i128.pow(38) - 1), 8),
+            (10i128.pow(37), 36),
+        ];
+        for &(v, s) in cases {
+            let text = datafusion::arrow::array::Decimal128Array::from(vec![v])
+                .with_precision_and_scale(38, s)
+                .unwrap()
+                .value_as_string(0);
+            let (mut fast, mut slow) = (Vec::new(), Vec::new());
+            assert!(pg_numeric_from_i128(v, s, &mut fast), "{text}");
+            pg_numeric_from_text(&text, &mut slow).unwrap();
+            assert_eq!(fast, slow, "{text}");
+            assert_eq!(pg_numeric_to_i128(&fast, 38, s).unwrap(), v, "{text}");
+        }
+        // 38 digits and a scale that pads past u128: the caller falls back to text.
+        assert!(!pg_numeric_from_i128(10i128.pow(38) - 1, 3, &mut Vec::new()));
     }
 
     #[test]

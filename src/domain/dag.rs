@@ -94,6 +94,13 @@ impl Dag {
         self.nodes.iter().find(|n| n.name == name)
     }
 
+    /// The nodes that depend on `name`, in declaration order.
+    pub fn dependents<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a DagNode> + 'a {
+        self.nodes
+            .iter()
+            .filter(move |n| n.depends_on.iter().any(|d| d == name))
+    }
+
     /// The nodes in topological order.
     pub fn ordered_nodes(&self) -> impl Iterator<Item = &DagNode> {
         self.order.iter().filter_map(|name| self.node(name))

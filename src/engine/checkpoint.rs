@@ -50,6 +50,35 @@ pub async fn register(ctx: &SessionContext, work_dir: &Path, node: &str) -> Resu
     })
 }
 
+fn staged_marker(work_dir: &Path, node: &str) -> PathBuf {
+    work_dir.join(format!("{node}.staged"))
+}
+
+/// Records that source `node` streamed its `rows` straight into its output's staging area
+/// (it has no checkpoint).
+pub fn mark_staged(work_dir: &Path, node: &str, rows: u64) -> Result<(), String> {
+    let dest = staged_marker(work_dir, node);
+    let staged = StagedFile::new(&dest).map_err(|e| format!("marker {}: {e}", dest.display()))?;
+    std::fs::write(staged.path(), rows.to_string())
+        .and_then(|()| staged.commit_unsynced())
+        .map_err(|e| format!("marker {}: {e}", dest.display()))
+}
+
+/// The rows source `node` staged straight into its output, if it did.
+pub fn staged(work_dir: &Path, node: &str) -> Option<u64> {
+    std::fs::read_to_string(staged_marker(work_dir, node))
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
+}
+
+/// Whether node `node` finished in an earlier run: its checkpoint exists and its footer reads
+/// (a torn write fails this), or it staged its rows straight into its output.
+pub fn is_done(work_dir: &Path, node: &str) -> bool {
+    is_valid(work_dir, node) || staged(work_dir, node).is_some()
+}
+
 /// Whether a checkpoint exists and its footer reads (a torn write fails this).
 pub fn is_valid(work_dir: &Path, node: &str) -> bool {
     use datafusion::parquet::file::reader::SerializedFileReader;

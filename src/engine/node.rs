@@ -1,6 +1,10 @@
 //! Running one DAG node: ingest (source → checkpoint), transform (SQL over checkpoints →
 //! checkpoint) or persist (checkpoint → the target's staging area; the flow publishes all its
 //! staged outputs at once when it succeeds, see `engine::publish`). Runs on the engine runtime.
+//!
+//! A source whose only reader is one output is not checkpointed: its ingest streams the rows
+//! straight into the output's staging area (source and target work at the same time, nothing
+//! is encoded twice) and leaves a marker; the persist node then finds its load already staged.
 
 use std::sync::Arc;
 
@@ -19,6 +23,8 @@ pub enum NodeWork {
     Ingest {
         source: Source,
         store: DataStore,
+        /// Set when the source's only reader is this output: the ingest stages it directly.
+        direct: Option<Box<DirectLoad>>,
     },
     Transform {
         name: String,
@@ -29,6 +35,13 @@ pub enum NodeWork {
         load: Load,
         store: DataStore,
     },
+}
+
+/// The output a source is streamed into without a checkpoint.
+#[derive(Debug, Clone)]
+pub struct DirectLoad {
+    pub load: Load,
+    pub store: DataStore,
 }
 
 /// Why a node failed, and whether another attempt may succeed.
@@ -73,11 +86,26 @@ pub async fn run(
     on_rows: RowsCallback,
 ) -> Result<u64, NodeError> {
     match work {
-        NodeWork::Ingest { source, store } => {
+        NodeWork::Ingest {
+            source,
+            store,
+            direct,
+        } => {
             let connector = connectors::source_for(store, &io.pools)?;
+            // The sink is resolved before the source opens, so a target that cannot be written
+            // fails before any rows move.
+            let sink = match direct {
+                Some(d) => Some((connectors::sink_for(&d.store, &io.pools)?, &d.load)),
+                None => None,
+            };
             let opened = connector.open(source, &io).await?;
             let estimate = opened.estimated_rows;
             let report: RowsCallback = Arc::new(move |rows, _| on_rows(rows, estimate));
+            if let Some((sink, load)) = sink {
+                let rows = sink.stage(load, opened.stream, &io, report).await?;
+                checkpoint::mark_staged(&session.work_dir, name, rows).map_err(NodeError::permanent)?;
+                return Ok(rows);
+            }
             let rows = checkpoint::write(&session.work_dir, name, opened.stream, &report).await?;
             checkpoint::register(&session.ctx, &session.work_dir, name)
                 .await
@@ -114,6 +142,11 @@ pub async fn run(
             Ok(rows)
         }
         NodeWork::Persist { output, load, store } => {
+            if let Some(rows) = checkpoint::staged(&session.work_dir, &output.node) {
+                // Its source streamed the rows in already.
+                on_rows(rows, Some(rows));
+                return Ok(rows);
+            }
             let connector = connectors::sink_for(store, &io.pools)?;
             let file = checkpoint::path(&session.work_dir, &output.node);
             let total = checkpoint::rows(&session.work_dir, &output.node);

@@ -1,14 +1,23 @@
-//! What operators watch: the metrics exposition (with flows by state read from the database).
+//! What operators watch: the metrics exposition (with flows by state as `GET /flows/{id}`
+//! would show them: the Persister's live state where it holds one, else the stored one).
 
 use super::flows::FlowRecord;
 use super::{repo, Services};
-use crate::actors::messages::GetLive;
+use crate::actors::messages::{GetLive, LiveStates};
 use crate::error::AppError;
 
 impl Services {
     /// Every metric in Prometheus text format.
     pub async fn metrics_text(&self) -> Result<String, AppError> {
-        let counts = repo::count_flows_by_state(&self.db).await?;
+        let live = self.persister.send(LiveStates).await.unwrap_or_default();
+        let ids: Vec<i64> = live.iter().map(|(id, _)| *id).collect();
+        let mut counts = repo::count_flows_by_state(&self.db, &ids).await?;
+        for (_, state) in live {
+            match counts.iter_mut().find(|(s, _)| *s == state) {
+                Some((_, n)) => *n += 1,
+                None => counts.push((state, 1)),
+            }
+        }
         self.metrics.set_flow_counts(&counts);
         Ok(self.metrics.render())
     }

@@ -330,10 +330,13 @@ pub fn picture_from_model(m: flow_output::Model, max_lines: usize) -> Result<Flo
     ))
 }
 
-/// Whether the metadata database answers.
-/// How many flows are in each state.
-pub async fn count_flows_by_state(db: &impl ConnectionTrait) -> Result<Vec<(FlowState, i64)>, AppError> {
+/// How many flows are in each state, leaving out the flows in `except`.
+pub async fn count_flows_by_state(
+    db: &impl ConnectionTrait,
+    except: &[i64],
+) -> Result<Vec<(FlowState, i64)>, AppError> {
     let rows: Vec<(String, i64)> = flow_output::Entity::find()
+        .filter(flow_output::Column::Id.is_not_in(except.iter().copied()))
         .select_only()
         .column(flow_output::Column::State)
         .column_as(flow_output::Column::Id.count(), "n")
@@ -347,6 +350,7 @@ pub async fn count_flows_by_state(db: &impl ConnectionTrait) -> Result<Vec<(Flow
         .collect())
 }
 
+/// Whether the metadata database answers.
 pub async fn ping(db: &sea_orm::DatabaseConnection) -> Result<(), DbErr> {
     db.ping().await
 }
