@@ -20,18 +20,22 @@ fn numbers_csv() -> String {
 }
 
 /// A flow of two slow nodes (about a second each) that appends to `appended_{k}` and replaces
-/// `copy_{k}`.
+/// `copy_{k}`, and a source streamed straight (no checkpoint) into `direct_{k}` with `append`.
 fn slow_flow(k: usize, src: i64, db: i64) -> Value {
     json!({
         "name": format!("slow{k}"), "source_store_ids": [src], "target_store_id": db,
-        "sources": [{"name": "numbers", "store_id": src, "path": "n.csv"}],
+        "sources": [
+            {"name": "numbers", "store_id": src, "path": "n.csv"},
+            {"name": "direct", "store_id": src, "path": "n.csv"}
+        ],
         "transforms": [
             {"name": "slow1", "sql": "SELECT n FROM numbers WHERE sluice_sleep(150)"},
             {"name": "slow2", "sql": format!("SELECT n * {k} AS m FROM slow1 WHERE sluice_sleep(150)")}
         ],
         "outputs": [
             {"node": "slow2", "table": format!("appended_{k}"), "mode": "append"},
-            {"node": "slow1", "table": format!("copy_{k}"), "mode": "replace"}
+            {"node": "slow1", "table": format!("copy_{k}"), "mode": "replace"},
+            {"node": "direct", "table": format!("direct_{k}"), "mode": "append"}
         ],
         "options": {"max_parallel_tasks": 2}
     })
@@ -58,6 +62,12 @@ async fn check_results(api: &Api, k: usize) {
     );
     let copy = sqlite_rows(&db, &format!("SELECT count(*), sum(n) FROM copy_{k}")).await;
     assert_eq!(copy, vec![vec![json!(ROWS), json!(sum)]], "copy_{k}");
+    let direct = sqlite_rows(&db, &format!("SELECT count(*), sum(n) FROM direct_{k}")).await;
+    assert_eq!(
+        direct,
+        vec![vec![json!(ROWS), json!(sum)]],
+        "direct_{k}: exactly one copy"
+    );
 }
 
 #[tokio::test]
@@ -117,6 +127,11 @@ async fn kill_9_mid_workload_then_restart_completes_every_flow_exactly_once() {
         task(&first, "slow1")["attempts"],
         1,
         "a checkpointed node is not run again"
+    );
+    assert_eq!(
+        task(&first, "direct")["attempts"],
+        1,
+        "a source already staged into its output is not read again"
     );
     assert!(server.log_text().contains("flow resumed after restart"));
     // Nothing of the first process's work is left behind.
