@@ -722,7 +722,7 @@ impl SinkConnector for PostgresSink {
             ))
             .await
             .map_err(self.conn.err("starting the load"))?;
-        let mut buf: Vec<u8> = Vec::with_capacity(1 << 20);
+        let mut buf: Vec<u8> = Vec::with_capacity(2 << 20);
         buf.extend_from_slice(COPY_SIGNATURE);
         buf.extend_from_slice(&0i32.to_be_bytes());
         buf.extend_from_slice(&0i32.to_be_bytes());
@@ -732,10 +732,11 @@ impl SinkConnector for PostgresSink {
                 batch.map_err(|e| crate::engine::errors::to_connector_error(e, "reading rows to write"))?;
             encode_batch(&batch, &wires, &mut buf)?;
             if buf.len() >= 1 << 20 {
-                copy.send(std::mem::take(&mut buf))
+                // The buffer is reused: one allocation for the whole load.
+                copy.send(buf.as_slice())
                     .await
                     .map_err(self.conn.err("loading rows"))?;
-                buf.reserve(1 << 20);
+                buf.clear();
             }
             total += batch.num_rows() as u64;
             on_rows(total, None);
