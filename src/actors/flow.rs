@@ -120,13 +120,6 @@ impl FlowActor {
             .node(name)
             .ok_or_else(|| format!("node {name} is not in the DAG"))?;
         let spec = &self.plan.spec;
-        let store = |id: i64| {
-            self.plan
-                .stores
-                .get(&id)
-                .cloned()
-                .ok_or_else(|| format!("data store {id} no longer exists"))
-        };
         match node.kind {
             NodeKind::Ingest => {
                 let source = spec
@@ -145,7 +138,7 @@ impl FlowActor {
                 };
                 Ok(NodeWork::Ingest {
                     source: source.clone(),
-                    store: store(source.store_id)?,
+                    store: self.store(source.store_id)?,
                     direct,
                 })
             }
@@ -176,13 +169,20 @@ impl FlowActor {
             .position(|o| o.node_name() == name)
             .ok_or("output not found")?;
         let load = publish::loads(self.engine.instance(), self.flow_id(), &spec.outputs).swap_remove(index);
-        let store = self
-            .plan
+        Ok((
+            spec.outputs[index].clone(),
+            load,
+            self.store(spec.target_store_id)?,
+        ))
+    }
+
+    /// Data store `id` of the plan.
+    fn store(&self, id: i64) -> Result<DataStore, String> {
+        self.plan
             .stores
-            .get(&spec.target_store_id)
+            .get(&id)
             .cloned()
-            .ok_or_else(|| format!("data store {} no longer exists", spec.target_store_id))?;
-        Ok((spec.outputs[index].clone(), load, store))
+            .ok_or_else(|| format!("data store {id} no longer exists"))
     }
 
     /// Starts every node that may start now.

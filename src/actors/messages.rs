@@ -30,6 +30,9 @@ pub struct FlowPlan {
 pub struct Track {
     pub flow_id: i64,
     pub picture: FlowPicture,
+    /// The picture differs from what followers may have read (a resumed flow's tasks were
+    /// reset): they re-read a snapshot. Otherwise the updates that follow tell them enough.
+    pub resync: bool,
 }
 
 /// Something happened to a flow; coalesced into the next write.

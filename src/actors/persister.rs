@@ -160,7 +160,9 @@ impl Handler<Track> for Persister {
                 dirty: false,
             },
         );
-        self.events.publish(msg.flow_id, FlowUpdate::Resync);
+        if msg.resync {
+            self.events.publish(msg.flow_id, FlowUpdate::Resync);
+        }
     }
 }
 

@@ -124,8 +124,17 @@ impl FlowSupervisor {
                 return;
             }
         };
-        let Loaded { plan, picture, done } = loaded;
-        self.persister.do_send(Track { flow_id, picture });
+        let Loaded {
+            plan,
+            picture,
+            done,
+            resync,
+        } = loaded;
+        self.persister.do_send(Track {
+            flow_id,
+            picture,
+            resync,
+        });
         if self.recovered.remove(&flow_id) {
             self.record(
                 flow_id,
@@ -167,7 +176,11 @@ impl FlowSupervisor {
                 if picture.state.is_final() {
                     return;
                 }
-                persister.do_send(Track { flow_id, picture });
+                persister.do_send(Track {
+                    flow_id,
+                    picture,
+                    resync: false,
+                });
                 persister.do_send(Record {
                     flow_id,
                     event: FlowEvent::FlowError {
@@ -210,7 +223,11 @@ impl FlowSupervisor {
                     if picture.state.is_final() {
                         return CancelOutcome::AlreadyFinal(picture.state);
                     }
-                    persister.do_send(Track { flow_id, picture });
+                    persister.do_send(Track {
+                        flow_id,
+                        picture,
+                        resync: false,
+                    });
                 }
                 discard.await;
                 persister.do_send(Record {
@@ -270,6 +287,8 @@ struct Loaded {
     plan: FlowPlan,
     picture: FlowPicture,
     done: HashSet<String>,
+    /// Whether followers must re-read a snapshot (see `Track::resync`).
+    resync: bool,
 }
 
 /// Loads a flow's plan and picture (the Persister's, if it still tracks the flow, else the
@@ -313,7 +332,7 @@ async fn load_flow(
         .filter(|t| t.kind == NodeKind::Persist || checkpoint::is_done(&work_dir, &t.name))
         .map(|t| t.name.clone())
         .collect();
-    picture.resume(&done);
+    let resync = picture.resume(&done);
     let plan = FlowPlan {
         flow_id,
         output_id: picture.output_id,
@@ -321,7 +340,12 @@ async fn load_flow(
         dag,
         stores,
     };
-    Ok(Some(Loaded { plan, picture, done }))
+    Ok(Some(Loaded {
+        plan,
+        picture,
+        done,
+        resync,
+    }))
 }
 
 impl Actor for FlowSupervisor {

@@ -566,25 +566,30 @@ impl<'a> Typed<'a> {
             Typed::Date(a) => field(out, &(a.value(row) - PG_EPOCH_DAYS).to_be_bytes()),
             Typed::Time(a) => field(out, &a.value(row).to_be_bytes()),
             Typed::Ts(a) => field(out, &(a.value(row) - PG_EPOCH_MICROS).to_be_bytes()),
-            Typed::Decimal(a, scale) => {
-                let start = out.len();
-                out.extend_from_slice(&0i32.to_be_bytes());
-                if !pg_numeric_from_i128(a.value(row), *scale, out) {
-                    pg_numeric_from_text(&a.value_as_string(row), out)?;
+            Typed::Decimal(a, scale) => numeric_field(out, |out| {
+                if pg_numeric_from_i128(a.value(row), *scale, out) {
+                    Ok(())
+                } else {
+                    pg_numeric_from_text(&a.value_as_string(row), out)
                 }
-                let len = (out.len() - start - 4) as i32;
-                out[start..start + 4].copy_from_slice(&len.to_be_bytes());
-            }
-            Typed::NumericText(a) => {
-                let start = out.len();
-                out.extend_from_slice(&0i32.to_be_bytes());
-                pg_numeric_from_text(a.value(row), out)?;
-                let len = (out.len() - start - 4) as i32;
-                out[start..start + 4].copy_from_slice(&len.to_be_bytes());
-            }
+            })?,
+            Typed::NumericText(a) => numeric_field(out, |out| pg_numeric_from_text(a.value(row), out))?,
         }
         Ok(())
     }
+}
+
+/// Appends a `numeric` COPY field: its length prefix, filled in once `write` has written it.
+fn numeric_field(
+    out: &mut Vec<u8>,
+    write: impl FnOnce(&mut Vec<u8>) -> Result<(), String>,
+) -> Result<(), String> {
+    let start = out.len();
+    out.extend_from_slice(&0i32.to_be_bytes());
+    write(out)?;
+    let len = (out.len() - start - 4) as i32;
+    out[start..start + 4].copy_from_slice(&len.to_be_bytes());
+    Ok(())
 }
 
 /// Appends the batch's rows in COPY binary format.

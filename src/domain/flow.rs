@@ -282,9 +282,16 @@ impl FlowPicture {
     }
 
     /// Prepares a picture for a resumed run: every task not in `done` is PENDING again.
-    pub fn resume(&mut self, done: &std::collections::HashSet<String>) {
+    /// Returns whether that changed anything (a fresh READY flow's picture stays as it is).
+    pub fn resume(&mut self, done: &std::collections::HashSet<String>) -> bool {
+        let mut changed = false;
         for (i, t) in self.tasks.iter_mut().enumerate() {
             if !done.contains(&t.name) {
+                changed |= t.state != TaskState::Pending
+                    || t.rows.is_some()
+                    || t.error.is_some()
+                    || t.finished_utc.is_some()
+                    || self.fractions[i] != 0.0;
                 t.state = TaskState::Pending;
                 t.rows = None;
                 t.error = None;
@@ -292,6 +299,7 @@ impl FlowPicture {
                 self.fractions[i] = 0.0;
             }
         }
+        changed
     }
 
     fn task_index(&self, name: &str) -> Option<usize> {
