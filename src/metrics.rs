@@ -295,12 +295,7 @@ mod tests {
     #[test]
     fn events_move_the_counters() {
         let m = Metrics::new();
-        let dag = Dag::build(vec![DagNode {
-            name: "a".into(),
-            kind: NodeKind::Ingest,
-            depends_on: vec![],
-        }])
-        .unwrap();
+        let dag = Dag::build(vec![DagNode::new("a", NodeKind::Ingest, vec![])]).unwrap();
         let p = FlowPicture::new_ready(1, &dag, 10);
         m.observe(
             &p,

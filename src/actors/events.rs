@@ -281,16 +281,8 @@ mod tests {
 
     fn picture(max_lines: usize) -> FlowPicture {
         let dag = Dag::build(vec![
-            DagNode {
-                name: "a".into(),
-                kind: NodeKind::Ingest,
-                depends_on: vec![],
-            },
-            DagNode {
-                name: "b".into(),
-                kind: NodeKind::Transform,
-                depends_on: vec!["a".into()],
-            },
+            DagNode::new("a", NodeKind::Ingest, vec![]),
+            DagNode::new("b", NodeKind::Transform, vec!["a".into()]),
         ])
         .unwrap();
         FlowPicture::new_ready(1, &dag, max_lines)

@@ -1,6 +1,7 @@
-//! FlowActor: one per running flow. It owns the flow's DAG state (a `Scheduler`), starts a
-//! TaskActor for each node whose dependencies are done (up to `max_parallel_tasks`), marks the
-//! dependents of a failed node SKIPPED, and ends the flow: COMPLETED, FAILED (every error
+//! FlowActor: one per running flow. It owns the flow's run state (a `Scheduler` over the flow's
+//! units, see `domain::plan`), starts a TaskActor for each unit whose inputs are done (up to
+//! `max_parallel_tasks`), reports every DAG node of a unit (inlined ones too), marks what
+//! depends on a failed node SKIPPED, and ends the flow: COMPLETED, FAILED (every error
 //! listed) or CANCELLED. The final state is written by the Persister before the supervisor
 //! hears of it. If the actor dies without ending its flow (a panic in its own logic), its drop
 //! guard reports a crash so the supervisor can restart the flow.
@@ -19,13 +20,12 @@ use super::messages::{
 use super::persister::Persister;
 use super::supervisor::FlowSupervisor;
 use super::task::{TaskActor, TaskSpec};
-use crate::connectors::Load;
 use crate::domain::dag::{NodeKind, Scheduler};
 use crate::domain::flow::{FlowEvent, FlowState, Level};
-use crate::domain::spec::Output;
+use crate::domain::plan::{Unit, UnitKind};
 use crate::domain::store::DataStore;
-use crate::engine::node::{DirectLoad, NodeWork};
-use crate::engine::{checkpoint, publish, Engine};
+use crate::engine::unit::{NodeWork, PersistWork, UnitError, UnitWork};
+use crate::engine::{publish, Engine};
 
 /// How long a cancelled flow waits for its running tasks to stop before ending anyway.
 const CANCEL_GRACE: Duration = Duration::from_millis(600);
@@ -51,8 +51,10 @@ enum StopReason {
 
 pub struct FlowActor {
     plan: Arc<FlowPlan>,
-    /// Nodes completed by an earlier run (valid checkpoints); not run again.
+    /// Nodes completed by an earlier run (valid checkpoints, staged outputs); not run again.
     done: HashSet<String>,
+    /// Which units are pending, running or done; indexes are the units' (`Scheduler::name`
+    /// gives a unit's terminal node).
     scheduler: Scheduler,
     phase: Phase,
     engine: Arc<Engine>,
@@ -62,7 +64,7 @@ pub struct FlowActor {
     supervisor: Addr<FlowSupervisor>,
     /// Set once the supervisor has been told how the flow ended (or that it was suspended).
     reported: bool,
-    /// Running tasks by node index.
+    /// Running tasks by unit index.
     tasks: HashMap<usize, Addr<TaskActor>>,
     /// The final state being written, once `end` has decided it.
     final_state: Option<FlowState>,
@@ -76,7 +78,11 @@ impl FlowActor {
         persister: Addr<Persister>,
         supervisor: Addr<FlowSupervisor>,
     ) -> Self {
-        let scheduler = Scheduler::new(&plan.dag, plan.spec.options.max_parallel_tasks as usize, &done);
+        let scheduler = Scheduler::new(
+            &plan.run.as_dag(),
+            plan.spec.options.max_parallel_tasks as usize,
+            &done,
+        );
         FlowActor {
             plan,
             done,
@@ -112,70 +118,136 @@ impl FlowActor {
         });
     }
 
-    /// The work of node `name`.
-    fn work_for(&self, name: &str) -> Result<NodeWork, String> {
-        let node = self
+    /// The work of unit `name`.
+    fn work_for(&self, name: &str) -> Result<UnitWork, String> {
+        let unit = self
             .plan
-            .dag
-            .node(name)
-            .ok_or_else(|| format!("node {name} is not in the DAG"))?;
+            .run
+            .unit(name)
+            .ok_or_else(|| format!("unit {name} is not in the plan"))?;
         let spec = &self.plan.spec;
-        match node.kind {
-            NodeKind::Ingest => {
-                let source = spec
-                    .sources
-                    .iter()
-                    .find(|s| s.name == name)
-                    .ok_or("source not found")?;
-                // A source read by nothing but one output streams straight into it.
-                let mut readers = self.plan.dag.dependents(name);
-                let direct = match (readers.next(), readers.next()) {
-                    (Some(only), None) if only.kind == NodeKind::Persist => {
-                        let (_, load, store) = self.persist_work(&only.name)?;
-                        Some(Box::new(DirectLoad { load, store }))
+        let computed: Vec<&String> = match unit.kind {
+            UnitKind::Persist => unit.inlined.iter().collect(),
+            _ => unit.inlined.iter().chain(std::iter::once(&unit.name)).collect(),
+        };
+        let mut nodes = Vec::with_capacity(computed.len());
+        for node in computed {
+            let kind = self
+                .plan
+                .dag
+                .node(node)
+                .map(|n| n.kind)
+                .ok_or_else(|| format!("node {node} is not in the DAG"))?;
+            let work = match kind {
+                NodeKind::Ingest => {
+                    let source = spec
+                        .sources
+                        .iter()
+                        .find(|s| &s.name == node)
+                        .ok_or_else(|| format!("source {node} not found"))?;
+                    NodeWork::Source {
+                        source: source.clone(),
+                        store: self.store(source.store_id)?,
                     }
-                    _ => None,
-                };
-                Ok(NodeWork::Ingest {
-                    source: source.clone(),
-                    store: self.store(source.store_id)?,
-                    direct,
-                })
-            }
-            NodeKind::Transform => {
-                let t = spec
-                    .transforms
+                }
+                NodeKind::Transform => {
+                    let t = spec
+                        .transforms
+                        .iter()
+                        .find(|t| &t.name == node)
+                        .ok_or_else(|| format!("transform {node} not found"))?;
+                    NodeWork::Transform { sql: t.sql.clone() }
+                }
+                NodeKind::Persist => return Err(format!("persist node {node} cannot be inlined")),
+            };
+            nodes.push((node.clone(), work));
+        }
+        let persist = match unit.kind {
+            UnitKind::Persist => {
+                let index = spec
+                    .outputs
                     .iter()
-                    .find(|t| t.name == name)
-                    .ok_or("transform not found")?;
-                Ok(NodeWork::Transform {
-                    name: t.name.clone(),
-                    sql: t.sql.clone(),
+                    .position(|o| o.node_name() == unit.name)
+                    .ok_or("output not found")?;
+                let load =
+                    publish::loads(self.engine.instance(), self.flow_id(), &spec.outputs).swap_remove(index);
+                Some(PersistWork {
+                    output: spec.outputs[index].clone(),
+                    load,
+                    store: self.store(spec.target_store_id)?,
                 })
             }
-            NodeKind::Persist => {
-                let (output, load, store) = self.persist_work(name)?;
-                Ok(NodeWork::Persist { output, load, store })
+            _ => None,
+        };
+        Ok(UnitWork {
+            name: unit.name.clone(),
+            kind: unit.kind,
+            nodes,
+            persist,
+        })
+    }
+
+    /// The unit behind scheduler index `index`.
+    fn unit(&self, index: usize) -> Option<&Unit> {
+        self.plan.run.unit(self.scheduler.name(index))
+    }
+
+    /// The DAG nodes of unit `index`, inputs first.
+    fn unit_nodes(&self, index: usize) -> Vec<String> {
+        self.unit(index)
+            .map(|u| u.nodes().map(str::to_string).collect())
+            .unwrap_or_default()
+    }
+
+    /// Reports that unit `index` failed in node `error.node`: that node FAILED, the nodes of
+    /// the unit that read it SKIPPED, the others stopped; then every unit downstream SKIPPED.
+    fn unit_failed(&mut self, index: usize, error: UnitError) {
+        let failed = error.node.clone();
+        let nodes = self.unit_nodes(index);
+        let downstream = self.downstream_of(&failed);
+        self.record(FlowEvent::TaskFailed {
+            task: failed.clone(),
+            error: error.message,
+            retry_in: None,
+        });
+        for node in nodes.iter().filter(|n| **n != failed) {
+            if downstream.contains(node) {
+                self.record(FlowEvent::TaskSkipped {
+                    task: node.clone(),
+                    because: format!("{failed} failed"),
+                });
+            } else {
+                self.record(FlowEvent::Log {
+                    level: Level::Warn,
+                    task: Some(node.clone()),
+                    message: format!("stopped: {failed} failed"),
+                });
+                self.record(FlowEvent::TaskCancelled { task: node.clone() });
+            }
+        }
+        for skipped in self.scheduler.fail(index) {
+            for node in self.unit_nodes(skipped) {
+                self.record(FlowEvent::TaskSkipped {
+                    task: node,
+                    because: format!("{failed} failed"),
+                });
             }
         }
     }
 
-    /// The output, load and target store of persist node `name`.
-    fn persist_work(&self, name: &str) -> Result<(Output, Load, DataStore), String> {
-        let spec = &self.plan.spec;
-        let index = spec
-            .outputs
-            .iter()
-            .position(|o| o.node_name() == name)
-            .ok_or("output not found")?;
-        let load = publish::loads(self.engine.instance(), self.flow_id(), &spec.outputs).swap_remove(index);
-        Ok((
-            spec.outputs[index].clone(),
-            load,
-            self.store(spec.target_store_id)?,
-        ))
+    /// Every DAG node that reads `node`, directly or not.
+    fn downstream_of(&self, node: &str) -> HashSet<String> {
+        let mut out = HashSet::new();
+        let mut stack = vec![node.to_string()];
+        while let Some(n) = stack.pop() {
+            for d in self.plan.dag.dependents(&n) {
+                if out.insert(d.name.clone()) {
+                    stack.push(d.name.clone());
+                }
+            }
+        }
+        out
     }
-
     /// Data store `id` of the plan.
     fn store(&self, id: i64) -> Result<DataStore, String> {
         self.plan
@@ -200,10 +272,10 @@ impl FlowActor {
                     let spec = TaskSpec {
                         flow_id: self.flow_id(),
                         index,
-                        name,
                         work,
                         max_attempts: self.plan.spec.options.max_attempts,
                         timeout: Duration::from_secs(self.plan.spec.options.task_timeout_s),
+                        memory_limit_mb: self.plan.spec.options.memory_limit_mb,
                     };
                     let task = TaskActor::new(
                         spec,
@@ -218,9 +290,11 @@ impl FlowActor {
                 Err(message) => {
                     ctx.notify(TaskDone {
                         index,
-                        outcome: TaskOutcome::Failed(crate::engine::node::NodeError {
+                        outcome: TaskOutcome::Failed(UnitError {
+                            node: name,
                             message,
                             transient: false,
+                            resources: false,
                         }),
                     });
                 }
@@ -238,9 +312,9 @@ impl FlowActor {
         self.cancel.cancel();
         if reason != StopReason::Suspended {
             for index in self.scheduler.cancel_pending() {
-                self.record(FlowEvent::TaskCancelled {
-                    task: self.scheduler.name(index).to_string(),
-                });
+                for task in self.unit_nodes(index) {
+                    self.record(FlowEvent::TaskCancelled { task });
+                }
             }
         }
         // Tasks stop within milliseconds; if one does not, end without it (its work is
@@ -393,15 +467,6 @@ impl Actor for FlowActor {
     fn started(&mut self, ctx: &mut Self::Context) {
         let flow_id = self.flow_id();
         let memory = self.plan.spec.options.memory_limit_mb;
-        let session = match self.engine.session(flow_id, memory) {
-            Ok(s) => Arc::new(s),
-            Err(e) => {
-                self.reported = true;
-                self.supervisor.do_send(FlowCrashed { flow_id, cause: e });
-                return ctx.stop();
-            }
-        };
-        self.session = Some(session.clone());
         if let Some(limit) = self.plan.spec.options.flow_timeout_s {
             ctx.run_later(Duration::from_secs(limit), move |act, ctx| {
                 if act.phase == Phase::Running {
@@ -412,19 +477,18 @@ impl Actor for FlowActor {
                 }
             });
         }
-        // Completed nodes of an earlier run are tables again; then the flow is RUNNING.
-        let done: Vec<String> = self
-            .done
+        // The flow's session, with the checkpoints of an earlier run as tables again (on the
+        // engine runtime: it touches files); then the flow is RUNNING.
+        let restore: Vec<String> = self
+            .plan
+            .run
+            .units
             .iter()
-            .filter(|n| {
-                self.plan
-                    .dag
-                    .node(n)
-                    .is_some_and(|node| node.kind != NodeKind::Persist)
-            })
-            .cloned()
+            .filter(|u| u.kind == UnitKind::Materialize && self.done.contains(&u.name))
+            .map(|u| u.name.clone())
             .collect();
         let resumed = !self.done.is_empty();
+        let engine = self.engine.clone();
         let engine_handle = self.engine.handle().clone();
         // Enqueued now, before anything asynchronous, so flows become RUNNING in the order the
         // supervisor started them.
@@ -434,31 +498,32 @@ impl Actor for FlowActor {
         });
         ctx.wait(
             async move {
-                let registered = engine_handle
+                let prepared = engine_handle
                     .spawn(async move {
-                        for node in &done {
-                            // A source streamed straight into its output has no checkpoint.
-                            if checkpoint::staged(&session.work_dir, node).is_none() {
-                                checkpoint::register(&session.ctx, &session.work_dir, node).await?;
-                            }
+                        let session = engine.session(flow_id, memory).await?;
+                        for node in &restore {
+                            session.restore(node).await?;
                         }
-                        Ok::<_, String>(())
+                        Ok::<_, String>(Arc::new(session))
                     })
                     .await
                     .map_err(|e| e.to_string())
                     .and_then(|r| r);
                 let running = running.await.unwrap_or_else(|e| Err(e.to_string()));
-                (registered, running)
+                (prepared, running)
             }
             .into_actor(self)
-            .map(move |(registered, running), act, ctx| {
+            .map(move |(prepared, running), act, ctx| {
                 if act.phase != Phase::Starting {
                     return;
                 }
-                if let Err(e) = registered {
-                    act.reported = true;
-                    act.supervisor.do_send(FlowCrashed { flow_id, cause: e });
-                    return ctx.stop();
+                match prepared {
+                    Ok(session) => act.session = Some(session),
+                    Err(e) => {
+                        act.reported = true;
+                        act.supervisor.do_send(FlowCrashed { flow_id, cause: e });
+                        return ctx.stop();
+                    }
                 }
                 if let Err(e) = running {
                     tracing::warn!(flow_id, error = %e, "could not write RUNNING");
@@ -512,39 +577,33 @@ impl Handler<TaskDone> for FlowActor {
         match msg.outcome {
             TaskOutcome::Completed { rows, elapsed } => {
                 #[cfg(all(feature = "fault-injection", debug_assertions))]
-                if crate::engine::faults::actor_should_panic(&name) {
-                    panic!("injected panic in the flow actor after {name} completed");
+                if let Some((node, _)) = rows
+                    .iter()
+                    .find(|(node, _)| crate::engine::faults::actor_should_panic(node))
+                {
+                    panic!("injected panic in the flow actor after {node} completed");
                 }
                 self.scheduler.complete(msg.index);
-                self.record(FlowEvent::TaskCompleted {
-                    task: name,
-                    rows,
-                    elapsed,
-                });
+                for (task, rows) in rows {
+                    self.record(FlowEvent::TaskCompleted { task, rows, elapsed });
+                }
             }
             TaskOutcome::Failed(e) => {
-                self.record(FlowEvent::TaskFailed {
-                    task: name.clone(),
-                    error: e.message,
-                    retry_in: None,
-                });
-                for skipped in self.scheduler.fail(msg.index) {
-                    self.record(FlowEvent::TaskSkipped {
-                        task: self.scheduler.name(skipped).to_string(),
-                        because: format!("{name} failed"),
-                    });
-                }
+                let failed = e.node.clone();
+                self.unit_failed(msg.index, e);
                 if self.plan.spec.options.fail_fast && self.phase == Phase::Running {
                     self.log(
                         Level::Warn,
-                        format!("fail_fast: stopping the flow because {name} failed"),
+                        format!("fail_fast: stopping the flow because {failed} failed"),
                     );
                     self.stop_flow(StopReason::Failed, ctx);
                 }
             }
             TaskOutcome::Cancelled => {
                 self.scheduler.cancel(msg.index);
-                self.record(FlowEvent::TaskCancelled { task: name });
+                for task in self.unit_nodes(msg.index) {
+                    self.record(FlowEvent::TaskCancelled { task });
+                }
             }
             TaskOutcome::Panicked(message) => {
                 // A crash, not a node failure: the supervisor restarts the flow from its

@@ -9,7 +9,7 @@ use crate::domain::dag::Dag;
 use crate::domain::flow::{FlowEvent, FlowPicture, FlowState};
 use crate::domain::spec::FlowInputSpec;
 use crate::domain::store::DataStore;
-use crate::engine::node::NodeError;
+use crate::engine::unit::UnitError;
 
 /// Everything a FlowActor needs to run a flow.
 #[derive(Debug, Clone)]
@@ -17,7 +17,10 @@ pub struct FlowPlan {
     pub flow_id: i64,
     pub output_id: i64,
     pub spec: FlowInputSpec,
+    /// The DAG, with its materialization planned.
     pub dag: Dag,
+    /// The units the DAG runs as.
+    pub run: crate::domain::plan::RunPlan,
     /// The flow's stores by id, passwords opened.
     pub stores: HashMap<i64, DataStore>,
 }
@@ -167,14 +170,15 @@ pub struct Cancel;
 #[rtype(result = "()")]
 pub struct Suspend;
 
-/// How a task ended.
+/// How a task (one unit of the flow) ended.
 #[derive(Debug, Clone)]
 pub enum TaskOutcome {
     Completed {
-        rows: u64,
+        /// The rows of every node of the unit.
+        rows: Vec<(String, u64)>,
         elapsed: std::time::Duration,
     },
-    Failed(NodeError),
+    Failed(UnitError),
     Cancelled,
     /// The task's work panicked: a crash of the flow, not a failure of the node.
     Panicked(String),

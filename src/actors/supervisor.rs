@@ -14,8 +14,8 @@ use sea_orm::DatabaseConnection;
 use super::flow::FlowActor;
 use super::messages::*;
 use super::persister::Persister;
-use crate::domain::dag::NodeKind;
 use crate::domain::flow::{FlowEvent, FlowPicture, FlowState, Level, TaskState};
+use crate::domain::plan::{RunPlan, UnitKind};
 use crate::engine::{checkpoint, publish, Engine};
 use crate::error::AppError;
 use crate::secrets::Cipher;
@@ -324,20 +324,37 @@ async fn load_flow(
     if picture.state.is_final() {
         return Ok(None);
     }
-    let work_dir = engine.work_dir(flow_id);
-    let done: HashSet<String> = picture
+    let run = RunPlan::new(&dag);
+    // What an earlier run finished: a materialized node with a whole checkpoint, an output
+    // staged; reading the work directory, so on a blocking thread.
+    let completed: HashSet<String> = picture
         .tasks
         .iter()
         .filter(|t| t.state == TaskState::Completed)
-        .filter(|t| t.kind == NodeKind::Persist || checkpoint::is_done(&work_dir, &t.name))
         .map(|t| t.name.clone())
         .collect();
+    let work_dir = engine.work_dir(flow_id);
+    let units = run.clone();
+    let done = tokio::task::spawn_blocking(move || {
+        units.done_nodes(|u| match u.kind {
+            // A checkpoint is committed whole once its node is done, whether or not the
+            // completion was written before the process stopped.
+            UnitKind::Materialize => checkpoint::is_valid(&work_dir, &u.name),
+            UnitKind::Persist => {
+                completed.contains(&u.name) || checkpoint::staged(&work_dir, &u.name).is_some()
+            }
+            UnitKind::Discard => completed.contains(&u.name),
+        })
+    })
+    .await
+    .map_err(|e| AppError::Internal(format!("scanning the checkpoints of flow {flow_id}: {e}")))?;
     let resync = picture.resume(&done);
     let plan = FlowPlan {
         flow_id,
         output_id: picture.output_id,
         spec,
         dag,
+        run,
         stores,
     };
     Ok(Some(Loaded {

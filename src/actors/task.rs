@@ -1,9 +1,12 @@
-//! TaskActor: one run of one DAG node. It runs the node's work on the engine runtime (never on
-//! an arbiter), retries transient failures with exponential backoff up to `max_attempts`,
-//! enforces the task timeout, stops at once when the flow's token is cancelled, and reports
-//! progress to the Persister and its outcome to its FlowActor. A panic in the work comes back
-//! as a `JoinError` and is reported as a crash, never unwinding into the arbiter.
+//! TaskActor: one run of one unit of a flow (a terminal node and the nodes inlined into it, see
+//! `domain::plan`). It runs the unit on the engine runtime (never on an arbiter), retries
+//! transient failures with exponential backoff up to `max_attempts` (and once with sort-merge
+//! joins when a hash join ran out of memory), enforces the task timeout, stops at once when
+//! the flow's token is cancelled, and reports every node's progress to the Persister and the
+//! outcome to its FlowActor. A panic in the work comes back as a `JoinError` and is reported as
+//! a crash, never unwinding into the arbiter.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -14,8 +17,9 @@ use super::flow::FlowActor;
 use super::messages::{Record, RowsMoved, SharedSession, TaskDone, TaskOutcome};
 use super::persister::Persister;
 use crate::connectors::{IoContext, RowsCallback};
-use crate::domain::flow::FlowEvent;
-use crate::engine::node::{self, NodeError, NodeWork};
+use crate::domain::flow::{FlowEvent, Level};
+use crate::engine::boundary::NodeTracker;
+use crate::engine::unit::{self, NodeWork, Strategy, UnitError, UnitWork};
 use crate::engine::Engine;
 
 /// How often a task reports its row count at most.
@@ -29,11 +33,13 @@ pub fn retry_delay(attempt: u32) -> Duration {
 
 pub struct TaskSpec {
     pub flow_id: i64,
+    /// The unit's index in the flow's scheduler.
     pub index: usize,
-    pub name: String,
-    pub work: NodeWork,
+    pub work: UnitWork,
     pub max_attempts: u32,
     pub timeout: Duration,
+    /// The flow's memory limit (for messages).
+    pub memory_limit_mb: u64,
 }
 
 pub struct TaskActor {
@@ -73,7 +79,7 @@ impl Actor for TaskActor {
             return ctx.stop();
         };
         let index = spec.index;
-        let span = tracing::info_span!("task", flow_id = spec.flow_id, task = %spec.name);
+        let span = tracing::info_span!("task", flow_id = spec.flow_id, task = %spec.work.name);
         let work = run_attempts(
             spec,
             self.engine.clone(),
@@ -124,47 +130,80 @@ async fn run_attempts(
 ) -> TaskOutcome {
     let TaskSpec {
         flow_id,
-        name,
         work,
         max_attempts,
         timeout,
+        memory_limit_mb,
         ..
     } = spec;
     let record = |event: FlowEvent| persister.do_send(Record { flow_id, event });
+    let trackers: HashMap<String, Arc<NodeTracker>> = work
+        .node_names()
+        .map(|name| {
+            let reporter = progress_reporter(flow_id, name.to_string(), persister.clone());
+            let sql = work.sql_of(name).map(str::to_string);
+            (name.to_string(), NodeTracker::new(name, sql, Some(reporter)))
+        })
+        .collect();
+    let io = IoContext {
+        session: session.base_context(),
+        cancel: cancel.clone(),
+        batch_size: engine.batch_size(),
+        pools: engine.pools().clone(),
+    };
+    let mut strategy = Strategy::default();
     let mut attempt = 0;
     loop {
         attempt += 1;
-        record(FlowEvent::TaskStarted {
-            task: name.clone(),
-            attempt,
-        });
+        for tracker in trackers.values() {
+            tracker.reset();
+        }
         tracing::debug!(attempt, "task started");
         let started = Instant::now();
-        let on_rows = progress_reporter(flow_id, name.clone(), persister.clone());
-        let io = IoContext {
-            session: session.ctx.clone(),
-            cancel: cancel.clone(),
-            batch_size: engine.batch_size(),
-            pools: engine.pools().clone(),
+        let node_started = |task: &str| {
+            persister.do_send(Record {
+                flow_id,
+                event: FlowEvent::TaskStarted {
+                    task: task.to_string(),
+                    attempt,
+                },
+            })
         };
         let result = tokio::select! {
             biased;
             _ = cancel.cancelled() => return TaskOutcome::Cancelled,
-            r = tokio::time::timeout(timeout, node::run(&name, &work, &session, io, on_rows)) => r,
+            r = tokio::time::timeout(timeout, unit::run(&work, &session, &io, &trackers, strategy, &node_started)) => r,
         };
         match result {
-            Ok(Ok(rows)) => {
-                report_rows(&persister, &work, rows);
+            Ok(Ok(_)) => {
+                let rows: Vec<(String, u64)> = work
+                    .node_names()
+                    .map(|n| (n.to_string(), trackers.get(n).map_or(0, |t| t.rows())))
+                    .collect();
+                report_rows(&persister, &work, &rows);
                 return TaskOutcome::Completed {
                     rows,
                     elapsed: started.elapsed(),
                 };
             }
+            Ok(Err(e)) if e.resources && !strategy.sort_merge_joins => {
+                // A hash join holds its whole build side in memory; sort-merge joins spill.
+                strategy.sort_merge_joins = true;
+                tracing::warn!(attempt, error = %e.message, "out of memory, retrying with sort-merge joins");
+                record(FlowEvent::Log {
+                    level: Level::Warn,
+                    task: Some(e.node.clone()),
+                    message: format!(
+                        "ran out of memory (options.memory_limit_mb = {memory_limit_mb}); trying again with sort-merge joins, which spill to disk"
+                    ),
+                });
+                attempt -= 1;
+            }
             Ok(Err(e)) if e.transient && attempt < max_attempts => {
                 let delay = retry_delay(attempt);
                 tracing::warn!(attempt, error = %e.message, "transient failure, retrying");
                 record(FlowEvent::TaskFailed {
-                    task: name.clone(),
+                    task: e.node.clone(),
                     error: e.message,
                     retry_in: Some(delay),
                 });
@@ -179,34 +218,40 @@ async fn run_attempts(
                 } else {
                     e.message
                 };
-                return TaskOutcome::Failed(NodeError {
-                    message,
-                    transient: e.transient,
-                });
+                return TaskOutcome::Failed(UnitError { message, ..e });
             }
             Err(_) => {
-                return TaskOutcome::Failed(NodeError {
+                return TaskOutcome::Failed(UnitError {
+                    node: work.main_node().to_string(),
                     message: format!("timed out after {} s (options.task_timeout_s)", timeout.as_secs()),
                     transient: false,
+                    resources: false,
                 });
             }
         }
     }
 }
 
-/// Tells the metrics how many rows a completed ingest read or a persist wrote, by store engine.
-fn report_rows(persister: &Addr<Persister>, work: &NodeWork, rows: u64) {
+/// Tells the metrics how many rows a unit read from its sources and wrote into its output.
+fn report_rows(persister: &Addr<Persister>, work: &UnitWork, rows: &[(String, u64)]) {
     use crate::metrics::RowsDirection;
-    let (engine, direction) = match work {
-        NodeWork::Ingest { store, .. } => (store.engine, RowsDirection::Read),
-        NodeWork::Persist { store, .. } => (store.engine, RowsDirection::Written),
-        NodeWork::Transform { .. } => return,
-    };
-    persister.do_send(RowsMoved {
-        engine,
-        direction,
-        rows,
-    });
+    let rows_of = |name: &str| rows.iter().find(|(n, _)| n == name).map_or(0, |(_, r)| *r);
+    for (name, node) in &work.nodes {
+        if let NodeWork::Source { store, .. } = node {
+            persister.do_send(RowsMoved {
+                engine: store.engine,
+                direction: RowsDirection::Read,
+                rows: rows_of(name),
+            });
+        }
+    }
+    if let Some(p) = &work.persist {
+        persister.do_send(RowsMoved {
+            engine: p.store.engine,
+            direction: RowsDirection::Written,
+            rows: rows_of(&work.name),
+        });
+    }
 }
 
 /// A rows callback that reports to the Persister at most every `PROGRESS_EVERY`.

@@ -22,6 +22,7 @@ pub mod sqlite;
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use datafusion::dataframe::DataFrame;
 use datafusion::execution::SendableRecordBatchStream;
 use datafusion::prelude::SessionContext;
 use tokio_util::sync::CancellationToken;
@@ -112,6 +113,22 @@ pub trait SinkConnector: Send + Sync {
         ctx: &IoContext,
         on_rows: RowsCallback,
     ) -> Result<u64, ConnectorError>;
+
+    /// Like `stage`, for a query's result: a sink that can write partitions in parallel
+    /// overrides this; the others take the result as one stream.
+    async fn stage_frame(
+        &self,
+        load: &Load,
+        input: DataFrame,
+        ctx: &IoContext,
+        on_rows: RowsCallback,
+    ) -> Result<u64, ConnectorError> {
+        let stream = input
+            .execute_stream()
+            .await
+            .map_err(|e| crate::engine::errors::to_connector_error(e, "running the query to write"))?;
+        self.stage(load, stream, ctx, on_rows).await
+    }
 
     /// Makes every staged load visible: in one transaction where the store allows it.
     /// Idempotent: a load already published (nothing staged under its key) is skipped.

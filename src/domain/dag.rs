@@ -30,6 +30,27 @@ pub struct DagNode {
     pub name: String,
     pub kind: NodeKind,
     pub depends_on: Vec<String>,
+    /// Ingest and transform nodes: whether the result is checkpointed in the flow's work
+    /// directory (`true`) or computed inside the one node that reads it (see
+    /// `domain::plan::plan_materialization`). Absent on persist nodes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub materialize: Option<bool>,
+    /// Why `materialize` is what it is, for people: `read by 3 nodes`, `inlined into fct_orders`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub why: Option<String>,
+}
+
+impl DagNode {
+    /// A node whose materialization is not planned yet.
+    pub fn new(name: impl Into<String>, kind: NodeKind, depends_on: Vec<String>) -> Self {
+        DagNode {
+            name: name.into(),
+            kind,
+            depends_on,
+            materialize: None,
+            why: None,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
@@ -283,11 +304,7 @@ mod tests {
     use super::*;
 
     fn node(name: &str, kind: NodeKind, deps: &[&str]) -> DagNode {
-        DagNode {
-            name: name.into(),
-            kind,
-            depends_on: deps.iter().map(|d| d.to_string()).collect(),
-        }
+        DagNode::new(name, kind, deps.iter().map(|d| d.to_string()).collect())
     }
 
     fn sample() -> Dag {

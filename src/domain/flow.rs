@@ -281,12 +281,23 @@ impl FlowPicture {
         }
     }
 
-    /// Prepares a picture for a resumed run: every task not in `done` is PENDING again.
-    /// Returns whether that changed anything (a fresh READY flow's picture stays as it is).
+    /// Prepares a picture for a resumed run: every task in `done` is COMPLETED (an earlier run
+    /// finished it, even if its completion was not written before a crash), every other one
+    /// PENDING again. Returns whether that changed anything (a fresh READY flow's picture stays
+    /// as it is).
     pub fn resume(&mut self, done: &std::collections::HashSet<String>) -> bool {
         let mut changed = false;
+        let now = time::now();
         for (i, t) in self.tasks.iter_mut().enumerate() {
-            if !done.contains(&t.name) {
+            if done.contains(&t.name) {
+                if t.state != TaskState::Completed {
+                    changed = true;
+                    t.state = TaskState::Completed;
+                    t.error = None;
+                    t.finished_utc.get_or_insert(now);
+                    self.fractions[i] = 1.0;
+                }
+            } else {
                 changed |= t.state != TaskState::Pending
                     || t.rows.is_some()
                     || t.error.is_some()
@@ -549,26 +560,10 @@ mod tests {
 
     fn dag() -> Dag {
         Dag::build(vec![
-            DagNode {
-                name: "a".into(),
-                kind: NodeKind::Ingest,
-                depends_on: vec![],
-            },
-            DagNode {
-                name: "b".into(),
-                kind: NodeKind::Transform,
-                depends_on: vec!["a".into()],
-            },
-            DagNode {
-                name: "b->t".into(),
-                kind: NodeKind::Persist,
-                depends_on: vec!["b".into()],
-            },
-            DagNode {
-                name: "c".into(),
-                kind: NodeKind::Transform,
-                depends_on: vec!["a".into()],
-            },
+            DagNode::new("a", NodeKind::Ingest, vec![]),
+            DagNode::new("b", NodeKind::Transform, vec!["a".into()]),
+            DagNode::new("b->t", NodeKind::Persist, vec!["b".into()]),
+            DagNode::new("c", NodeKind::Transform, vec!["a".into()]),
         ])
         .unwrap()
     }

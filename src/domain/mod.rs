@@ -5,6 +5,7 @@ pub mod dag;
 pub mod flow;
 pub mod names;
 pub mod paths;
+pub mod plan;
 pub mod spec;
 pub mod sql;
 pub mod store;

@@ -51,6 +51,11 @@ pub struct CsvOptionsRequest {
 pub struct Transform {
     pub name: String,
     pub sql: String,
+    /// `true`: checkpoint the result even if one node reads it (a restarted or retried flow
+    /// resumes from it); `false`: never checkpoint it, each reader computes it. Absent: Sluice
+    /// decides (see `domain::plan`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub materialize: Option<bool>,
 }
 
 #[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]

@@ -1,6 +1,7 @@
 //! Static analysis of transform SQL: parse with DataFusion's parser, insist on one query, and
 //! collect the tables it reads (CTE names and table functions excluded), with positions.
 
+use std::collections::{HashMap, HashSet};
 use std::ops::ControlFlow;
 
 use datafusion::sql::parser::{DFParser, Statement as DFStatement};
@@ -248,6 +249,122 @@ impl Visitor for RelationCollector {
     }
 }
 
+/// How many times a query scans each table it reads: every mention counts, and a CTE mentioned
+/// twice scans what it reads twice (DataFusion inlines CTEs). Used to decide which nodes are
+/// worth materializing; names as in [`TableRef::name`], CTE names excluded.
+pub fn count_scans(sql: &str) -> HashMap<String, u32> {
+    let Ok(mut statements) = DFParser::parse_sql(sql) else {
+        return HashMap::new();
+    };
+    let Some(DFStatement::Statement(statement)) = statements.pop_front() else {
+        return HashMap::new();
+    };
+    let mut counter = ScanCounter::default();
+    let _ = statement.visit(&mut counter);
+    counter.totals()
+}
+
+/// Counts relation mentions per scope (the main query or one CTE body), then weighs each scope
+/// by how often it is mentioned.
+#[derive(Default)]
+struct ScanCounter {
+    /// CTE bodies by the address of their query node, with their name.
+    cte_bodies: HashMap<usize, String>,
+    /// Every CTE name of the statement (CTE names shadow tables; approximate across scopes).
+    cte_names: HashSet<String>,
+    /// The CTE bodies being visited, innermost last (empty: the main query).
+    scopes: Vec<String>,
+    /// (scope, relation) → mentions; scope "" is the main query.
+    mentions: HashMap<(String, String), u32>,
+    /// Set when the next relation names a table function, which reads no table.
+    next_is_function: bool,
+}
+
+impl ScanCounter {
+    fn totals(&self) -> HashMap<String, u32> {
+        // weight(scope) = Σ mentions(s, scope) × weight(s); CTEs reference only earlier ones,
+        // so a fixed number of rounds settles it (bounded for recursive CTEs).
+        let mut weight: HashMap<&str, u32> = HashMap::from([("", 1)]);
+        for _ in 0..=self.cte_names.len() {
+            let mut next: HashMap<&str, u32> = HashMap::from([("", 1)]);
+            for ((scope, relation), n) in &self.mentions {
+                if self.cte_names.contains(relation) && relation != scope {
+                    let w = weight.get(scope.as_str()).copied().unwrap_or(0);
+                    let e = next.entry(relation.as_str()).or_insert(0);
+                    *e = e.saturating_add(n.saturating_mul(w));
+                }
+            }
+            if next == weight {
+                break;
+            }
+            weight = next;
+        }
+        let mut totals = HashMap::new();
+        for ((scope, relation), n) in &self.mentions {
+            if self.cte_names.contains(relation) {
+                continue;
+            }
+            let w = weight.get(scope.as_str()).copied().unwrap_or(0);
+            let e = totals.entry(relation.clone()).or_insert(0u32);
+            *e = e.saturating_add(n.saturating_mul(w));
+        }
+        totals.retain(|_, n| *n > 0);
+        totals
+    }
+}
+
+impl Visitor for ScanCounter {
+    type Break = ();
+
+    fn pre_visit_query(&mut self, query: &Query) -> ControlFlow<()> {
+        if let Some(with) = &query.with {
+            for cte in &with.cte_tables {
+                let name = normalize_ident(&cte.alias.name.value, cte.alias.name.quote_style);
+                self.cte_bodies
+                    .insert(std::ptr::from_ref(cte.query.as_ref()) as usize, name.clone());
+                self.cte_names.insert(name);
+            }
+        }
+        if let Some(name) = self.cte_bodies.get(&(std::ptr::from_ref(query) as usize)) {
+            self.scopes.push(name.clone());
+        }
+        ControlFlow::Continue(())
+    }
+
+    fn post_visit_query(&mut self, query: &Query) -> ControlFlow<()> {
+        if self
+            .cte_bodies
+            .contains_key(&(std::ptr::from_ref(query) as usize))
+        {
+            self.scopes.pop();
+        }
+        ControlFlow::Continue(())
+    }
+
+    fn pre_visit_table_factor(&mut self, factor: &TableFactor) -> ControlFlow<()> {
+        self.next_is_function = matches!(factor, TableFactor::Table { args: Some(_), .. });
+        ControlFlow::Continue(())
+    }
+
+    fn pre_visit_relation(&mut self, relation: &ObjectName) -> ControlFlow<()> {
+        if std::mem::take(&mut self.next_is_function) {
+            return ControlFlow::Continue(());
+        }
+        let mut parts = Vec::with_capacity(relation.0.len());
+        for part in &relation.0 {
+            match part {
+                ObjectNamePart::Identifier(ident) => {
+                    parts.push(normalize_ident(&ident.value, ident.quote_style))
+                }
+                ObjectNamePart::Function(_) => return ControlFlow::Continue(()),
+            }
+        }
+        let scope = self.scopes.last().cloned().unwrap_or_default();
+        *self.mentions.entry((scope, parts.join("."))).or_insert(0) += 1;
+        ControlFlow::Continue(())
+    }
+}
+
 fn normalize_ident(value: &str, quote: Option<char>) -> String {
     if quote.is_some() {
         value.to_string()
@@ -314,6 +431,30 @@ mod tests {
             err.to_string(),
             "syntax error: Expected: ), found: EOF (at line 2, column 4)"
         );
+    }
+
+    #[test]
+    fn counts_scans_through_ctes() {
+        let scans = |sql: &str| {
+            let mut v: Vec<(String, u32)> = count_scans(sql).into_iter().collect();
+            v.sort();
+            v
+        };
+        let s = |pairs: &[(&str, u32)]| pairs.iter().map(|(n, c)| (n.to_string(), *c)).collect::<Vec<_>>();
+        assert_eq!(
+            scans("SELECT * FROM a JOIN b USING (id) JOIN a a2 USING (id)"),
+            s(&[("a", 2), ("b", 1)])
+        );
+        assert_eq!(
+            scans("WITH t AS (SELECT * FROM src), u AS (SELECT * FROM t) SELECT * FROM u JOIN u u2 USING (id) JOIN t USING (id)"),
+            s(&[("src", 3)])
+        );
+        assert_eq!(scans("WITH t AS (SELECT * FROM src) SELECT 1"), s(&[]));
+        assert_eq!(
+            scans("SELECT * FROM a WHERE x IN (SELECT x FROM a)"),
+            s(&[("a", 2)])
+        );
+        assert_eq!(scans("SELECT * FROM range(3)"), s(&[]));
     }
 
     #[test]

@@ -254,28 +254,23 @@ pub fn validate_flow_input(
     // The DAG (cycles are only meaningful once names resolve).
     let mut nodes: Vec<DagNode> = sources
         .iter()
-        .map(|s| DagNode {
-            name: s.name.clone(),
-            kind: NodeKind::Ingest,
-            depends_on: vec![],
-        })
+        .map(|s| DagNode::new(s.name.clone(), NodeKind::Ingest, vec![]))
         .collect();
     for (t, deps) in req.transforms.iter().zip(&transform_deps) {
-        nodes.push(DagNode {
-            name: t.name.clone(),
-            kind: NodeKind::Transform,
-            depends_on: deps.clone(),
-        });
+        nodes.push(DagNode::new(t.name.clone(), NodeKind::Transform, deps.clone()));
     }
     for o in &outputs {
-        nodes.push(DagNode {
-            name: o.node_name(),
-            kind: NodeKind::Persist,
-            depends_on: vec![o.node.clone()],
-        });
+        nodes.push(DagNode::new(
+            o.node_name(),
+            NodeKind::Persist,
+            vec![o.node.clone()],
+        ));
     }
     let dag = match Dag::build(nodes) {
-        Ok(dag) => Some(dag),
+        Ok(mut dag) => {
+            super::plan::plan_materialization(&mut dag, &req.transforms);
+            Some(dag)
+        }
         Err(_) if duplicates => None,
         Err(cycle) => {
             let first = req.transforms.iter().position(|t| Some(&t.name) == cycle.first());

@@ -3,12 +3,18 @@
 
 use datafusion::error::DataFusionError;
 
+use super::boundary::NodeFailure;
 use crate::connectors::ConnectorError;
 
 /// The innermost meaningful message of `e`, without DataFusion's category prefixes.
 pub fn clean_message(e: &DataFusionError) -> String {
     if let Some(c) = find_connector_error(e) {
         return c.message.clone();
+    }
+    if let DataFusionError::External(inner) = e {
+        if let Some(failure) = inner.downcast_ref::<NodeFailure>() {
+            return clean_message(&failure.error);
+        }
     }
     let text = match e {
         DataFusionError::Diagnostic(_, inner) => return clean_message(inner),
@@ -67,6 +73,7 @@ pub fn find_connector_error(e: &DataFusionError) -> Option<&ConnectorError> {
         DataFusionError::External(inner) => inner.downcast_ref::<ConnectorError>().or_else(|| {
             inner
                 .downcast_ref::<DataFusionError>()
+                .or_else(|| inner.downcast_ref::<NodeFailure>().map(|f| &f.error))
                 .and_then(find_connector_error)
         }),
         DataFusionError::Context(_, inner) | DataFusionError::Diagnostic(_, inner) => {
@@ -83,6 +90,26 @@ pub fn find_connector_error(e: &DataFusionError) -> Option<&ConnectorError> {
             _ => None,
         },
         _ => None,
+    }
+}
+
+/// Whether `e` says a memory limit was reached (anywhere inside it).
+pub fn is_resources_exhausted(e: &DataFusionError) -> bool {
+    match e {
+        DataFusionError::ResourcesExhausted(_) => true,
+        DataFusionError::External(inner) => {
+            inner
+                .downcast_ref::<DataFusionError>()
+                .is_some_and(is_resources_exhausted)
+                || inner
+                    .downcast_ref::<NodeFailure>()
+                    .is_some_and(|f| is_resources_exhausted(&f.error))
+        }
+        DataFusionError::Context(_, inner) | DataFusionError::Diagnostic(_, inner) => {
+            is_resources_exhausted(inner)
+        }
+        DataFusionError::Shared(inner) => is_resources_exhausted(inner),
+        _ => false,
     }
 }
 

@@ -1,18 +1,29 @@
 //! The SQL engine: Apache DataFusion on a dedicated multi-thread Tokio runtime (actix arbiters
-//! are single-threaded and must never run queries), one `SessionContext` per flow with a memory
-//! limit carved out of a shared pool, node results checkpointed as Parquet in the flow's work
-//! directory. Knows nothing of actors or HTTP.
+//! are single-threaded and must never run queries), one session per flow with a memory limit
+//! carved out of a shared pool, and the units of a flow (see `domain::plan`): inlined nodes as
+//! views with boundaries (`boundary`), sources as tables (`source_table`), materialized nodes
+//! checkpointed as Arrow IPC in the flow's work directory (`checkpoint`), outputs staged and
+//! published (`publish`). Knows nothing of actors or HTTP.
 
+pub mod boundary;
 pub mod checkpoint;
 pub mod errors;
 #[cfg(all(feature = "fault-injection", debug_assertions))]
 pub mod faults;
 pub mod memory;
-pub mod node;
 pub mod publish;
+pub mod source_table;
+pub mod unit;
 
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
+
+use datafusion::catalog::{
+    CatalogProvider, CatalogProviderList, MemoryCatalogProvider, MemoryCatalogProviderList,
+    MemorySchemaProvider, SchemaProvider, TableProvider,
+};
+use datafusion::execution::session_state::{SessionState, SessionStateBuilder};
 
 use datafusion::execution::disk_manager::{DiskManagerBuilder, DiskManagerMode};
 use datafusion::execution::memory_pool::{FairSpillPool, MemoryPool};
@@ -78,18 +89,76 @@ pub struct Engine {
     runtime: EngineRuntime,
     pool: Arc<dyn MemoryPool>,
     work_root: PathBuf,
-    spill_dir: PathBuf,
     batch_size: usize,
     threads: usize,
     pools: crate::connectors::pools::Pools,
     instance: String,
 }
 
-/// One flow's engine state: its session (sources and completed nodes registered as tables)
-/// and its work directory.
+/// One flow's engine state: its base session (configuration, memory limit, planner; no tables),
+/// its work directory, and the checkpoints of its materialized nodes as tables. Every unit runs
+/// in a context of its own built from these (see [`FlowSession::unit_context`]), so units that
+/// run at once never see each other's inlined nodes.
 pub struct FlowSession {
-    pub ctx: SessionContext,
+    base: SessionState,
     pub work_dir: PathBuf,
+    tables: std::sync::Mutex<HashMap<String, Arc<dyn TableProvider>>>,
+}
+
+impl FlowSession {
+    /// A fresh context for one unit: the flow's settings, and every checkpoint so far.
+    pub fn unit_context(&self) -> Result<SessionContext, String> {
+        let options = self.base.config().options();
+        let (catalog_name, schema_name) = (
+            options.catalog.default_catalog.clone(),
+            options.catalog.default_schema.clone(),
+        );
+        let schema = Arc::new(MemorySchemaProvider::new());
+        let catalog = Arc::new(MemoryCatalogProvider::new());
+        catalog
+            .register_schema(&schema_name, schema.clone())
+            .map_err(|e| errors::clean_message(&e))?;
+        let catalogs = Arc::new(MemoryCatalogProviderList::new());
+        catalogs.register_catalog(catalog_name, catalog);
+        let tables = self.tables.lock().unwrap_or_else(|p| p.into_inner());
+        for (name, table) in tables.iter() {
+            schema
+                .register_table(name.clone(), Arc::clone(table))
+                .map_err(|e| errors::clean_message(&e))?;
+        }
+        drop(tables);
+        let state = SessionStateBuilder::new_from_existing(self.base.clone())
+            .with_catalog_list(catalogs)
+            .build();
+        Ok(SessionContext::new_with_state(state))
+    }
+
+    /// Makes node `name`'s checkpoint readable by the units that start from now on.
+    pub fn add_table(&self, name: &str, table: Arc<dyn TableProvider>) {
+        self.tables
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(name.to_string(), table);
+    }
+
+    /// Registers the checkpoint an earlier run left for node `name`.
+    pub async fn restore(&self, name: &str) -> Result<(), String> {
+        let table = checkpoint::table(&self.base, &self.work_dir, name)
+            .await
+            .map_err(|e| format!("reading the checkpoint of {name}: {}", errors::clean_message(&e)))?;
+        self.add_table(name, table);
+        Ok(())
+    }
+
+    /// The flow's base session state (for reading checkpoints).
+    pub fn state(&self) -> &SessionState {
+        &self.base
+    }
+
+    /// A context over the base state, with no tables.
+    pub fn base_context(&self) -> SessionContext {
+        SessionContext::new_with_state(self.base.clone())
+    }
 }
 
 /// Pins glibc's mmap threshold at 1 MiB. Left dynamic, glibc raises it each time a large
@@ -118,15 +187,12 @@ impl Engine {
             settings.threads
         };
         let work_root = data_dir.join("work");
-        let spill_dir = data_dir.join("spill");
         std::fs::create_dir_all(&work_root)?;
-        std::fs::create_dir_all(&spill_dir)?;
         let limit = (settings.memory_limit_mb as usize).saturating_mul(1024 * 1024);
         Ok(Arc::new(Engine {
             runtime,
             pool: Arc::new(FairSpillPool::new(limit)),
             work_root,
-            spill_dir,
             batch_size: settings.batch_size,
             threads,
             pools: Default::default(),
@@ -158,10 +224,17 @@ impl Engine {
         self.work_root.join(format!("flow-{flow_id}"))
     }
 
-    /// A session for one flow, limited to `memory_limit_mb` of the shared pool.
-    pub fn session(&self, flow_id: i64, memory_limit_mb: u64) -> Result<FlowSession, String> {
+    /// A session for one flow, limited to `memory_limit_mb` of the shared pool, spilling into
+    /// its work directory. Creates the directory (on a blocking thread: this is called from the
+    /// flow's actor).
+    pub async fn session(&self, flow_id: i64, memory_limit_mb: u64) -> Result<FlowSession, String> {
         let work_dir = self.work_dir(flow_id);
-        std::fs::create_dir_all(&work_dir).map_err(|e| format!("creating {}: {e}", work_dir.display()))?;
+        let spill_dir = work_dir.join("spill");
+        let create = spill_dir.clone();
+        tokio::task::spawn_blocking(move || std::fs::create_dir_all(&create))
+            .await
+            .map_err(|e| format!("creating {}: {e}", spill_dir.display()))?
+            .map_err(|e| format!("creating {}: {e}", spill_dir.display()))?;
         let pool = memory::FlowMemoryPool::new(
             self.pool.clone(),
             (memory_limit_mb as usize).saturating_mul(1024 * 1024),
@@ -170,8 +243,7 @@ impl Engine {
         let runtime = RuntimeEnvBuilder::new()
             .with_memory_pool(Arc::new(pool))
             .with_disk_manager_builder(
-                DiskManagerBuilder::default()
-                    .with_mode(DiskManagerMode::Directories(vec![self.spill_dir.clone()])),
+                DiskManagerBuilder::default().with_mode(DiskManagerMode::Directories(vec![spill_dir])),
             )
             .build_arc()
             .map_err(|e| format!("building the flow's runtime: {e}"))?;
@@ -179,11 +251,29 @@ impl Engine {
             .with_batch_size(self.batch_size)
             .with_target_partitions(self.threads.max(1))
             .with_information_schema(false);
-        config.options_mut().sql_parser.collect_spans = true;
-        config.options_mut().sql_parser.enable_ident_normalization = true;
-        let ctx = SessionContext::new_with_config_rt(config, runtime);
+        let options = config.options_mut();
+        options.sql_parser.collect_spans = true;
+        options.sql_parser.enable_ident_normalization = true;
+        // Outputs written by DataFusion's Parquet writer: fast compression and row groups that
+        // keep its memory small.
+        options.execution.parquet.compression = Some("snappy".into());
+        options.execution.parquet.max_row_group_size = 128 * 1024;
+        let state = SessionStateBuilder::new()
+            .with_config(config)
+            .with_runtime_env(runtime)
+            .with_default_features()
+            .with_query_planner(Arc::new(boundary::SluiceQueryPlanner))
+            .build();
         #[cfg(all(feature = "fault-injection", debug_assertions))]
-        faults::register(&ctx);
-        Ok(FlowSession { ctx, work_dir })
+        let state = {
+            let ctx = SessionContext::new_with_state(state);
+            faults::register(&ctx);
+            ctx.state()
+        };
+        Ok(FlowSession {
+            base: state,
+            work_dir,
+            tables: Default::default(),
+        })
     }
 }

@@ -186,7 +186,16 @@ pub fn flow_input_spec(m: &flow_input::Model) -> Result<(FlowInputSpec, Dag), Ap
         outputs: from_json(m.outputs.clone(), "outputs")?,
         options: from_json(m.options.clone(), "options")?,
     };
-    Ok((spec, from_json(m.dag.clone(), "dag")?))
+    let mut dag: Dag = from_json(m.dag.clone(), "dag")?;
+    // Inputs stored before materialization was planned get their decisions now.
+    if dag
+        .nodes
+        .iter()
+        .any(|n| n.kind != crate::domain::dag::NodeKind::Persist && n.materialize.is_none())
+    {
+        crate::domain::plan::plan_materialization(&mut dag, &spec.transforms);
+    }
+    Ok((spec, dag))
 }
 
 // ---- flows and outputs ----------------------------------------------------------------------

@@ -82,7 +82,12 @@ fn assert_topological(dag: &Value) {
     let nodes = dag["nodes"].as_array().unwrap();
     assert_eq!(order.len(), nodes.len(), "{dag:#}");
     for node in nodes {
-        assert_keys(node, &["name", "kind", "depends_on"]);
+        if node["kind"] == "persist" {
+            assert_keys(node, &["name", "kind", "depends_on"]);
+        } else {
+            // Ingest and transform nodes say whether they are checkpointed, and why.
+            assert_keys(node, &["name", "kind", "depends_on", "materialize", "why"]);
+        }
         let at = order
             .iter()
             .position(|n| *n == node["name"])
@@ -144,11 +149,16 @@ async fn the_api_example_is_created_with_defaults_filled_in_and_its_dag_planned(
                     "max_attempts": 3, "memory_limit_mb": 1024},
         "dag": {
             "nodes": [
-                {"name": "orders", "kind": "ingest", "depends_on": []},
-                {"name": "big_pays", "kind": "ingest", "depends_on": []},
-                {"name": "customers", "kind": "ingest", "depends_on": []},
-                {"name": "stg_orders", "kind": "transform", "depends_on": ["orders"]},
-                {"name": "customer_totals", "kind": "transform", "depends_on": ["customers", "stg_orders"]},
+                {"name": "orders", "kind": "ingest", "depends_on": [],
+                 "materialize": false, "why": "inlined into stg_orders"},
+                {"name": "big_pays", "kind": "ingest", "depends_on": [],
+                 "materialize": false, "why": "read by nothing: run once, its result is not kept"},
+                {"name": "customers", "kind": "ingest", "depends_on": [],
+                 "materialize": false, "why": "inlined into customer_totals"},
+                {"name": "stg_orders", "kind": "transform", "depends_on": ["orders"],
+                 "materialize": false, "why": "inlined into customer_totals"},
+                {"name": "customer_totals", "kind": "transform", "depends_on": ["customers", "stg_orders"],
+                 "materialize": false, "why": format!("streamed into its output ({persist})")},
                 {"name": persist, "kind": "persist", "depends_on": ["customer_totals"]}
             ],
             "order": ["orders", "big_pays", "customers", "stg_orders", "customer_totals", persist]

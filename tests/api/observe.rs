@@ -75,9 +75,11 @@ async fn metrics_move_as_flows_run() {
         2.0,
         "{after}"
     );
+    // The failing flow's source is read inside its only reader, whose SQL does not plan: it
+    // starts, delivers nothing and stops, so only the good flow's source completes.
     assert_eq!(
         delta("sluice_tasks_completed_total{kind=\"ingest\"}"),
-        2.0,
+        1.0,
         "{after}"
     );
     assert_eq!(
@@ -100,7 +102,7 @@ async fn metrics_move_as_flows_run() {
         1.0,
         "{after}"
     );
-    assert_eq!(delta("sluice_rows_read_total{engine=\"csv\"}"), 10.0, "{after}");
+    assert_eq!(delta("sluice_rows_read_total{engine=\"csv\"}"), 5.0, "{after}");
     assert_eq!(
         delta("sluice_rows_written_total{engine=\"sqlite\"}"),
         3.0,

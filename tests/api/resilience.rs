@@ -273,11 +273,15 @@ async fn a_panic_in_a_flow_actor_is_contained_and_supervised() {
     app.write_file("in/a.csv", "x\n1\n2\n");
     let src = app.csv_store("raw", "in").await;
     let db = app.sqlite_store("w", "out/w.db").await;
+    // The panicking node is read by nothing, so it keeps no result: every restart runs it
+    // (and panics) again, until the supervisor gives up. (Work an earlier run finished — a
+    // checkpoint, a staged output — is reused by a restart instead.)
     let bad = app
         .create_input(json!({
             "name": "actor-panic", "source_store_ids": [src], "target_store_id": db,
             "sources": [{"name": "a", "store_id": src, "path": "a.csv"}],
-            "transforms": [{"name": "fault_actor_panic_1", "sql": "SELECT x FROM a"}]
+            "transforms": [{"name": "fault_actor_panic_1", "sql": "SELECT x FROM a"}],
+            "outputs": [{"node": "a", "table": "a_copy"}]
         }))
         .await;
     let good = app

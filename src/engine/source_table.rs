@@ -1,0 +1,137 @@
+//! Sources as tables: what a unit registers under a source's name so the queries that read it
+//! scan it directly (no copy in between), each scan counted by the source's `NodeTracker`.
+//!
+//! A connector's `open` gives a stream of batches; `open_table` opens the source once (which
+//! also gives its schema) and serves that stream to the first scan. A second scan of the same
+//! table (a query that reads it twice, which the planner materializes, or a retried unit)
+//! opens the source again.
+
+use std::fmt;
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::catalog::streaming::StreamingTable;
+use datafusion::catalog::{ScanArgs, ScanResult, Session, TableProvider};
+use datafusion::common::Result;
+use datafusion::datasource::TableType;
+use datafusion::error::DataFusionError;
+use datafusion::execution::{SendableRecordBatchStream, TaskContext};
+use datafusion::logical_expr::{Expr, TableProviderFilterPushDown};
+use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
+use datafusion::physical_plan::streaming::PartitionStream;
+use datafusion::physical_plan::ExecutionPlan;
+use futures::TryStreamExt;
+
+use super::boundary::{BoundaryExec, NodeTracker};
+use crate::connectors::{self, ConnectorError, IoContext};
+use crate::domain::spec::Source;
+use crate::domain::store::DataStore;
+
+/// Opens `source` on `store` and returns it as a table whose scans `tracker` counts.
+pub async fn open_table(
+    source: &Source,
+    store: &DataStore,
+    io: &IoContext,
+    tracker: Arc<NodeTracker>,
+) -> Result<Arc<dyn TableProvider>, ConnectorError> {
+    let connector: Arc<dyn connectors::SourceConnector> =
+        Arc::from(connectors::source_for(store, &io.pools)?);
+    let opened = connector.open(source, io).await?;
+    tracker.set_estimate(opened.estimated_rows);
+    let schema = opened.stream.schema();
+    let partition = Arc::new(SourcePartition {
+        schema: Arc::clone(&schema),
+        first: Mutex::new(Some(opened.stream)),
+        connector,
+        source: source.clone(),
+        io: io.clone(),
+    });
+    let table = StreamingTable::try_new(schema, vec![partition as Arc<dyn PartitionStream>])
+        .map_err(|e| ConnectorError::permanent(super::errors::clean_message(&e)))?;
+    Ok(Arc::new(TrackedTable {
+        inner: Arc::new(table),
+        tracker,
+    }))
+}
+
+/// The one partition of a source read through its connector.
+struct SourcePartition {
+    schema: SchemaRef,
+    /// The stream opened with the table, for the first scan.
+    first: Mutex<Option<SendableRecordBatchStream>>,
+    connector: Arc<dyn connectors::SourceConnector>,
+    source: Source,
+    io: IoContext,
+}
+
+impl fmt::Debug for SourcePartition {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SourcePartition")
+            .field("source", &self.source.name)
+            .finish()
+    }
+}
+
+impl PartitionStream for SourcePartition {
+    fn schema(&self) -> &SchemaRef {
+        &self.schema
+    }
+
+    fn execute(&self, _ctx: Arc<TaskContext>) -> SendableRecordBatchStream {
+        let first = self.first.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(stream) = first {
+            return stream;
+        }
+        let (connector, source, io) = (Arc::clone(&self.connector), self.source.clone(), self.io.clone());
+        let reopened = futures::stream::once(async move {
+            connector
+                .open(&source, &io)
+                .await
+                .map(|opened| opened.stream)
+                .map_err(|e| DataFusionError::External(Box::new(e)))
+        })
+        .try_flatten();
+        Box::pin(RecordBatchStreamAdapter::new(Arc::clone(&self.schema), reopened))
+    }
+}
+
+/// A table whose every scan is counted by a node's tracker (a `BoundaryExec` on top of the
+/// inner table's scan; projections and filters still reach the inner scan).
+#[derive(Debug)]
+pub struct TrackedTable {
+    pub inner: Arc<dyn TableProvider>,
+    pub tracker: Arc<NodeTracker>,
+}
+
+#[async_trait]
+impl TableProvider for TrackedTable {
+    fn schema(&self) -> SchemaRef {
+        self.inner.schema()
+    }
+
+    fn table_type(&self) -> TableType {
+        TableType::Base
+    }
+
+    async fn scan(
+        &self,
+        state: &dyn Session,
+        projection: Option<&Vec<usize>>,
+        filters: &[Expr],
+        limit: Option<usize>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        let plan = self.inner.scan(state, projection, filters, limit).await?;
+        Ok(Arc::new(BoundaryExec::new(Arc::clone(&self.tracker), plan)))
+    }
+
+    async fn scan_with_args<'a>(&self, state: &dyn Session, args: ScanArgs<'a>) -> Result<ScanResult> {
+        let plan = self.inner.scan_with_args(state, args).await?.into_inner();
+        let tracked: Arc<dyn ExecutionPlan> = Arc::new(BoundaryExec::new(Arc::clone(&self.tracker), plan));
+        Ok(tracked.into())
+    }
+
+    fn supports_filters_pushdown(&self, filters: &[&Expr]) -> Result<Vec<TableProviderFilterPushDown>> {
+        self.inner.supports_filters_pushdown(filters)
+    }
+}

@@ -1,0 +1,311 @@
+//! Running one unit of a flow (see `domain::plan`) on the engine runtime.
+//!
+//! A unit registers its inlined nodes in a context of its own — sources as tables that stream
+//! from their connector, transforms as views wrapped in a `NodeBoundary` — and then runs its
+//! terminal: a materialized node into its checkpoint (every partition at once), an output
+//! into its target's staging area (the flow publishes all outputs together when it succeeds,
+//! see `engine::publish`), or a node nobody reads into nothing. DataFusion plans the whole unit
+//! as one query, so filters and projections reach through the inlined nodes to the scans.
+//! Every node's rows are counted by its `NodeTracker`, and an error is blamed on the node it
+//! was raised in.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use datafusion::catalog::view::ViewTable;
+use datafusion::dataframe::DataFrame;
+use datafusion::error::DataFusionError;
+use datafusion::execution::context::SQLOptions;
+use datafusion::physical_plan::{ExecutionPlan, ExecutionPlanProperties};
+use datafusion::prelude::SessionContext;
+use futures::StreamExt;
+
+use super::boundary::{self, Failure, NodeTracker};
+use super::{checkpoint, errors, source_table, FlowSession};
+use crate::connectors::{self, ConnectorError, IoContext, Load, RowsCallback};
+use crate::domain::plan::UnitKind;
+use crate::domain::spec::{Output, Source};
+use crate::domain::store::DataStore;
+
+/// What one node of a unit computes.
+#[derive(Debug, Clone)]
+pub enum NodeWork {
+    Source { source: Source, store: DataStore },
+    Transform { sql: String },
+}
+
+/// What a persist unit writes, and where.
+#[derive(Debug, Clone)]
+pub struct PersistWork {
+    pub output: Output,
+    pub load: Load,
+    pub store: DataStore,
+}
+
+/// A unit, ready to run: its nodes (inputs first) and, for a persist unit, its output.
+#[derive(Debug, Clone)]
+pub struct UnitWork {
+    /// The terminal node's name.
+    pub name: String,
+    pub kind: UnitKind,
+    /// The nodes computed here, every node after its inputs; for a materialize or discard unit
+    /// the last one is the terminal.
+    pub nodes: Vec<(String, NodeWork)>,
+    pub persist: Option<PersistWork>,
+}
+
+impl UnitWork {
+    /// Every DAG node the unit reports on: its nodes, then the persist node if any.
+    pub fn node_names(&self) -> impl Iterator<Item = &str> {
+        self.nodes
+            .iter()
+            .map(|(n, _)| n.as_str())
+            .chain(self.persist.as_ref().map(|_| self.name.as_str()))
+    }
+
+    /// The node a unit's failure as a whole (a timeout) is blamed on: the query it runs — the
+    /// output's node for a persist unit that computes it, else the terminal.
+    pub fn main_node(&self) -> &str {
+        match (&self.persist, self.nodes.last()) {
+            (Some(_), Some((name, _))) => name,
+            _ => &self.name,
+        }
+    }
+
+    /// The SQL of node `name`, if it is a transform.
+    pub fn sql_of(&self, name: &str) -> Option<&str> {
+        self.nodes.iter().find_map(|(n, w)| match w {
+            NodeWork::Transform { sql } if n == name => Some(sql.as_str()),
+            _ => None,
+        })
+    }
+}
+
+/// Why a unit failed: the node to blame, and whether another attempt may succeed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnitError {
+    pub node: String,
+    pub message: String,
+    pub transient: bool,
+    /// The flow's memory limit was reached.
+    pub resources: bool,
+}
+
+impl UnitError {
+    fn at(node: &str, failure: Failure) -> Self {
+        UnitError {
+            node: node.to_string(),
+            message: failure.message,
+            transient: failure.transient,
+            resources: failure.resources,
+        }
+    }
+
+    fn connector(node: &str, e: ConnectorError) -> Self {
+        UnitError {
+            node: node.to_string(),
+            message: e.message,
+            transient: e.transient,
+            resources: false,
+        }
+    }
+}
+
+/// The SQL a transform may run: queries only.
+pub fn query_only() -> SQLOptions {
+    SQLOptions::new()
+        .with_allow_ddl(false)
+        .with_allow_dml(false)
+        .with_allow_statements(false)
+}
+
+/// How a unit is planned.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Strategy {
+    /// Plan joins as sort-merge joins, which spill, instead of hash joins, which must hold
+    /// their build side in memory (the retry after a hash join ran out of memory).
+    pub sort_merge_joins: bool,
+}
+
+/// Runs `work`, counting each node's rows in `trackers` (one per name of
+/// `work.node_names()`) and calling `started` for each node as it starts (once the nodes it
+/// reads are planned: a node whose input fails to plan never starts). Returns the rows of the
+/// terminal: materialized, staged or discarded.
+pub async fn run(
+    work: &UnitWork,
+    session: &FlowSession,
+    io: &IoContext,
+    trackers: &HashMap<String, Arc<NodeTracker>>,
+    strategy: Strategy,
+    started: &(dyn Fn(&str) + Send + Sync),
+) -> Result<u64, UnitError> {
+    let ctx = session
+        .unit_context()
+        .map_err(|message| internal(&work.name, message))?;
+    if strategy.sort_merge_joins {
+        let state = ctx.state_ref();
+        let mut state = state.write();
+        state.config_mut().options_mut().optimizer.prefer_hash_join = false;
+    }
+    let io = IoContext {
+        session: ctx.clone(),
+        ..io.clone()
+    };
+    let tracker = |name: &str| {
+        trackers
+            .get(name)
+            .cloned()
+            .ok_or_else(|| internal(name, format!("no tracker for node {name}")))
+    };
+    for (name, node) in &work.nodes {
+        started(name);
+        register(&ctx, name, node, &io, tracker(name)?).await?;
+    }
+    let result = match work.kind {
+        UnitKind::Materialize | UnitKind::Discard => {
+            let terminal = &work.name;
+            let df = ctx
+                .table(terminal.as_str())
+                .await
+                .map_err(|e| internal(terminal, errors::clean_message(&e)))?;
+            let plan = df
+                .create_physical_plan()
+                .await
+                .map_err(|e| blame(work, trackers, terminal, &e))?;
+            let partitions =
+                execute_partitions(&plan, &ctx).map_err(|e| blame(work, trackers, terminal, &e))?;
+            if work.kind == UnitKind::Materialize {
+                let rows = checkpoint::write(&session.work_dir, terminal, partitions)
+                    .await
+                    .map_err(|e| blame(work, trackers, terminal, &e))?;
+                let table = checkpoint::table(session.state(), &session.work_dir, terminal)
+                    .await
+                    .map_err(|e| internal(terminal, errors::clean_message(&e)))?;
+                session.add_table(terminal, table);
+                Ok(rows)
+            } else {
+                drain(partitions)
+                    .await
+                    .map_err(|e| blame(work, trackers, terminal, &e))
+            }
+        }
+        UnitKind::Persist => {
+            let persist = work
+                .persist
+                .as_ref()
+                .ok_or_else(|| internal(&work.name, "a persist unit without its output".into()))?;
+            let node = persist.output.node.as_str();
+            let input = ctx
+                .table(node)
+                .await
+                .map_err(|e| internal(node, errors::clean_message(&e)))?;
+            let (state, plan) = input.into_parts();
+            let input = DataFrame::new(state, boundary::wrap(plan, tracker(&work.name)?));
+            started(&work.name);
+            let sink = connectors::sink_for(&persist.store, &io.pools)
+                .map_err(|e| UnitError::connector(&work.name, e))?;
+            let no_progress: RowsCallback = Arc::new(|_, _| {});
+            match sink.stage_frame(&persist.load, input, &io, no_progress).await {
+                Ok(rows) => {
+                    let (dir, name) = (session.work_dir.clone(), work.name.clone());
+                    tokio::task::spawn_blocking(move || checkpoint::mark_staged(&dir, &name, rows))
+                        .await
+                        .map_err(|e| internal(&work.name, e.to_string()))?
+                        .map_err(|e| internal(&work.name, format!("recording the staged output: {e}")))?;
+                    Ok(rows)
+                }
+                Err(e) => {
+                    Err(blamed_failure(trackers, work).unwrap_or_else(|| UnitError::connector(&work.name, e)))
+                }
+            }
+        }
+    };
+    result
+}
+
+/// Registers one node of the unit in `ctx` under its name.
+async fn register(
+    ctx: &SessionContext,
+    name: &str,
+    node: &NodeWork,
+    io: &IoContext,
+    tracker: Arc<NodeTracker>,
+) -> Result<(), UnitError> {
+    let table: Arc<dyn datafusion::catalog::TableProvider> = match node {
+        NodeWork::Source { source, store } => source_table::open_table(source, store, io, tracker)
+            .await
+            .map_err(|e| UnitError::connector(name, e))?,
+        NodeWork::Transform { sql } => {
+            let df = ctx
+                .sql_with_options(sql, query_only())
+                .await
+                .map_err(|e| UnitError::at(name, Failure::of(&e, Some(sql))))?;
+            let plan = boundary::wrap(df.into_unoptimized_plan(), tracker);
+            Arc::new(ViewTable::new(plan, Some(sql.clone())))
+        }
+    };
+    let _ = ctx.deregister_table(name);
+    ctx.register_table(name, table)
+        .map_err(|e| internal(name, errors::clean_message(&e)))?;
+    Ok(())
+}
+
+/// Starts every partition of `plan`.
+fn execute_partitions(
+    plan: &Arc<dyn ExecutionPlan>,
+    ctx: &SessionContext,
+) -> Result<Vec<datafusion::execution::SendableRecordBatchStream>, DataFusionError> {
+    let task = ctx.task_ctx();
+    (0..plan.output_partitioning().partition_count())
+        .map(|i| plan.execute(i, Arc::clone(&task)))
+        .collect()
+}
+
+/// Runs every partition to its end, keeping nothing; returns the rows.
+async fn drain(
+    partitions: Vec<datafusion::execution::SendableRecordBatchStream>,
+) -> Result<u64, DataFusionError> {
+    let mut tasks = tokio::task::JoinSet::new();
+    for mut stream in partitions {
+        tasks.spawn(async move {
+            let mut rows = 0u64;
+            while let Some(batch) = stream.next().await {
+                rows += batch?.num_rows() as u64;
+            }
+            Ok::<_, DataFusionError>(rows)
+        });
+    }
+    let mut rows = 0;
+    while let Some(done) = tasks.join_next().await {
+        rows += done.map_err(|e| DataFusionError::External(Box::new(e)))??;
+    }
+    Ok(rows)
+}
+
+/// The failure a boundary recorded, if one did: the innermost node whose tracker has one.
+fn blamed_failure(trackers: &HashMap<String, Arc<NodeTracker>>, work: &UnitWork) -> Option<UnitError> {
+    // Inputs first: an error raised in an input passes through its readers' boundaries
+    // untouched, so the first node in the unit's order with a failure raised it.
+    work.node_names()
+        .find_map(|name| trackers.get(name)?.failure().map(|f| UnitError::at(name, f)))
+}
+
+/// Blames `e` on the node a boundary recorded it in, or else on `fallback`.
+fn blame(
+    work: &UnitWork,
+    trackers: &HashMap<String, Arc<NodeTracker>>,
+    fallback: &str,
+    e: &DataFusionError,
+) -> UnitError {
+    blamed_failure(trackers, work)
+        .unwrap_or_else(|| UnitError::at(fallback, Failure::of(e, work.sql_of(fallback))))
+}
+
+fn internal(node: &str, message: String) -> UnitError {
+    UnitError {
+        node: node.to_string(),
+        message,
+        transient: false,
+        resources: false,
+    }
+}
