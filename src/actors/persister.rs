@@ -24,6 +24,16 @@ struct Entry {
     picture: FlowPicture,
     /// Changed since the last write.
     dirty: bool,
+    /// While a final state is being written: the picture as it was before, which readers still
+    /// get — a final state is told to nobody before it is durable.
+    shown: Option<FlowPicture>,
+}
+
+impl Entry {
+    /// What readers see now.
+    fn visible(&self) -> &FlowPicture {
+        self.shown.as_ref().unwrap_or(&self.picture)
+    }
 }
 
 struct WriteJob {
@@ -158,6 +168,7 @@ impl Handler<Track> for Persister {
             Entry {
                 picture: msg.picture,
                 dirty: false,
+                shown: None,
             },
         );
         if msg.resync {
@@ -206,40 +217,59 @@ impl Handler<Transition> for Persister {
             );
         };
         let mark = Mark::of(&entry.picture);
+        let is_final = msg.state.is_final() && !entry.picture.state.is_final();
+        if is_final {
+            entry.shown = Some(entry.picture.clone());
+        }
         entry.picture.apply(&FlowEvent::State(msg.state), time::now());
         entry.dirty = false;
         let picture = entry.picture.clone();
-        // Everything but a final state is published at once; a final state once it is durable.
-        let mut deferred = None;
-        for update in mark.changes(&picture) {
-            match update {
-                FlowUpdate::State(s) if s.state.is_final() => deferred = Some(FlowUpdate::State(s)),
-                update => self.events.publish(msg.flow_id, update),
+        // A state other than a final one is published at once; a final one, and everything it
+        // changed, once it is durable.
+        let updates = mark.changes(&picture);
+        let deferred = if is_final {
+            updates
+        } else {
+            for update in updates {
+                self.events.publish(msg.flow_id, update);
             }
-        }
+            Vec::new()
+        };
         let (tx, rx) = oneshot::channel();
         self.send(vec![picture], Some(tx));
-        let (hub, flow_id) = (self.events.clone(), msg.flow_id);
+        let flow_id = msg.flow_id;
         Box::pin(
             async move {
-                let written = rx
-                    .await
-                    .unwrap_or_else(|_| Err("the persister's writer has stopped".into()));
-                if let (Ok(()), Some(update)) = (&written, deferred) {
-                    hub.publish_final(flow_id, update);
-                }
-                written
+                rx.await
+                    .unwrap_or_else(|_| Err("the persister's writer has stopped".into()))
             }
             .into_actor(self)
             .map(move |written, act, _| {
-                // A final picture leaves memory only once it is stored: readers in between get
-                // it from here, never an older stored one.
-                if act
-                    .pictures
-                    .get(&flow_id)
-                    .is_some_and(|e| e.picture.state.is_final())
-                {
-                    act.pictures.remove(&flow_id);
+                if !is_final {
+                    return written;
+                }
+                match &written {
+                    Ok(()) => {
+                        for update in deferred {
+                            match update {
+                                FlowUpdate::State(s) if s.state.is_final() => {
+                                    act.events.publish_final(flow_id, FlowUpdate::State(s))
+                                }
+                                update => act.events.publish(flow_id, update),
+                            }
+                        }
+                        // A final picture leaves memory once it is stored: readers get it from
+                        // the database from now on.
+                        act.pictures.remove(&flow_id);
+                    }
+                    Err(_) => {
+                        // Not durable: readers keep seeing the state before it.
+                        if let Some(entry) = act.pictures.get_mut(&flow_id) {
+                            if let Some(shown) = entry.shown.take() {
+                                entry.picture = shown;
+                            }
+                        }
+                    }
                 }
                 written
             }),
@@ -259,7 +289,7 @@ impl Handler<GetPicture> for Persister {
     type Result = Option<FlowPicture>;
 
     fn handle(&mut self, msg: GetPicture, _: &mut Self::Context) -> Self::Result {
-        self.pictures.get(&msg.flow_id).map(|e| e.picture.clone())
+        self.pictures.get(&msg.flow_id).map(|e| e.visible().clone())
     }
 }
 
@@ -269,7 +299,7 @@ impl Handler<LiveStates> for Persister {
     fn handle(&mut self, _: LiveStates, _: &mut Self::Context) -> Self::Result {
         self.pictures
             .iter()
-            .map(|(id, e)| (*id, e.picture.state))
+            .map(|(id, e)| (*id, e.visible().state))
             .collect()
     }
 }
@@ -282,7 +312,7 @@ impl Handler<GetLive> for Persister {
         // every update numbered up to the channel's current number.
         self.pictures
             .get(&msg.flow_id)
-            .map(|e| (e.picture.clone(), self.events.seq(msg.flow_id)))
+            .map(|e| (e.visible().clone(), self.events.seq(msg.flow_id)))
     }
 }
 

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::dataframe::{DataFrame, DataFrameWriteOptions};
 use datafusion::error::DataFusionError;
 use datafusion::execution::SendableRecordBatchStream;
 use datafusion::parquet::arrow::AsyncArrowWriter;
@@ -498,7 +499,7 @@ impl SinkConnector for CsvFileSink {
     async fn stage(
         &self,
         load: &Load,
-        mut input: SendableRecordBatchStream,
+        input: SendableRecordBatchStream,
         _ctx: &IoContext,
         on_rows: RowsCallback,
     ) -> Result<u64, ConnectorError> {
@@ -526,17 +527,27 @@ impl SinkConnector for CsvFileSink {
                 .await
                 .map_err(io)?;
         }
+        // Batches are encoded on several threads at once and written in their order.
+        let parallel = std::thread::available_parallelism().map_or(2, |n| n.get()) * 2;
+        let mut encoded = input
+            .map(|batch| {
+                tokio::task::spawn(async move {
+                    let batch = batch
+                        .map_err(|e| crate::engine::errors::to_connector_error(e, "reading rows to write"))?;
+                    let mut w = datafusion::arrow::csv::WriterBuilder::new()
+                        .with_header(false)
+                        .build(Vec::with_capacity(batch.get_array_memory_size()));
+                    w.write(&batch)
+                        .map_err(|e| ConnectorError::permanent(format!("encoding csv: {e}")))?;
+                    Ok::<_, ConnectorError>((batch.num_rows() as u64, w.into_inner()))
+                })
+            })
+            .buffered(parallel);
         let mut rows = 0u64;
-        while let Some(batch) = input.next().await {
-            let batch =
-                batch.map_err(|e| crate::engine::errors::to_connector_error(e, "reading rows to write"))?;
-            let mut w = datafusion::arrow::csv::WriterBuilder::new()
-                .with_header(false)
-                .build(Vec::with_capacity(batch.get_array_memory_size()));
-            w.write(&batch)
-                .map_err(|e| ConnectorError::permanent(format!("encoding csv: {e}")))?;
-            file.write_all(&w.into_inner()).await.map_err(io)?;
-            rows += batch.num_rows() as u64;
+        while let Some(done) = encoded.next().await {
+            let (n, bytes) = done.map_err(|e| ConnectorError::permanent(format!("encoding csv: {e}")))??;
+            file.write_all(&bytes).await.map_err(io)?;
+            rows += n;
             on_rows(rows, None);
         }
         file.flush().await.map_err(io)?;
@@ -783,6 +794,35 @@ pub async fn write_parquet_file(
     Ok(rows)
 }
 
+/// Whether two schemas have the same columns, by name and by kind of type (a string column
+/// may be read back as a string view).
+fn same_columns(a: &Schema, b: &Schema) -> bool {
+    fn kind(t: &DataType) -> DataType {
+        match t {
+            DataType::Utf8View | DataType::LargeUtf8 => DataType::Utf8,
+            DataType::BinaryView | DataType::LargeBinary => DataType::Binary,
+            other => other.clone(),
+        }
+    }
+    a.fields().len() == b.fields().len()
+        && a.fields()
+            .iter()
+            .zip(b.fields())
+            .all(|(x, y)| x.name() == y.name() && kind(x.data_type()) == kind(y.data_type()))
+}
+
+/// The row count DataFusion's writers answer with (one `count` column).
+fn count_of(batches: &[RecordBatch]) -> u64 {
+    use datafusion::arrow::array::AsArray;
+    use datafusion::arrow::datatypes::UInt64Type;
+    batches
+        .iter()
+        .filter_map(|b| b.columns().first())
+        .filter_map(|c| c.as_primitive_opt::<UInt64Type>())
+        .flat_map(|a| (0..a.len()).map(move |i| a.value(i)))
+        .sum()
+}
+
 pub struct ParquetFileSink {
     root: PathBuf,
 }
@@ -837,6 +877,54 @@ impl SinkConnector for ParquetFileSink {
         Ok(rows)
     }
 
+    /// Stages a query's result with DataFusion's Parquet writer, which encodes row groups and
+    /// columns on every core (for `append`: the current rows and the new ones).
+    async fn stage_frame(
+        &self,
+        load: &Load,
+        input: DataFrame,
+        ctx: &IoContext,
+        _on_rows: RowsCallback,
+    ) -> Result<u64, ConnectorError> {
+        let dest = self.root.join(format!("{}.parquet", load.table));
+        let io = |e: std::io::Error| ConnectorError::permanent(format!("{}: {e}", dest.display()));
+        std::fs::create_dir_all(&self.root).map_err(io)?;
+        let staged = StagedFile::new(&staged_file(&self.root, load, "parquet")).map_err(io)?;
+        let input = if load.mode == WriteMode::Append && dest.exists() {
+            // One file cannot be appended to in place: old rows and new ones.
+            let old = ctx
+                .session
+                .read_parquet(dest.to_string_lossy().as_ref(), ParquetReadOptions::default())
+                .await
+                .map_err(|e| df_error("reading the existing file", e))?;
+            if !same_columns(old.schema().as_arrow(), input.schema().as_arrow()) {
+                return Err(ConnectorError::permanent(format!(
+                    "cannot append to {}: its columns differ from the result's",
+                    dest.display()
+                )));
+            }
+            old.union(input).map_err(|e| df_error("appending", e))?
+        } else {
+            input
+        };
+        let schema = Arc::new(input.schema().as_arrow().clone());
+        let written = input
+            .write_parquet(
+                staged.path().to_string_lossy().as_ref(),
+                DataFrameWriteOptions::new().with_single_file_output(true),
+                None,
+            )
+            .await
+            .map_err(|e| crate::engine::errors::to_connector_error(e, "writing parquet"))?;
+        if !staged.path().exists() {
+            // No rows: the file still has its columns.
+            let empty = Box::pin(RecordBatchStreamAdapter::new(schema, futures::stream::empty()));
+            write_parquet_file(staged.path(), empty, &(Arc::new(|_, _| {}) as RowsCallback)).await?;
+        }
+        staged.commit().map_err(io)?;
+        Ok(count_of(&written))
+    }
+
     async fn publish(&self, loads: &[Load]) -> Result<(), ConnectorError> {
         publish_files(&self.root, loads, "parquet")
     }
@@ -864,16 +952,39 @@ impl ParquetDatasetSink {
         self.root.join(format!("{STAGING_PREFIX}{}", load.key))
     }
 
-    /// One staged part file inside an existing target directory (`append`).
-    fn staged_part(&self, load: &Load) -> PathBuf {
-        self.root
-            .join(&load.table)
-            .join(format!("{STAGING_PREFIX}{}.parquet", load.key))
+    /// The prefix of the part files staged inside an existing target directory (`append`):
+    /// `.sluice-stage-<key>-00000.parquet`, ...
+    fn staged_part_prefix(load: &Load) -> String {
+        format!("{STAGING_PREFIX}{}-", load.key)
     }
 
-    /// The part file an appended load becomes.
-    fn part_name(load: &Load) -> String {
-        format!("part-{}.parquet", load.key)
+    /// The part files an `append` staged inside the target directory, sorted.
+    fn staged_parts(&self, load: &Load) -> std::io::Result<Vec<PathBuf>> {
+        let dir = self.root.join(&load.table);
+        let prefix = Self::staged_part_prefix(load);
+        let mut parts = Vec::new();
+        let entries = match std::fs::read_dir(&dir) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(parts),
+            Err(e) => return Err(e),
+        };
+        for entry in entries {
+            let name = entry?.file_name().to_string_lossy().into_owned();
+            if name.starts_with(&prefix) && name.ends_with(".parquet") {
+                parts.push(dir.join(name));
+            }
+        }
+        parts.sort();
+        Ok(parts)
+    }
+
+    /// The name an appended part keeps once published (`part-<key>-00000.parquet`).
+    fn published_name(staged: &Path) -> String {
+        let name = staged
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        format!("part-{}", name.trim_start_matches(STAGING_PREFIX))
     }
 
     /// The marker left in a dataset swapped in by a `replace`, so a publish retried after a
@@ -884,13 +995,13 @@ impl ParquetDatasetSink {
             .join(format!(".sluice-published-{}", load.key))
     }
 
-    /// Writes a staged dataset directory holding one part file (and the marker, for replace).
+    /// Writes a staged dataset directory: one part file per partition (all written at once),
+    /// and the marker for `replace`.
     async fn stage_dir(
         &self,
         load: &Load,
-        part: &str,
-        input: SendableRecordBatchStream,
-        on_rows: &RowsCallback,
+        part_prefix: &str,
+        partitions: Vec<SendableRecordBatchStream>,
     ) -> Result<u64, ConnectorError> {
         let staged = self.staged_dir(load);
         let err = |e: std::io::Error| ConnectorError::permanent(format!("{}: {e}", staged.display()));
@@ -899,7 +1010,7 @@ impl ParquetDatasetSink {
             std::fs::remove_dir_all(&staged).map_err(err)?;
         }
         let dir = StagedDir::new(&staged).map_err(err)?;
-        let rows = write_parquet_file(&dir.path().join(part), input, on_rows).await?;
+        let rows = write_parts(dir.path(), part_prefix, partitions).await?;
         if load.mode == WriteMode::Replace {
             // The marker travels with the data: once swapped in, it says so.
             std::fs::write(dir.path().join(format!(".sluice-published-{}", load.key)), b"").map_err(err)?;
@@ -907,6 +1018,76 @@ impl ParquetDatasetSink {
         dir.commit().map_err(err)?;
         Ok(rows)
     }
+
+    async fn stage_partitions(
+        &self,
+        load: &Load,
+        partitions: Vec<SendableRecordBatchStream>,
+    ) -> Result<u64, ConnectorError> {
+        let dataset = self.root.join(&load.table);
+        match load.mode {
+            WriteMode::Replace => self.stage_dir(load, "part-", partitions).await,
+            WriteMode::Append if !dataset.is_dir() => {
+                let prefix = format!("part-{}-", load.key);
+                self.stage_dir(load, &prefix, partitions).await
+            }
+            WriteMode::Append => {
+                let err =
+                    |e: std::io::Error| ConnectorError::permanent(format!("{}: {e}", dataset.display()));
+                for stale in self.staged_parts(load).map_err(err)? {
+                    std::fs::remove_file(stale).map_err(err)?;
+                }
+                // Written under a temporary directory's names, then renamed to staged parts:
+                // a crash mid-write leaves no part that looks staged.
+                let temp = StagedDir::new(&self.root.join(format!("{STAGING_PREFIX}{}-parts", load.key)))
+                    .map_err(err)?;
+                let rows = write_parts(temp.path(), &Self::staged_part_prefix(load), partitions).await?;
+                for entry in std::fs::read_dir(temp.path()).map_err(err)? {
+                    let entry = entry.map_err(err)?;
+                    // Staged means durable.
+                    std::fs::File::open(entry.path())
+                        .and_then(|f| f.sync_all())
+                        .map_err(err)?;
+                    std::fs::rename(entry.path(), dataset.join(entry.file_name())).map_err(err)?;
+                }
+                drop(temp);
+                super::fsutil::sync_dir(Some(&dataset));
+                Ok(rows)
+            }
+        }
+    }
+}
+
+/// Writes each partition into its own Parquet file `<prefix><i>.parquet` in `dir`, all at once;
+/// files that got no rows are left out, unless every one did (then one file keeps the columns).
+async fn write_parts(
+    dir: &Path,
+    prefix: &str,
+    partitions: Vec<SendableRecordBatchStream>,
+) -> Result<u64, ConnectorError> {
+    let no_progress: RowsCallback = Arc::new(|_, _| {});
+    let mut writers = tokio::task::JoinSet::new();
+    for (i, stream) in partitions.into_iter().enumerate() {
+        let path = dir.join(format!("{prefix}{i:05}.parquet"));
+        let no_progress = Arc::clone(&no_progress);
+        writers.spawn(async move {
+            let rows = write_parquet_file(&path, stream, &no_progress).await?;
+            Ok::<_, ConnectorError>((path, rows))
+        });
+    }
+    let mut files = Vec::new();
+    while let Some(done) = writers.join_next().await {
+        files.push(done.map_err(|e| ConnectorError::permanent(format!("writing parquet: {e}")))??);
+    }
+    files.sort();
+    let rows: u64 = files.iter().map(|(_, r)| r).sum();
+    let empty: Vec<&PathBuf> = files.iter().filter(|(_, r)| *r == 0).map(|(p, _)| p).collect();
+    let keep_one = usize::from(empty.len() == files.len());
+    for path in empty.into_iter().skip(keep_one) {
+        std::fs::remove_file(path)
+            .map_err(|e| ConnectorError::permanent(format!("{}: {e}", path.display())))?;
+    }
+    Ok(rows)
 }
 
 fn ignore_missing(result: std::io::Result<()>) -> std::io::Result<()> {
@@ -923,24 +1104,24 @@ impl SinkConnector for ParquetDatasetSink {
         load: &Load,
         input: SendableRecordBatchStream,
         _ctx: &IoContext,
-        on_rows: RowsCallback,
+        _on_rows: RowsCallback,
     ) -> Result<u64, ConnectorError> {
-        let dataset = self.root.join(&load.table);
-        match load.mode {
-            WriteMode::Replace => self.stage_dir(load, "part-00000.parquet", input, &on_rows).await,
-            WriteMode::Append if !dataset.is_dir() => {
-                self.stage_dir(load, &Self::part_name(load), input, &on_rows)
-                    .await
-            }
-            WriteMode::Append => {
-                let staged = self.staged_part(load);
-                let err = |e: std::io::Error| ConnectorError::permanent(format!("{}: {e}", staged.display()));
-                let file = StagedFile::new(&staged).map_err(err)?;
-                let rows = write_parquet_file(file.path(), input, &on_rows).await?;
-                file.commit().map_err(err)?;
-                Ok(rows)
-            }
-        }
+        self.stage_partitions(load, vec![input]).await
+    }
+
+    /// One part file per partition of the result, written at once.
+    async fn stage_frame(
+        &self,
+        load: &Load,
+        input: DataFrame,
+        _ctx: &IoContext,
+        _on_rows: RowsCallback,
+    ) -> Result<u64, ConnectorError> {
+        let partitions = input
+            .execute_stream_partitioned()
+            .await
+            .map_err(|e| crate::engine::errors::to_connector_error(e, "running the query to write"))?;
+        self.stage_partitions(load, partitions).await
     }
 
     async fn publish(&self, loads: &[Load]) -> Result<(), ConnectorError> {
@@ -960,15 +1141,18 @@ impl SinkConnector for ParquetDatasetSink {
                     ignore_missing(std::fs::remove_file(self.marker(load))).map_err(err)?;
                 }
                 WriteMode::Append => {
-                    let part = self.staged_part(load);
-                    if part.exists() {
-                        std::fs::rename(&part, dest.join(Self::part_name(load))).map_err(err)?;
-                    } else if staged_dir.exists() && !dest.exists() {
+                    for part in self.staged_parts(load).map_err(err)? {
+                        let name = Self::published_name(&part);
+                        std::fs::rename(&part, dest.join(name)).map_err(err)?;
+                    }
+                    if staged_dir.exists() && !dest.exists() {
                         std::fs::rename(&staged_dir, &dest).map_err(err)?;
                     } else if staged_dir.exists() {
-                        // The table appeared since staging: move the part in.
-                        let name = Self::part_name(load);
-                        std::fs::rename(staged_dir.join(&name), dest.join(&name)).map_err(err)?;
+                        // The table appeared since staging: move the parts in.
+                        for entry in std::fs::read_dir(&staged_dir).map_err(err)? {
+                            let entry = entry.map_err(err)?;
+                            std::fs::rename(entry.path(), dest.join(entry.file_name())).map_err(err)?;
+                        }
                         std::fs::remove_dir_all(&staged_dir).map_err(err)?;
                     }
                     super::fsutil::sync_dir(Some(&dest));
@@ -990,7 +1174,9 @@ impl SinkConnector for ParquetDatasetSink {
                 ignore_missing(std::fs::remove_dir_all(&staged_dir)).map_err(err)?;
             }
             if load.mode == WriteMode::Append {
-                ignore_missing(std::fs::remove_file(self.staged_part(load))).map_err(err)?;
+                for part in self.staged_parts(load).map_err(err)? {
+                    ignore_missing(std::fs::remove_file(part)).map_err(err)?;
+                }
             }
         }
         Ok(())
@@ -1001,7 +1187,7 @@ impl SinkConnector for ParquetDatasetSink {
 mod tests {
     use std::collections::BTreeMap;
 
-    use datafusion::arrow::array::{Array, AsArray};
+    use datafusion::arrow::array::AsArray;
     use datafusion::arrow::datatypes::{Decimal128Type, Int64Type};
 
     use super::*;
