@@ -19,8 +19,10 @@ use futures::StreamExt;
 use tokio::io::AsyncWriteExt;
 
 use super::fsutil::{StagedDir, StagedFile, STAGING_PREFIX};
+use super::mapped::{MapBatch, MapError, MappedTable};
 use super::{
     store_path, ConnectorError, IoContext, Load, Opened, RowsCallback, SinkConnector, SourceConnector,
+    SourceTable,
 };
 use crate::domain::paths::check_inside;
 use crate::domain::spec::{parse_column_type, CsvOptions, Source, SourceRead, WriteMode};
@@ -188,6 +190,10 @@ fn estimate_csv_rows(files: &[PathBuf], has_header: bool) -> Option<u64> {
 
 #[async_trait]
 impl SourceConnector for CsvSource {
+    async fn table(&self, source: &Source, ctx: &IoContext) -> Result<Option<SourceTable>, ConnectorError> {
+        self.csv_table(source, ctx).await.map(Some)
+    }
+
     async fn open(&self, source: &Source, ctx: &IoContext) -> Result<Opened, ConnectorError> {
         let SourceRead::Path(pattern) = source.read() else {
             return Err(ConnectorError::permanent("a csv store is read by path"));
@@ -226,6 +232,110 @@ impl SourceConnector for CsvSource {
             stream,
             estimated_rows,
         })
+    }
+}
+
+impl CsvSource {
+    /// The files as a table: DataFusion's reader (in parallel byte ranges when no quoted field
+    /// spans lines), then the same typing and error location as `open`.
+    async fn csv_table(&self, source: &Source, ctx: &IoContext) -> Result<SourceTable, ConnectorError> {
+        let SourceRead::Path(pattern) = source.read() else {
+            return Err(ConnectorError::permanent("a csv store is read by path"));
+        };
+        let o = source.csv.clone().unwrap_or_default();
+        let files = resolve_files(&self.root, pattern)?;
+        let inferred = ctx
+            .session
+            .read_csv(urls(&files), csv_read_options(&o, None))
+            .await
+            .map_err(|e| csv_error(e, &files, &o, None))?;
+        let schema = apply_overrides(inferred.schema().as_arrow(), &o)?;
+        let null_values = non_empty_null_values(&o)?;
+        let read_schema = match null_values {
+            Some(_) => text_schema(&schema),
+            None => schema.clone(),
+        };
+        let (scan_files, scan_options) = (files.clone(), o.clone());
+        let (estimated_rows, splittable) = tokio::task::spawn_blocking(move || {
+            let estimate = estimate_csv_rows(&scan_files, scan_options.has_header);
+            let splittable = scan_files
+                .iter()
+                .all(|f| !has_quoted_line_break(f, &scan_options).unwrap_or(true));
+            (estimate, splittable)
+        })
+        .await
+        .map_err(|e| ConnectorError::permanent(format!("reading csv: {e}")))?;
+        let df = ctx
+            .session
+            .read_csv(
+                urls(&files),
+                csv_read_options(&o, Some(&read_schema)).newlines_in_values(!splittable),
+            )
+            .await
+            .map_err(|e| csv_error(e, &files, &o, Some(&schema)))?;
+        let schema = Arc::new(schema);
+        let map_batch: MapBatch = match null_values {
+            Some(nulls) => {
+                let (files, o, full) = (files.clone(), o.clone(), Arc::clone(&schema));
+                Arc::new(move |batch: RecordBatch, out: &SchemaRef| {
+                    type_batch(&batch, &nulls, out).map_err(|cast_error| {
+                        let message = locate_csv_error(&files, &o, Some(&full))
+                            .unwrap_or_else(|| format!("reading csv: {cast_error}"));
+                        DataFusionError::External(Box::new(ConnectorError::permanent(message)))
+                    })
+                })
+            }
+            None => Arc::new(|batch: RecordBatch, _: &SchemaRef| Ok(batch)),
+        };
+        let full = Arc::clone(&schema);
+        let map_error: MapError = Arc::new(move |e: DataFusionError| {
+            if crate::engine::errors::find_connector_error(&e).is_some() {
+                return e;
+            }
+            DataFusionError::External(Box::new(csv_error(e, &files, &o, Some(&full))))
+        });
+        Ok(SourceTable {
+            table: Arc::new(MappedTable {
+                inner: df.into_view(),
+                schema,
+                map_batch,
+                map_error,
+            }),
+            estimated_rows,
+        })
+    }
+}
+
+/// Whether a CSV file has a line break inside a quoted field. DataFusion reads a file in
+/// parallel byte ranges that start after line breaks, which is only right when every line
+/// break ends a record. With an escape character other than the quote the answer is assumed
+/// to be yes.
+fn has_quoted_line_break(path: &Path, o: &CsvOptions) -> std::io::Result<bool> {
+    use std::io::Read;
+    let quote = o.quote.as_bytes()[0];
+    if o.escape.as_ref().is_some_and(|e| e.as_bytes()[0] != quote) {
+        return Ok(true);
+    }
+    let mut file = std::fs::File::open(path)?;
+    let mut buf = vec![0u8; 4 << 20];
+    let mut in_quote = false;
+    loop {
+        let n = file.read(&mut buf)?;
+        if n == 0 {
+            return Ok(false);
+        }
+        let chunk = &buf[..n];
+        let mut from = 0;
+        for q in memchr::memchr_iter(quote, chunk) {
+            if in_quote && memchr::memchr2(b'\n', b'\r', &chunk[from..q]).is_some() {
+                return Ok(true);
+            }
+            in_quote = !in_quote;
+            from = q + 1;
+        }
+        if in_quote && memchr::memchr2(b'\n', b'\r', &chunk[from..]).is_some() {
+            return Ok(true);
+        }
     }
 }
 
@@ -647,6 +757,35 @@ impl SourceConnector for ParquetFileSource {
         let files = resolve_files(&self.root, pattern)?;
         open_parquet(files, ctx, "reading parquet").await
     }
+
+    async fn table(&self, source: &Source, ctx: &IoContext) -> Result<Option<SourceTable>, ConnectorError> {
+        let SourceRead::Path(pattern) = source.read() else {
+            return Err(ConnectorError::permanent("a parquet file store is read by path"));
+        };
+        let files = resolve_files(&self.root, pattern)?;
+        parquet_table(files, ctx, "reading parquet").await.map(Some)
+    }
+}
+
+/// Parquet files as one table DataFusion scans itself (row groups it can skip are skipped).
+async fn parquet_table(
+    files: Vec<PathBuf>,
+    ctx: &IoContext,
+    label: &str,
+) -> Result<SourceTable, ConnectorError> {
+    let df = ctx
+        .session
+        .read_parquet(urls(&files), ParquetReadOptions::default().file_extension(""))
+        .await
+        .map_err(|e| df_error(label, e))?;
+    let estimated_rows = tokio::task::spawn_blocking(move || parquet_rows(&files))
+        .await
+        .ok()
+        .flatten();
+    Ok(SourceTable {
+        table: df.into_view(),
+        estimated_rows,
+    })
 }
 
 /// A `columnar_db` store of engine `parquet`: each table is a directory of Parquet files, or
@@ -714,6 +853,19 @@ impl ParquetDatasetSource {
 
 #[async_trait]
 impl SourceConnector for ParquetDatasetSource {
+    async fn table(&self, source: &Source, ctx: &IoContext) -> Result<Option<SourceTable>, ConnectorError> {
+        match source.read() {
+            SourceRead::Table(table) => {
+                let files = self.table_files(table)?;
+                parquet_table(files, ctx, &format!("reading table {table:?}"))
+                    .await
+                    .map(Some)
+            }
+            // A query runs in a session of its own (see `open`).
+            _ => Ok(None),
+        }
+    }
+
     async fn open(&self, source: &Source, ctx: &IoContext) -> Result<Opened, ConnectorError> {
         match source.read() {
             SourceRead::Table(table) => {
@@ -1187,7 +1339,7 @@ impl SinkConnector for ParquetDatasetSink {
 mod tests {
     use std::collections::BTreeMap;
 
-    use datafusion::arrow::array::AsArray;
+    use datafusion::arrow::array::{Array, AsArray};
     use datafusion::arrow::datatypes::{Decimal128Type, Int64Type};
 
     use super::*;
@@ -1274,6 +1426,34 @@ mod tests {
             note.iter().collect::<Vec<_>>(),
             [Some("ok"), None, None, Some("n/a")]
         );
+    }
+
+    #[test]
+    fn quoted_line_breaks_are_found_across_reads() {
+        let dir = tempfile::tempdir().unwrap();
+        let check = |text: &str, o: &CsvOptions| {
+            let path = dir.path().join("t.csv");
+            std::fs::write(&path, text).unwrap();
+            has_quoted_line_break(&path, o).unwrap()
+        };
+        let o = CsvOptions::default();
+        assert!(!check("a,b\n1,\"x, y\"\n2,\"say \"\"hi\"\"\"\n", &o));
+        assert!(check("a,b\n1,\"two\nlines\"\n", &o));
+        assert!(check("a,b\n1,\"cr\rinside\"\n", &o));
+        // A quoted line break far beyond the first read buffer.
+        let mut long = String::from("a\n");
+        while long.len() < 5 << 20 {
+            long.push_str("\"plain\"\n");
+        }
+        assert!(!check(&long, &o));
+        long.push_str("\"late\nbreak\"\n");
+        assert!(check(&long, &o));
+        // With a backslash escape, assume the worst.
+        let escaped = CsvOptions {
+            escape: Some("\\".into()),
+            ..CsvOptions::default()
+        };
+        assert!(check("a\n1\n", &escaped));
     }
 
     #[tokio::test]

@@ -13,6 +13,7 @@
 pub mod arrow_sql;
 pub mod files;
 pub mod fsutil;
+pub mod mapped;
 pub mod mysql;
 pub mod pools;
 pub mod postgres;
@@ -22,6 +23,7 @@ pub mod sqlite;
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use datafusion::catalog::TableProvider;
 use datafusion::dataframe::DataFrame;
 use datafusion::execution::SendableRecordBatchStream;
 use datafusion::prelude::SessionContext;
@@ -81,9 +83,22 @@ pub struct Opened {
     pub estimated_rows: Option<u64>,
 }
 
+/// A source as a table DataFusion scans itself: partitioned, reading only the columns a query
+/// needs (and, for Parquet, skipping what its filters rule out).
+pub struct SourceTable {
+    pub table: Arc<dyn TableProvider>,
+    pub estimated_rows: Option<u64>,
+}
+
 #[async_trait]
 pub trait SourceConnector: Send + Sync {
     async fn open(&self, source: &Source, ctx: &IoContext) -> Result<Opened, ConnectorError>;
+
+    /// The source as a table, for formats DataFusion reads natively; `None`: read it through
+    /// `open` (one stream).
+    async fn table(&self, _source: &Source, _ctx: &IoContext) -> Result<Option<SourceTable>, ConnectorError> {
+        Ok(None)
+    }
 }
 
 /// One output of a flow, as a sink stages and publishes it.

@@ -1,7 +1,9 @@
 //! Sources as tables: what a unit registers under a source's name so the queries that read it
 //! scan it directly (no copy in between), each scan counted by the source's `NodeTracker`.
 //!
-//! A connector's `open` gives a stream of batches; `open_table` opens the source once (which
+//! Files DataFusion reads natively (CSV, Parquet) come as tables of their own (the connector's
+//! `table`): partitioned scans of only the columns a query needs. For the others, a
+//! connector's `open` gives a stream of batches; `open_table` opens the source once (which
 //! also gives its schema) and serves that stream to the first scan. A second scan of the same
 //! table (a query that reads it twice, which the planner materializes, or a retried unit)
 //! opens the source again.
@@ -37,6 +39,13 @@ pub async fn open_table(
 ) -> Result<Arc<dyn TableProvider>, ConnectorError> {
     let connector: Arc<dyn connectors::SourceConnector> =
         Arc::from(connectors::source_for(store, &io.pools)?);
+    if let Some(native) = connector.table(source, io).await? {
+        tracker.set_estimate(native.estimated_rows);
+        return Ok(Arc::new(TrackedTable {
+            inner: native.table,
+            tracker,
+        }));
+    }
     let opened = connector.open(source, io).await?;
     tracker.set_estimate(opened.estimated_rows);
     let schema = opened.stream.schema();
