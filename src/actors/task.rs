@@ -169,10 +169,19 @@ async fn run_attempts(
                 },
             })
         };
+        let run = async {
+            // Alone after running out of memory (see `FlowSession::memory_gate`).
+            let (_shared, _alone) = if strategy.sort_merge_joins {
+                (None, Some(session.memory_gate.write().await))
+            } else {
+                (Some(session.memory_gate.read().await), None)
+            };
+            unit::run(&work, &session, &io, &trackers, strategy, &node_started).await
+        };
         let result = tokio::select! {
             biased;
             _ = cancel.cancelled() => return TaskOutcome::Cancelled,
-            r = tokio::time::timeout(timeout, unit::run(&work, &session, &io, &trackers, strategy, &node_started)) => r,
+            r = tokio::time::timeout(timeout, run) => r,
         };
         match result {
             Ok(Ok(_)) => {
@@ -187,14 +196,16 @@ async fn run_attempts(
                 };
             }
             Ok(Err(e)) if e.resources && !strategy.sort_merge_joins => {
-                // A hash join holds its whole build side in memory; sort-merge joins spill.
+                // A hash join holds its whole build side in memory, sort-merge joins spill; and
+                // units running beside it hold memory too: once more, alone, with sort-merge
+                // joins.
                 strategy.sort_merge_joins = true;
-                tracing::warn!(attempt, error = %e.message, "out of memory, retrying with sort-merge joins");
+                tracing::warn!(attempt, error = %e.message, "out of memory, retrying alone with sort-merge joins");
                 record(FlowEvent::Log {
                     level: Level::Warn,
                     task: Some(e.node.clone()),
                     message: format!(
-                        "ran out of memory (options.memory_limit_mb = {memory_limit_mb}); trying again with sort-merge joins, which spill to disk"
+                        "ran out of memory (options.memory_limit_mb = {memory_limit_mb}); trying again with the flow's memory to itself and sort-merge joins, which spill to disk"
                     ),
                 });
                 attempt -= 1;

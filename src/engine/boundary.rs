@@ -77,15 +77,18 @@ impl Failure {
     /// `e` as people read it; `sql` gives SQL errors their position.
     pub fn of(e: &DataFusionError, sql: Option<&str>) -> Failure {
         let connector = super::errors::find_connector_error(e);
+        let resources = super::errors::is_resources_exhausted(e);
         let message = match (connector, sql) {
             (Some(c), _) => c.message.clone(),
+            // Not the SQL's fault: no position.
+            _ if resources => format!("out of memory: {}", super::errors::clean_message(e)),
             (None, Some(sql)) => super::errors::sql_error_message(e, sql),
             (None, None) => super::errors::clean_message(e),
         };
         Failure {
             message,
             transient: connector.is_some_and(|c| c.transient),
-            resources: super::errors::is_resources_exhausted(e),
+            resources,
         }
     }
 }

@@ -103,6 +103,9 @@ pub struct FlowSession {
     base: SessionState,
     pub work_dir: PathBuf,
     tables: std::sync::Mutex<HashMap<String, Arc<dyn TableProvider>>>,
+    /// Units run holding it shared; a unit that ran out of memory runs again holding it alone,
+    /// with the flow's whole memory to itself.
+    pub memory_gate: tokio::sync::RwLock<()>,
 }
 
 impl FlowSession {
@@ -254,6 +257,10 @@ impl Engine {
         let options = config.options_mut();
         options.sql_parser.collect_spans = true;
         options.sql_parser.enable_ident_normalization = true;
+        // Every partition of every sort keeps this much back for merging its spill files; the
+        // default (10 MB) alone would fill a small limit. A fraction of the flow's memory.
+        let limit = (memory_limit_mb as usize).saturating_mul(1024 * 1024);
+        options.execution.sort_spill_reservation_bytes = (limit / 32).clamp(256 * 1024, 10 * 1024 * 1024);
         // Outputs written by DataFusion's Parquet writer: fast compression and row groups that
         // keep its memory small.
         options.execution.parquet.compression = Some("snappy".into());
@@ -274,6 +281,7 @@ impl Engine {
             base: state,
             work_dir,
             tables: Default::default(),
+            memory_gate: Default::default(),
         })
     }
 }

@@ -10,6 +10,7 @@ mod cancel;
 mod cli;
 mod concurrency;
 mod data_stores;
+mod engine;
 mod events;
 mod example;
 mod failures;
