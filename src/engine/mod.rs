@@ -7,6 +7,7 @@
 
 pub mod boundary;
 pub mod checkpoint;
+pub mod dedupe;
 pub mod errors;
 #[cfg(all(feature = "fault-injection", debug_assertions))]
 pub mod faults;
@@ -270,6 +271,7 @@ impl Engine {
             .with_runtime_env(runtime)
             .with_default_features()
             .with_query_planner(Arc::new(boundary::SluiceQueryPlanner))
+            .with_optimizer_rule(Arc::new(dedupe::DedupeRule))
             .build();
         #[cfg(all(feature = "fault-injection", debug_assertions))]
         let state = {

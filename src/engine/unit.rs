@@ -200,7 +200,17 @@ pub async fn run(
                 .await
                 .map_err(|e| internal(node, errors::clean_message(&e)))?;
             let (state, plan) = input.into_parts();
-            let input = DataFrame::new(state, boundary::wrap(plan, tracker(&work.name)?));
+            let persist_tracker = tracker(&work.name)?;
+            if !work.nodes.iter().any(|(n, _)| n == node) {
+                // It reads a checkpoint: its size is known.
+                let (dir, name) = (session.work_dir.clone(), node.to_string());
+                let rows = tokio::task::spawn_blocking(move || checkpoint::rows(&dir, &name))
+                    .await
+                    .ok()
+                    .flatten();
+                persist_tracker.set_estimate(rows);
+            }
+            let input = DataFrame::new(state, boundary::wrap(plan, persist_tracker));
             started(&work.name);
             let sink = connectors::sink_for(&persist.store, &io.pools)
                 .map_err(|e| UnitError::connector(&work.name, e))?;
