@@ -146,17 +146,6 @@ pub struct Park {
     pub timeout: std::time::Duration,
 }
 
-/// How many flows are running and waiting.
-#[derive(Message)]
-#[rtype(result = "FlowCounts")]
-pub struct Counts;
-
-#[derive(Debug, Clone, Copy, MessageResponse)]
-pub struct FlowCounts {
-    pub running: usize,
-    pub waiting: usize,
-}
-
 // ---- to a FlowActor ---------------------------------------------------------------------------
 
 /// Cancel the flow. Replies `Err(state)` when the flow is already ending in `state` (RUNNING

@@ -43,7 +43,8 @@ pub struct FlowSupervisor {
     /// The flow whose plan is being loaded (it holds a slot). One at a time, so flows start in
     /// exactly the order they were admitted.
     starting: Option<i64>,
-    /// Running flows. Shared so that readers (readiness, shutdown) need no message.
+    /// Running flows. Shared with `Park`'s reply, which waits (outside the actor) for it to
+    /// empty while this actor handles the flows' `FlowEnded`.
     registry: Arc<DashMap<i64, Addr<FlowActor>>>,
     /// Cancels that arrived while a flow was starting.
     cancel_on_start: HashSet<i64>,
@@ -80,10 +81,6 @@ impl FlowSupervisor {
             recovered: HashSet::new(),
             parked: false,
         }
-    }
-
-    pub fn registry(&self) -> Arc<DashMap<i64, Addr<FlowActor>>> {
-        self.registry.clone()
     }
 
     fn record(&self, flow_id: i64, event: FlowEvent) {
@@ -543,16 +540,5 @@ impl Handler<Park> for FlowSupervisor {
             }
             let _ = persister.send(FlushAll).await;
         })
-    }
-}
-
-impl Handler<Counts> for FlowSupervisor {
-    type Result = FlowCounts;
-
-    fn handle(&mut self, _: Counts, _: &mut Self::Context) -> Self::Result {
-        FlowCounts {
-            running: self.registry.len() + usize::from(self.starting.is_some()),
-            waiting: self.queue.len(),
-        }
     }
 }
