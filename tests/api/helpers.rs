@@ -456,6 +456,26 @@ pub async fn metadata_url_for(data_dir: &Path) -> Option<String> {
     Some(url.to_string())
 }
 
+/// Runs one statement on the metadata database of the server that uses `data_dir` (SQLite
+/// `sluice.db` there, or the PostgreSQL database `metadata_url_for` chose for it): for tests
+/// that damage what Sluice stored.
+pub async fn metadata_exec(data_dir: &Path, sql: &str) {
+    match metadata_url_for(data_dir).await {
+        Some(url) => pg_admin(&url, sql).await,
+        None => {
+            use sqlx::Connection;
+            let db = data_dir.join("sluice.db");
+            let mut conn = sqlx::SqliteConnection::connect(&format!("sqlite://{}", db.display()))
+                .await
+                .unwrap_or_else(|e| panic!("opening {}: {e}", db.display()));
+            sqlx::raw_sql(sqlx::AssertSqlSafe(sql.to_string()))
+                .execute(&mut conn)
+                .await
+                .unwrap_or_else(|e| panic!("{sql}: {e}"));
+        }
+    }
+}
+
 /// Runs one statement on a PostgreSQL server (outside any transaction).
 pub async fn pg_admin(url: &str, sql: &str) {
     let mut conn = pg_connect(url).await;
