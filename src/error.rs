@@ -51,7 +51,23 @@ pub enum AppError {
     Internal(String),
 }
 
+/// What a flow's own lines (public: anyone who may read the flow sees them) say about an
+/// internal error: not its text, which goes to the service log with the flow id, but where to
+/// look.
+pub fn internal_error_for_flow(flow_id: i64) -> String {
+    format!("an internal error occurred (see the service log, flow {flow_id})")
+}
+
 impl AppError {
+    /// This error as flow `flow_id`'s lines may show it: an internal one only points to the
+    /// service log (the caller logs it there).
+    pub fn for_flow(&self, flow_id: i64) -> String {
+        match self {
+            AppError::Internal(_) => internal_error_for_flow(flow_id),
+            other => other.to_string(),
+        }
+    }
+
     pub fn not_found(what: &'static str, id: impl ToString) -> Self {
         AppError::NotFound {
             what,

@@ -5,7 +5,10 @@
 //!
 //! # Layout
 //!
-//! Dependencies point down only.
+//! The list goes roughly from top to bottom: a module mostly uses the ones below it. Not yet
+//! only: `actors` use the data layer in [`services::repo`] (it belongs below them all), `api`
+//! reads the SSE hub in [`actors::events`], the connectors use [`engine::errors`] to word
+//! DataFusion errors, and [`domain`] validation reads its limits from [`config`].
 //!
 //! - [`api`]: HTTP routes and handlers, DTOs, auth, problem+json errors.
 //! - [`services`]: the business layer (validate, plan, start and cancel flows) and the data

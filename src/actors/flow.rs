@@ -14,8 +14,8 @@ use actix::prelude::*;
 use tokio_util::sync::CancellationToken;
 
 use super::messages::{
-    Cancel, FlowCrashed, FlowEnded, FlowPlan, Record, SharedSession, Suspend, TaskDone, TaskOutcome,
-    Transition,
+    Cancel, CrashCause, FlowCrashed, FlowEnded, FlowPlan, Record, SharedSession, Suspend, TaskDone,
+    TaskOutcome, Transition,
 };
 use super::persister::Persister;
 use super::supervisor::FlowSupervisor;
@@ -451,7 +451,7 @@ impl FlowActor {
                         act.reported = true;
                         act.supervisor.do_send(FlowCrashed {
                             flow_id,
-                            cause: format!("writing the final state failed: {e}"),
+                            cause: CrashCause::Internal(format!("writing the final state failed: {e}")),
                         });
                     }
                 }
@@ -521,7 +521,10 @@ impl Actor for FlowActor {
                     Ok(session) => act.session = Some(session),
                     Err(e) => {
                         act.reported = true;
-                        act.supervisor.do_send(FlowCrashed { flow_id, cause: e });
+                        act.supervisor.do_send(FlowCrashed {
+                            flow_id,
+                            cause: CrashCause::Internal(e),
+                        });
                         return ctx.stop();
                     }
                 }
@@ -553,9 +556,9 @@ impl Drop for FlowActor {
         self.cancel.cancel();
         if !self.reported {
             let cause = if std::thread::panicking() {
-                "the flow's actor panicked".to_string()
+                CrashCause::Panic("the flow's actor panicked".to_string())
             } else {
-                "the flow's actor stopped unexpectedly".to_string()
+                CrashCause::Internal("the flow's actor stopped unexpectedly".to_string())
             };
             self.supervisor.do_send(FlowCrashed {
                 flow_id: self.flow_id(),
@@ -612,7 +615,7 @@ impl Handler<TaskDone> for FlowActor {
                 self.reported = true;
                 self.supervisor.do_send(FlowCrashed {
                     flow_id: self.flow_id(),
-                    cause: format!("task {name} panicked: {message}"),
+                    cause: CrashCause::Panic(format!("task {name} panicked: {message}")),
                 });
                 self.phase = Phase::Ending;
                 return ctx.stop();

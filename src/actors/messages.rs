@@ -130,7 +130,35 @@ pub struct FlowEnded {
 #[rtype(result = "()")]
 pub struct FlowCrashed {
     pub flow_id: i64,
-    pub cause: String,
+    pub cause: CrashCause,
+}
+
+/// Why a flow crashed, and how much of it the flow's own (public) lines may show.
+#[derive(Debug, Clone)]
+pub enum CrashCause {
+    /// Task work or the flow's actor panicked: what the code said, shown on the flow as it is
+    /// (it names the task; it is what a user reports).
+    Panic(String),
+    /// Sluice's own machinery failed (the work directory, the metadata database, an actor that
+    /// vanished): the text goes to the service log only; the flow says where to look.
+    Internal(String),
+}
+
+impl CrashCause {
+    /// The whole cause, for the service log.
+    pub fn log_text(&self) -> &str {
+        match self {
+            CrashCause::Panic(text) | CrashCause::Internal(text) => text,
+        }
+    }
+
+    /// What flow `flow_id`'s lines say.
+    pub fn public_text(&self, flow_id: i64) -> String {
+        match self {
+            CrashCause::Panic(text) => text.clone(),
+            CrashCause::Internal(_) => crate::error::internal_error_for_flow(flow_id),
+        }
+    }
 }
 
 /// Find flows a previous process left unfinished and run them.
@@ -144,17 +172,6 @@ pub struct Recover;
 #[rtype(result = "()")]
 pub struct Park {
     pub timeout: std::time::Duration,
-}
-
-/// How many flows are running and waiting.
-#[derive(Message)]
-#[rtype(result = "FlowCounts")]
-pub struct Counts;
-
-#[derive(Debug, Clone, Copy, MessageResponse)]
-pub struct FlowCounts {
-    pub running: usize,
-    pub waiting: usize,
 }
 
 // ---- to a FlowActor ---------------------------------------------------------------------------

@@ -43,7 +43,8 @@ pub struct FlowSupervisor {
     /// The flow whose plan is being loaded (it holds a slot). One at a time, so flows start in
     /// exactly the order they were admitted.
     starting: Option<i64>,
-    /// Running flows. Shared so that readers (readiness, shutdown) need no message.
+    /// Running flows. Shared with `Park`'s reply, which waits (outside the actor) for it to
+    /// empty while this actor handles the flows' `FlowEnded`.
     registry: Arc<DashMap<i64, Addr<FlowActor>>>,
     /// Cancels that arrived while a flow was starting.
     cancel_on_start: HashSet<i64>,
@@ -82,10 +83,6 @@ impl FlowSupervisor {
         }
     }
 
-    pub fn registry(&self) -> Arc<DashMap<i64, Addr<FlowActor>>> {
-        self.registry.clone()
-    }
-
     fn record(&self, flow_id: i64, event: FlowEvent) {
         self.persister.do_send(Record { flow_id, event });
     }
@@ -120,7 +117,7 @@ impl FlowSupervisor {
             Ok(None) => return, // already final
             Err(e) => {
                 tracing::error!(flow_id, error = %e, "cannot load flow");
-                self.fail_unloadable(flow_id, e.to_string(), ctx);
+                self.fail_unloadable(flow_id, e.for_flow(flow_id), ctx);
                 return;
             }
         };
@@ -160,7 +157,8 @@ impl FlowSupervisor {
         self.registry.insert(flow_id, actor);
     }
 
-    /// A flow whose plan cannot be loaded (its input unreadable, a store gone): FAILED.
+    /// A flow whose plan cannot be loaded (its input unreadable, a store gone): FAILED, with
+    /// `cause` (already safe to show) in its errors.
     fn fail_unloadable(&mut self, flow_id: i64, cause: String, ctx: &mut Context<Self>) {
         let db = self.db.clone();
         let persister = self.persister.clone();
@@ -436,12 +434,14 @@ impl Handler<FlowCrashed> for FlowSupervisor {
                 return;
             }
         }
-        let cause = crate::secrets::redact_urls(&msg.cause);
+        // The service log gets the whole cause; the flow's lines only what they may show.
+        let logged = crate::secrets::redact_urls(msg.cause.log_text());
+        let cause = crate::secrets::redact_urls(&msg.cause.public_text(flow_id));
         let restart = self.restarts.get(&flow_id).copied().unwrap_or(0) + 1;
         let max = self.config.max_restarts;
         if restart <= max && !self.parked {
             let delay = restart_delay(restart);
-            tracing::warn!(flow_id, attempt = restart, max_restarts = max, cause = %cause, delay_ms = delay.as_millis() as u64, "flow crashed; restarting from its checkpoints");
+            tracing::warn!(flow_id, attempt = restart, max_restarts = max, cause = %logged, delay_ms = delay.as_millis() as u64, "flow crashed; restarting from its checkpoints");
             self.record(
                 flow_id,
                 FlowEvent::Crashed {
@@ -461,7 +461,7 @@ impl Handler<FlowCrashed> for FlowSupervisor {
                 }
             });
         } else {
-            tracing::warn!(flow_id, restarts = restart - 1, cause = %cause, "flow crashed too often; failing it");
+            tracing::warn!(flow_id, restarts = restart - 1, cause = %logged, "flow crashed too often; failing it");
             self.record(
                 flow_id,
                 FlowEvent::Crashed {
@@ -543,16 +543,5 @@ impl Handler<Park> for FlowSupervisor {
             }
             let _ = persister.send(FlushAll).await;
         })
-    }
-}
-
-impl Handler<Counts> for FlowSupervisor {
-    type Result = FlowCounts;
-
-    fn handle(&mut self, _: Counts, _: &mut Self::Context) -> Self::Result {
-        FlowCounts {
-            running: self.registry.len() + usize::from(self.starting.is_some()),
-            waiting: self.queue.len(),
-        }
     }
 }

@@ -53,7 +53,7 @@ pub async fn list(services: web::Data<Services>, paging: Query<Paging>) -> Resul
     post, path = "/api/v1.0/data-stores/{id}/check", tag = "data-stores",
     params(("id" = i64, Path, description = "Data store id")),
     responses(
-        (status = 200, description = "Reachable: `{\"ok\": true, \"latency_ms\": .., \"server_version\": ..}`"),
+        (status = 200, description = "Reachable: `{\"latency_ms\": .., \"server_version\": ..}`"),
         (status = 422, description = "Not reachable or not usable; the reason (never a password)")),
     security(("bearer" = []))
 )]

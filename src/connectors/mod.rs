@@ -188,10 +188,10 @@ pub fn sink_for(store: &DataStore, pools: &pools::Pools) -> Result<Box<dyn SinkC
     }
 }
 
-/// What `POST /data-stores/{id}/check` reports for a reachable store.
+/// What `POST /data-stores/{id}/check` reports for a reachable store (an unreachable one is a
+/// 422 with the reason, so the report needs no success flag).
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct CheckReport {
-    pub ok: bool,
     pub latency_ms: u64,
     /// The database server's version (for files: the engine that reads them).
     pub server_version: Option<String>,
@@ -218,7 +218,6 @@ pub async fn check(store: &DataStore, pools: &pools::Pools) -> Result<CheckRepor
         }
     };
     Ok(CheckReport {
-        ok: true,
         latency_ms: started.elapsed().as_millis() as u64,
         server_version: version,
     })

@@ -140,17 +140,6 @@ impl Pools {
             AnyPool::Postgres(_) => Err(ConnectorError::permanent("store engine changed")),
         }
     }
-
-    /// Closes every pool (at shutdown).
-    pub async fn close_all(&self) {
-        let pools: Vec<AnyPool> = self.inner.iter().map(|e| e.value().clone()).collect();
-        for p in pools {
-            match p {
-                AnyPool::Postgres(p) => p.close().await,
-                AnyPool::Mysql(p) => p.close().await,
-            }
-        }
-    }
 }
 
 /// A connection from `pool`. A refused connection makes sqlx wait for the whole acquire

@@ -213,10 +213,6 @@ impl Scheduler {
         self.names.iter().position(|n| n == name)
     }
 
-    pub fn state(&self, i: usize) -> TaskState {
-        self.states[i]
-    }
-
     pub fn running(&self) -> usize {
         self.states.iter().filter(|s| **s == TaskState::Running).count()
     }
@@ -291,11 +287,6 @@ impl Scheduler {
 
     pub fn all_completed(&self) -> bool {
         self.states.iter().all(|s| *s == TaskState::Completed)
-    }
-
-    /// The names of the node's dependencies.
-    pub fn dependencies(&self, i: usize) -> impl Iterator<Item = &str> {
-        self.deps[i].iter().map(|&d| self.names[d].as_str())
     }
 }
 

@@ -145,6 +145,7 @@ fn read_meta(work_dir: &Path, node: &str) -> Option<Meta> {
 /// Whether node `node` has a whole checkpoint (every file present at its recorded size).
 /// Reads the file system: call it off the actors' threads.
 pub fn is_valid(work_dir: &Path, node: &str) -> bool {
+    super::debug_assert_off_arbiter("checking a checkpoint");
     let Some(meta) = read_meta(work_dir, node) else {
         return false;
     };
@@ -198,6 +199,7 @@ pub fn mark_staged(work_dir: &Path, unit: &str, rows: u64) -> std::io::Result<()
 
 /// The rows persist unit `unit` staged in an earlier run, if it did.
 pub fn staged(work_dir: &Path, unit: &str) -> Option<u64> {
+    super::debug_assert_off_arbiter("reading a staged marker");
     std::fs::read_to_string(staged_marker(work_dir, unit))
         .ok()?
         .trim()

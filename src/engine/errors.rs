@@ -142,18 +142,52 @@ pub fn sql_error_message(e: &DataFusionError, sql: &str) -> String {
 }
 
 /// For messages that name a field the engine could not find, the first place the SQL mentions
-/// it.
+/// it, counted like DataFusion's spans (sqlparser's `Location`): lines and columns from 1, the
+/// column in characters.
 fn guess_position(message: &str, sql: &str) -> Option<(u64, u64)> {
     let name = message
         .strip_prefix("No field named ")
         .and_then(|rest| rest.split(['.', ' ']).next())
         .map(|n| n.trim_matches('"'))?;
-    let lower = sql.to_lowercase();
-    let idx = lower.find(&name.to_lowercase())?;
+    let idx = find_ignoring_case(sql, name)?;
     let before = &sql[..idx];
+    let line_start = before.rfind('\n').map(|i| i + 1).unwrap_or(0);
     let line = before.matches('\n').count() as u64 + 1;
-    let column = (idx - before.rfind('\n').map(|i| i + 1).unwrap_or(0)) as u64 + 1;
+    let column = before[line_start..].chars().count() as u64 + 1;
     Some((line, column))
+}
+
+/// The byte index in `haystack` where `needle` first occurs, compared case-insensitively by
+/// characters. Searched on the original text, not on a lower-cased copy: lower-casing changes
+/// the byte length of some characters (`İ` is 2 bytes, its lower case 3), so an index into the
+/// copy may fall inside a character of the original.
+fn find_ignoring_case(haystack: &str, needle: &str) -> Option<usize> {
+    let needle: Vec<char> = needle.chars().flat_map(char::to_lowercase).collect();
+    if needle.is_empty() {
+        return None;
+    }
+    haystack
+        .char_indices()
+        .map(|(i, _)| i)
+        .find(|&i| starts_with_ignoring_case(&haystack[i..], &needle))
+}
+
+/// Whether `text` starts with `lower` (already lower-cased), ending on a character boundary of
+/// `text`.
+fn starts_with_ignoring_case(text: &str, lower: &[char]) -> bool {
+    let mut rest = lower;
+    for c in text.chars() {
+        for l in c.to_lowercase() {
+            match rest.split_first() {
+                Some((first, tail)) if *first == l => rest = tail,
+                _ => return false,
+            }
+        }
+        if rest.is_empty() {
+            return true;
+        }
+    }
+    false
 }
 
 #[cfg(test)]
@@ -178,5 +212,48 @@ mod tests {
         let e = DataFusionError::Plan("No field named amout. Valid fields are t.amount.".into());
         let msg = sql_error_message(&e, "SELECT id,\n  amout FROM t");
         assert!(msg.starts_with("SQL error at line 2, column 3:"), "{msg}");
+    }
+
+    #[test]
+    fn positions_are_found_after_characters_whose_lower_case_is_longer() {
+        // `İ` (2 bytes) lower-cases to `i̇` (3 bytes), `ẞ` (3) to `ß` (2), `Ⱥ` (2) to `ⱥ` (3):
+        // an index into a lower-cased copy is off, and slicing the SQL with it panicked.
+        for prefix in ["İ", "İİİ", "ẞ", "Ⱥ", "KÇİ", "\u{212A}"] {
+            let sql = format!("SELECT '{prefix}' AS x,\n  '{prefix}' AS y, amout FROM t");
+            let e = DataFusionError::Plan("No field named amout. Valid fields are t.amount.".into());
+            let msg = sql_error_message(&e, &sql);
+            // Columns count characters, as DataFusion's spans do.
+            let column = "  ''".len() + prefix.chars().count() + " AS y, ".len() + 1;
+            assert!(
+                msg.starts_with(&format!("SQL error at line 2, column {column}:")),
+                "{prefix}: {msg}"
+            );
+        }
+    }
+
+    #[test]
+    fn names_are_matched_ignoring_case_on_the_original_text() {
+        assert_eq!(find_ignoring_case("SELECT İD FROM t", "i̇d"), Some(7));
+        assert_eq!(find_ignoring_case("SELECT Amout FROM t", "AMOUT"), Some(7));
+        assert_eq!(find_ignoring_case("ẞtraße", "straße"), None);
+        assert_eq!(find_ignoring_case("ẞtraße", "ßtraße"), Some(0));
+        // A name that matches only part of a character's lower case is not found there.
+        assert_eq!(find_ignoring_case("İ", "i"), None);
+        assert_eq!(find_ignoring_case("abc", ""), None);
+    }
+
+    #[test]
+    fn positions_match_datafusions_own_spans() {
+        // DataFusion's diagnostics count columns in characters too (sqlparser's tokenizer
+        // advances its column once per character).
+        let sql = "SELECT 'İİ', amout FROM (SELECT 1 AS amount) t";
+        let mut config = datafusion::prelude::SessionConfig::new();
+        config.options_mut().sql_parser.collect_spans = true;
+        let ctx = datafusion::prelude::SessionContext::new_with_config(config);
+        let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+        let e = rt.block_on(ctx.sql(sql)).err().expect("an unknown column");
+        let span = e.diagnostic().and_then(|d| d.span).expect("a span");
+        let guessed = guess_position(&clean_message(&e), sql).expect("a guess");
+        assert_eq!((span.start.line, span.start.column), guessed, "{e}");
     }
 }

@@ -65,6 +65,18 @@ impl Drop for EngineRuntime {
     }
 }
 
+/// Debug builds: panics when blocking file work is called on an actix arbiter thread. The
+/// supervisor and every FlowActor and TaskActor share one arbiter; a blocking call there stalls
+/// every flow (and the supervisor). Such work belongs on the engine runtime or a blocking
+/// thread; this makes a call that forgot it fail the tests. Nothing in release builds.
+#[track_caller]
+pub fn debug_assert_off_arbiter(what: &str) {
+    debug_assert!(
+        actix_rt::Arbiter::try_current().is_none(),
+        "{what} is blocking file work: run it on the engine runtime, not on an actix arbiter"
+    );
+}
+
 /// Reads `data_dir/instance-id`, creating it (8 random hex digits) on first start.
 fn instance_id(data_dir: &std::path::Path) -> std::io::Result<String> {
     let path = data_dir.join("instance-id");
@@ -232,6 +244,8 @@ impl Engine {
     /// its work directory. Creates the directory (on a blocking thread: this is called from the
     /// flow's actor).
     pub async fn session(&self, flow_id: i64, memory_limit_mb: u64) -> Result<FlowSession, String> {
+        // Building the runtime creates DataFusion's temporary directory.
+        debug_assert_off_arbiter("setting up a flow's session");
         let work_dir = self.work_dir(flow_id);
         let spill_dir = work_dir.join("spill");
         let create = spill_dir.clone();

@@ -285,11 +285,9 @@ async fn example_shop_flow_gives_the_same_rows_with_every_node_materialized() {
 }
 
 #[tokio::test]
+#[cfg_attr(not(sluice_pg), ignore = "SLUICE_TEST_POSTGRES_URL is not set")]
 async fn example_shop_flow_with_metadata_on_postgres() {
-    let Ok(url) = std::env::var("SLUICE_TEST_POSTGRES_URL") else {
-        println!("skipped: SLUICE_TEST_POSTGRES_URL not set");
-        return;
-    };
+    let url = pg_url();
     let db_name = format!("sluice_example_{}", uuid::Uuid::new_v4().simple());
     admin_sql(&url, &format!("CREATE DATABASE \"{db_name}\"")).await;
     let mut meta_url = reqwest::Url::parse(&url).expect("SLUICE_TEST_POSTGRES_URL is a URL");

@@ -403,31 +403,25 @@ fn env_url(name: &str) -> Option<String> {
     std::env::var(name).ok().filter(|v| !v.trim().is_empty())
 }
 
-pub fn pg_url() -> Option<String> {
+// A test that needs a database server says so with an attribute, so that `cargo test` reports
+// it as ignored (with the reason) where the server is not configured, never as passed:
+//     #[cfg_attr(not(sluice_pg), ignore = "SLUICE_TEST_POSTGRES_URL is not set")]
+//     #[cfg_attr(not(sluice_mysql), ignore = "SLUICE_TEST_MYSQL_URL is not set")]
+//     #[cfg_attr(not(all(sluice_pg, sluice_mysql)), ignore = "... are not both set")]
+// `build.rs` sets `sluice_pg` / `sluice_mysql` when the variable is set at build time (and
+// rebuilds when it changes).
+
+/// `SLUICE_TEST_POSTGRES_URL`. Panics without it: a test that calls this carries the
+/// `sluice_pg` attribute above, so it only runs (e.g. with `--ignored`) to fail without it.
+pub fn pg_url() -> String {
     env_url(POSTGRES_ENV)
+        .unwrap_or_else(|| panic!("{POSTGRES_ENV} is not set: this test needs a PostgreSQL database"))
 }
 
-pub fn mysql_url() -> Option<String> {
+/// `SLUICE_TEST_MYSQL_URL`. Panics without it (see `pg_url`).
+pub fn mysql_url() -> String {
     env_url(MYSQL_ENV)
-}
-
-/// `pg_url()`, or says on stderr why the test is skipped:
-/// `let Some(pg) = require_pg() else { return };`
-pub fn require_pg() -> Option<String> {
-    let url = pg_url();
-    if url.is_none() {
-        eprintln!("skipped: {POSTGRES_ENV} is not set");
-    }
-    url
-}
-
-/// `mysql_url()`, or says on stderr why the test is skipped.
-pub fn require_mysql() -> Option<String> {
-    let url = mysql_url();
-    if url.is_none() {
-        eprintln!("skipped: {MYSQL_ENV} is not set");
-    }
-    url
+        .unwrap_or_else(|| panic!("{MYSQL_ENV} is not set: this test needs a MySQL/MariaDB database"))
 }
 
 /// A short random suffix for names that must not collide between tests running at once.
@@ -454,6 +448,26 @@ pub async fn metadata_url_for(data_dir: &Path) -> Option<String> {
     std::fs::create_dir_all(data_dir).expect("data dir");
     std::fs::write(&remembered, url.as_str()).expect("remember the metadata URL");
     Some(url.to_string())
+}
+
+/// Runs one statement on the metadata database of the server that uses `data_dir` (SQLite
+/// `sluice.db` there, or the PostgreSQL database `metadata_url_for` chose for it): for tests
+/// that damage what Sluice stored.
+pub async fn metadata_exec(data_dir: &Path, sql: &str) {
+    match metadata_url_for(data_dir).await {
+        Some(url) => pg_admin(&url, sql).await,
+        None => {
+            use sqlx::Connection;
+            let db = data_dir.join("sluice.db");
+            let mut conn = sqlx::SqliteConnection::connect(&format!("sqlite://{}", db.display()))
+                .await
+                .unwrap_or_else(|e| panic!("opening {}: {e}", db.display()));
+            sqlx::raw_sql(sqlx::AssertSqlSafe(sql.to_string()))
+                .execute(&mut conn)
+                .await
+                .unwrap_or_else(|e| panic!("{sql}: {e}"));
+        }
+    }
 }
 
 /// Runs one statement on a PostgreSQL server (outside any transaction).

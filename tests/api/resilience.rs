@@ -1,6 +1,7 @@
 //! Surviving crashes: kill -9 mid-workload, SIGTERM, panics in task work and in a flow actor's
-//! own logic. Each flow fails (or recovers) alone; nothing is left RUNNING, nothing is written
-//! twice.
+//! own logic, internal failures (damaged metadata, an unusable work directory). Each flow fails
+//! (or recovers) alone; nothing is left RUNNING, nothing is written twice; internal causes go to
+//! the service log, never into a flow's public lines.
 
 use std::time::Duration;
 
@@ -304,4 +305,145 @@ async fn a_panic_in_a_flow_actor_is_contained_and_supervised() {
     // The service goes on: new flows run.
     let again = app.start_flow(good).await;
     assert_eq!(state(&app.wait_final(again).await), "COMPLETED");
+}
+
+/// Lines of the service log that mention `flow_id` at `level`.
+fn log_lines_of(text: &str, level: &str, flow_id: i64) -> Vec<String> {
+    text.lines()
+        .filter(|l| l.contains(level) && l.contains(&format!("flow_id={flow_id}")))
+        .map(str::to_string)
+        .collect()
+}
+
+#[tokio::test]
+async fn a_flow_whose_stored_input_is_damaged_fails_with_a_safe_sentence_and_the_log_has_the_cause() {
+    let temp = tempfile::tempdir().unwrap();
+    let (data, files, log) = (
+        temp.path().join("data"),
+        temp.path().join("files"),
+        temp.path().join("server.log"),
+    );
+    std::fs::create_dir_all(files.join("in")).unwrap();
+    std::fs::write(files.join("in/n.csv"), numbers_csv()).unwrap();
+    // One slot, held by a slow flow (400 batches of 100 rows, 200 ms each, on 2 partitions:
+    // about 40 s) until it is cancelled: the second flow waits READY meanwhile.
+    let server = ServerProcess::start(
+        &data,
+        &files,
+        &log,
+        &[
+            ("SLUICE__ENGINE__MAX_RUNNING_FLOWS", "1"),
+            ("SLUICE__ENGINE__BATCH_SIZE", "100"),
+        ],
+    )
+    .await;
+    let (src, db) = create_stores(&server).await;
+    let slow = server
+        .create_input(json!({
+            "name": "holds-the-slot", "source_store_ids": [src], "target_store_id": db,
+            "sources": [{"name": "numbers", "store_id": src, "path": "n.csv"}],
+            "transforms": [{"name": "slow", "sql": "SELECT n FROM numbers WHERE sluice_sleep(200)"}]
+        }))
+        .await;
+    let damaged = server
+        .create_input(json!({
+            "name": "damaged", "source_store_ids": [src], "target_store_id": db,
+            "sources": [{"name": "numbers", "store_id": src, "path": "n.csv"}],
+            "transforms": [{"name": "total", "sql": "SELECT sum(n) AS s FROM numbers"}]
+        }))
+        .await;
+    let slow_flow = server.start_flow(slow).await;
+    let flow = server.start_flow(damaged).await;
+    assert_eq!(state(&server.flow(flow).await), "READY");
+    metadata_exec(
+        &data,
+        &format!("UPDATE flow_input SET sources = '\"not a list\"' WHERE id = {damaged}"),
+    )
+    .await;
+    server
+        .post(&format!("/flows/cancel/{slow_flow}"), &json!({}))
+        .await
+        .expect(202);
+
+    let done = server.wait_final(flow).await;
+    assert_eq!(state(&done), "FAILED", "{done:#}");
+    let errors = done["output"]["errors"]["lines"].to_string();
+    assert!(
+        errors.contains(&format!(
+            "cannot start: an internal error occurred (see the service log, flow {flow})"
+        )),
+        "{errors}"
+    );
+    for internal in ["unreadable", "invalid type", "not a list", "internal error:"] {
+        assert!(
+            !errors.contains(internal),
+            "{internal:?} in the flow's errors: {errors}"
+        );
+    }
+    let logs = done["output"]["logs"]["lines"].to_string();
+    assert!(!logs.contains("unreadable"), "{logs}");
+    // The service log has the whole cause, with the flow id.
+    let text = server.log_text();
+    let lines = log_lines_of(&text, "ERROR", flow);
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains("cannot load flow") && l.contains("stored sources is unreadable")),
+        "{text}"
+    );
+}
+
+#[tokio::test]
+async fn a_flow_that_crashes_on_an_internal_failure_says_where_to_look_and_the_log_has_the_cause() {
+    let temp = tempfile::tempdir().unwrap();
+    let (data, files, log) = (
+        temp.path().join("data"),
+        temp.path().join("files"),
+        temp.path().join("server.log"),
+    );
+    std::fs::create_dir_all(files.join("in")).unwrap();
+    std::fs::write(files.join("in/a.csv"), "x\n1\n2\n").unwrap();
+    let server = ServerProcess::start(&data, &files, &log, &[("SLUICE__ENGINE__MAX_RESTARTS", "1")]).await;
+    let (src, db) = create_stores(&server).await;
+    let input = server
+        .create_input(json!({
+            "name": "no-work-dir", "source_store_ids": [src], "target_store_id": db,
+            "sources": [{"name": "a", "store_id": src, "path": "a.csv"}],
+            "transforms": [{"name": "total", "sql": "SELECT sum(x) AS s FROM a"}]
+        }))
+        .await;
+    // Flows keep their work under data/work: make that a file, so no flow can set up.
+    let work = data.join("work");
+    std::fs::remove_dir_all(&work).unwrap();
+    std::fs::write(&work, "not a directory").unwrap();
+
+    let flow = server.start_flow(input).await;
+    let done = server.wait_final(flow).await;
+    assert_eq!(state(&done), "FAILED", "{done:#}");
+    assert_eq!(done["output"]["restarts"], 1, "{done:#}");
+    let errors = done["output"]["errors"]["lines"].to_string();
+    assert!(
+        errors.contains(&format!(
+            "crashed: an internal error occurred (see the service log, flow {flow}); gave up after 1 restart(s)"
+        )),
+        "{errors}"
+    );
+    let logs = done["output"]["logs"]["lines"].to_string();
+    let data_dir = data.display().to_string();
+    for text in [&errors, &logs] {
+        for internal in ["Not a directory", "os error", data_dir.as_str()] {
+            assert!(
+                !text.contains(internal),
+                "{internal:?} in the flow's lines: {text}"
+            );
+        }
+    }
+    let text = server.log_text();
+    let crashes = log_lines_of(&text, "WARN", flow);
+    assert!(
+        crashes
+            .iter()
+            .any(|l| l.contains("flow crashed") && l.contains("Not a directory")),
+        "{text}"
+    );
 }
