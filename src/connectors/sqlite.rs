@@ -239,7 +239,7 @@ impl SourceConnector for SqliteSource {
                     count.map(|c| c.max(0) as u64),
                 )
             }
-            SourceRead::Query(q) => (q.to_string(), None, None),
+            SourceRead::Query(q) => (read_query(q)?, None, None),
             SourceRead::Path(_) => {
                 return Err(ConnectorError::permanent(
                     "a SQLite store is read by table or query",
@@ -319,6 +319,102 @@ impl SourceConnector for SqliteSource {
             estimated_rows,
         })
     }
+}
+
+/// The statement that reads a source query: `SELECT * FROM (<query>)`. The database is open
+/// read-only, but a read-only connection still runs `VACUUM INTO '<file>'` (which writes a
+/// file) or a second statement after a `;`, and sqlx runs every statement of a text. So the
+/// query must be one statement, and a query: wrapped as a subquery, nothing but a `SELECT`,
+/// `WITH` or `VALUES` parses.
+fn read_query(query: &str) -> Result<String, ConnectorError> {
+    let statement = one_statement(query).map_err(|why| ConnectorError::permanent(format!("query: {why}")))?;
+    Ok(format!("SELECT * FROM (\n{statement}\n)"))
+}
+
+/// `sql` without a trailing `;` (and what follows it: comments, spaces), or why it is not one
+/// statement. Scans `sql` by the rules of SQLite's own tokenizer (`tokenize.c`) for what may
+/// hide a `;`: quoted strings and identifiers (a quote doubled inside), `[...]` identifiers,
+/// `--` and `/* */` comments. Bind parameters are refused: a source binds none, and SQLite's
+/// Tcl-style variables (`$a(...)`) are tokens that may hold anything, a `;` too.
+fn one_statement(sql: &str) -> Result<&str, String> {
+    let b = sql.as_bytes();
+    let is_space = |c: u8| matches!(c, b' ' | b'\t' | b'\n' | 0x0b | 0x0c | b'\r');
+    let is_id = |c: u8| c.is_ascii_alphanumeric() || c == b'_' || c == b'$' || c >= 0x80;
+    let mut end: Option<usize> = None;
+    let mut i = 0;
+    while i < b.len() {
+        let c = b[i];
+        if is_space(c) {
+            i += 1;
+            continue;
+        }
+        if c == b'-' && b.get(i + 1) == Some(&b'-') {
+            while i < b.len() && b[i] != b'\n' {
+                i += 1;
+            }
+            continue;
+        }
+        if c == b'/' && b.get(i + 1) == Some(&b'*') {
+            i += 2;
+            while i < b.len() && !(b[i] == b'*' && b.get(i + 1) == Some(&b'/')) {
+                i += 1;
+            }
+            i = (i + 2).min(b.len());
+            continue;
+        }
+        if c == b';' {
+            end.get_or_insert(i);
+            i += 1;
+            continue;
+        }
+        if end.is_some() {
+            return Err(
+                "it is more than one statement; a source query is exactly one read-only statement".into(),
+            );
+        }
+        match c {
+            b'\'' | b'"' | b'`' => {
+                i += 1;
+                while i < b.len() {
+                    if b[i] == c {
+                        if b.get(i + 1) != Some(&c) {
+                            break;
+                        }
+                        i += 1;
+                    }
+                    i += 1;
+                }
+                i += 1;
+            }
+            b'[' => {
+                while i < b.len() && b[i] != b']' {
+                    i += 1;
+                }
+                i += 1;
+            }
+            b'?' | b'$' | b'@' | b':' | b'#' => {
+                return Err(format!(
+                    "it has a parameter at byte {i} ({:?}); a source query binds none: write the value \
+                     in the query",
+                    sql[i..]
+                        .chars()
+                        .take_while(|ch| !ch.is_whitespace())
+                        .collect::<String>()
+                ))
+            }
+            0 => return Err("it contains a NUL character".into()),
+            c if is_id(c) => {
+                while i < b.len() && is_id(b[i]) {
+                    i += 1;
+                }
+            }
+            _ => i += 1,
+        }
+    }
+    Ok(match end {
+        Some(at) => &sql[..at],
+        None => sql,
+    })
 }
 
 fn tokio_stream_from<T: Send + 'static>(
@@ -606,6 +702,84 @@ impl SinkConnector for SqliteSink {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_source_query_is_one_statement() {
+        for (sql, statement) in [
+            ("SELECT 1", "SELECT 1"),
+            ("SELECT 1;", "SELECT 1"),
+            ("SELECT 1 ; ; -- done\n /* really */ ", "SELECT 1 "),
+            (
+                "SELECT ';' AS \"a;b\", `c;d`, [e;f] FROM t",
+                "SELECT ';' AS \"a;b\", `c;d`, [e;f] FROM t",
+            ),
+            ("SELECT 'it''s; fine' -- ; no\n", "SELECT 'it''s; fine' -- ; no\n"),
+            (
+                "SELECT x'00', a$b FROM t /* ; */",
+                "SELECT x'00', a$b FROM t /* ; */",
+            ),
+        ] {
+            assert_eq!(one_statement(sql), Ok(statement), "{sql}");
+        }
+        for (sql, why) in [
+            ("SELECT 1; DROP TABLE t", "more than one statement"),
+            ("SELECT 1; COMMIT; DROP TABLE t", "more than one statement"),
+            ("SELECT 1;VACUUM INTO '/tmp/x'", "more than one statement"),
+            ("SELECT 'a''' ; DROP TABLE t", "more than one statement"),
+            ("SELECT 1 -- x\n; DROP TABLE t", "more than one statement"),
+            ("SELECT $a(;) FROM t", "parameter"),
+            ("SELECT * FROM t WHERE id = ?", "parameter"),
+            ("SELECT :x, @y, #z", "parameter"),
+            ("SELECT 1\0; DROP TABLE t", "NUL"),
+        ] {
+            let got = one_statement(sql);
+            assert!(got.as_ref().is_err_and(|e| e.contains(why)), "{sql}: {got:?}");
+        }
+    }
+
+    /// Differential: SQLite itself, on a writable database, runs the second statement (an
+    /// INSERT that shows) of exactly the texts that `one_statement` refuses.
+    #[tokio::test]
+    async fn one_statement_agrees_with_sqlite() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut conn = SqliteConnectOptions::new()
+            .filename(dir.path().join("d.db"))
+            .create_if_missing(true)
+            .connect()
+            .await
+            .unwrap();
+        sqlx::query("CREATE TABLE log (n INTEGER)")
+            .execute(&mut conn)
+            .await
+            .unwrap();
+        let insert = "INSERT INTO log VALUES (1)";
+        // (text, whether SQLite runs its INSERT)
+        let cases = [
+            (format!("SELECT 1 /* x */; {insert}"), true),
+            (format!("SELECT '/*'; {insert} --*/"), true),
+            (format!("SELECT 1 AS \"--\"; {insert}"), true),
+            (format!("SELECT 1 AS [\"]; {insert}"), true),
+            (format!("SELECT x'' AS a, 'b''' AS c; {insert}"), true),
+            (format!("SELECT 1 AS `a``b`; {insert}"), true),
+            (format!("SELECT 1-/**/-1; {insert}"), true),
+            (format!("SELECT 1 AS ab$c; {insert}"), true),
+            (format!("SELECT 1e-5; {insert}"), true),
+            (format!("SELECT 'a'';' AS x;{insert}"), true),
+            (format!("SELECT 1 -- c\r; {insert}"), false),
+            (format!("SELECT 1 /*/; {insert} */"), false),
+            (format!("SELECT 1 /* unterminated ; {insert}"), false),
+            (format!("SELECT ';{insert}' AS x"), false),
+            ("SELECT 1; -- a comment".to_string(), false),
+        ];
+        for (sql, runs_two) in cases {
+            let count = "SELECT count(*) FROM log";
+            let before: i64 = sqlx::query_scalar(count).fetch_one(&mut conn).await.unwrap();
+            let _ = sqlx::query(AssertSqlSafe(sql.clone())).execute(&mut conn).await;
+            let after: i64 = sqlx::query_scalar(count).fetch_one(&mut conn).await.unwrap();
+            assert_eq!(after > before, runs_two, "SQLite on {sql:?}");
+            assert_eq!(one_statement(&sql).is_err(), runs_two, "one_statement({sql:?})");
+        }
+    }
 
     #[test]
     fn declared_types_map_by_affinity() {
