@@ -40,6 +40,23 @@ fn db_error(context: &str, e: sqlx::Error) -> ConnectorError {
     }
 }
 
+/// A failure of a source's query: a write that the read-only connection refused
+/// (`SQLITE_READONLY` and its extended codes) says that sources only read.
+fn source_query_error(e: sqlx::Error) -> ConnectorError {
+    const SQLITE_READONLY: i64 = 8;
+    let refused_write = matches!(
+        &e,
+        sqlx::Error::Database(db)
+            if db.code().and_then(|c| c.parse::<i64>().ok()).is_some_and(|c| c & 0xff == SQLITE_READONLY)
+    );
+    let context = if refused_write {
+        "the query tried to write (sources are read on a read-only connection)"
+    } else {
+        "query"
+    };
+    db_error(context, e)
+}
+
 /// Quotes an identifier for SQLite (`main.t` becomes `"main"."t"`).
 pub fn quote_ident(name: &str) -> String {
     name.split('.')
@@ -264,7 +281,7 @@ impl SourceConnector for SqliteSource {
                 let row = match next {
                     Ok(row) => row,
                     Err(e) => {
-                        let err = db_error("query", e);
+                        let err = source_query_error(e);
                         match schema_tx.take() {
                             Some(stx) => {
                                 let _ = stx.send(Err(err));
@@ -321,14 +338,62 @@ impl SourceConnector for SqliteSource {
     }
 }
 
-/// The statement that reads a source query: `SELECT * FROM (<query>)`. The database is open
-/// read-only, but a read-only connection still runs `VACUUM INTO '<file>'` (which writes a
-/// file) or a second statement after a `;`, and sqlx runs every statement of a text. So the
-/// query must be one statement, and a query: wrapped as a subquery, nothing but a `SELECT`,
-/// `WITH` or `VALUES` parses.
+/// The statement that reads a source query. The database is open read-only, but a read-only
+/// connection still runs `VACUUM INTO '<file>'` (which writes a file), and sqlx runs every
+/// statement of a text, the second after a `;` too. So the query must be one statement, and a
+/// query: it starts with SELECT, WITH or VALUES (a WITH that ends in a DELETE is refused by
+/// the read-only connection). Not wrapped as a subquery, so its columns keep their names even
+/// when two are named alike (SQLite renames a subquery's `id, id` to `id, id:1`).
 fn read_query(query: &str) -> Result<String, ConnectorError> {
-    let statement = one_statement(query).map_err(|why| ConnectorError::permanent(format!("query: {why}")))?;
-    Ok(format!("SELECT * FROM (\n{statement}\n)"))
+    let refuse = |why: String| ConnectorError::permanent(format!("query: {why}"));
+    let statement = one_statement(query).map_err(refuse)?;
+    let b = statement.as_bytes();
+    let start = skip_space_and_comments(b, 0);
+    let word: String = b[start..]
+        .iter()
+        .take_while(|c| is_id_char(**c))
+        .map(|c| char::from(*c).to_ascii_uppercase())
+        .collect();
+    if !matches!(word.as_str(), "SELECT" | "WITH" | "VALUES") {
+        return Err(refuse(format!(
+            "a source query reads: it is a SELECT, WITH or VALUES query, not {}",
+            if word.is_empty() { "empty" } else { &word }
+        )));
+    }
+    Ok(statement.to_string())
+}
+
+/// SQLite's whitespace (`sqlite3Isspace`).
+fn is_space(c: u8) -> bool {
+    matches!(c, b' ' | b'\t' | b'\n' | 0x0b | 0x0c | b'\r')
+}
+
+/// A byte of an identifier or keyword (SQLite's `IdChar`).
+fn is_id_char(c: u8) -> bool {
+    c.is_ascii_alphanumeric() || c == b'_' || c == b'$' || c >= 0x80
+}
+
+/// The index of the first byte at or after `i` that is not whitespace or inside a comment:
+/// `--` to the end of the line, `/* */` to its end or the end of the text.
+fn skip_space_and_comments(b: &[u8], mut i: usize) -> usize {
+    while i < b.len() {
+        if is_space(b[i]) {
+            i += 1;
+        } else if b[i] == b'-' && b.get(i + 1) == Some(&b'-') {
+            while i < b.len() && b[i] != b'\n' {
+                i += 1;
+            }
+        } else if b[i] == b'/' && b.get(i + 1) == Some(&b'*') {
+            i += 2;
+            while i < b.len() && !(b[i] == b'*' && b.get(i + 1) == Some(&b'/')) {
+                i += 1;
+            }
+            i = (i + 2).min(b.len());
+        } else {
+            break;
+        }
+    }
+    i
 }
 
 /// `sql` without a trailing `;` (and what follows it: comments, spaces), or why it is not one
@@ -338,30 +403,11 @@ fn read_query(query: &str) -> Result<String, ConnectorError> {
 /// Tcl-style variables (`$a(...)`) are tokens that may hold anything, a `;` too.
 fn one_statement(sql: &str) -> Result<&str, String> {
     let b = sql.as_bytes();
-    let is_space = |c: u8| matches!(c, b' ' | b'\t' | b'\n' | 0x0b | 0x0c | b'\r');
-    let is_id = |c: u8| c.is_ascii_alphanumeric() || c == b'_' || c == b'$' || c >= 0x80;
     let mut end: Option<usize> = None;
     let mut i = 0;
-    while i < b.len() {
-        let c = b[i];
-        if is_space(c) {
-            i += 1;
-            continue;
-        }
-        if c == b'-' && b.get(i + 1) == Some(&b'-') {
-            while i < b.len() && b[i] != b'\n' {
-                i += 1;
-            }
-            continue;
-        }
-        if c == b'/' && b.get(i + 1) == Some(&b'*') {
-            i += 2;
-            while i < b.len() && !(b[i] == b'*' && b.get(i + 1) == Some(&b'/')) {
-                i += 1;
-            }
-            i = (i + 2).min(b.len());
-            continue;
-        }
+    loop {
+        i = skip_space_and_comments(b, i);
+        let Some(&c) = b.get(i) else { break };
         if c == b';' {
             end.get_or_insert(i);
             i += 1;
@@ -393,18 +439,18 @@ fn one_statement(sql: &str) -> Result<&str, String> {
                 i += 1;
             }
             b'?' | b'$' | b'@' | b':' | b'#' => {
+                let token: String = sql[i..]
+                    .chars()
+                    .take_while(|ch| !ch.is_whitespace())
+                    .take(20)
+                    .collect();
                 return Err(format!(
-                    "it has a parameter at byte {i} ({:?}); a source query binds none: write the value \
-                     in the query",
-                    sql[i..]
-                        .chars()
-                        .take_while(|ch| !ch.is_whitespace())
-                        .collect::<String>()
-                ))
+                    "it has a parameter ({token}); a source query binds none: write the value in the query"
+                ));
             }
             0 => return Err("it contains a NUL character".into()),
-            c if is_id(c) => {
-                while i < b.len() && is_id(b[i]) {
+            c if is_id_char(c) => {
+                while i < b.len() && is_id_char(b[i]) {
                     i += 1;
                 }
             }
