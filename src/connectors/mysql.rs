@@ -1,9 +1,9 @@
 //! MySQL and MariaDB (`relational_db` / `mysql`).
 //!
-//! Reads stream the result over the text protocol (rows arrive as the server sends them) and
-//! parse each value by the column's declared type (`SHOW COLUMNS`; for a query, of an empty
-//! temporary table made from it), so decimals stay exact. Cancelling stops the read and kills
-//! the query on the server (`KILL QUERY`).
+//! Reads stream the result over the text protocol (rows arrive as the server sends them), in a
+//! read-only transaction, and parse each value by the column's declared type (`SHOW COLUMNS`;
+//! for a query, the description of the prepared query), so decimals stay exact. Cancelling
+//! stops the read and kills the query on the server (`KILL QUERY`).
 //!
 //! Loads stage the rows with multi-row `INSERT`s inside one transaction; publishing inserts
 //! the staged rows of `append` loads (each in a transaction that also records the load, so a

@@ -1,9 +1,10 @@
 //! PostgreSQL (`relational_db` / `postgres`).
 //!
-//! Reads run `COPY (query) TO STDOUT (FORMAT binary)` and decode the stream straight into Arrow
-//! builders, batch by batch, so memory stays flat however large the table; column types come
-//! from the catalog (through a temporary view for queries), the expected row count from the
-//! planner. Cancelling stops the read and cancels the query on the server.
+//! Reads run `COPY (query) TO STDOUT (FORMAT binary)` in a read-only transaction and decode the
+//! stream straight into Arrow builders, batch by batch, so memory stays flat however large the
+//! table; column types come from the catalog (through a temporary view for queries), the
+//! expected row count from the planner. Cancelling stops the read and cancels the query on the
+//! server.
 //!
 //! Loads stage the rows with `COPY ... FROM STDIN (FORMAT binary, FREEZE)` into a staging
 //! table created in the same transaction; publishing swaps (`replace`) or inserts (`append`)

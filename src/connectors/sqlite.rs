@@ -1,5 +1,6 @@
-//! SQLite databases (`relational_db` / `sqlite`): read a table or a query as Arrow batches,
-//! write a table atomically (staged and swapped inside one transaction).
+//! SQLite databases (`relational_db` / `sqlite`): read a table or a query (one statement, on a
+//! read-only connection) as Arrow batches, write a table atomically (staged and swapped inside
+//! one transaction).
 
 use std::path::PathBuf;
 use std::sync::Arc;
