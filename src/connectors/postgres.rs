@@ -337,8 +337,11 @@ async fn copy_batches(
     cancel: &tokio_util::sync::CancellationToken,
     secret: Option<&crate::secrets::Secret>,
 ) -> Result<bool, ConnectorError> {
-    // `copy` is sent as a simple query, but it is one statement: the query inside it was
-    // accepted alone as one prepared statement (see `describe`), so it holds no `;`.
+    // `copy` is sent as a simple query, which may hold several statements, but it is one: a
+    // table's `SELECT`, or a query that PostgreSQL accepted inside one prepared statement (the
+    // probe view, see `describe`). Such a query's `;`, if any, can only end it, and inside the
+    // COPY's parentheses it is a syntax error, which PostgreSQL reports before it runs any of
+    // the text.
     let mut stream = tokio::select! {
         biased;
         _ = cancel.cancelled() => return Ok(false),
