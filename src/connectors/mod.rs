@@ -1,6 +1,8 @@
 //! Connectors: turn a store plus a table, query or path into a stream of Arrow record batches,
 //! and a stream of batches into a table or file, atomically. They know nothing of flows: they
-//! get a cancellation token and report rows through a callback.
+//! get a cancellation token and report rows through a callback. Sources only read: a source
+//! query runs as exactly one statement, read-only (a read-only transaction, or SQLite's
+//! read-only connection).
 //!
 //! | engine  | source                         | target                                  |
 //! |---------|--------------------------------|-----------------------------------------|

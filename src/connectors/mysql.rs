@@ -1,15 +1,16 @@
 //! MySQL and MariaDB (`relational_db` / `mysql`).
 //!
-//! Reads stream the result over the text protocol (rows arrive as the server sends them) and
-//! parse each value by the column's declared type (`SHOW COLUMNS`; for a query, of an empty
-//! temporary table made from it), so decimals stay exact. Cancelling stops the read and kills
-//! the query on the server (`KILL QUERY`).
+//! Reads stream the result over the text protocol (rows arrive as the server sends them), in a
+//! read-only transaction, and parse each value by the column's declared type (`SHOW COLUMNS`;
+//! for a query, the description of the prepared query), so decimals stay exact. Cancelling
+//! stops the read and kills the query on the server (`KILL QUERY`).
 //!
 //! Loads stage the rows with multi-row `INSERT`s inside one transaction; publishing inserts
 //! the staged rows of `append` loads (each in a transaction that also records the load, so a
 //! resumed publish never appends twice) and swaps in the staged tables of `replace` loads with
 //! one `RENAME TABLE` statement.
 
+use std::collections::HashMap;
 use std::fmt::Write as _;
 
 use async_trait::async_trait;
@@ -21,13 +22,16 @@ use datafusion::error::DataFusionError;
 use datafusion::execution::SendableRecordBatchStream;
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use futures::{StreamExt, TryStreamExt};
-use sqlx::mysql::MySqlRow;
-use sqlx::{AssertSqlSafe, Connection, Decode, MySql, MySqlConnection, Row, ValueRef};
+use sqlx::mysql::{MySqlRow, MySqlTypeInfo};
+use sqlx::{
+    AssertSqlSafe, Column, ColumnOrigin, Connection, Decode, Executor, MySql, MySqlConnection, Row,
+    SqlSafeStr, Statement, TypeInfo, ValueRef,
+};
 
 use super::pools::{mysql_options, Pools};
 use super::relational::{
-    bare_query, display_strings, split_table, sql_error, stage_name, stream_from, timestamp, BatchBuilder,
-    DbConn, Guarded,
+    bare_query, display_strings, source_query_error, split_table, sql_error, stage_name, stream_from,
+    timestamp, BatchBuilder, DbConn, Guarded,
 };
 use super::{ConnectorError, IoContext, Load, Opened, RowsCallback, SinkConnector, SourceConnector};
 use crate::domain::spec::{Source, SourceRead, WriteMode};
@@ -141,6 +145,23 @@ fn plan_column(name: &str, declared: &str) -> Option<(DataType, String)> {
     }
 }
 
+/// A column type as a prepared statement's description gives it, spelled like a declared
+/// type for `plan_column`. The description carries no precision for a computed decimal (it
+/// becomes exact text) and tells text from binary strings by the column's collation.
+fn described_type(ty: &MySqlTypeInfo) -> String {
+    if <str as sqlx::Type<MySql>>::compatible(ty) {
+        return "text".into();
+    }
+    if <[u8] as sqlx::Type<MySql>>::compatible(ty) {
+        return "blob".into();
+    }
+    match ty.name() {
+        // `SELECT NULL`: a column of no type, read as text.
+        "NULL" => "text".into(),
+        name => name.to_ascii_lowercase(),
+    }
+}
+
 pub struct MysqlSource {
     conn: Conn,
 }
@@ -197,21 +218,49 @@ impl MysqlSource {
             }
             SourceRead::Query(q) => {
                 let q = bare_query(q).to_string();
-                // The result's declared types: an empty temporary table made from the query.
-                sqlx::raw_sql(AssertSqlSafe(format!(
-                    "DROP TEMPORARY TABLE IF EXISTS `_sluice_probe`; \
-                     CREATE TEMPORARY TABLE `_sluice_probe` AS SELECT * FROM (\n{q}\n) AS q LIMIT 0"
-                )))
-                .execute(&mut *conn)
-                .await
-                .map_err(self.conn.err("query"))?;
-                let cols = show_columns(conn, "_sluice_probe")
+                let secret = self.conn.store.password.as_ref();
+                // The result's columns as MySQL describes the prepared query. Preparing runs
+                // nothing, and a prepared statement is exactly one statement, so the query
+                // cannot smuggle in a second one (`; COMMIT; DROP ...`). (A temporary table
+                // made from the query would type it too, but MySQL evaluates parts of a query
+                // while it creates one, and a read-only transaction refuses to.)
+                let mut tx = conn
+                    .begin_with("START TRANSACTION READ ONLY")
                     .await
-                    .map_err(self.conn.err("describing the query"));
-                let _ = sqlx::raw_sql("DROP TEMPORARY TABLE IF EXISTS `_sluice_probe`")
-                    .execute(&mut *conn)
-                    .await;
-                Ok((cols?, None, q))
+                    .map_err(self.conn.err("starting a read-only transaction"))?;
+                let described = (&mut *tx)
+                    .prepare(AssertSqlSafe(q.clone()).into_sql_str())
+                    .await
+                    .map_err(|e| source_query_error(e, secret))?;
+                // The driver keeps prepared statements with their description; a later read of
+                // the same query must not get this one's (the tables may have changed since).
+                tx.clear_cached_statements()
+                    .await
+                    .map_err(self.conn.err("describing the query"))?;
+                // A column read straight from a table has that column's declared type.
+                let mut tables: HashMap<String, Vec<(String, String)>> = HashMap::new();
+                let mut cols = Vec::with_capacity(described.columns().len());
+                for column in described.columns() {
+                    let declared = match column.origin() {
+                        ColumnOrigin::Table(origin) => {
+                            if !tables.contains_key(&*origin.table) {
+                                // A view or table the server names but SHOW COLUMNS cannot
+                                // read: the description's type will do.
+                                let found = show_columns(&mut tx, &origin.table).await.unwrap_or_default();
+                                tables.insert(origin.table.to_string(), found);
+                            }
+                            tables[&*origin.table]
+                                .iter()
+                                .find(|(n, _)| n.eq_ignore_ascii_case(&origin.name))
+                                .map(|(_, ty)| ty.clone())
+                        }
+                        _ => None,
+                    };
+                    let declared = declared.unwrap_or_else(|| described_type(column.type_info()));
+                    cols.push((column.name().to_string(), declared));
+                }
+                tx.commit().await.map_err(self.conn.err("describing the query"))?;
+                Ok((cols, None, q))
             }
             SourceRead::Path(_) => Err(ConnectorError::permanent(
                 "a MySQL store is read by table or query",
@@ -282,6 +331,10 @@ impl SourceConnector for MysqlSource {
     }
 }
 
+/// Runs `sql` in a read-only transaction (sources only read: a query that tries to write,
+/// through a function, `FOR UPDATE` or otherwise, is refused by MySQL) and streams its rows
+/// into batches. `Ok(true)` when it read everything, `Ok(false)` when it stopped because of
+/// cancellation or because nobody reads any more.
 async fn read_rows(
     conn: &mut MySqlConnection,
     sql: String,
@@ -290,13 +343,41 @@ async fn read_rows(
     cancel: &tokio_util::sync::CancellationToken,
     secret: Option<&crate::secrets::Secret>,
 ) -> Result<bool, ConnectorError> {
+    let mut read_only = tokio::select! {
+        biased;
+        _ = cancel.cancelled() => return Ok(false),
+        t = conn.begin_with("START TRANSACTION READ ONLY") => {
+            t.map_err(|e| sql_error("starting a read-only transaction", e, secret))?
+        }
+    };
+    let complete = fetch_batches(&mut read_only, sql, builder, tx, cancel, secret).await?;
+    if complete {
+        read_only
+            .commit()
+            .await
+            .map_err(|e| sql_error("ending the read-only transaction", e, secret))?;
+    }
+    Ok(complete)
+}
+
+/// Streams the rows of `sql` into batches; see `read_rows`.
+async fn fetch_batches(
+    conn: &mut MySqlConnection,
+    sql: String,
+    builder: &mut BatchBuilder,
+    tx: &tokio::sync::mpsc::Sender<Result<RecordBatch, ConnectorError>>,
+    cancel: &tokio_util::sync::CancellationToken,
+    secret: Option<&crate::secrets::Secret>,
+) -> Result<bool, ConnectorError> {
+    // The text protocol runs every statement of a text, but `sql` is one: a table's `SELECT`,
+    // or a query that MySQL prepared alone as one statement (see `describe`).
     let mut rows = sqlx::raw_sql(AssertSqlSafe(sql)).fetch(&mut *conn);
     loop {
         let next = tokio::select! {
             biased;
             _ = cancel.cancelled() => return Ok(false),
             _ = tx.closed() => return Ok(false),
-            r = rows.try_next() => r.map_err(|e| sql_error("query", e, secret))?,
+            r = rows.try_next() => r.map_err(|e| source_query_error(e, secret))?,
         };
         let Some(row) = next else { break };
         for i in 0..builder.cols.len() {
@@ -523,6 +604,32 @@ fn qualified_like(table: &str, name: &str) -> String {
     }
 }
 
+async fn database_exists(conn: &mut MySqlConnection, db: &str) -> Result<bool, sqlx::Error> {
+    let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM information_schema.SCHEMATA WHERE SCHEMA_NAME = ?")
+        .bind(db)
+        .fetch_one(&mut *conn)
+        .await?;
+    Ok(n > 0)
+}
+
+/// Creates the database `db` when it is missing. `CREATE DATABASE IF NOT EXISTS` is not safe
+/// against itself: two at once (several outputs of a flow, or several flows, into one new
+/// database) may both find it missing, and the second then fails to create it. A creation
+/// that fails while the database now exists was such a race, and the database is there: that
+/// is success.
+async fn ensure_database(conn: &mut MySqlConnection, db: &str) -> Result<(), sqlx::Error> {
+    if database_exists(conn, db).await? {
+        return Ok(());
+    }
+    match exec(conn, format!("CREATE DATABASE IF NOT EXISTS {}", quote_part(db))).await {
+        Ok(()) => Ok(()),
+        Err(e) => match database_exists(conn, db).await {
+            Ok(true) => Ok(()),
+            _ => Err(e),
+        },
+    }
+}
+
 async fn exec(conn: &mut MySqlConnection, sql: String) -> Result<(), sqlx::Error> {
     sqlx::raw_sql(AssertSqlSafe(sql))
         .execute(&mut *conn)
@@ -558,7 +665,7 @@ impl SinkConnector for MysqlSink {
             .map_err(self.conn.err("reading the session's SQL mode"))?;
         let backslash_escapes = !mode.to_ascii_uppercase().contains("NO_BACKSLASH_ESCAPES");
         if let (Some(db), _) = split_table(&load.table) {
-            exec(conn, format!("CREATE DATABASE IF NOT EXISTS {}", quote_part(db)))
+            ensure_database(conn, db)
                 .await
                 .map_err(self.conn.err("creating the target's database"))?;
         }

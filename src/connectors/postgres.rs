@@ -1,9 +1,10 @@
 //! PostgreSQL (`relational_db` / `postgres`).
 //!
-//! Reads run `COPY (query) TO STDOUT (FORMAT binary)` and decode the stream straight into Arrow
-//! builders, batch by batch, so memory stays flat however large the table; column types come
-//! from the catalog (through a temporary view for queries), the expected row count from the
-//! planner. Cancelling stops the read and cancels the query on the server.
+//! Reads run `COPY (query) TO STDOUT (FORMAT binary)` in a read-only transaction and decode the
+//! stream straight into Arrow builders, batch by batch, so memory stays flat however large the
+//! table; column types come from the catalog (through a temporary view for queries), the
+//! expected row count from the planner. Cancelling stops the read and cancels the query on the
+//! server.
 //!
 //! Loads stage the rows with `COPY ... FROM STDIN (FORMAT binary, FREEZE)` into a staging
 //! table created in the same transaction; publishing swaps (`replace`) or inserts (`append`)
@@ -22,8 +23,9 @@ use sqlx::{AssertSqlSafe, Connection, Postgres, Row};
 
 use super::pools::{pg_options, Pools};
 use super::relational::{
-    bare_query, display_strings, pg_numeric_from_i128, pg_numeric_from_text, split_table, sql_error,
-    stage_qualified, stream_from, timestamp, BatchBuilder, DbConn, Guarded, PG_EPOCH_DAYS, PG_EPOCH_MICROS,
+    bare_query, display_strings, pg_numeric_from_i128, pg_numeric_from_text, source_query_error, split_table,
+    sql_error, stage_qualified, stream_from, timestamp, BatchBuilder, DbConn, Guarded, PG_EPOCH_DAYS,
+    PG_EPOCH_MICROS,
 };
 use super::{ConnectorError, IoContext, Load, Opened, RowsCallback, SinkConnector, SourceConnector};
 use crate::domain::spec::{Source, SourceRead, WriteMode};
@@ -191,18 +193,23 @@ impl PostgresSource {
             }
             SourceRead::Query(q) => {
                 let q = bare_query(q).to_string();
-                // The query's result columns, typed by PostgreSQL itself: a temporary view,
-                // rolled back.
+                let secret = self.conn.store.password.as_ref();
+                // The query's result columns, typed by PostgreSQL itself (with their type
+                // modifiers, so `numeric(12,2)` stays exact): a temporary view, rolled back.
+                // Creating a view does not run its query, and the view is sent as a prepared
+                // statement, which PostgreSQL accepts only as exactly one statement: the query
+                // cannot smuggle in a `COMMIT` or a second statement.
                 let mut tx = conn
                     .begin()
                     .await
                     .map_err(self.conn.err("starting a transaction"))?;
-                sqlx::raw_sql(AssertSqlSafe(format!(
+                sqlx::query(AssertSqlSafe(format!(
                     "CREATE TEMPORARY VIEW _sluice_probe AS\n{q}\n"
                 )))
+                .persistent(false)
                 .execute(&mut *tx)
                 .await
-                .map_err(self.conn.err("query"))?;
+                .map_err(|e| source_query_error(e, secret))?;
                 let oid = relation_oid(&mut tx, "pg_temp._sluice_probe")
                     .await
                     .map_err(self.conn.err("describing the query"))?
@@ -210,8 +217,14 @@ impl PostgresSource {
                 let cols = columns_of(&mut tx, oid)
                     .await
                     .map_err(self.conn.err("describing the query"))?;
+                // Planning may evaluate the query's functions: from here on, read-only.
+                sqlx::query("SET TRANSACTION READ ONLY")
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(self.conn.err("describing the query"))?;
                 let plan: Option<serde_json::Value> =
                     sqlx::query_scalar(AssertSqlSafe(format!("EXPLAIN (FORMAT JSON)\n{q}\n")))
+                        .persistent(false)
                         .fetch_one(&mut *tx)
                         .await
                         .ok();
@@ -286,8 +299,10 @@ impl SourceConnector for PostgresSource {
 
 const COPY_SIGNATURE: &[u8] = b"PGCOPY\n\xff\r\n\0";
 
-/// Streams the COPY into batches. `Ok(true)` when it read everything, `Ok(false)` when it
-/// stopped because of cancellation or because nobody reads any more.
+/// Runs the COPY in a read-only transaction (sources only read: a query that tries to write,
+/// through a function, `FOR UPDATE` or otherwise, is refused by PostgreSQL) and streams it
+/// into batches. `Ok(true)` when it read everything, `Ok(false)` when it stopped because of
+/// cancellation or because nobody reads any more.
 async fn read_copy(
     conn: &mut sqlx::PgConnection,
     copy: &str,
@@ -296,10 +311,41 @@ async fn read_copy(
     cancel: &tokio_util::sync::CancellationToken,
     secret: Option<&crate::secrets::Secret>,
 ) -> Result<bool, ConnectorError> {
+    let mut read_only = tokio::select! {
+        biased;
+        _ = cancel.cancelled() => return Ok(false),
+        t = conn.begin_with("BEGIN READ ONLY") => {
+            t.map_err(|e| sql_error("starting a read-only transaction", e, secret))?
+        }
+    };
+    let complete = copy_batches(&mut read_only, copy, builder, tx, cancel, secret).await?;
+    if complete {
+        read_only
+            .commit()
+            .await
+            .map_err(|e| sql_error("ending the read-only transaction", e, secret))?;
+    }
+    Ok(complete)
+}
+
+/// Streams the COPY `copy` into batches; see `read_copy`.
+async fn copy_batches(
+    conn: &mut sqlx::PgConnection,
+    copy: &str,
+    builder: &mut BatchBuilder,
+    tx: &tokio::sync::mpsc::Sender<Result<RecordBatch, ConnectorError>>,
+    cancel: &tokio_util::sync::CancellationToken,
+    secret: Option<&crate::secrets::Secret>,
+) -> Result<bool, ConnectorError> {
+    // `copy` is sent as a simple query, which may hold several statements, but it is one: a
+    // table's `SELECT`, or a query that PostgreSQL accepted inside one prepared statement (the
+    // probe view, see `describe`). Such a query's `;`, if any, can only end it, and inside the
+    // COPY's parentheses it is a syntax error, which PostgreSQL reports before it runs any of
+    // the text.
     let mut stream = tokio::select! {
         biased;
         _ = cancel.cancelled() => return Ok(false),
-        s = conn.copy_out_raw(copy) => s.map_err(|e| sql_error("query", e, secret))?,
+        s = conn.copy_out_raw(copy) => s.map_err(|e| source_query_error(e, secret))?,
     };
     let mut buf: Vec<u8> = Vec::with_capacity(1 << 16);
     let mut pos = 0usize;
@@ -314,7 +360,7 @@ async fn read_copy(
             c = stream.next() => c,
         };
         let Some(chunk) = chunk else { break };
-        let chunk = chunk.map_err(|e| sql_error("query", e, secret))?;
+        let chunk = chunk.map_err(|e| source_query_error(e, secret))?;
         if pos > 0 && pos == buf.len() {
             buf.clear();
             pos = 0;
@@ -642,24 +688,39 @@ impl PostgresSink {
     }
 }
 
-/// Creates the schema of `table` when it has one and it is missing.
+async fn schema_exists(conn: &mut sqlx::PgConnection, schema: &str) -> Result<bool, sqlx::Error> {
+    sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = $1)")
+        .bind(schema)
+        .fetch_one(&mut *conn)
+        .await
+}
+
+/// Creates the schema of `table` when it has one and it is missing, in a statement of its own
+/// before the load's transaction: loads into one new schema (several outputs of a flow, or
+/// several flows) then do not wait for each other's rows. `CREATE SCHEMA IF NOT EXISTS` is
+/// not safe against itself: when two run at once, the second fails on pg_namespace's unique
+/// index once the first commits. A creation that fails while the schema now exists was such
+/// a race, and the schema is there: that is success.
 async fn ensure_schema(conn: &mut sqlx::PgConnection, table: &str) -> Result<(), sqlx::Error> {
-    if let (Some(schema), _) = split_table(table) {
-        let exists: bool =
-            sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = $1)")
-                .bind(schema)
-                .fetch_one(&mut *conn)
-                .await?;
-        if !exists {
-            sqlx::raw_sql(AssertSqlSafe(format!(
-                "CREATE SCHEMA IF NOT EXISTS {}",
-                quote_ident_part(schema)
-            )))
-            .execute(&mut *conn)
-            .await?;
-        }
+    let (Some(schema), _) = split_table(table) else {
+        return Ok(());
+    };
+    if schema_exists(conn, schema).await? {
+        return Ok(());
     }
-    Ok(())
+    let created = sqlx::raw_sql(AssertSqlSafe(format!(
+        "CREATE SCHEMA IF NOT EXISTS {}",
+        quote_ident_part(schema)
+    )))
+    .execute(&mut *conn)
+    .await;
+    match created {
+        Ok(_) => Ok(()),
+        Err(e) => match schema_exists(conn, schema).await {
+            Ok(true) => Ok(()),
+            _ => Err(e),
+        },
+    }
 }
 
 /// Columns and their declared types (`format_type`) of an existing table.
@@ -705,14 +766,14 @@ impl SinkConnector for PostgresSink {
             .collect();
         let stage = quote_ident(&stage_qualified(load));
         let mut guarded = Guarded::new(self.conn.acquire().await?);
+        ensure_schema(&mut guarded.conn, &load.table)
+            .await
+            .map_err(self.conn.err("creating the target's schema"))?;
         let mut tx = guarded
             .conn
             .begin()
             .await
             .map_err(self.conn.err("starting a transaction"))?;
-        ensure_schema(&mut tx, &load.table)
-            .await
-            .map_err(self.conn.err("creating the target's schema"))?;
         sqlx::raw_sql(AssertSqlSafe(format!(
             "DROP TABLE IF EXISTS {stage}; CREATE TABLE {stage} ({})",
             defs.join(", ")

@@ -58,6 +58,25 @@ pub fn sql_error(context: &str, e: sqlx::Error, secret: Option<&Secret>) -> Conn
     }
 }
 
+/// The SQLSTATE of a statement refused because its transaction is read-only: PostgreSQL's
+/// `cannot execute INSERT in a read-only transaction`, MySQL's error 1792.
+const READ_ONLY_TRANSACTION: &str = "25006";
+
+/// A failure of a source's read: a write that the read-only transaction refused says that
+/// sources only read; anything else is the database's own message.
+pub fn source_query_error(e: sqlx::Error, secret: Option<&Secret>) -> ConnectorError {
+    let refused_write = matches!(
+        &e,
+        sqlx::Error::Database(db) if db.code().as_deref() == Some(READ_ONLY_TRANSACTION)
+    );
+    let context = if refused_write {
+        "the query tried to write (sources are read in a read-only transaction)"
+    } else {
+        "query"
+    };
+    sql_error(context, e, secret)
+}
+
 /// `schema.table` as (schema, table); a name without a dot has no schema.
 pub fn split_table(name: &str) -> (Option<&str>, &str) {
     match name.split_once('.') {

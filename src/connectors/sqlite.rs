@@ -1,5 +1,6 @@
-//! SQLite databases (`relational_db` / `sqlite`): read a table or a query as Arrow batches,
-//! write a table atomically (staged and swapped inside one transaction).
+//! SQLite databases (`relational_db` / `sqlite`): read a table or a query (one statement, on a
+//! read-only connection) as Arrow batches, write a table atomically (staged and swapped inside
+//! one transaction).
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -38,6 +39,23 @@ fn db_error(context: &str, e: sqlx::Error) -> ConnectorError {
         message: format!("{context}: {text}"),
         transient,
     }
+}
+
+/// A failure of a source's query: a write that the read-only connection refused
+/// (`SQLITE_READONLY` and its extended codes) says that sources only read.
+fn source_query_error(e: sqlx::Error) -> ConnectorError {
+    const SQLITE_READONLY: i64 = 8;
+    let refused_write = matches!(
+        &e,
+        sqlx::Error::Database(db)
+            if db.code().and_then(|c| c.parse::<i64>().ok()).is_some_and(|c| c & 0xff == SQLITE_READONLY)
+    );
+    let context = if refused_write {
+        "the query tried to write (sources are read on a read-only connection)"
+    } else {
+        "query"
+    };
+    db_error(context, e)
 }
 
 /// Quotes an identifier for SQLite (`main.t` becomes `"main"."t"`).
@@ -239,7 +257,7 @@ impl SourceConnector for SqliteSource {
                     count.map(|c| c.max(0) as u64),
                 )
             }
-            SourceRead::Query(q) => (q.to_string(), None, None),
+            SourceRead::Query(q) => (read_query(q)?, None, None),
             SourceRead::Path(_) => {
                 return Err(ConnectorError::permanent(
                     "a SQLite store is read by table or query",
@@ -264,7 +282,7 @@ impl SourceConnector for SqliteSource {
                 let row = match next {
                     Ok(row) => row,
                     Err(e) => {
-                        let err = db_error("query", e);
+                        let err = source_query_error(e);
                         match schema_tx.take() {
                             Some(stx) => {
                                 let _ = stx.send(Err(err));
@@ -319,6 +337,131 @@ impl SourceConnector for SqliteSource {
             estimated_rows,
         })
     }
+}
+
+/// The statement that reads a source query. The database is open read-only, but a read-only
+/// connection still runs `VACUUM INTO '<file>'` (which writes a file), and sqlx runs every
+/// statement of a text, the second after a `;` too. So the query must be one statement, and a
+/// query: it starts with SELECT, WITH or VALUES (a WITH that ends in a DELETE is refused by
+/// the read-only connection). Not wrapped as a subquery, so its columns keep their names even
+/// when two are named alike (SQLite renames a subquery's `id, id` to `id, id:1`).
+fn read_query(query: &str) -> Result<String, ConnectorError> {
+    let refuse = |why: String| ConnectorError::permanent(format!("query: {why}"));
+    let statement = one_statement(query).map_err(refuse)?;
+    let b = statement.as_bytes();
+    let start = skip_space_and_comments(b, 0);
+    let word: String = b[start..]
+        .iter()
+        .take_while(|c| is_id_char(**c))
+        .map(|c| char::from(*c).to_ascii_uppercase())
+        .collect();
+    if !matches!(word.as_str(), "SELECT" | "WITH" | "VALUES") {
+        return Err(refuse(format!(
+            "a source query reads: it is a SELECT, WITH or VALUES query, not {}",
+            if word.is_empty() { "empty" } else { &word }
+        )));
+    }
+    Ok(statement.to_string())
+}
+
+/// SQLite's whitespace (`sqlite3Isspace`).
+fn is_space(c: u8) -> bool {
+    matches!(c, b' ' | b'\t' | b'\n' | 0x0b | 0x0c | b'\r')
+}
+
+/// A byte of an identifier or keyword (SQLite's `IdChar`).
+fn is_id_char(c: u8) -> bool {
+    c.is_ascii_alphanumeric() || c == b'_' || c == b'$' || c >= 0x80
+}
+
+/// The index of the first byte at or after `i` that is not whitespace or inside a comment:
+/// `--` to the end of the line, `/* */` to its end or the end of the text.
+fn skip_space_and_comments(b: &[u8], mut i: usize) -> usize {
+    while i < b.len() {
+        if is_space(b[i]) {
+            i += 1;
+        } else if b[i] == b'-' && b.get(i + 1) == Some(&b'-') {
+            while i < b.len() && b[i] != b'\n' {
+                i += 1;
+            }
+        } else if b[i] == b'/' && b.get(i + 1) == Some(&b'*') {
+            i += 2;
+            while i < b.len() && !(b[i] == b'*' && b.get(i + 1) == Some(&b'/')) {
+                i += 1;
+            }
+            i = (i + 2).min(b.len());
+        } else {
+            break;
+        }
+    }
+    i
+}
+
+/// `sql` without a trailing `;` (and what follows it: comments, spaces), or why it is not one
+/// statement. Scans `sql` by the rules of SQLite's own tokenizer (`tokenize.c`) for what may
+/// hide a `;`: quoted strings and identifiers (a quote doubled inside), `[...]` identifiers,
+/// `--` and `/* */` comments. Bind parameters are refused: a source binds none, and SQLite's
+/// Tcl-style variables (`$a(...)`) are tokens that may hold anything, a `;` too.
+fn one_statement(sql: &str) -> Result<&str, String> {
+    let b = sql.as_bytes();
+    let mut end: Option<usize> = None;
+    let mut i = 0;
+    loop {
+        i = skip_space_and_comments(b, i);
+        let Some(&c) = b.get(i) else { break };
+        if c == b';' {
+            end.get_or_insert(i);
+            i += 1;
+            continue;
+        }
+        if end.is_some() {
+            return Err(
+                "it is more than one statement; a source query is exactly one read-only statement".into(),
+            );
+        }
+        match c {
+            b'\'' | b'"' | b'`' => {
+                i += 1;
+                while i < b.len() {
+                    if b[i] == c {
+                        if b.get(i + 1) != Some(&c) {
+                            break;
+                        }
+                        i += 1;
+                    }
+                    i += 1;
+                }
+                i += 1;
+            }
+            b'[' => {
+                while i < b.len() && b[i] != b']' {
+                    i += 1;
+                }
+                i += 1;
+            }
+            b'?' | b'$' | b'@' | b':' | b'#' => {
+                let token: String = sql[i..]
+                    .chars()
+                    .take_while(|ch| !ch.is_whitespace())
+                    .take(20)
+                    .collect();
+                return Err(format!(
+                    "it has a parameter ({token}); a source query binds none: write the value in the query"
+                ));
+            }
+            0 => return Err("it contains a NUL character".into()),
+            c if is_id_char(c) => {
+                while i < b.len() && is_id_char(b[i]) {
+                    i += 1;
+                }
+            }
+            _ => i += 1,
+        }
+    }
+    Ok(match end {
+        Some(at) => &sql[..at],
+        None => sql,
+    })
 }
 
 fn tokio_stream_from<T: Send + 'static>(
@@ -606,6 +749,84 @@ impl SinkConnector for SqliteSink {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_source_query_is_one_statement() {
+        for (sql, statement) in [
+            ("SELECT 1", "SELECT 1"),
+            ("SELECT 1;", "SELECT 1"),
+            ("SELECT 1 ; ; -- done\n /* really */ ", "SELECT 1 "),
+            (
+                "SELECT ';' AS \"a;b\", `c;d`, [e;f] FROM t",
+                "SELECT ';' AS \"a;b\", `c;d`, [e;f] FROM t",
+            ),
+            ("SELECT 'it''s; fine' -- ; no\n", "SELECT 'it''s; fine' -- ; no\n"),
+            (
+                "SELECT x'00', a$b FROM t /* ; */",
+                "SELECT x'00', a$b FROM t /* ; */",
+            ),
+        ] {
+            assert_eq!(one_statement(sql), Ok(statement), "{sql}");
+        }
+        for (sql, why) in [
+            ("SELECT 1; DROP TABLE t", "more than one statement"),
+            ("SELECT 1; COMMIT; DROP TABLE t", "more than one statement"),
+            ("SELECT 1;VACUUM INTO '/tmp/x'", "more than one statement"),
+            ("SELECT 'a''' ; DROP TABLE t", "more than one statement"),
+            ("SELECT 1 -- x\n; DROP TABLE t", "more than one statement"),
+            ("SELECT $a(;) FROM t", "parameter"),
+            ("SELECT * FROM t WHERE id = ?", "parameter"),
+            ("SELECT :x, @y, #z", "parameter"),
+            ("SELECT 1\0; DROP TABLE t", "NUL"),
+        ] {
+            let got = one_statement(sql);
+            assert!(got.as_ref().is_err_and(|e| e.contains(why)), "{sql}: {got:?}");
+        }
+    }
+
+    /// Differential: SQLite itself, on a writable database, runs the second statement (an
+    /// INSERT that shows) of exactly the texts that `one_statement` refuses.
+    #[tokio::test]
+    async fn one_statement_agrees_with_sqlite() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut conn = SqliteConnectOptions::new()
+            .filename(dir.path().join("d.db"))
+            .create_if_missing(true)
+            .connect()
+            .await
+            .unwrap();
+        sqlx::query("CREATE TABLE log (n INTEGER)")
+            .execute(&mut conn)
+            .await
+            .unwrap();
+        let insert = "INSERT INTO log VALUES (1)";
+        // (text, whether SQLite runs its INSERT)
+        let cases = [
+            (format!("SELECT 1 /* x */; {insert}"), true),
+            (format!("SELECT '/*'; {insert} --*/"), true),
+            (format!("SELECT 1 AS \"--\"; {insert}"), true),
+            (format!("SELECT 1 AS [\"]; {insert}"), true),
+            (format!("SELECT x'' AS a, 'b''' AS c; {insert}"), true),
+            (format!("SELECT 1 AS `a``b`; {insert}"), true),
+            (format!("SELECT 1-/**/-1; {insert}"), true),
+            (format!("SELECT 1 AS ab$c; {insert}"), true),
+            (format!("SELECT 1e-5; {insert}"), true),
+            (format!("SELECT 'a'';' AS x;{insert}"), true),
+            (format!("SELECT 1 -- c\r; {insert}"), false),
+            (format!("SELECT 1 /*/; {insert} */"), false),
+            (format!("SELECT 1 /* unterminated ; {insert}"), false),
+            (format!("SELECT ';{insert}' AS x"), false),
+            ("SELECT 1; -- a comment".to_string(), false),
+        ];
+        for (sql, runs_two) in cases {
+            let count = "SELECT count(*) FROM log";
+            let before: i64 = sqlx::query_scalar(count).fetch_one(&mut conn).await.unwrap();
+            let _ = sqlx::query(AssertSqlSafe(sql.clone())).execute(&mut conn).await;
+            let after: i64 = sqlx::query_scalar(count).fetch_one(&mut conn).await.unwrap();
+            assert_eq!(after > before, runs_two, "SQLite on {sql:?}");
+            assert_eq!(one_statement(&sql).is_err(), runs_two, "one_statement({sql:?})");
+        }
+    }
 
     #[test]
     fn declared_types_map_by_affinity() {

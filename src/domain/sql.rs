@@ -1,5 +1,6 @@
 //! Static analysis of transform SQL: parse with DataFusion's parser, insist on one query, and
-//! collect the tables it reads (CTE names and table functions excluded), with positions.
+//! collect the tables it reads (CTE names and table functions excluded), with positions. Also
+//! counts the statements of a source query, in its database's own dialect.
 
 use std::collections::{HashMap, HashSet};
 use std::ops::ControlFlow;
@@ -8,6 +9,12 @@ use datafusion::sql::parser::{DFParser, Statement as DFStatement};
 use datafusion::sql::sqlparser::ast::{
     ObjectName, ObjectNamePart, Query, Statement, TableFactor, Visit, Visitor,
 };
+use datafusion::sql::sqlparser::dialect::{
+    Dialect, DuckDbDialect, GenericDialect, MySqlDialect, PostgreSqlDialect, SQLiteDialect,
+};
+use datafusion::sql::sqlparser::parser::Parser;
+
+use super::store::StoreEngine;
 
 /// A position in SQL text, 1-based.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -46,6 +53,21 @@ impl std::fmt::Display for SqlProblem {
             None => f.write_str(&self.message),
         }
     }
+}
+
+/// How many statements a source query is, in the dialect of the database that runs it, when
+/// sqlparser can tell. `None` when it cannot parse the text: the database may accept syntax
+/// sqlparser does not know, and decides for itself (it runs exactly one statement either way).
+pub fn statement_count(sql: &str, engine: StoreEngine) -> Option<usize> {
+    let dialect: Box<dyn Dialect> = match engine {
+        StoreEngine::Postgres => Box::new(PostgreSqlDialect {}),
+        StoreEngine::Mysql => Box::new(MySqlDialect {}),
+        StoreEngine::Sqlite => Box::new(SQLiteDialect {}),
+        StoreEngine::Duckdb => Box::new(DuckDbDialect {}),
+        // Parquet datasets are queried by the engine itself.
+        StoreEngine::Parquet | StoreEngine::Csv => Box::new(GenericDialect {}),
+    };
+    Parser::parse_sql(dialect.as_ref(), sql).ok().map(|s| s.len())
 }
 
 /// Table functions the engine provides; `FROM range(10)` reads no table.
@@ -389,6 +411,24 @@ mod tests {
 
     fn names(sql: &str) -> Vec<String> {
         analyze_query(sql).unwrap().into_iter().map(|r| r.name).collect()
+    }
+
+    #[test]
+    fn source_queries_are_counted_in_their_own_dialect() {
+        use StoreEngine::*;
+        for engine in [Postgres, Mysql, Sqlite] {
+            assert_eq!(
+                statement_count("SELECT 1 AS x; COMMIT; DROP TABLE t", engine),
+                Some(3)
+            );
+            assert_eq!(statement_count("SELECT 1 AS x; DROP TABLE t;", engine), Some(2));
+            assert_eq!(statement_count("SELECT ';' AS x;", engine), Some(1));
+        }
+        // A semicolon inside PostgreSQL's dollar quotes, or after MySQL's backslash escape.
+        assert_eq!(statement_count("SELECT $q$a; b$q$ AS x", Postgres), Some(1));
+        assert_eq!(statement_count(r"SELECT 'it\'s; fine' AS x", Mysql), Some(1));
+        // What sqlparser cannot parse is left to the database.
+        assert_eq!(statement_count("SELECT 1 AS x; FROB THE TABLE", Postgres), None);
     }
 
     #[test]

@@ -9,7 +9,7 @@ use crate::error::FieldError;
 use super::dag::{Dag, DagNode, NodeKind};
 use super::names::{check_flow_input_name, check_node_name, did_you_mean};
 use super::spec::*;
-use super::sql::analyze_query;
+use super::sql::{analyze_query, statement_count};
 use super::store::{DataStore, StoreEngine, StoreKind};
 
 /// What validation needs to know besides the request.
@@ -361,6 +361,20 @@ fn validate_source(
                     );
                 } else if given.is_empty() {
                     p.add(at("table"), "give a table or a query");
+                }
+                // The database runs exactly one statement of a source query in any case; this
+                // says so at once, where sqlparser can count them.
+                let countable = s.query.as_deref().filter(|q| q.len() <= MAX_QUERY_LENGTH);
+                if let Some(n) = countable.and_then(|q| statement_count(q, store.engine)) {
+                    if n > 1 {
+                        p.add(
+                            at("query"),
+                            format!(
+                                "is {n} statements; a source query is exactly one statement (it is \
+                                 run alone, in a read-only transaction): remove the others"
+                            ),
+                        );
+                    }
                 }
                 if s.csv.is_some() {
                     p.add(

@@ -24,3 +24,4 @@ mod relational;
 mod resilience;
 mod security;
 mod service;
+mod source_queries;

@@ -1,6 +1,7 @@
 //! PostgreSQL and MySQL/MariaDB stores against real servers: every type, value by value, in
-//! each direction; a flow joining both with a CSV file; atomic replace under readers; cancel
-//! mid-load; and failures that say what is wrong without ever showing a password.
+//! each direction; a flow joining both with a CSV file; loads racing into a new schema; atomic
+//! replace under readers; cancel mid-load; and failures that say what is wrong without ever
+//! showing a password.
 //!
 //! Each test needs `SLUICE_TEST_POSTGRES_URL` and/or `SLUICE_TEST_MYSQL_URL` (.ci/run sets
 //! both) and is reported as ignored, with the reason, without them (see `helpers::pg_url`). Tests run in parallel in one
@@ -1028,6 +1029,112 @@ async fn one_flow_joins_postgres_mysql_and_csv_into_postgres() {
         .map(|(n, t)| (n, t.to_string())),
     );
     pg.drop().await;
+    my.drop().await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Loads racing to create a schema (a MySQL database) that does not exist yet
+
+/// Four outputs of one flow into `new_schema`, then four flows at once into `other_schema`;
+/// neither exists yet, so their loads race to create it: every flow completes, every table
+/// has its rows. `count` returns the rows of a table.
+async fn loads_into_a_new_schema_race_safely<F, Fut>(
+    engine: &str,
+    url: &str,
+    new_schema: &str,
+    other_schema: &str,
+    count: F,
+) where
+    F: Fn(String) -> Fut,
+    Fut: std::future::Future<Output = i64>,
+{
+    let app = spawn_app().await;
+    let mut csv = String::from("n\n");
+    for i in 1..=500 {
+        csv.push_str(&format!("{i}\n"));
+    }
+    app.write_file("in/n.csv", csv);
+    let raw = app.csv_store("raw", "in").await;
+    let db = app.create_store(db_store_body("db", engine, url)).await;
+
+    let transforms: Vec<Value> = (0..4)
+        .map(|k| json!({"name": format!("t{k}"), "sql": format!("SELECT n, {k} AS k FROM n")}))
+        .collect();
+    let outputs: Vec<Value> = (0..4)
+        .map(|k| json!({"node": format!("t{k}"), "table": format!("{new_schema}.out_{k}")}))
+        .collect();
+    let done = run_flow(
+        &app,
+        json!({
+            "name": "four_outputs", "source_store_ids": [raw], "target_store_id": db,
+            "sources": [{"name": "n", "store_id": raw, "path": "n.csv"}],
+            "transforms": transforms, "outputs": outputs,
+            "options": {"max_attempts": 1, "max_parallel_tasks": 4}
+        }),
+    )
+    .await;
+    assert_completed(&done);
+    for k in 0..4 {
+        assert_eq!(count(format!("{new_schema}.out_{k}")).await, 500, "out_{k}");
+    }
+
+    let mut flows = Vec::new();
+    for k in 0..4 {
+        let input = app
+            .create_input(json!({
+                "name": format!("flow_{k}"), "source_store_ids": [raw], "target_store_id": db,
+                "sources": [{"name": "n", "store_id": raw, "path": "n.csv"}],
+                "outputs": [{"node": "n", "table": format!("{other_schema}.flow_{k}")}],
+                "options": {"max_attempts": 1}
+            }))
+            .await;
+        flows.push(input);
+    }
+    let mut started = Vec::new();
+    for input in flows {
+        started.push(app.start_flow(input).await);
+    }
+    for (k, flow) in started.into_iter().enumerate() {
+        assert_completed(&app.wait_final(flow).await);
+        assert_eq!(count(format!("{other_schema}.flow_{k}")).await, 500, "flow_{k}");
+    }
+}
+
+#[tokio::test]
+async fn postgres_outputs_racing_into_a_new_schema_all_complete() {
+    let Some(url) = require_pg() else { return };
+    let pg = PgScratch::new(&url, "sl_newschema").await;
+    let (new_schema, other_schema) = (format!("{}_a", pg.schema), format!("{}_b", pg.schema));
+    loads_into_a_new_schema_race_safely("postgres", &url, &new_schema, &other_schema, |table| {
+        let pg = &pg;
+        async move {
+            let rows = pg.rows(&format!("SELECT count(*) FROM {table}")).await;
+            rows[0][0].as_deref().unwrap_or_default().parse().unwrap()
+        }
+    })
+    .await;
+    for schema in [&new_schema, &other_schema] {
+        pg_admin(&url, &format!("DROP SCHEMA {schema} CASCADE")).await;
+    }
+    pg.drop().await;
+}
+
+#[tokio::test]
+async fn mysql_outputs_racing_into_a_new_database_all_complete() {
+    let Some(url) = require_mysql() else { return };
+    let my = MyScratch::new(&url, "sl_newdb").await;
+    let (new_db, other_db) = (format!("{}_a", my.db), format!("{}_b", my.db));
+    loads_into_a_new_schema_race_safely("mysql", &my.url, &new_db, &other_db, |table| {
+        let my = &my;
+        async move {
+            let rows = my.rows(&format!("SELECT count(*) FROM {table}")).await;
+            rows[0][0].as_deref().unwrap_or_default().parse().unwrap()
+        }
+    })
+    .await;
+    for db in [&new_db, &other_db] {
+        my.exec(&format!("DROP DATABASE {db}")).await;
+    }
     my.drop().await;
 }
 
