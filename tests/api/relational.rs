@@ -1101,8 +1101,9 @@ async fn loads_into_a_new_schema_race_safely<F, Fut>(
 }
 
 #[tokio::test]
+#[cfg_attr(not(sluice_pg), ignore = "SLUICE_TEST_POSTGRES_URL is not set")]
 async fn postgres_outputs_racing_into_a_new_schema_all_complete() {
-    let Some(url) = require_pg() else { return };
+    let url = pg_url();
     let pg = PgScratch::new(&url, "sl_newschema").await;
     let (new_schema, other_schema) = (format!("{}_a", pg.schema), format!("{}_b", pg.schema));
     loads_into_a_new_schema_race_safely("postgres", &url, &new_schema, &other_schema, |table| {
@@ -1120,8 +1121,9 @@ async fn postgres_outputs_racing_into_a_new_schema_all_complete() {
 }
 
 #[tokio::test]
+#[cfg_attr(not(sluice_mysql), ignore = "SLUICE_TEST_MYSQL_URL is not set")]
 async fn mysql_outputs_racing_into_a_new_database_all_complete() {
-    let Some(url) = require_mysql() else { return };
+    let url = mysql_url();
     let my = MyScratch::new(&url, "sl_newdb").await;
     let (new_db, other_db) = (format!("{}_a", my.db), format!("{}_b", my.db));
     loads_into_a_new_schema_race_safely("mysql", &my.url, &new_db, &other_db, |table| {

@@ -98,8 +98,9 @@ async fn every_query_is_refused(app: &TestApp, store: i64, cases: &[Refused]) {
 const TRIED_TO_WRITE: &[&str] = &["tried to write", "read-only transaction"];
 
 #[tokio::test]
+#[cfg_attr(not(sluice_pg), ignore = "SLUICE_TEST_POSTGRES_URL is not set")]
 async fn postgres_source_queries_only_read() {
-    let Some(url) = require_pg() else { return };
+    let url = pg_url();
     let pg = PgScratch::new(&url, "sl_readonly").await;
     let t = pg.t("t");
     pg.exec(&format!(
@@ -182,8 +183,9 @@ async fn postgres_source_queries_only_read() {
 }
 
 #[tokio::test]
+#[cfg_attr(not(sluice_mysql), ignore = "SLUICE_TEST_MYSQL_URL is not set")]
 async fn mysql_source_queries_only_read() {
-    let Some(url) = require_mysql() else { return };
+    let url = mysql_url();
     let my = MyScratch::new(&url, "sl_readonly").await;
     my.exec(
         "CREATE TABLE t (id int PRIMARY KEY, v varchar(10), amount decimal(10,2)) ENGINE=InnoDB; \
