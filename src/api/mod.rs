@@ -13,6 +13,7 @@ pub mod health;
 pub mod observe;
 pub mod openapi;
 pub mod problem;
+pub mod schema_rules;
 
 use actix_web::{web, HttpRequest, HttpResponse, Resource, Route};
 use serde::Deserialize;
@@ -133,6 +134,7 @@ async fn not_found(req: HttpRequest) -> Result<HttpResponse, AppError> {
 #[serde(deny_unknown_fields)]
 pub struct Paging {
     /// Items per page: 1 to 500 (default 50).
+    #[param(minimum = 1, maximum = 500)]
     pub limit: Option<u64>,
     /// Only items with a smaller id (the previous page's `next_before_id`).
     pub before_id: Option<i64>,

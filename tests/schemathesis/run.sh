@@ -1,0 +1,149 @@
+#!/usr/bin/env bash
+# Fuzzes the API against its own OpenAPI document with schemathesis (`--checks all`): once on a
+# server without API tokens and once on a server with one, each started here on a free port with
+# a fresh data directory and seeded with a few resources (see schemathesis.toml). Uses the debug
+# binary the tests build (SLUICE_BIN overrides it), installs the pinned schemathesis
+# (requirements.txt) into a virtualenv under target/, and stops the servers it started however
+# it ends. Fails when schemathesis reports any failure.
+#
+# Usage: tests/schemathesis/run.sh            (SCHEMATHESIS_EXAMPLES examples per operation,
+#                                              default 200; SCHEMATHESIS_SEED for a fixed seed)
+set -euo pipefail
+
+here="$(cd "$(dirname "$0")" && pwd)"
+root="$(cd "$here/../.." && pwd)"
+bin="${SLUICE_BIN:-$root/target/debug/sluice}"
+examples="${SCHEMATHESIS_EXAMPLES:-200}"
+work="$root/target/schemathesis"
+venv="$work/venv"
+token="schemathesis-$(date +%s)-$$-token"
+
+log() { echo "==> $(date -u +%H:%M:%S) schemathesis: $*"; }
+fail() { echo "FAILED: schemathesis: $*" >&2; exit 1; }
+
+[ -x "$bin" ] || fail "no server binary at $bin (build it: cargo build --bin sluice)"
+mkdir -p "$work"
+
+# --- schemathesis, pinned, in its own virtualenv ----------------------------------------------
+stamp="$venv/.requirements"
+if ! cmp -s "$here/requirements.txt" "$stamp" 2>/dev/null; then
+  log "installing schemathesis into $venv"
+  rm -rf "$venv"
+  python3 -m venv "$venv" || fail "python3 -m venv failed (install python3-venv)"
+  "$venv/bin/pip" install --quiet --disable-pip-version-check -r "$here/requirements.txt"
+  cp "$here/requirements.txt" "$stamp"
+fi
+st="$venv/bin/schemathesis"
+
+# --- servers ------------------------------------------------------------------------------------
+pids=()
+stop_servers() {
+  for pid in "${pids[@]}"; do
+    kill "$pid" 2>/dev/null || true
+  done
+  for pid in "${pids[@]}"; do
+    wait "$pid" 2>/dev/null || true
+  done
+  pids=()
+}
+trap stop_servers EXIT
+
+free_port() {
+  python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+
+# request METHOD PATH [JSON]: prints the body; fails on a non-2xx answer.
+request() {
+  local method=$1 path=$2 body=${3:-}
+  local args=(-sS --fail-with-body -X "$method" -H "content-type: application/json")
+  [ -n "$auth" ] && args+=(-H "authorization: Bearer $token")
+  [ -n "$body" ] && args+=(-d "$body")
+  curl "${args[@]}" "$base$path"
+}
+
+# json FIELD: reads one top-level field of the JSON on stdin.
+json() { python3 -c "import json, sys; print(json.load(sys.stdin)[sys.argv[1]])" "$1"; }
+
+# start_server NAME [TOKEN]: sets $base, $auth, $dir.
+start_server() {
+  local name=$1
+  auth=${2:-}
+  dir="$work/$name"
+  rm -rf "$dir"
+  mkdir -p "$dir/files"
+  cp "$here/orders.csv" "$dir/files/"
+  local port
+  port="$(free_port)"
+  base="http://127.0.0.1:$port"
+  # The server's working directory is its only allowed root, so relative store paths are valid.
+  (
+    cd "$dir"
+    export SLUICE__DATA_DIR="$dir/data" SLUICE__SERVER__PORT="$port" \
+      SLUICE__FILES__ALLOWED_ROOTS="$dir" SLUICE__SERVER__WORKERS=2 SLUICE__ENGINE__THREADS=2 \
+      SLUICE__TELEMETRY__LEVEL="warn"
+    [ -n "$auth" ] && export SLUICE__AUTH__TOKENS="$token"
+    exec "$bin" serve
+  ) >"$dir/server.log" 2>&1 &
+  pids+=("$!")
+  for _ in $(seq 1 120); do
+    curl -sf "$base/readyz" >/dev/null 2>&1 && return 0
+    kill -0 "${pids[-1]}" 2>/dev/null || break
+    sleep 0.5
+  done
+  cat "$dir/server.log" >&2
+  fail "the $name server did not become ready"
+}
+
+# The resources schemathesis.toml names by id (a fresh database numbers them from 1).
+seed() {
+  local id
+  id="$(request POST /api/v1.0/data-stores '{"name": "raw_files", "kind": "file", "engine": "csv",
+        "connection": {"type": "file", "path": "files"}}' | json id)"
+  [ "$id" = 1 ] || fail "seeding: the CSV store got id $id, not 1"
+  id="$(request POST /api/v1.0/data-stores '{"name": "warehouse", "kind": "relational_db",
+        "engine": "sqlite", "connection": {"type": "file", "path": "files/warehouse.db"}}' | json id)"
+  [ "$id" = 2 ] || fail "seeding: the SQLite store got id $id, not 2"
+  id="$(request POST /api/v1.0/flow-inputs '{"name": "orders_by_status", "source_store_ids": [1],
+        "target_store_id": 2, "sources": [{"name": "orders", "store_id": 1, "path": "orders.csv"}],
+        "transforms": [{"name": "by_status",
+                        "sql": "SELECT status, count(*) AS n FROM orders GROUP BY status"}]}' | json id)"
+  [ "$id" = 1 ] || fail "seeding: the flow input got id $id, not 1"
+  id="$(request POST /api/v1.0/flows '{"flow_input_id": 1}' | json id)"
+  [ "$id" = 1 ] || fail "seeding: the flow got id $id, not 1"
+  local state=""
+  for _ in $(seq 1 120); do
+    state="$(request GET /api/v1.0/flows/1 | python3 -c "import json, sys; print(json.load(sys.stdin)['output']['state'])")"
+    [ "$state" = COMPLETED ] && return 0
+    case "$state" in FAILED | CANCELLED) break ;; esac
+    sleep 0.5
+  done
+  request GET /api/v1.0/flows/1 >&2 || true
+  fail "seeding: flow 1 is $state, not COMPLETED"
+}
+
+# fuzz NAME: runs schemathesis against the server started last.
+fuzz() {
+  local name=$1
+  local doc="$dir/openapi.json"
+  request GET /api/v1.0/openapi.json >"$doc"
+  local args=(run "$doc" --url "$base" --checks all --max-examples "$examples"
+    --request-timeout 30 --no-color --report junit --report-dir "$dir/report")
+  [ -n "$auth" ] && args+=(--header "Authorization: Bearer $token")
+  [ -n "${SCHEMATHESIS_SEED:-}" ] && args+=(--seed "$SCHEMATHESIS_SEED")
+  log "$name: $examples examples per operation against $base"
+  if ! "$st" --config-file "$here/schemathesis.toml" "${args[@]}"; then
+    fail "$name: schemathesis found failures (above; server log: $dir/server.log)"
+  fi
+}
+
+start_server no-token
+seed
+fuzz no-token
+stop_servers
+
+start_server with-token "$token"
+seed
+fuzz with-token
+stop_servers
+
+log "passed, with and without a token"
