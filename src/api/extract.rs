@@ -390,8 +390,18 @@ mod tests {
             ids: Vec<u64>,
         }
         let ids: Ids = parse_json(br#"{"id": -3.0, "n": 1e3, "ids": [2.0, 7, 0.0]}"#).unwrap();
-        assert_eq!(ids, Ids { id: -3, n: 1000, ids: vec![2, 7, 0] });
-        for body in [r#"{"id": 1.5, "n": 1, "ids": []}"#, r#"{"id": 1e300, "n": 1, "ids": []}"#] {
+        assert_eq!(
+            ids,
+            Ids {
+                id: -3,
+                n: 1000,
+                ids: vec![2, 7, 0]
+            }
+        );
+        for body in [
+            r#"{"id": 1.5, "n": 1, "ids": []}"#,
+            r#"{"id": 1e300, "n": 1, "ids": []}"#,
+        ] {
             match parse_json::<Ids>(body.as_bytes()) {
                 Err(AppError::BadRequest { errors, .. }) => assert_eq!(errors[0].path, "id", "{body}"),
                 other => panic!("{body}: {other:?}"),

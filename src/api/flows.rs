@@ -152,8 +152,23 @@ mod tests {
     fn the_state_pattern_accepts_exactly_what_the_filter_accepts() {
         let pattern = regex::Regex::new(&state_filter_pattern()).unwrap();
         for text in [
-            "", "READY", "ready", "Running", "cAnCeLlEd", "FAILED", "completed", "DONE", "READY ",
-            " READY", "READY\n", "RUNNING!", "1", "READYREADY", "REA", "\u{17f}", "failed|",
+            "",
+            "READY",
+            "ready",
+            "Running",
+            "cAnCeLlEd",
+            "FAILED",
+            "completed",
+            "DONE",
+            "READY ",
+            " READY",
+            "READY\n",
+            "RUNNING!",
+            "1",
+            "READYREADY",
+            "REA",
+            "\u{17f}",
+            "failed|",
         ] {
             assert_eq!(
                 pattern.is_match(text),

@@ -194,10 +194,12 @@ pub fn document_json(settings: &Settings) -> serde_json::Value {
     debug_assert!(missing.is_empty(), "schema rules name no schema: {missing:?}");
     // utoipa has no words for the events of a stream: the 200 of the events endpoint gets the
     // schema of one event, which is how OpenAPI 3.1 readers take an event stream's schema.
-    let stream = doc.pointer_mut(
-        "/paths/~1api~1v1.0~1flows~1{id}~1events/get/responses/200/content/text~1event-stream",
+    let stream = doc
+        .pointer_mut("/paths/~1api~1v1.0~1flows~1{id}~1events/get/responses/200/content/text~1event-stream");
+    debug_assert!(
+        stream.is_some(),
+        "the events endpoint has no text/event-stream 200"
     );
-    debug_assert!(stream.is_some(), "the events endpoint has no text/event-stream 200");
     if let Some(Value::Object(media)) = stream {
         media.insert("schema".into(), events::event_schema());
     }

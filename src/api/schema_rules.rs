@@ -19,7 +19,8 @@ use crate::domain::validate::{
 /// A string holding at least one character that `str::trim` keeps: the validators' "must not
 /// be empty". Spelled out rather than `\S`, because regex engines disagree on what `\s` is
 /// (Python's counts U+001C..U+001F, Rust's `char::is_whitespace` does not).
-pub const NOT_BLANK_PATTERN: &str = "[^\\t\\n\\v\\f\\r \\u0085\\u00a0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000]";
+pub const NOT_BLANK_PATTERN: &str =
+    "[^\\t\\n\\v\\f\\r \\u0085\\u00a0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000]";
 
 /// One ASCII character (CSV delimiter, quote, escape).
 const ONE_ASCII_CHARACTER: &str = "^[\\u0000-\\u007f]$";
@@ -50,44 +51,104 @@ fn rules(settings: &Settings) -> Vec<(&'static str, Value)> {
         });
     vec![
         // POST /data-stores
-        ("NewDataStoreRequest/properties/name", json!({"pattern": STORE_NAME_PATTERN})),
+        (
+            "NewDataStoreRequest/properties/name",
+            json!({"pattern": STORE_NAME_PATTERN}),
+        ),
         ("NewDataStoreRequest/properties/kind", json!({"enum": kinds})),
         ("NewDataStoreRequest/properties/engine", json!({"enum": engines})),
         ("NewDataStoreRequest", json!({"oneOf": store_variants()})),
-        ("ConnectionRequest/properties/type", json!({"enum": ["db", "file"]})),
-        ("ConnectionRequest/properties/host", not_blank(Some(MAX_FIELD_CHARS))),
-        ("ConnectionRequest/properties/user", not_blank(Some(MAX_FIELD_CHARS))),
-        ("ConnectionRequest/properties/db_name", not_blank(Some(MAX_FIELD_CHARS))),
+        (
+            "ConnectionRequest/properties/type",
+            json!({"enum": ["db", "file"]}),
+        ),
+        (
+            "ConnectionRequest/properties/host",
+            not_blank(Some(MAX_FIELD_CHARS)),
+        ),
+        (
+            "ConnectionRequest/properties/user",
+            not_blank(Some(MAX_FIELD_CHARS)),
+        ),
+        (
+            "ConnectionRequest/properties/db_name",
+            not_blank(Some(MAX_FIELD_CHARS)),
+        ),
         ("ConnectionRequest/properties/port", range(1, u64::from(u16::MAX))),
-        ("ConnectionRequest/properties/password", json!({"maxLength": MAX_PASSWORD_CHARS})),
+        (
+            "ConnectionRequest/properties/password",
+            json!({"maxLength": MAX_PASSWORD_CHARS}),
+        ),
         ("ConnectionRequest/properties/path", not_blank(None)),
         // POST /flow-inputs
-        ("FlowInputRequest/properties/name", json!({"pattern": STORE_NAME_PATTERN})),
-        ("FlowInputRequest/properties/source_store_ids/items", json!({"minimum": 1})),
-        ("FlowInputRequest/properties/target_store_id", json!({"minimum": 1})),
-        ("FlowInputRequest/properties/sources", json!({"maxItems": settings.limits.max_sources})),
+        (
+            "FlowInputRequest/properties/name",
+            json!({"pattern": STORE_NAME_PATTERN}),
+        ),
+        (
+            "FlowInputRequest/properties/source_store_ids/items",
+            json!({"minimum": 1}),
+        ),
+        (
+            "FlowInputRequest/properties/target_store_id",
+            json!({"minimum": 1}),
+        ),
+        (
+            "FlowInputRequest/properties/sources",
+            json!({"maxItems": settings.limits.max_sources}),
+        ),
         (
             "FlowInputRequest/properties/transforms",
             json!({"maxItems": settings.limits.max_transforms}),
         ),
         ("FlowInputRequest/properties/outputs", json!({"minItems": 1})),
-        ("SourceRequest/properties/name", json!({"pattern": NODE_NAME_PATTERN})),
+        (
+            "SourceRequest/properties/name",
+            json!({"pattern": NODE_NAME_PATTERN}),
+        ),
         ("SourceRequest/properties/store_id", json!({"minimum": 1})),
-        ("SourceRequest/properties/table", json!({"pattern": TABLE_NAME_PATTERN})),
-        ("SourceRequest/properties/query", not_blank(Some(MAX_QUERY_LENGTH))),
+        (
+            "SourceRequest/properties/table",
+            json!({"pattern": TABLE_NAME_PATTERN}),
+        ),
+        (
+            "SourceRequest/properties/query",
+            not_blank(Some(MAX_QUERY_LENGTH)),
+        ),
         ("SourceRequest/properties/path", not_blank(None)),
         ("CsvOptionsRequest/properties/delimiter", one_char.clone()),
         ("CsvOptionsRequest/properties/quote", one_char.clone()),
         ("CsvOptionsRequest/properties/escape", one_char),
-        ("CsvOptionsRequest/properties/infer_rows", range(1, MAX_INFER_ROWS)),
+        (
+            "CsvOptionsRequest/properties/infer_rows",
+            range(1, MAX_INFER_ROWS),
+        ),
         ("Transform/properties/name", json!({"pattern": NODE_NAME_PATTERN})),
-        ("Transform/properties/sql", json!({"maxLength": settings.limits.max_sql_length})),
-        ("OutputRequest/properties/node", json!({"pattern": NODE_NAME_PATTERN})),
-        ("OutputRequest/properties/mode", json!({"enum": ["replace", "append", null]})),
+        (
+            "Transform/properties/sql",
+            json!({"maxLength": settings.limits.max_sql_length}),
+        ),
+        (
+            "OutputRequest/properties/node",
+            json!({"pattern": NODE_NAME_PATTERN}),
+        ),
+        (
+            "OutputRequest/properties/mode",
+            json!({"enum": ["replace", "append", null]}),
+        ),
         ("OptionsRequest/properties/max_parallel_tasks", range(1, 64)),
-        ("OptionsRequest/properties/task_timeout_s", range(1, MAX_TASK_TIMEOUT_S)),
-        ("OptionsRequest/properties/flow_timeout_s", range(1, MAX_FLOW_TIMEOUT_S)),
-        ("OptionsRequest/properties/max_attempts", range(1, u64::from(MAX_ATTEMPTS))),
+        (
+            "OptionsRequest/properties/task_timeout_s",
+            range(1, MAX_TASK_TIMEOUT_S),
+        ),
+        (
+            "OptionsRequest/properties/flow_timeout_s",
+            range(1, MAX_FLOW_TIMEOUT_S),
+        ),
+        (
+            "OptionsRequest/properties/max_attempts",
+            range(1, u64::from(MAX_ATTEMPTS)),
+        ),
         (
             "OptionsRequest/properties/memory_limit_mb",
             range(16, settings.engine.memory_limit_mb),

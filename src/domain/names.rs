@@ -103,8 +103,27 @@ pub(crate) mod tests {
     /// punctuation, non-ASCII letters, and a trailing newline (which `$` must not let through).
     pub(crate) fn name_samples() -> Vec<String> {
         let mut samples: Vec<String> = [
-            "", "a", "A", "_", "-", "9", "a9", "_x1", "shop_db", "a-1", "Stg-Orders", "stg_orders",
-            "has space", "é", "aé", "a.b", "a\n", "a$", "1abc", "ab\u{0}", "Z_-z",
+            "",
+            "a",
+            "A",
+            "_",
+            "-",
+            "9",
+            "a9",
+            "_x1",
+            "shop_db",
+            "a-1",
+            "Stg-Orders",
+            "stg_orders",
+            "has space",
+            "é",
+            "aé",
+            "a.b",
+            "a\n",
+            "a$",
+            "1abc",
+            "ab\u{0}",
+            "Z_-z",
         ]
         .iter()
         .map(|s| s.to_string())

@@ -509,8 +509,7 @@ fn validate_options(req: OptionsRequest, engine: &EngineSettings, p: &mut Proble
 }
 
 /// What `check_table_name` accepts, as a regular expression (for the OpenAPI document).
-pub const TABLE_NAME_PATTERN: &str =
-    r"^[A-Za-z_][A-Za-z0-9_$]{0,62}(\.[A-Za-z_][A-Za-z0-9_$]{0,62}){0,2}$";
+pub const TABLE_NAME_PATTERN: &str = r"^[A-Za-z_][A-Za-z0-9_$]{0,62}(\.[A-Za-z_][A-Za-z0-9_$]{0,62}){0,2}$";
 
 /// A source table: one to three dot-separated identifiers.
 pub fn check_table_name(name: &str) -> Result<(), String> {
@@ -757,15 +756,28 @@ mod tests {
         let pattern = regex::Regex::new(TABLE_NAME_PATTERN).unwrap();
         let mut samples = crate::domain::names::tests::name_samples();
         for extra in [
-            "public.orders", "a.b.c", "a.b.c.d", "a..b", ".a", "a.", "x$y.z", "a.9b", "db.s.t",
-            "public.Orders_2", "a.b\n",
+            "public.orders",
+            "a.b.c",
+            "a.b.c.d",
+            "a..b",
+            ".a",
+            "a.",
+            "x$y.z",
+            "a.9b",
+            "db.s.t",
+            "public.Orders_2",
+            "a.b\n",
         ] {
             samples.push(extra.to_string());
         }
         samples.push(format!("{}.{}", "a".repeat(63), "b".repeat(63)));
         samples.push(format!("{}.{}", "a".repeat(63), "b".repeat(64)));
         for name in samples {
-            assert_eq!(pattern.is_match(&name), check_table_name(&name).is_ok(), "{name:?}");
+            assert_eq!(
+                pattern.is_match(&name),
+                check_table_name(&name).is_ok(),
+                "{name:?}"
+            );
         }
     }
 
