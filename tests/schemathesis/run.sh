@@ -46,22 +46,36 @@ stop_servers() {
   pids=()
 }
 trap stop_servers EXIT
+trap "exit 130" INT TERM
 
 free_port() {
   python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
 }
 
-# request METHOD PATH [JSON]: prints the body; fails on a non-2xx answer.
+# request METHOD PATH [JSON]: prints the body of a 2xx answer; otherwise says what was answered.
 request() {
   local method=$1 path=$2 body=${3:-}
-  local args=(-sS --fail-with-body -X "$method" -H "content-type: application/json")
+  local args=(-sS -X "$method" -H "content-type: application/json" -w '\n%{http_code}')
   [ -n "$auth" ] && args+=(-H "authorization: Bearer $token")
   [ -n "$body" ] && args+=(-d "$body")
-  curl "${args[@]}" "$base$path"
+  local reply status
+  reply="$(curl "${args[@]}" "$base$path")" || { echo "$method $path: no answer" >&2; return 1; }
+  status="${reply##*$'\n'}"
+  reply="${reply%$'\n'*}"
+  case "$status" in
+    2*) printf '%s' "$reply" ;;
+    *) echo "$method $path answered $status: $reply" >&2; return 1 ;;
+  esac
 }
 
-# json FIELD: reads one top-level field of the JSON on stdin.
-json() { python3 -c "import json, sys; print(json.load(sys.stdin)[sys.argv[1]])" "$1"; }
+# field PATH.TO.FIELD: reads one field of the JSON on stdin.
+field() {
+  python3 -c 'import json, sys
+value = json.load(sys.stdin)
+for key in sys.argv[1].split("."):
+    value = value[key]
+print(value)' "$1"
+}
 
 # start_server NAME [TOKEN]: sets $base, $auth, $dir.
 start_server() {
@@ -93,38 +107,44 @@ start_server() {
   fail "the $name server did not become ready"
 }
 
+# create WHAT PATH JSON ID: creates a resource and checks that it got id ID.
+create() {
+  local what=$1 path=$2 body=$3 want=$4 reply
+  reply="$(request POST "$path" "$body")" || fail "seeding: creating $what failed"
+  local id
+  id="$(field id <<<"$reply")"
+  [ "$id" = "$want" ] || fail "seeding: $what got id $id, not $want"
+}
+
 # The resources schemathesis.toml names by id (a fresh database numbers them from 1).
 seed() {
-  local id
-  id="$(request POST /api/v1.0/data-stores '{"name": "raw_files", "kind": "file", "engine": "csv",
-        "connection": {"type": "file", "path": "files"}}' | json id)"
-  [ "$id" = 1 ] || fail "seeding: the CSV store got id $id, not 1"
-  id="$(request POST /api/v1.0/data-stores '{"name": "warehouse", "kind": "relational_db",
-        "engine": "sqlite", "connection": {"type": "file", "path": "files/warehouse.db"}}' | json id)"
-  [ "$id" = 2 ] || fail "seeding: the SQLite store got id $id, not 2"
-  id="$(request POST /api/v1.0/flow-inputs '{"name": "orders_by_status", "source_store_ids": [1],
-        "target_store_id": 2, "sources": [{"name": "orders", "store_id": 1, "path": "orders.csv"}],
-        "transforms": [{"name": "by_status",
-                        "sql": "SELECT status, count(*) AS n FROM orders GROUP BY status"}]}' | json id)"
-  [ "$id" = 1 ] || fail "seeding: the flow input got id $id, not 1"
-  id="$(request POST /api/v1.0/flows '{"flow_input_id": 1}' | json id)"
-  [ "$id" = 1 ] || fail "seeding: the flow got id $id, not 1"
-  local state=""
+  create "the CSV store" /api/v1.0/data-stores '{"name": "raw_files", "kind": "file",
+    "engine": "csv", "connection": {"type": "file", "path": "files"}}' 1
+  create "the SQLite store" /api/v1.0/data-stores '{"name": "warehouse",
+    "kind": "relational_db", "engine": "sqlite",
+    "connection": {"type": "file", "path": "files/warehouse.db"}}' 2
+  create "the flow input" /api/v1.0/flow-inputs '{"name": "orders_by_status",
+    "source_store_ids": [1], "target_store_id": 2,
+    "sources": [{"name": "orders", "store_id": 1, "path": "orders.csv"}],
+    "transforms": [{"name": "by_status",
+                    "sql": "SELECT status, count(*) AS n FROM orders GROUP BY status"}]}' 1
+  create "the flow" /api/v1.0/flows '{"flow_input_id": 1}' 1
+  local state="" reply
   for _ in $(seq 1 120); do
-    state="$(request GET /api/v1.0/flows/1 | python3 -c "import json, sys; print(json.load(sys.stdin)['output']['state'])")"
+    reply="$(request GET /api/v1.0/flows/1)" || fail "seeding: reading flow 1 failed"
+    state="$(field output.state <<<"$reply")"
     [ "$state" = COMPLETED ] && return 0
     case "$state" in FAILED | CANCELLED) break ;; esac
     sleep 0.5
   done
-  request GET /api/v1.0/flows/1 >&2 || true
-  fail "seeding: flow 1 is $state, not COMPLETED"
+  fail "seeding: flow 1 is $state, not COMPLETED: $reply"
 }
 
 # fuzz NAME: runs schemathesis against the server started last.
 fuzz() {
   local name=$1
   local doc="$dir/openapi.json"
-  request GET /api/v1.0/openapi.json >"$doc"
+  request GET /api/v1.0/openapi.json >"$doc" || fail "$name: the document cannot be read"
   local args=(run "$doc" --url "$base" --checks all --request-timeout 30 --no-color
     --report junit --report-dir "$dir/report")
   [ -n "${SCHEMATHESIS_EXAMPLES:-}" ] && args+=(--max-examples "$SCHEMATHESIS_EXAMPLES")
