@@ -1,12 +1,11 @@
 use actix_web::{web, HttpResponse};
 use serde::Deserialize;
+use utoipa::openapi::schema::{AnyOfBuilder, ObjectBuilder, Schema, Type};
+use utoipa::openapi::Ref;
 
 use super::dto::{FlowSummary, FlowView, List};
 use super::extract::{Json, Query};
 use super::{Paging, BASE, DEFAULT_LIMIT};
-use utoipa::openapi::schema::{AnyOfBuilder, ObjectBuilder, Schema, Type};
-use utoipa::openapi::Ref;
-
 use crate::domain::flow::FlowState;
 use crate::error::{AppError, FieldError};
 use crate::services::Services;
