@@ -33,6 +33,14 @@ pub enum AppError {
     /// The resource's state does not allow this (409).
     #[error("{0}")]
     Conflict(String),
+    /// A known path asked with a method it does not serve (405); `allow` lists the methods it
+    /// does serve, as the `Allow` header says them (`GET, POST`).
+    #[error("{method} is not allowed on {path}: use {allow}")]
+    MethodNotAllowed {
+        method: String,
+        path: String,
+        allow: String,
+    },
     /// Missing or wrong token (401).
     #[error("{0}")]
     Unauthorized(String),

@@ -28,7 +28,7 @@ fn page(content_type: &str, body: &'static str) -> HttpResponse {
 }
 
 #[utoipa::path(
-    get, path = "/", tag = "service",
+    get, path = "/", operation_id = "dashboard", tag = "service",
     responses((status = 200, description = "The dashboard (HTML)", body = String, content_type = "text/html"))
 )]
 pub async fn index() -> HttpResponse {
@@ -36,10 +36,11 @@ pub async fn index() -> HttpResponse {
 }
 
 #[utoipa::path(
-    get, path = "/assets/{file}", tag = "service",
+    get, path = "/assets/{file}", operation_id = "dashboard_asset", tag = "service",
     params(("file" = String, Path, description = "app.js, app.css or favicon.svg")),
     responses(
-        (status = 200, description = "A dashboard asset", body = String, content_type = "text/plain"),
+        (status = 200, description = "A dashboard asset: the script, the style sheet or the icon",
+            content((String = "text/javascript"), (String = "text/css"), (String = "image/svg+xml"))),
         (status = 404, description = "No such asset", body = super::problem::Problem, content_type = "application/problem+json"),
     )
 )]

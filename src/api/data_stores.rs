@@ -1,6 +1,6 @@
 use actix_web::{web, HttpResponse};
 
-use super::dto::{DataStoreView, List};
+use super::dto::{DataStoreView, List, StoreCheckView};
 use super::extract::{Json, Query};
 use super::{Paging, BASE};
 use crate::domain::store::NewDataStoreRequest;
@@ -8,11 +8,14 @@ use crate::error::AppError;
 use crate::services::Services;
 
 #[utoipa::path(
-    post, path = "/api/v1.0/data-stores", tag = "data-stores",
+    post, path = "/api/v1.0/data-stores", operation_id = "create_data_store", tag = "data-stores",
     request_body = NewDataStoreRequest,
-    responses((status = 201, description = "Created; never returns the password", body = DataStoreView,
-        headers(("Location" = String, description = "The new store's URL")))),
-    security(("bearer" = []))
+    responses(
+        (status = 201, description = "Created; never returns the password", body = DataStoreView,
+            headers(("Location" = String, description = "The new store's URL"))),
+        (status = 409, description = "A data store with this name exists", body = super::problem::Problem,
+            content_type = "application/problem+json"),
+    )
 )]
 pub async fn create(
     services: web::Data<Services>,
@@ -26,10 +29,9 @@ pub async fn create(
 }
 
 #[utoipa::path(
-    get, path = "/api/v1.0/data-stores/{id}", tag = "data-stores",
-    params(("id" = i64, Path, description = "Data store id")),
-    responses((status = 200, description = "The store (never its password)", body = DataStoreView)),
-    security(("bearer" = []))
+    get, path = "/api/v1.0/data-stores/{id}", operation_id = "get_data_store", tag = "data-stores",
+    params(("id" = i64, Path, minimum = 1, description = "Data store id")),
+    responses((status = 200, description = "The store (never its password)", body = DataStoreView))
 )]
 pub async fn get(services: web::Data<Services>, id: web::Path<i64>) -> Result<HttpResponse, AppError> {
     let model = services.get_data_store(id.into_inner()).await?;
@@ -37,10 +39,9 @@ pub async fn get(services: web::Data<Services>, id: web::Path<i64>) -> Result<Ht
 }
 
 #[utoipa::path(
-    get, path = "/api/v1.0/data-stores", tag = "data-stores",
+    get, path = "/api/v1.0/data-stores", operation_id = "list_data_stores", tag = "data-stores",
     params(Paging),
-    responses((status = 200, description = "Newest first", body = super::openapi::DataStoreList)),
-    security(("bearer" = []))
+    responses((status = 200, description = "Newest first", body = super::openapi::DataStoreList))
 )]
 pub async fn list(services: web::Data<Services>, paging: Query<Paging>) -> Result<HttpResponse, AppError> {
     let page = services
@@ -50,14 +51,15 @@ pub async fn list(services: web::Data<Services>, paging: Query<Paging>) -> Resul
 }
 
 #[utoipa::path(
-    post, path = "/api/v1.0/data-stores/{id}/check", tag = "data-stores",
-    params(("id" = i64, Path, description = "Data store id")),
+    post, path = "/api/v1.0/data-stores/{id}/check", operation_id = "check_data_store", tag = "data-stores",
+    params(("id" = i64, Path, minimum = 1, description = "Data store id")),
     responses(
-        (status = 200, description = "Reachable: `{\"latency_ms\": .., \"server_version\": ..}`"),
-        (status = 422, description = "Not reachable or not usable; the reason (never a password)")),
-    security(("bearer" = []))
+        (status = 200, description = "Reachable and usable", body = StoreCheckView),
+        (status = 422, description = "Not reachable or not usable; the reason (never a password)",
+            body = super::problem::Problem, content_type = "application/problem+json"),
+    )
 )]
 pub async fn check(services: web::Data<Services>, id: web::Path<i64>) -> Result<HttpResponse, AppError> {
     let report = services.check_data_store(id.into_inner()).await?;
-    Ok(HttpResponse::Ok().json(report))
+    Ok(HttpResponse::Ok().json(StoreCheckView::from(report)))
 }

@@ -79,6 +79,23 @@ impl DataStoreView {
     }
 }
 
+/// `POST /data-stores/{id}/check` when the store answers.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct StoreCheckView {
+    pub latency_ms: u64,
+    /// The database server's version (for files: the engine that reads them).
+    pub server_version: Option<String>,
+}
+
+impl From<crate::connectors::CheckReport> for StoreCheckView {
+    fn from(r: crate::connectors::CheckReport) -> Self {
+        StoreCheckView {
+            latency_ms: r.latency_ms,
+            server_version: r.server_version,
+        }
+    }
+}
+
 #[derive(Serialize, utoipa::ToSchema)]
 pub struct FlowInputView {
     pub id: i64,

@@ -15,6 +15,7 @@ use std::time::Duration;
 
 use actix_web::{web, HttpResponse};
 use bytes::Bytes;
+use serde::Serialize;
 use serde_json::json;
 use tokio::sync::broadcast::{self, error::RecvError};
 use tokio::time::Instant;
@@ -34,19 +35,66 @@ const KEEP_ALIVE: Duration = Duration::from_secs(15);
 /// the queue, or a final state published just before this follower subscribed).
 const RECHECK: Duration = Duration::from_secs(2);
 
+/// Every event the stream sends, with the schema of its JSON `data` (keep-alive comments are
+/// not events).
+pub const EVENTS: &[(&str, &str)] = &[
+    ("snapshot", "FlowView"),
+    ("state", "StateUpdate"),
+    ("progress", "ProgressUpdate"),
+    ("task", "TaskStatus"),
+    ("log", "LineUpdate"),
+    ("error", "LineUpdate"),
+    ("end", "StreamEnd"),
+];
+
+/// The `data` of the `end` event, after which the stream closes.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct StreamEnd {
+    /// The flow's final state.
+    pub state: FlowState,
+}
+
+/// The schema of one event of the stream, for the OpenAPI document: its name and its `data`,
+/// which is JSON of the schema `EVENTS` gives for that name.
+pub fn event_schema() -> serde_json::Value {
+    let names: Vec<&str> = EVENTS.iter().map(|(name, _)| *name).collect();
+    let variants: Vec<serde_json::Value> = EVENTS
+        .iter()
+        .map(|(name, schema)| {
+            json!({"properties": {
+                "event": {"const": name},
+                "data": {
+                    "contentMediaType": "application/json",
+                    "contentSchema": {"$ref": format!("#/components/schemas/{schema}")},
+                },
+            }})
+        })
+        .collect();
+    json!({
+        "description": "One Server-Sent Event: its name, and its data as JSON",
+        "type": "object",
+        "required": ["event", "data"],
+        "properties": {
+            "event": {"type": "string", "enum": names},
+            "data": {"type": "string"},
+        },
+        "oneOf": variants,
+    })
+}
+
 #[utoipa::path(
     get,
     path = "/api/v1.0/flows/{id}/events",
+    operation_id = "follow_flow",
     tag = "flows",
-    params(("id" = i64, Path, description = "Flow id")),
+    params(("id" = i64, Path, minimum = 1, description = "Flow id")),
     responses(
         (status = 200, description = "Server-Sent Events: `snapshot` (a Flow), then `state`, `progress`, \
-            `task`, `log`, `error` (JSON payloads), `: keep-alive` comments, and `end` after the final state",
+            `task`, `log`, `error` (JSON payloads), `: keep-alive` comments, and `end` after the final state; \
+            the schema describes one event",
             content_type = "text/event-stream", body = String),
-        (status = 401, description = "Missing or invalid token", body = super::problem::Problem, content_type = "application/problem+json"),
         (status = 404, description = "Unknown flow", body = super::problem::Problem, content_type = "application/problem+json"),
-    ),
-    security(("bearer" = []))
+    )
 )]
 pub async fn events(services: web::Data<Services>, id: web::Path<i64>) -> Result<HttpResponse, AppError> {
     let flow_id = id.into_inner();
@@ -127,7 +175,10 @@ impl Follower {
     }
 
     fn push_end(&mut self, state: FlowState) {
-        self.push("end", json!({ "state": state }));
+        self.push(
+            "end",
+            serde_json::to_value(StreamEnd { state }).unwrap_or_default(),
+        );
         self.ended = true;
     }
 

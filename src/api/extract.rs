@@ -7,7 +7,9 @@ use std::pin::Pin;
 use actix_web::dev::Payload;
 use actix_web::{web, FromRequest, HttpRequest};
 use futures::StreamExt;
-use serde::de::DeserializeOwned;
+use serde::de::{self, DeserializeOwned, MapAccess, SeqAccess, Visitor};
+use serde::{Deserialize, Deserializer};
+use serde_json::Value;
 
 use crate::error::{AppError, FieldError};
 
@@ -66,7 +68,9 @@ impl<T: DeserializeOwned + 'static> FromRequest for Json<T> {
     }
 }
 
-/// Parses JSON, reporting the path of the first offending field.
+/// Parses JSON, reporting the path of the first offending field. Two steps: the text into a
+/// `StrictJson` (syntax errors, with line and column, and keys named twice), then that into `T`
+/// (wrong types, unknown or missing fields).
 pub fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, AppError> {
     if body.iter().all(u8::is_ascii_whitespace) {
         return Err(AppError::BadRequest {
@@ -75,52 +79,132 @@ pub fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, AppError> {
         });
     }
     let mut de = serde_json::Deserializer::from_slice(body);
-    let parsed = serde_path_to_error::deserialize::<_, T>(&mut de);
-    if let Ok(v) = parsed {
-        return match de.end() {
-            Ok(()) => Ok(v),
-            Err(e) => Err(AppError::BadRequest {
-                detail: format!(
-                    "malformed JSON at line {}, column {}: {}",
-                    e.line(),
-                    e.column(),
-                    strip_position(&e.to_string())
-                ),
-                errors: vec![],
-            }),
-        };
-    }
-    match parsed {
-        Ok(v) => Ok(v),
+    let document = serde_path_to_error::deserialize::<_, StrictJson>(&mut de);
+    let document = match document {
+        Ok(StrictJson(value)) => match de.end() {
+            Ok(()) => value,
+            Err(e) => return Err(malformed(&e)),
+        },
         Err(e) => {
             let path = e.path().to_string();
             let inner = e.into_inner();
-            let syntax = inner.is_syntax() || inner.is_eof();
-            let message = without_values(&strip_position(&inner.to_string()));
-            if syntax {
-                Err(AppError::BadRequest {
-                    detail: format!(
-                        "malformed JSON at line {}, column {}: {message}",
-                        inner.line(),
-                        inner.column()
-                    ),
-                    errors: vec![],
-                })
-            } else {
-                let path = if path == "." { String::new() } else { path };
-                Err(AppError::BadRequest {
-                    detail: format!(
-                        "wrong JSON shape{}: {message}",
-                        if path.is_empty() {
-                            String::new()
-                        } else {
-                            format!(" at {path}")
-                        }
-                    ),
-                    errors: vec![FieldError::new(path, message)],
-                })
+            if inner.is_syntax() || inner.is_eof() {
+                return Err(malformed(&inner));
             }
+            return Err(wrong_shape(path, &inner));
         }
+    };
+    serde_path_to_error::deserialize::<_, T>(document).map_err(|e| {
+        let path = e.path().to_string();
+        wrong_shape(path, &e.into_inner())
+    })
+}
+
+fn malformed(e: &serde_json::Error) -> AppError {
+    AppError::BadRequest {
+        detail: format!(
+            "malformed JSON at line {}, column {}: {}",
+            e.line(),
+            e.column(),
+            without_values(&strip_position(&e.to_string()))
+        ),
+        errors: vec![],
+    }
+}
+
+fn wrong_shape(path: String, e: &serde_json::Error) -> AppError {
+    let message = without_values(&strip_position(&e.to_string()));
+    let path = if path == "." { String::new() } else { path };
+    AppError::BadRequest {
+        detail: format!(
+            "wrong JSON shape{}: {message}",
+            if path.is_empty() {
+                String::new()
+            } else {
+                format!(" at {path}")
+            }
+        ),
+        errors: vec![FieldError::new(path, message)],
+    }
+}
+
+/// A JSON document as the typed step reads it. An object that names a key twice is refused, as
+/// the request types themselves would refuse it (a plain `Value` keeps the last one silently).
+/// A number without a fractional part (`2.0`, `1e3`) is an integer, as JSON Schema's `integer`
+/// (and so the OpenAPI document) counts it, as long as a double holds it exactly (up to 2^53).
+struct StrictJson(Value);
+
+impl<'de> Deserialize<'de> for StrictJson {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_any(StrictVisitor).map(StrictJson)
+    }
+}
+
+struct StrictVisitor;
+
+impl<'de> Visitor<'de> for StrictVisitor {
+    type Value = Value;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a JSON value")
+    }
+
+    fn visit_bool<E>(self, v: bool) -> Result<Value, E> {
+        Ok(Value::Bool(v))
+    }
+
+    fn visit_i64<E>(self, v: i64) -> Result<Value, E> {
+        Ok(Value::from(v))
+    }
+
+    fn visit_u64<E>(self, v: u64) -> Result<Value, E> {
+        Ok(Value::from(v))
+    }
+
+    fn visit_f64<E>(self, v: f64) -> Result<Value, E> {
+        const EXACT: f64 = 9_007_199_254_740_992.0; // 2^53
+        Ok(if v.fract() == 0.0 && v.abs() <= EXACT {
+            if v < 0.0 {
+                Value::from(v as i64)
+            } else {
+                Value::from(v as u64)
+            }
+        } else {
+            // serde_json reads no NaN or infinity, so this is always a number.
+            serde_json::Number::from_f64(v).map_or(Value::Null, Value::Number)
+        })
+    }
+
+    fn visit_str<E>(self, v: &str) -> Result<Value, E> {
+        Ok(Value::String(v.to_owned()))
+    }
+
+    fn visit_string<E>(self, v: String) -> Result<Value, E> {
+        Ok(Value::String(v))
+    }
+
+    fn visit_unit<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
+        let mut items = Vec::new();
+        while let Some(StrictJson(item)) = seq.next_element()? {
+            items.push(item);
+        }
+        Ok(Value::Array(items))
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
+        let mut object = serde_json::Map::new();
+        while let Some(key) = map.next_key::<String>()? {
+            if object.contains_key(&key) {
+                return Err(de::Error::custom(format_args!("duplicate field `{key}`")));
+            }
+            let StrictJson(value) = map.next_value()?;
+            object.insert(key, value);
+        }
+        Ok(Value::Object(object))
     }
 }
 
@@ -294,6 +378,62 @@ mod tests {
                 }
                 other => panic!("{other:?}"),
             }
+        }
+    }
+
+    #[test]
+    fn whole_numbers_are_integers_however_they_are_written() {
+        #[derive(serde::Deserialize, Debug, PartialEq)]
+        struct Ids {
+            id: i64,
+            n: u16,
+            ids: Vec<u64>,
+        }
+        let ids: Ids = parse_json(br#"{"id": -3.0, "n": 1e3, "ids": [2.0, 7, 0.0]}"#).unwrap();
+        assert_eq!(
+            ids,
+            Ids {
+                id: -3,
+                n: 1000,
+                ids: vec![2, 7, 0]
+            }
+        );
+        for body in [
+            r#"{"id": 1.5, "n": 1, "ids": []}"#,
+            r#"{"id": 1e300, "n": 1, "ids": []}"#,
+        ] {
+            match parse_json::<Ids>(body.as_bytes()) {
+                Err(AppError::BadRequest { errors, .. }) => assert_eq!(errors[0].path, "id", "{body}"),
+                other => panic!("{body}: {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn keys_named_twice_are_refused_with_their_path() {
+        match parse_json::<T>(br#"{"a": 1, "b": [{"c": "x", "c": "y"}]}"#) {
+            Err(AppError::BadRequest { detail, errors }) => {
+                assert_eq!(errors[0].path, "b[0]", "{detail}");
+                assert!(detail.contains("duplicate field `c`"), "{detail}");
+            }
+            other => panic!("{other:?}"),
+        }
+        match parse_json::<T>(br#"{"a": 1, "a": 2, "b": []}"#) {
+            Err(AppError::BadRequest { detail, .. }) => {
+                assert!(detail.contains("duplicate field `a`"), "{detail}")
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn trailing_text_is_malformed() {
+        match parse_json::<T>(br#"{"a": 1, "b": []} x"#) {
+            Err(AppError::BadRequest { detail, errors }) => {
+                assert!(detail.starts_with("malformed JSON at line 1"), "{detail}");
+                assert!(errors.is_empty());
+            }
+            other => panic!("{other:?}"),
         }
     }
 

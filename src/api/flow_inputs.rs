@@ -8,11 +8,10 @@ use crate::error::AppError;
 use crate::services::Services;
 
 #[utoipa::path(
-    post, path = "/api/v1.0/flow-inputs", tag = "flow-inputs",
+    post, path = "/api/v1.0/flow-inputs", operation_id = "create_flow_input", tag = "flow-inputs",
     request_body = FlowInputRequest,
     responses((status = 201, description = "Created, with defaults filled in and the planned DAG", body = FlowInputView,
-        headers(("Location" = String, description = "The new flow input's URL")))),
-    security(("bearer" = []))
+        headers(("Location" = String, description = "The new flow input's URL"))))
 )]
 pub async fn create(
     services: web::Data<Services>,
@@ -26,10 +25,9 @@ pub async fn create(
 }
 
 #[utoipa::path(
-    get, path = "/api/v1.0/flow-inputs/{id}", tag = "flow-inputs",
-    params(("id" = i64, Path, description = "Flow input id")),
-    responses((status = 200, description = "The flow input", body = FlowInputView)),
-    security(("bearer" = []))
+    get, path = "/api/v1.0/flow-inputs/{id}", operation_id = "get_flow_input", tag = "flow-inputs",
+    params(("id" = i64, Path, minimum = 1, description = "Flow input id")),
+    responses((status = 200, description = "The flow input", body = FlowInputView))
 )]
 pub async fn get(services: web::Data<Services>, id: web::Path<i64>) -> Result<HttpResponse, AppError> {
     let model = services.get_flow_input(id.into_inner()).await?;
@@ -37,10 +35,9 @@ pub async fn get(services: web::Data<Services>, id: web::Path<i64>) -> Result<Ht
 }
 
 #[utoipa::path(
-    get, path = "/api/v1.0/flow-inputs", tag = "flow-inputs",
+    get, path = "/api/v1.0/flow-inputs", operation_id = "list_flow_inputs", tag = "flow-inputs",
     params(Paging),
-    responses((status = 200, description = "Newest first; summaries without SQL", body = super::openapi::FlowInputList)),
-    security(("bearer" = []))
+    responses((status = 200, description = "Newest first; summaries without SQL", body = super::openapi::FlowInputList))
 )]
 pub async fn list(services: web::Data<Services>, paging: Query<Paging>) -> Result<HttpResponse, AppError> {
     let page = services

@@ -6,7 +6,7 @@ use crate::error::AppError;
 use crate::services::{repo, Services};
 
 #[utoipa::path(
-    get, path = "/healthz", tag = "service",
+    get, path = "/healthz", operation_id = "healthz", tag = "service",
     responses((status = 200, description = "The process runs", body = String, content_type = "text/plain"))
 )]
 pub async fn healthz() -> HttpResponse {
@@ -16,7 +16,7 @@ pub async fn healthz() -> HttpResponse {
 }
 
 #[utoipa::path(
-    get, path = "/readyz", tag = "service",
+    get, path = "/readyz", operation_id = "readyz", tag = "service",
     responses(
         (status = 200, description = "The metadata database answers", body = String, content_type = "text/plain"),
         (status = 503, description = "The metadata database does not answer", body = super::problem::Problem, content_type = "application/problem+json"),

@@ -13,8 +13,9 @@ pub mod health;
 pub mod observe;
 pub mod openapi;
 pub mod problem;
+pub mod schema_rules;
 
-use actix_web::{web, HttpRequest, HttpResponse};
+use actix_web::{web, HttpRequest, HttpResponse, Resource, Route};
 use serde::Deserialize;
 
 use crate::error::{AppError, FieldError};
@@ -36,18 +37,63 @@ macro_rules! route_table {
 
         /// Mounts every route.
         pub fn routes(cfg: &mut web::ServiceConfig) {
+            let open = vec![$((stringify!($om), $op, web::$om().to($oh)),)*];
+            let api = vec![$((stringify!($am), $ap, web::$am().to($ah)),)*];
             cfg.app_data(web::QueryConfig::default().error_handler(extract::query_error))
-                .app_data(web::PathConfig::default().error_handler(extract::path_error))
-                $(.route($op, web::$om().to($oh)))*
-                .service(
-                    web::scope(BASE)
-                        .wrap(actix_web::middleware::from_fn(auth::require_token))
-                        $(.route($ap, web::$am().to($ah)))*
-                        .default_service(web::to(not_found)),
-                )
+                .app_data(web::PathConfig::default().error_handler(extract::path_error));
+            for resource in resources(open) {
+                cfg.service(resource);
+            }
+            let scope = resources(api).into_iter().fold(
+                web::scope(BASE).wrap(actix_web::middleware::from_fn(auth::require_token)),
+                |scope, resource| scope.service(resource),
+            );
+            cfg.service(scope.default_service(web::to(not_found)))
                 .default_service(web::to(not_found));
         }
     };
+}
+
+/// One resource per path, holding every method's route, so that a method the path does not
+/// serve is answered by that resource: 405 with `Allow`, not "no such route". (A route mounted
+/// on its own carries its method guard up to a resource of its own, and a request whose method
+/// no resource accepts falls through to the 404 of unknown paths.)
+fn resources(routes: Vec<(&'static str, &'static str, Route)>) -> Vec<Resource> {
+    let mut by_path: Vec<(&'static str, Vec<&'static str>, Vec<Route>)> = Vec::new();
+    for (method, path, route) in routes {
+        match by_path.iter_mut().find(|(p, _, _)| *p == path) {
+            Some((_, methods, routes)) => {
+                methods.push(method);
+                routes.push(route);
+            }
+            None => by_path.push((path, vec![method], vec![route])),
+        }
+    }
+    by_path
+        .into_iter()
+        .map(|(path, methods, routes)| {
+            let allow = methods
+                .iter()
+                .map(|m| m.to_ascii_uppercase())
+                .collect::<Vec<_>>()
+                .join(", ");
+            routes
+                .into_iter()
+                .fold(web::resource(path), Resource::route)
+                .default_service(web::to(move |req: HttpRequest| {
+                    let allow = allow.clone();
+                    async move { method_not_allowed(req, allow) }
+                }))
+        })
+        .collect()
+}
+
+fn method_not_allowed(req: HttpRequest, allow: String) -> Result<HttpResponse, AppError> {
+    Err(AppError::MethodNotAllowed {
+        method: req.method().to_string(),
+        path: req.path().to_string(),
+        allow,
+    })
 }
 
 route_table! {
@@ -88,6 +134,7 @@ async fn not_found(req: HttpRequest) -> Result<HttpResponse, AppError> {
 #[serde(deny_unknown_fields)]
 pub struct Paging {
     /// Items per page: 1 to 500 (default 50).
+    #[param(minimum = 1, maximum = 500)]
     pub limit: Option<u64>,
     /// Only items with a smaller id (the previous page's `next_before_id`).
     pub before_id: Option<i64>,

@@ -12,9 +12,13 @@ use crate::error::AppError;
 use crate::services::Services;
 
 #[utoipa::path(
-    get, path = "/metrics", tag = "service",
-    responses((status = 200, description = "Prometheus text exposition format 0.0.4", body = String,
-        content_type = "text/plain; version=0.0.4"))
+    get, path = "/metrics", operation_id = "metrics", tag = "service",
+    responses(
+        (status = 200, description = "Prometheus text exposition format 0.0.4", body = String,
+            content_type = "text/plain; version=0.0.4"),
+        (status = 500, description = "The metrics cannot be read (logged)", body = super::problem::Problem,
+            content_type = "application/problem+json"),
+    )
 )]
 pub async fn metrics(services: web::Data<Services>) -> Result<HttpResponse, AppError> {
     let text = services.metrics_text().await?;

@@ -1,13 +1,21 @@
-//! The OpenAPI 3 document of the API, generated from the handlers' `#[utoipa::path]`
-//! annotations and the DTOs' `ToSchema` derives. The error responses every operation shares
-//! (problem+json) are added here by rule, once, rather than repeated on each handler.
+//! The OpenAPI 3 document of the API as this server answers it: generated from the handlers'
+//! `#[utoipa::path]` annotations and the types' `ToSchema` derives, then completed here by rule,
+//! once, rather than on each handler: the problem+json responses that follow from the kind of
+//! operation (a body, a query, an id), authentication as configured (with tokens, every
+//! `/api/v1.0` operation requires the bearer scheme and may answer 401; without, none does),
+//! and the request schemas' bounds (`schema_rules`). A method a documented path does not list
+//! is answered 405 with `Allow`.
 
-use actix_web::HttpResponse;
+use actix_web::{web, HttpResponse};
 use serde::Serialize;
-use utoipa::openapi::path::{Operation, PathItem};
-use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use serde_json::Value;
+use utoipa::openapi::path::{Operation, ParameterIn, PathItem};
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityRequirement, SecurityScheme};
 use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder};
 use utoipa::{Modify, OpenApi, ToSchema};
+
+use crate::config::Settings;
+use crate::services::Services;
 
 use super::dto::{DataStoreView, FlowInputSummary, FlowSummary};
 use super::{
@@ -64,12 +72,13 @@ pub struct FlowList {
         document,
     ),
     components(schemas(
+        events::StreamEnd,
+        crate::domain::flow::TaskStatus,
         crate::actors::events::StateUpdate,
         crate::actors::events::ProgressUpdate,
         crate::actors::events::TaskRows,
         crate::actors::events::LineUpdate,
     )),
-    modifiers(&SharedResponses),
     tags(
         (name = "data-stores", description = "Where data is read from and written to"),
         (name = "flow-inputs", description = "Immutable pipeline descriptions"),
@@ -79,10 +88,13 @@ pub struct FlowList {
 )]
 pub struct ApiDoc;
 
-/// Adds the bearer scheme and the problem+json responses that follow from the kind of
-/// operation: 401 and 500 under the API base, 400/413/422 where there is a body, 404 where
-/// there is an id.
-struct SharedResponses;
+/// Adds the problem+json responses that follow from the kind of operation: 400 where there is
+/// a query or a body (malformed, wrong types, unknown fields), 413 and 422 where there is a
+/// body, 422 where there is a query (values out of range), 404 where there is an id, 500 under
+/// the API base; and with `auth`, the bearer scheme and 401 on every operation under it.
+struct SharedResponses {
+    auth: bool,
+}
 
 fn problem(description: &str) -> utoipa::openapi::Response {
     ResponseBuilder::new()
@@ -114,10 +126,12 @@ fn operations(item: &mut PathItem) -> impl Iterator<Item = &mut Operation> {
 impl Modify for SharedResponses {
     fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
         let components = openapi.components.get_or_insert_with(Default::default);
-        components.add_security_scheme(
-            "bearer",
-            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
-        );
+        if self.auth {
+            components.add_security_scheme(
+                "bearer",
+                SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+            );
+        }
         components
             .schemas
             .entry("Problem".to_string())
@@ -127,6 +141,11 @@ impl Modify for SharedResponses {
             let has_id = path.contains("{id}");
             for op in operations(item) {
                 let has_body = op.request_body.is_some();
+                let has_query = op
+                    .parameters
+                    .iter()
+                    .flatten()
+                    .any(|p| p.parameter_in == ParameterIn::Query);
                 let mut add = |status: &str, description: &str| {
                     op.responses
                         .responses
@@ -134,12 +153,23 @@ impl Modify for SharedResponses {
                         .or_insert_with(|| problem(description).into());
                 };
                 if has_body {
-                    add("400", "Malformed JSON or a field of the wrong type");
+                    add(
+                        "400",
+                        "Malformed JSON, a body that is not JSON, a field of the wrong type or an unknown field",
+                    );
                     add("413", "The body is larger than server.max_body_bytes");
                     add("422", "Well-formed but invalid; `errors` lists every problem");
                 }
-                if under_api {
+                if has_query {
+                    add(
+                        "400",
+                        "A malformed query string, a parameter of the wrong type or an unknown parameter",
+                    );
+                    add("422", "A parameter out of range; `errors` lists every problem");
+                }
+                if under_api && self.auth {
                     add("401", "Missing or invalid bearer token");
+                    op.security = Some(vec![SecurityRequirement::new("bearer", Vec::<String>::new())]);
                 }
                 if has_id {
                     add("404", "No such id");
@@ -152,16 +182,57 @@ impl Modify for SharedResponses {
     }
 }
 
-/// The OpenAPI document as JSON.
-pub fn document_json() -> serde_json::Value {
-    serde_json::to_value(ApiDoc::openapi()).unwrap_or_default()
+/// Where the events endpoint's stream is described.
+const EVENT_STREAM: &str =
+    "/paths/~1api~1v1.0~1flows~1{id}~1events/get/responses/200/content/text~1event-stream";
+
+/// The OpenAPI document of a server with `settings`, as JSON.
+pub fn document_json(settings: &Settings) -> serde_json::Value {
+    let (doc, unmatched) = build(settings);
+    if !unmatched.is_empty() {
+        // A type or field was renamed without its rule (a unit test catches this first).
+        tracing::warn!(?unmatched, "OpenAPI document: rules that name nothing");
+    }
+    doc
+}
+
+/// The document, and the places the completing rules looked for but did not find.
+fn build(settings: &Settings) -> (serde_json::Value, Vec<&'static str>) {
+    let mut openapi = ApiDoc::openapi();
+    SharedResponses {
+        auth: !settings.auth.tokens.is_empty(),
+    }
+    .modify(&mut openapi);
+    let mut doc = serde_json::to_value(openapi).unwrap_or_default();
+    let mut unmatched = super::schema_rules::apply(&mut doc, settings);
+    // utoipa has no words for the events of a stream: the 200 of the events endpoint gets the
+    // schema of one event, which is how OpenAPI 3.1 readers take an event stream's schema.
+    match doc.pointer_mut(EVENT_STREAM) {
+        Some(Value::Object(media)) => {
+            media.insert("schema".into(), events::event_schema());
+        }
+        _ => unmatched.push(EVENT_STREAM),
+    }
+    (doc, unmatched)
 }
 
 #[utoipa::path(
-    get, path = "/api/v1.0/openapi.json", tag = "service",
-    responses((status = 200, description = "This document (OpenAPI 3.1)", body = Object)),
-    security(("bearer" = []))
+    get, path = "/api/v1.0/openapi.json", operation_id = "openapi_document", tag = "service",
+    responses((status = 200, description = "This document (OpenAPI 3.1), as this server's configuration makes it", body = Object))
 )]
-pub async fn document() -> HttpResponse {
-    HttpResponse::Ok().json(document_json())
+pub async fn document(services: web::Data<Services>) -> HttpResponse {
+    HttpResponse::Ok().json(document_json(&services.settings))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_completing_rule_finds_its_place() {
+        let settings = Settings::load_with(None, Vec::new()).unwrap();
+        let (doc, unmatched) = build(&settings);
+        assert!(unmatched.is_empty(), "{unmatched:?}");
+        assert!(doc.pointer(EVENT_STREAM).is_some());
+    }
 }

@@ -47,6 +47,7 @@ impl ResponseError for AppError {
             AppError::Invalid(_) | AppError::StoreCheck(_) => StatusCode::UNPROCESSABLE_ENTITY,
             AppError::NotFound { .. } => StatusCode::NOT_FOUND,
             AppError::Conflict(_) => StatusCode::CONFLICT,
+            AppError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             AppError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             AppError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             AppError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
@@ -77,6 +78,13 @@ impl ResponseError for AppError {
             AppError::Conflict(detail) => {
                 Problem::new(status, "conflict", "Conflict", detail.clone(), vec![])
             }
+            AppError::MethodNotAllowed { .. } => Problem::new(
+                status,
+                "method-not-allowed",
+                "Method not allowed",
+                self.to_string(),
+                vec![],
+            ),
             AppError::Unauthorized(detail) => {
                 Problem::new(status, "unauthorized", "Unauthorized", detail.clone(), vec![])
             }
@@ -111,11 +119,21 @@ impl ResponseError for AppError {
             }
         };
         let mut response = problem.response();
-        if matches!(self, AppError::Unauthorized(_)) {
-            response.headers_mut().insert(
-                actix_web::http::header::WWW_AUTHENTICATE,
-                actix_web::http::header::HeaderValue::from_static("Bearer"),
-            );
+        match self {
+            AppError::Unauthorized(_) => {
+                response.headers_mut().insert(
+                    actix_web::http::header::WWW_AUTHENTICATE,
+                    actix_web::http::header::HeaderValue::from_static("Bearer"),
+                );
+            }
+            AppError::MethodNotAllowed { allow, .. } => {
+                if let Ok(value) = actix_web::http::header::HeaderValue::from_str(allow) {
+                    response
+                        .headers_mut()
+                        .insert(actix_web::http::header::ALLOW, value);
+                }
+            }
+            _ => {}
         }
         response
     }

@@ -22,6 +22,14 @@ pub enum FlowState {
 }
 
 impl FlowState {
+    pub const ALL: [FlowState; 5] = [
+        FlowState::Ready,
+        FlowState::Running,
+        FlowState::Cancelled,
+        FlowState::Failed,
+        FlowState::Completed,
+    ];
+
     pub fn is_final(self) -> bool {
         matches!(
             self,
@@ -38,15 +46,7 @@ impl FlowState {
         }
     }
     pub fn parse(s: &str) -> Option<Self> {
-        [
-            Self::Ready,
-            Self::Running,
-            Self::Cancelled,
-            Self::Failed,
-            Self::Completed,
-        ]
-        .into_iter()
-        .find(|st| st.as_str() == s)
+        Self::ALL.into_iter().find(|st| st.as_str() == s)
     }
 }
 

@@ -1,5 +1,11 @@
 //! Name rules and "did you mean" suggestions.
 
+/// What `check_store_name` accepts, as a regular expression (for the OpenAPI document).
+pub const STORE_NAME_PATTERN: &str = "^[A-Za-z][A-Za-z0-9_-]{0,62}$";
+
+/// What `check_node_name` accepts, as a regular expression (for the OpenAPI document).
+pub const NODE_NAME_PATTERN: &str = "^[a-z_][a-z0-9_]{0,62}$";
+
 /// Data store names: 1-63 characters of `[A-Za-z0-9_-]`, starting with a letter.
 pub fn check_store_name(name: &str) -> Result<(), String> {
     let ok = (1..=63).contains(&name.len())
@@ -71,7 +77,7 @@ pub fn did_you_mean<'a>(wanted: &str, candidates: impl IntoIterator<Item = &'a s
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     #[test]
@@ -91,6 +97,52 @@ mod tests {
         let err = check_node_name("Stg-Orders").unwrap_err();
         assert!(err.contains("try \"stg_orders\""), "{err}");
         assert!(check_node_name("9lives").is_err());
+    }
+
+    /// Names to try a pattern and its validator on: edges of length, case, digits first,
+    /// punctuation, non-ASCII letters, and a trailing newline (which `$` must not let through).
+    pub(crate) fn name_samples() -> Vec<String> {
+        let mut samples: Vec<String> = [
+            "",
+            "a",
+            "A",
+            "_",
+            "-",
+            "9",
+            "a9",
+            "_x1",
+            "shop_db",
+            "a-1",
+            "Stg-Orders",
+            "stg_orders",
+            "has space",
+            "é",
+            "aé",
+            "a.b",
+            "a\n",
+            "a$",
+            "1abc",
+            "ab\u{0}",
+            "Z_-z",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        for n in [62, 63, 64] {
+            samples.push("a".repeat(n));
+            samples.push(format!("_{}", "b".repeat(n - 1)));
+        }
+        samples
+    }
+
+    #[test]
+    fn the_patterns_accept_exactly_what_the_checks_accept() {
+        let store = regex::Regex::new(STORE_NAME_PATTERN).unwrap();
+        let node = regex::Regex::new(NODE_NAME_PATTERN).unwrap();
+        for name in name_samples() {
+            assert_eq!(store.is_match(&name), check_store_name(&name).is_ok(), "{name:?}");
+            assert_eq!(node.is_match(&name), check_node_name(&name).is_ok(), "{name:?}");
+        }
     }
 
     #[test]

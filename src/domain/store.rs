@@ -25,6 +25,8 @@ pub enum StoreEngine {
 }
 
 impl StoreKind {
+    pub const ALL: [StoreKind; 3] = [StoreKind::RelationalDb, StoreKind::ColumnarDb, StoreKind::File];
+
     pub fn parse(s: &str) -> Option<Self> {
         serde_json::from_value(serde_json::Value::String(s.to_string())).ok()
     }
@@ -61,6 +63,11 @@ impl StoreEngine {
         }
     }
 
+    /// Whether this server can use the engine at all (DuckDB is not built in).
+    pub fn is_built_in(self) -> bool {
+        self != StoreEngine::Duckdb
+    }
+
     pub fn connection_type(self) -> ConnectionType {
         match self {
             StoreEngine::Postgres | StoreEngine::Mysql => ConnectionType::Db,
@@ -84,7 +91,7 @@ pub enum ConnectionType {
 }
 
 impl ConnectionType {
-    fn as_str(self) -> &'static str {
+    pub fn as_str(self) -> &'static str {
         match self {
             ConnectionType::Db => "db",
             ConnectionType::File => "file",
@@ -207,6 +214,11 @@ pub struct ValidStore {
     pub password: Option<String>,
 }
 
+/// The longest host, user or database name accepted, in characters.
+pub const MAX_FIELD_CHARS: usize = 255;
+/// The longest password accepted, in characters.
+pub const MAX_PASSWORD_CHARS: usize = 1024;
+
 /// Checks everything that can be checked without the file system, reporting every problem.
 pub fn validate_new_store(req: NewDataStoreRequest) -> Result<ValidStore, Vec<FieldError>> {
     let mut errors = Vec::new();
@@ -247,9 +259,9 @@ pub fn validate_new_store(req: NewDataStoreRequest) -> Result<ValidStore, Vec<Fi
                 ),
             ));
         }
-        (Some(_), Some(StoreEngine::Duckdb)) => errors.push(FieldError::new(
+        (Some(_), Some(engine)) if !engine.is_built_in() => errors.push(FieldError::new(
             "engine",
-            "engine duckdb is not built into this server",
+            format!("engine {} is not built into this server", engine.as_str()),
         )),
         _ => {}
     }
@@ -288,12 +300,13 @@ pub fn validate_new_store(req: NewDataStoreRequest) -> Result<ValidStore, Vec<Fi
                     ));
                 }
             }
+            // Lengths count characters, as the messages (and the OpenAPI document) say.
             let required = |field: &str, value: &Option<String>, errors: &mut Vec<FieldError>| match value {
-                Some(v) if !v.trim().is_empty() && v.len() <= 255 => Some(v.clone()),
-                Some(v) if v.len() > 255 => {
+                Some(v) if !v.trim().is_empty() && v.chars().count() <= MAX_FIELD_CHARS => Some(v.clone()),
+                Some(v) if v.chars().count() > MAX_FIELD_CHARS => {
                     errors.push(FieldError::new(
                         format!("connection.{field}"),
-                        "must be at most 255 characters",
+                        format!("must be at most {MAX_FIELD_CHARS} characters"),
                     ));
                     None
                 }
@@ -345,10 +358,10 @@ pub fn validate_new_store(req: NewDataStoreRequest) -> Result<ValidStore, Vec<Fi
         None => {}
     }
     if let Some(pw) = &c.password {
-        if pw.len() > 1024 {
+        if pw.chars().count() > MAX_PASSWORD_CHARS {
             errors.push(FieldError::new(
                 "connection.password",
-                "must be at most 1024 characters",
+                format!("must be at most {MAX_PASSWORD_CHARS} characters"),
             ));
         }
     }

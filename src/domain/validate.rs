@@ -141,12 +141,13 @@ pub fn validate_flow_input(
     for (i, t) in req.transforms.iter().enumerate() {
         let path = format!("transforms[{i}].sql");
         let mut deps = Vec::new();
-        if t.sql.len() > ctx.limits.max_sql_length {
+        // Characters, as the message and the OpenAPI document (`maxLength`) count them.
+        let length = t.sql.chars().count();
+        if length > ctx.limits.max_sql_length {
             p.add(
                 path,
                 format!(
-                    "the SQL is {} characters long; at most {} are allowed",
-                    t.sql.len(),
+                    "the SQL is {length} characters long; at most {} are allowed",
                     ctx.limits.max_sql_length
                 ),
             );
@@ -334,7 +335,7 @@ fn validate_source(
     if let Some(q) = &s.query {
         if q.trim().is_empty() {
             p.add(at("query"), "must not be empty");
-        } else if q.len() > MAX_QUERY_LENGTH {
+        } else if q.chars().count() > MAX_QUERY_LENGTH {
             p.add(
                 at("query"),
                 format!("at most {MAX_QUERY_LENGTH} characters are allowed"),
@@ -521,8 +522,11 @@ fn validate_options(req: OptionsRequest, engine: &EngineSettings, p: &mut Proble
     }
 }
 
+/// What `check_table_name` accepts, as a regular expression (for the OpenAPI document).
+pub const TABLE_NAME_PATTERN: &str = r"^[A-Za-z_][A-Za-z0-9_$]{0,62}(\.[A-Za-z_][A-Za-z0-9_$]{0,62}){0,2}$";
+
 /// A source table: one to three dot-separated identifiers.
-fn check_table_name(name: &str) -> Result<(), String> {
+pub fn check_table_name(name: &str) -> Result<(), String> {
     let part_ok = |part: &str| {
         !part.is_empty()
             && part.len() <= 63
@@ -759,6 +763,36 @@ mod tests {
             ],
             "{errors:#?}"
         );
+    }
+
+    #[test]
+    fn the_table_pattern_accepts_exactly_what_the_check_accepts() {
+        let pattern = regex::Regex::new(TABLE_NAME_PATTERN).unwrap();
+        let mut samples = crate::domain::names::tests::name_samples();
+        for extra in [
+            "public.orders",
+            "a.b.c",
+            "a.b.c.d",
+            "a..b",
+            ".a",
+            "a.",
+            "x$y.z",
+            "a.9b",
+            "db.s.t",
+            "public.Orders_2",
+            "a.b\n",
+        ] {
+            samples.push(extra.to_string());
+        }
+        samples.push(format!("{}.{}", "a".repeat(63), "b".repeat(63)));
+        samples.push(format!("{}.{}", "a".repeat(63), "b".repeat(64)));
+        for name in samples {
+            assert_eq!(
+                pattern.is_match(&name),
+                check_table_name(&name).is_ok(),
+                "{name:?}"
+            );
+        }
     }
 
     #[test]

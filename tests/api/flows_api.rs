@@ -257,8 +257,14 @@ async fn post_flows_error_paths() {
     let r = app.post("/flows", &json!({"flow_input_id": 4242})).await;
     assert_invalid(&r, &["flow_input_id"]);
     assert_message(&r, "flow_input_id", &["flow input 4242 does not exist"]);
+    // A whole number is an integer however it is written (as JSON Schema counts it).
+    for value in [json!(4242.0), json!(4.242e3)] {
+        let r = app.post("/flows", &json!({"flow_input_id": value})).await;
+        assert_invalid(&r, &["flow_input_id"]);
+        assert_message(&r, "flow_input_id", &["flow input 4242 does not exist"]);
+    }
     // Wrong types: 400 naming the field.
-    for value in [json!("1"), json!(1.5), json!(null), json!([1]), json!(-1.0)] {
+    for value in [json!("1"), json!(1.5), json!(null), json!([1]), json!(-1.5)] {
         let r = app.post("/flows", &json!({"flow_input_id": value})).await;
         assert_problem(&r, 400);
         assert_eq!(r.error_paths(), ["flow_input_id"], "{value}: {:#}", r.body);

@@ -159,37 +159,67 @@ fn refs(value: &Value, out: &mut Vec<String>) {
     }
 }
 
-#[tokio::test]
-async fn the_openapi_document_lists_every_route_the_server_has() {
-    let app = spawn_app().await;
-    let doc = app.get("/openapi.json").await.expect(200).body;
-    assert!(
-        doc["openapi"].as_str().unwrap().starts_with("3."),
-        "{}",
-        doc["openapi"]
-    );
-    assert_eq!(doc["info"]["title"], "Sluice");
-    let documented: BTreeSet<(String, String)> = doc["paths"]
+/// Fetches the OpenAPI document (with the token, when there is one).
+async fn openapi(app: &TestApp, token: Option<&str>) -> Value {
+    let mut req = app.client.get(app.api("/openapi.json"));
+    if let Some(token) = token {
+        req = req.bearer_auth(token);
+    }
+    let resp = req.send().await.expect("request");
+    assert_eq!(resp.status(), 200);
+    resp.json().await.expect("JSON")
+}
+
+/// Every (method, path) of the document's operations.
+fn operations(doc: &Value) -> Vec<(String, String, &Value)> {
+    doc["paths"]
         .as_object()
         .expect("paths")
         .iter()
         .flat_map(|(path, item)| {
             item.as_object()
                 .unwrap()
-                .keys()
-                .filter(|m| ["get", "post", "put", "delete", "patch"].contains(&m.as_str()))
-                .map(move |m| (m.to_uppercase(), path.clone()))
+                .iter()
+                .filter(|(m, _)| ["get", "post", "put", "delete", "patch"].contains(&m.as_str()))
+                .map(move |(m, op)| (m.to_uppercase(), path.clone(), op))
         })
-        .collect();
+        .collect()
+}
+
+#[tokio::test]
+async fn the_openapi_document_lists_every_route_the_server_has() {
+    let app = spawn_app().await;
+    let doc = openapi(&app, None).await;
+    assert!(
+        doc["openapi"].as_str().unwrap().starts_with("3."),
+        "{}",
+        doc["openapi"]
+    );
+    assert_eq!(doc["info"]["title"], "Sluice");
+    let documented: BTreeSet<(String, String)> =
+        operations(&doc).into_iter().map(|(m, p, _)| (m, p)).collect();
     let served: BTreeSet<(String, String)> = sluice::api::ROUTES
         .iter()
         .map(|(m, p)| (m.to_uppercase(), p.to_string()))
         .collect();
     assert_eq!(documented, served);
+    let ids: BTreeSet<&str> = operations(&doc)
+        .iter()
+        .map(|(m, p, op)| {
+            op["operationId"]
+                .as_str()
+                .unwrap_or_else(|| panic!("{m} {p}: no operationId"))
+        })
+        .collect();
+    assert_eq!(
+        ids.len(),
+        documented.len(),
+        "operationIds are not unique: {ids:?}"
+    );
 
     // Every documented route answers (not the "no such route" 404), and every operation
     // documents its errors as problem+json.
-    for (method, path) in &documented {
+    for (method, path, op) in operations(&doc) {
         let url = format!(
             "{}{}",
             app.address,
@@ -206,29 +236,54 @@ async fn the_openapi_document_lists_every_route_the_server_has() {
             !(status == 404 && body.contains("route ")),
             "{method} {path} is documented but not served: {body}"
         );
-        let op = &doc["paths"][path][method.to_lowercase()];
         let responses = op["responses"].as_object().unwrap();
         assert!(
             responses.keys().any(|s| s.starts_with('2')),
             "{method} {path}: no success response"
         );
+        let problem = |code: &str| responses[code]["content"]["application/problem+json"].is_object();
         if path.starts_with("/api/v1.0") {
-            for code in ["401", "500"] {
-                assert!(
-                    responses[code]["content"]["application/problem+json"].is_object(),
-                    "{method} {path}: {code} not documented as a problem: {op:#}"
-                );
-            }
+            assert!(
+                problem("500"),
+                "{method} {path}: 500 not documented as a problem: {op:#}"
+            );
         }
+        // Without tokens nothing asks for one, and nothing answers 401.
+        assert!(op.get("security").is_none(), "{method} {path}: {op:#}");
+        assert!(!responses.contains_key("401"), "{method} {path}: {op:#}");
         if path.contains("{id}") {
-            assert!(responses.contains_key("404"), "{method} {path}: no 404");
+            assert!(problem("404"), "{method} {path}: no 404");
+            let id = &op["parameters"][0];
+            assert_eq!(id["name"], "id");
+            assert_eq!(id["schema"]["minimum"], 1, "{method} {path}");
         }
         if op.get("requestBody").is_some() {
             for code in ["400", "413", "422"] {
-                assert!(responses.contains_key(code), "{method} {path}: no {code}");
+                assert!(problem(code), "{method} {path}: no {code}");
             }
         }
+        let has_query = op["parameters"]
+            .as_array()
+            .is_some_and(|ps| ps.iter().any(|p| p["in"] == "query"));
+        if has_query {
+            for code in ["400", "422"] {
+                assert!(problem(code), "{method} {path}: no {code}");
+            }
+            let limit = op["parameters"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|p| p["name"] == "limit")
+                .expect("limit");
+            assert_eq!(limit["schema"]["minimum"], 1);
+            assert_eq!(limit["schema"]["maximum"], sluice::api::MAX_LIMIT);
+        }
     }
+    assert!(
+        doc["components"].get("securitySchemes").is_none(),
+        "{:#}",
+        doc["components"]
+    );
 
     // Every schema reference resolves, and the main shapes are there.
     let schemas = doc["components"]["schemas"].as_object().expect("schemas");
@@ -251,6 +306,8 @@ async fn the_openapi_document_lists_every_route_the_server_has() {
         "FlowList",
         "StateUpdate",
         "ProgressUpdate",
+        "StreamEnd",
+        "StoreCheckView",
     ] {
         assert!(schemas.contains_key(name), "schema {name} missing");
     }
@@ -258,7 +315,90 @@ async fn the_openapi_document_lists_every_route_the_server_has() {
         schemas["FlowState"]["enum"],
         json!(["READY", "RUNNING", "CANCELLED", "FAILED", "COMPLETED"])
     );
-    assert!(doc["components"]["securitySchemes"]["bearer"].is_object());
+    // The events endpoint describes each event: its name and the schema of its data.
+    let event = &doc["paths"]["/api/v1.0/flows/{id}/events"]["get"]["responses"]["200"]["content"]
+        ["text/event-stream"]["schema"];
+    assert_eq!(
+        event["properties"]["event"]["enum"],
+        json!(["snapshot", "state", "progress", "task", "log", "error", "end"])
+    );
+    assert_eq!(
+        event["oneOf"][0]["properties"]["data"]["contentSchema"]["$ref"],
+        "#/components/schemas/FlowView"
+    );
+}
+
+#[tokio::test]
+async fn with_tokens_every_api_operation_of_the_document_requires_the_bearer_scheme() {
+    let token = "openapi-T0ken-7";
+    let app = spawn_app_with(AppOptions::default().env("SLUICE__AUTH__TOKENS", token)).await;
+    let r = app.get("/openapi.json").await;
+    assert_eq!(r.status, 401, "the document is under the API: {:#}", r.body);
+    let doc = openapi(&app, Some(token)).await;
+    assert_eq!(
+        doc["components"]["securitySchemes"]["bearer"],
+        json!({"type": "http", "scheme": "bearer"})
+    );
+    for (method, path, op) in operations(&doc) {
+        if path.starts_with("/api/v1.0") {
+            assert_eq!(op["security"], json!([{"bearer": []}]), "{method} {path}");
+            assert!(
+                op["responses"]["401"]["content"]["application/problem+json"].is_object(),
+                "{method} {path}: {op:#}"
+            );
+        } else {
+            assert!(op.get("security").is_none(), "{method} {path}: {op:#}");
+            assert!(op["responses"].get("401").is_none(), "{method} {path}: {op:#}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn the_documents_request_bounds_are_the_servers_settings() {
+    let app = spawn_app_with(
+        AppOptions::default()
+            .env("SLUICE__ENGINE__MEMORY_LIMIT_MB", 640)
+            .env("SLUICE__LIMITS__MAX_SOURCES", 7)
+            .env("SLUICE__LIMITS__MAX_TRANSFORMS", 9)
+            .env("SLUICE__LIMITS__MAX_SQL_LENGTH", 1234),
+    )
+    .await;
+    let doc = openapi(&app, None).await;
+    let schemas = &doc["components"]["schemas"];
+    let memory = &schemas["OptionsRequest"]["properties"]["memory_limit_mb"];
+    assert_eq!(
+        (&memory["minimum"], &memory["maximum"]),
+        (&json!(16), &json!(640))
+    );
+    let input = &schemas["FlowInputRequest"]["properties"];
+    assert_eq!(input["sources"]["maxItems"], 7);
+    assert_eq!(input["transforms"]["maxItems"], 9);
+    assert_eq!(schemas["Transform"]["properties"]["sql"]["maxLength"], 1234);
+    assert_eq!(
+        schemas["NewDataStoreRequest"]["properties"]["engine"]["enum"],
+        json!(["postgres", "mysql", "sqlite", "parquet", "csv"]),
+        "every engine this server has, and only those"
+    );
+    // And the server holds to them: one over each bound is a 422 naming the field.
+    let store = app
+        .create_store(json!({"name": "files", "kind": "file", "engine": "csv",
+                             "connection": {"type": "file", "path": app.files.display().to_string()}}))
+        .await;
+    let too_much = json!({
+        "name": "bounds", "source_store_ids": [store], "target_store_id": store,
+        "sources": (0..8).map(|i| json!({"name": format!("s{i}"), "store_id": store, "path": "x.csv"})).collect::<Vec<_>>(),
+        "transforms": [{"name": "t", "sql": format!("SELECT 1 AS {}", "x".repeat(1230))}],
+        "options": {"memory_limit_mb": 641}
+    });
+    let r = app.post("/flow-inputs", &too_much).await;
+    crate::contract::assert_problem(&r, 422);
+    for path in ["sources", "transforms[0].sql", "options.memory_limit_mb"] {
+        assert!(
+            r.error_paths().iter().any(|p| p == path),
+            "no error at {path}: {:#}",
+            r.body
+        );
+    }
 }
 
 #[tokio::test]

@@ -1,4 +1,5 @@
-//! Service endpoints, unknown routes and methods, body limits (413) and bearer tokens (401).
+//! Service endpoints, unknown routes (404) and methods (405), body limits (413) and bearer
+//! tokens (401).
 
 use futures::StreamExt;
 use reqwest::Method;
@@ -52,9 +53,9 @@ async fn unknown_routes_are_404_problems() {
 }
 
 #[tokio::test]
-async fn methods_a_route_does_not_have_are_404_problems() {
-    // The contract has no 405 (and no PUT/PATCH/DELETE at all): a method a path does not
-    // serve is an unknown route, answered like every other error.
+async fn methods_a_path_does_not_serve_are_405_problems_with_allow() {
+    // A known path asked with another method is 405 with `Allow` naming the methods it serves
+    // (no PUT/PATCH/DELETE exist at all); it never reaches a handler.
     let app = spawn_app().await;
     let id = app
         .create_store(
@@ -62,26 +63,59 @@ async fn methods_a_route_does_not_have_are_404_problems() {
                              "connection": {"type": "db", "host": "h", "user": "u", "db_name": "d"}}),
         )
         .await;
-    for (method, path) in [
-        (Method::DELETE, format!("/api/v1.0/data-stores/{id}")),
-        (Method::PUT, format!("/api/v1.0/data-stores/{id}")),
-        (Method::PATCH, "/api/v1.0/flow-inputs/1".to_string()),
-        (Method::DELETE, "/api/v1.0/flows".to_string()),
-        (Method::GET, "/api/v1.0/flows/cancel/1".to_string()),
-        (Method::POST, "/healthz".to_string()),
-    ] {
-        let r = send(
-            &app,
-            method.clone(),
-            &format!("{}{path}", app.address),
-            Some("application/json"),
-            Some(b"{}".to_vec()),
-        )
-        .await;
-        assert_problem(&r, 404);
-        let detail = r.body["detail"].as_str().unwrap();
-        assert!(detail.contains(&format!("{method} {path}")), "{detail}");
+    let mut served: Vec<(&str, Vec<String>)> = Vec::new();
+    for (method, path) in sluice::api::ROUTES {
+        match served.iter_mut().find(|(p, _)| p == path) {
+            Some((_, methods)) => methods.push(method.to_uppercase()),
+            None => served.push((path, vec![method.to_uppercase()])),
+        }
     }
+    let methods = [
+        Method::GET,
+        Method::POST,
+        Method::PUT,
+        Method::PATCH,
+        Method::DELETE,
+        Method::HEAD,
+        Method::OPTIONS,
+        Method::TRACE,
+    ];
+    for (pattern, allowed) in &served {
+        let path = pattern
+            .replace("{id}", &id.to_string())
+            .replace("{file}", "app.js");
+        for method in methods.iter().filter(|m| !allowed.contains(&m.to_string())) {
+            let r = send(
+                &app,
+                method.clone(),
+                &format!("{}{path}", app.address),
+                Some("application/json"),
+                Some(b"{}".to_vec()),
+            )
+            .await;
+            assert_eq!(r.status, 405, "{method} {path}: {:#}", r.body);
+            assert_eq!(header(&r, "allow"), allowed.join(", "), "{method} {path}");
+            if method == Method::HEAD {
+                continue; // no body
+            }
+            assert_problem(&r, 405);
+            let detail = r.body["detail"].as_str().unwrap();
+            assert!(
+                detail.contains(&format!("{method} is not allowed on {path}")),
+                "{detail}"
+            );
+        }
+    }
+    // An unknown path stays 404, whatever the method.
+    let r = send(
+        &app,
+        Method::DELETE,
+        &format!("{}/api/v1.0/stores/{id}", app.address),
+        None,
+        None,
+    )
+    .await;
+    assert_problem(&r, 404);
     // The store is still there, unchanged.
     app.get(&format!("/data-stores/{id}")).await.expect(200);
 }
