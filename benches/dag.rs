@@ -18,6 +18,8 @@
 //! (default 3), `SLUICE_BENCH_LOW_MEMORY_MB` (default 512: one more Sluice run of the largest
 //! set with that `memory_limit_mb`), `SLUICE_BENCH_DIR` (default: a temporary directory).
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::Command;

@@ -9,6 +9,8 @@
 //!
 //! `SLUICE_BENCH_CSV_MB` sets the CSV size (default 300).
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::io::Write;
 use std::path::Path;
 use std::time::{Duration, Instant};

@@ -12,6 +12,8 @@
 //! if missing), `SLUICE_BENCH_MYSQL_URL` (default `mysql://root@127.0.0.1:3306/sluice_bench`),
 //! `SLUICE_BENCH_ROWS` (default 5000000), `SLUICE_BENCH_MYSQL_ROWS` (default 1000000).
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::process::Command;
 use std::time::{Duration, Instant};
 

@@ -21,6 +21,9 @@
 //! - [`metrics`]: the Prometheus registry (one per application).
 //! - [`config`], [`telemetry`], [`error`], [`secrets`], [`startup`] (the composition root).
 
+// Tests may unwrap: a failed unwrap is a failed test.
+#![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
+
 pub mod actors;
 pub mod api;
 pub mod cli;

@@ -42,6 +42,9 @@ const ALL_STATES: [FlowState; 5] = [
 ];
 const ALL_KINDS: [NodeKind; 3] = [NodeKind::Ingest, NodeKind::Transform, NodeKind::Persist];
 
+// The metric definitions below are constants, and `Metrics::new` runs in every test: their
+// registration cannot fail at run time.
+#[allow(clippy::expect_used)]
 fn counter_vec(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
     let metric = IntCounterVec::new(Opts::new(name, help), labels).expect("a valid metric definition");
     registry
@@ -50,6 +53,7 @@ fn counter_vec(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> 
     metric
 }
 
+#[allow(clippy::expect_used)]
 fn histogram(registry: &Registry, name: &str, help: &str, buckets: Vec<f64>) -> Histogram {
     let metric =
         Histogram::with_opts(HistogramOpts::new(name, help).buckets(buckets)).expect("a valid histogram");
@@ -59,6 +63,7 @@ fn histogram(registry: &Registry, name: &str, help: &str, buckets: Vec<f64>) -> 
     metric
 }
 
+#[allow(clippy::expect_used)]
 fn histogram_vec(
     registry: &Registry,
     name: &str,
@@ -84,6 +89,7 @@ impl Metrics {
     /// A fresh registry with every metric registered (and zero series for the known labels, so
     /// dashboards see them before the first flow). The definitions are constants: registering
     /// them cannot fail at run time.
+    #[allow(clippy::expect_used)]
     pub fn new() -> Self {
         let registry = Registry::new();
         let flows = IntGaugeVec::new(

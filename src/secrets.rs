@@ -86,16 +86,17 @@ impl Cipher {
         }
     }
 
-    pub fn seal(&self, plain: &str) -> String {
+    /// Encrypts `plain`; fails only for a plaintext beyond what the cipher can take (gigabytes).
+    pub fn seal(&self, plain: &str) -> Result<String, String> {
         let mut nonce = [0u8; 24];
         rand::rng().fill_bytes(&mut nonce);
         let sealed = self
             .aead
             .encrypt(XNonce::from_slice(&nonce), plain.as_bytes())
-            .expect("XChaCha20-Poly1305 encryption of an in-memory buffer cannot fail");
+            .map_err(|_| "the password could not be encrypted".to_string())?;
         let mut out = nonce.to_vec();
         out.extend_from_slice(&sealed);
-        format!("{SEALED_PREFIX}{}", B64.encode(out))
+        Ok(format!("{SEALED_PREFIX}{}", B64.encode(out)))
     }
 
     pub fn open(&self, sealed: &str) -> Result<Secret, String> {
@@ -137,11 +138,14 @@ fn write_private_file(path: &Path, contents: &[u8]) -> std::io::Result<()> {
     std::fs::write(path, contents)
 }
 
+// A literal pattern, compiled by every test run: it cannot fail at run time.
+#[allow(clippy::expect_used)]
 static URL_CREDENTIALS: LazyLock<regex::Regex> = LazyLock::new(|| {
     regex::Regex::new(r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.-]*://)(?P<user>[^:/@\s]*):(?P<pw>[^@\s]*)@")
         .expect("static regex")
 });
 
+#[allow(clippy::expect_used)]
 static PASSWORD_PAIRS: LazyLock<regex::Regex> = LazyLock::new(|| {
     regex::Regex::new(
         r"(?i)(?P<key>password|passwd|pwd)(?P<sep>\s*[=:]\s*)(?P<val>'[^']*'|\x22[^\x22]*\x22|[^\s;,&]+)",
@@ -174,8 +178,8 @@ mod tests {
     #[test]
     fn seal_and_open_round_trip_with_random_nonces() {
         let c = Cipher::from_key(&[7u8; 32]);
-        let a = c.seal("s3cret");
-        let b = c.seal("s3cret");
+        let a = c.seal("s3cret").unwrap();
+        let b = c.seal("s3cret").unwrap();
         assert_ne!(a, b);
         assert!(!a.contains("s3cret"));
         assert_eq!(c.open(&a).unwrap().expose(), "s3cret");
@@ -187,7 +191,7 @@ mod tests {
     fn key_file_is_created_private_and_reused() {
         let dir = tempfile::tempdir().unwrap();
         let c1 = Cipher::load_or_create(dir.path()).unwrap();
-        let sealed = c1.seal("x");
+        let sealed = c1.seal("x").unwrap();
         let c2 = Cipher::load_or_create(dir.path()).unwrap();
         assert_eq!(c2.open(&sealed).unwrap().expose(), "x");
         #[cfg(unix)]

@@ -111,6 +111,8 @@ impl MigrationTrait for Migration {
     }
 }
 
+// SeaORM names a table's columns after it: `FlowInput::FlowInputId` reads as intended.
+#[allow(clippy::enum_variant_names)]
 #[derive(DeriveIden)]
 enum DataStore {
     Table,
@@ -123,6 +125,8 @@ enum DataStore {
     PasswordSealed,
 }
 
+// SeaORM names a table's columns after it: `FlowInput::FlowInputId` reads as intended.
+#[allow(clippy::enum_variant_names)]
 #[derive(DeriveIden)]
 enum FlowInput {
     Table,
@@ -138,6 +142,8 @@ enum FlowInput {
     Dag,
 }
 
+// SeaORM names a table's columns after it: `FlowInput::FlowInputId` reads as intended.
+#[allow(clippy::enum_variant_names)]
 #[derive(DeriveIden)]
 enum FlowOutput {
     Table,
@@ -154,6 +160,8 @@ enum FlowOutput {
     Restarts,
 }
 
+// SeaORM names a table's columns after it: `FlowInput::FlowInputId` reads as intended.
+#[allow(clippy::enum_variant_names)]
 #[derive(DeriveIden)]
 enum Flow {
     Table,

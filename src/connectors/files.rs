@@ -256,12 +256,17 @@ impl CsvSource {
             None => schema.clone(),
         };
         let (scan_files, scan_options) = (files.clone(), o.clone());
-        let (estimated_rows, splittable) = tokio::task::spawn_blocking(move || {
+        let (estimated_rows, estimated_bytes, splittable) = tokio::task::spawn_blocking(move || {
             let estimate = estimate_csv_rows(&scan_files, scan_options.has_header);
+            let bytes: u64 = scan_files
+                .iter()
+                .filter_map(|f| std::fs::metadata(f).ok())
+                .map(|m| m.len())
+                .sum();
             let splittable = scan_files
                 .iter()
                 .all(|f| !has_quoted_line_break(f, &scan_options).unwrap_or(true));
-            (estimate, splittable)
+            (estimate, Some(bytes), splittable)
         })
         .await
         .map_err(|e| ConnectorError::permanent(format!("reading csv: {e}")))?;
@@ -302,6 +307,7 @@ impl CsvSource {
                 map_error,
             }),
             estimated_rows,
+            estimated_bytes,
         })
     }
 }
@@ -785,6 +791,8 @@ async fn parquet_table(
     Ok(SourceTable {
         table: df.into_view(),
         estimated_rows,
+        // Parquet files carry their own statistics.
+        estimated_bytes: None,
     })
 }
 

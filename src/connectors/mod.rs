@@ -90,6 +90,8 @@ pub struct Opened {
 pub struct SourceTable {
     pub table: Arc<dyn TableProvider>,
     pub estimated_rows: Option<u64>,
+    /// About how many bytes its rows take (for the planner's join choices).
+    pub estimated_bytes: Option<u64>,
 }
 
 #[async_trait]

@@ -41,8 +41,8 @@ use datafusion::physical_plan::filter_pushdown::{
 };
 use datafusion::physical_plan::projection::{make_with_child, ProjectionExec};
 use datafusion::physical_plan::{
-    ChildStats, DisplayAs, DisplayFormatType, ExecutionPlan, PlanProperties, RecordBatchStream, Statistics,
-    StatisticsArgs,
+    ChildStats, DisplayAs, DisplayFormatType, ExecutionPlan, ExecutionPlanProperties, PlanProperties,
+    RecordBatchStream, Statistics, StatisticsArgs,
 };
 use datafusion::physical_planner::{DefaultPhysicalPlanner, ExtensionPlanner, PhysicalPlanner};
 use futures::{Stream, StreamExt};
@@ -298,19 +298,66 @@ impl UserDefinedLogicalNodeCore for NodeBoundary {
     }
 }
 
-/// The physical boundary: passes batches through, counting them and naming errors.
+/// How big a table is, as far as Sluice knows, for the planner's choices (which side of a join
+/// to build, whether to partition it) where the scan beneath cannot tell: CSV files, database
+/// streams and Arrow IPC checkpoints report no statistics of their own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Size {
+    pub rows: u64,
+    pub bytes: Option<u64>,
+    /// Counted (a checkpoint), not estimated (a source).
+    pub exact: bool,
+}
+
+impl Size {
+    /// `stats` with this size wherever it knows nothing (per partition: an even share).
+    fn fill(&self, stats: &mut Statistics, partitions: Option<usize>) {
+        use datafusion::common::stats::Precision;
+        let share = |n: u64| match partitions {
+            Some(p) if p > 1 => (n / p as u64) as usize,
+            _ => n as usize,
+        };
+        let precise = |n: usize| {
+            if self.exact && partitions.is_none() {
+                Precision::Exact(n)
+            } else {
+                Precision::Inexact(n)
+            }
+        };
+        if stats.num_rows == Precision::Absent {
+            stats.num_rows = precise(share(self.rows));
+        }
+        if let (Precision::Absent, Some(bytes)) = (&stats.total_byte_size, self.bytes) {
+            stats.total_byte_size = precise(share(bytes));
+        }
+    }
+}
+
+/// The physical boundary: passes batches through, counting them and naming errors (with a
+/// tracker), and says how big its input is when the input cannot (with a size).
 #[derive(Debug)]
 pub struct BoundaryExec {
-    tracker: Arc<NodeTracker>,
+    tracker: Option<Arc<NodeTracker>>,
+    size: Option<Size>,
     input: Arc<dyn ExecutionPlan>,
     properties: Arc<PlanProperties>,
 }
 
 impl BoundaryExec {
     pub fn new(tracker: Arc<NodeTracker>, input: Arc<dyn ExecutionPlan>) -> Self {
+        Self::with(Some(tracker), None, input)
+    }
+
+    /// A boundary with a tracker, a size, both or neither.
+    pub fn with(
+        tracker: Option<Arc<NodeTracker>>,
+        size: Option<Size>,
+        input: Arc<dyn ExecutionPlan>,
+    ) -> Self {
         let properties = Arc::clone(input.properties());
         BoundaryExec {
             tracker,
+            size,
             input,
             properties,
         }
@@ -319,7 +366,14 @@ impl BoundaryExec {
 
 impl DisplayAs for BoundaryExec {
     fn fmt_as(&self, _t: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
-        write!(f, "BoundaryExec: node={}", self.tracker.name)
+        write!(f, "BoundaryExec:")?;
+        if let Some(t) = &self.tracker {
+            write!(f, " node={}", t.name)?;
+        }
+        if let Some(s) = &self.size {
+            write!(f, " rows={}", s.rows)?;
+        }
+        Ok(())
     }
 }
 
@@ -359,18 +413,25 @@ impl ExecutionPlan for BoundaryExec {
         let input = children
             .pop()
             .ok_or_else(|| DataFusionError::Internal("BoundaryExec needs one child".into()))?;
-        Ok(Arc::new(BoundaryExec::new(Arc::clone(&self.tracker), input)))
+        Ok(Arc::new(BoundaryExec::with(
+            self.tracker.clone(),
+            self.size,
+            input,
+        )))
     }
 
     fn execute(&self, partition: usize, context: Arc<TaskContext>) -> Result<SendableRecordBatchStream> {
+        let Some(tracker) = &self.tracker else {
+            return self.input.execute(partition, context);
+        };
         let inner = self
             .input
             .execute(partition, context)
-            .map_err(|e| tag(&self.tracker, e))?;
+            .map_err(|e| tag(tracker, e))?;
         Ok(Box::pin(BoundaryStream {
             schema: inner.schema(),
             inner,
-            tracker: Arc::clone(&self.tracker),
+            tracker: Arc::clone(tracker),
         }))
     }
 
@@ -381,12 +442,21 @@ impl ExecutionPlan for BoundaryExec {
     fn statistics_from_inputs(
         &self,
         input_stats: &[Arc<Statistics>],
-        _args: &StatisticsArgs,
+        args: &StatisticsArgs,
     ) -> Result<Arc<Statistics>> {
-        input_stats
+        let stats = input_stats
             .first()
             .cloned()
-            .ok_or_else(|| DataFusionError::Internal("BoundaryExec without input statistics".into()))
+            .ok_or_else(|| DataFusionError::Internal("BoundaryExec without input statistics".into()))?;
+        let Some(size) = &self.size else {
+            return Ok(stats);
+        };
+        let mut stats = stats.as_ref().clone();
+        let partitions = args
+            .partition()
+            .map(|_| self.input.output_partitioning().partition_count());
+        size.fill(&mut stats, partitions);
+        Ok(Arc::new(stats))
     }
 
     fn supports_limit_pushdown(&self) -> bool {
@@ -401,10 +471,13 @@ impl ExecutionPlan for BoundaryExec {
         &self,
         projection: &ProjectionExec,
     ) -> Result<Option<Arc<dyn ExecutionPlan>>> {
-        // The projection goes below, so the scan underneath can skip columns.
+        // The projection goes below, so the scan underneath can skip columns (and the bytes
+        // known of the whole table no longer say how big it is).
         let below = make_with_child(projection, &self.input)?;
-        Ok(Some(Arc::new(BoundaryExec::new(
-            Arc::clone(&self.tracker),
+        let size = self.size.map(|s| Size { bytes: None, ..s });
+        Ok(Some(Arc::new(BoundaryExec::with(
+            self.tracker.clone(),
+            size,
             below,
         ))))
     }
@@ -496,5 +569,33 @@ impl QueryPlanner for SluiceQueryPlanner {
         DefaultPhysicalPlanner::with_extension_planners(vec![Arc::new(BoundaryPlanner)])
             .create_physical_plan(logical_plan, session)
             .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use datafusion::arrow::datatypes::{DataType, Field, Schema};
+    use datafusion::common::stats::Precision;
+
+    #[test]
+    fn a_size_fills_only_what_the_scan_does_not_know() {
+        let schema = Schema::new(vec![Field::new("a", DataType::Int64, true)]);
+        let size = Size {
+            rows: 1000,
+            bytes: Some(8000),
+            exact: true,
+        };
+        let mut unknown = Statistics::new_unknown(&schema);
+        size.fill(&mut unknown, None);
+        assert_eq!(unknown.num_rows, Precision::Exact(1000));
+        assert_eq!(unknown.total_byte_size, Precision::Exact(8000));
+        let mut per_partition = Statistics::new_unknown(&schema);
+        size.fill(&mut per_partition, Some(4));
+        assert_eq!(per_partition.num_rows, Precision::Inexact(250));
+        let mut known = Statistics::new_unknown(&schema);
+        known.num_rows = Precision::Exact(7);
+        size.fill(&mut known, None);
+        assert_eq!(known.num_rows, Precision::Exact(7), "the scan's own numbers win");
     }
 }

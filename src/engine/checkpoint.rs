@@ -27,6 +27,9 @@ use datafusion::execution::SendableRecordBatchStream;
 use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 
+use super::boundary::Size;
+use super::source_table::TrackedTable;
+
 /// Where node `node`'s checkpoint lives.
 pub fn dir(work_dir: &Path, node: &str) -> PathBuf {
     work_dir.join("nodes").join(node)
@@ -178,7 +181,23 @@ pub async fn table(
     let config = ListingTableConfig::new(url)
         .with_listing_options(options)
         .with_schema(schema);
-    Ok(Arc::new(ListingTable::try_new(config)?))
+    let table: Arc<dyn TableProvider> = Arc::new(ListingTable::try_new(config)?);
+    // Arrow IPC files report no statistics; the checkpoint knows its size exactly, which the
+    // planner uses to choose join sides.
+    let (dir, name) = (work_dir.to_path_buf(), node.to_string());
+    let meta = tokio::task::spawn_blocking(move || read_meta(&dir, &name))
+        .await
+        .map_err(|e| DataFusionError::External(Box::new(e)))?;
+    let size = meta.map(|m| Size {
+        rows: m.rows,
+        bytes: Some(m.files.iter().map(|f| f.bytes).sum()),
+        exact: true,
+    });
+    Ok(Arc::new(TrackedTable {
+        inner: table,
+        tracker: None,
+        size,
+    }))
 }
 
 fn staged_marker(work_dir: &Path, unit: &str) -> PathBuf {

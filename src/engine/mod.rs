@@ -52,6 +52,8 @@ impl EngineRuntime {
         Ok(EngineRuntime(Some(rt)))
     }
 
+    // The runtime is taken out only by `drop`: it is always there before.
+    #[allow(clippy::expect_used)]
     pub fn handle(&self) -> &tokio::runtime::Handle {
         self.0.as_ref().expect("runtime is present until drop").handle()
     }

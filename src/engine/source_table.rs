@@ -25,7 +25,7 @@ use datafusion::physical_plan::streaming::PartitionStream;
 use datafusion::physical_plan::ExecutionPlan;
 use futures::TryStreamExt;
 
-use super::boundary::{BoundaryExec, NodeTracker};
+use super::boundary::{BoundaryExec, NodeTracker, Size};
 use crate::connectors::{self, ConnectorError, IoContext};
 use crate::domain::spec::Source;
 use crate::domain::store::DataStore;
@@ -41,9 +41,15 @@ pub async fn open_table(
         Arc::from(connectors::source_for(store, &io.pools)?);
     if let Some(native) = connector.table(source, io).await? {
         tracker.set_estimate(native.estimated_rows);
+        let size = native.estimated_rows.map(|rows| Size {
+            rows,
+            bytes: native.estimated_bytes,
+            exact: false,
+        });
         return Ok(Arc::new(TrackedTable {
             inner: native.table,
-            tracker,
+            tracker: Some(tracker),
+            size,
         }));
     }
     let opened = connector.open(source, io).await?;
@@ -58,9 +64,15 @@ pub async fn open_table(
     });
     let table = StreamingTable::try_new(schema, vec![partition as Arc<dyn PartitionStream>])
         .map_err(|e| ConnectorError::permanent(super::errors::clean_message(&e)))?;
+    let size = opened.estimated_rows.map(|rows| Size {
+        rows,
+        bytes: None,
+        exact: false,
+    });
     Ok(Arc::new(TrackedTable {
         inner: Arc::new(table),
-        tracker,
+        tracker: Some(tracker),
+        size,
     }))
 }
 
@@ -105,12 +117,24 @@ impl PartitionStream for SourcePartition {
     }
 }
 
-/// A table whose every scan is counted by a node's tracker (a `BoundaryExec` on top of the
-/// inner table's scan; projections and filters still reach the inner scan).
+/// A table whose every scan is counted by a node's tracker and/or says how big the table is (a
+/// `BoundaryExec` on top of the inner table's scan; projections and filters still reach it).
 #[derive(Debug)]
 pub struct TrackedTable {
     pub inner: Arc<dyn TableProvider>,
-    pub tracker: Arc<NodeTracker>,
+    pub tracker: Option<Arc<NodeTracker>>,
+    pub size: Option<Size>,
+}
+
+impl TrackedTable {
+    /// The size of a scan of some columns: the rows, and the bytes only of a whole row.
+    fn scan_size(&self, projection: Option<&Vec<usize>>) -> Option<Size> {
+        let all = projection.is_none_or(|p| p.len() == self.inner.schema().fields().len());
+        self.size.map(|s| Size {
+            bytes: if all { s.bytes } else { None },
+            ..s
+        })
+    }
 }
 
 #[async_trait]
@@ -131,12 +155,17 @@ impl TableProvider for TrackedTable {
         limit: Option<usize>,
     ) -> Result<Arc<dyn ExecutionPlan>> {
         let plan = self.inner.scan(state, projection, filters, limit).await?;
-        Ok(Arc::new(BoundaryExec::new(Arc::clone(&self.tracker), plan)))
+        Ok(Arc::new(BoundaryExec::with(
+            self.tracker.clone(),
+            self.scan_size(projection),
+            plan,
+        )))
     }
 
     async fn scan_with_args<'a>(&self, state: &dyn Session, args: ScanArgs<'a>) -> Result<ScanResult> {
+        let size = self.scan_size(args.projection().map(|p| p.to_vec()).as_ref());
         let plan = self.inner.scan_with_args(state, args).await?.into_inner();
-        let tracked: Arc<dyn ExecutionPlan> = Arc::new(BoundaryExec::new(Arc::clone(&self.tracker), plan));
+        let tracked: Arc<dyn ExecutionPlan> = Arc::new(BoundaryExec::with(self.tracker.clone(), size, plan));
         Ok(tracked.into())
     }
 

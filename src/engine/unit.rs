@@ -27,7 +27,8 @@ use crate::domain::plan::UnitKind;
 use crate::domain::spec::{Output, Source};
 use crate::domain::store::DataStore;
 
-/// What one node of a unit computes.
+/// What one node of a unit computes. (A few per unit: their size does not matter.)
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone)]
 pub enum NodeWork {
     Source { source: Source, store: DataStore },

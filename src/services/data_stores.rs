@@ -41,7 +41,12 @@ impl Services {
                 valid.name
             )));
         }
-        let password_sealed = valid.password.as_deref().map(|p| self.cipher.seal(p));
+        let password_sealed = valid
+            .password
+            .as_deref()
+            .map(|p| self.cipher.seal(p))
+            .transpose()
+            .map_err(AppError::Internal)?;
         let new = NewStore {
             name: valid.name,
             kind: valid.kind,

@@ -2,6 +2,8 @@
 //! against real SQLite files (and PostgreSQL/MariaDB where a test is about them). One test
 //! binary, one module per area.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::type_complexity)]
+
 mod contract;
 mod helpers;
 mod process;

@@ -1262,9 +1262,11 @@ async fn postgres_replace_is_atomic_for_concurrent_readers() {
         r.await.expect("reader");
     }
     assert_completed(&done);
-    let seen = seen.lock().unwrap();
-    eprintln!("{} reads during the replace", seen.counts.len());
-    seen.check(BEFORE, AFTER);
+    {
+        let seen = seen.lock().unwrap();
+        eprintln!("{} reads during the replace", seen.counts.len());
+        seen.check(BEFORE, AFTER);
+    }
     assert_eq!(
         pg.rows("SELECT count(*), min(x), max(x) FROM t").await,
         vec![vec![
@@ -1342,9 +1344,11 @@ async fn mysql_replace_is_atomic_for_concurrent_readers() {
         r.await.expect("reader");
     }
     assert_completed(&done);
-    let seen = seen.lock().unwrap();
-    eprintln!("{} reads during the replace", seen.counts.len());
-    seen.check(BEFORE, AFTER);
+    {
+        let seen = seen.lock().unwrap();
+        eprintln!("{} reads during the replace", seen.counts.len());
+        seen.check(BEFORE, AFTER);
+    }
     assert_eq!(my.stage_tables().await, Vec::<String>::new());
     assert_eq!(
         my.tables().await,

@@ -87,9 +87,32 @@ async fn kill_9_mid_workload_then_restart_completes_every_flow_exactly_once() {
     let mut flows = Vec::new();
     for k in 1..=3 {
         let input = server.create_input(slow_flow(k, src, db)).await;
+        if k == 1 {
+            // What resumes from a checkpoint and what is recomputed: slow1 is read twice
+            // (materialized), numbers and slow2 are inlined into their one reader, direct
+            // streams into its output.
+            let planned = server
+                .get(&format!("/flow-inputs/{input}"))
+                .await
+                .expect(200)
+                .body;
+            let materialized = |name: &str| {
+                planned["dag"]["nodes"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .find(|n| n["name"] == name)
+                    .unwrap()["materialize"]
+                    .clone()
+            };
+            assert_eq!(materialized("slow1"), true);
+            for inlined in ["numbers", "slow2", "direct"] {
+                assert_eq!(materialized(inlined), false, "{inlined}");
+            }
+        }
         flows.push((k, server.start_flow(input).await));
     }
-    // Kill once some work is checkpointed and some is still running.
+    // Kill once some work is checkpointed and some is still running (inlined nodes too).
     server
         .wait_flow(flows[0].1, Duration::from_secs(120), |f| {
             task(f, "slow1")["state"] == "COMPLETED"
