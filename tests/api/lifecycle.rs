@@ -166,8 +166,9 @@ async fn progress_never_decreases_and_is_100_exactly_at_completed() {
             "name": "progress", "source_store_ids": [src], "target_store_id": db,
             "sources": [{"name": "big", "store_id": src, "path": "big.csv"}],
             "transforms": [
-                {"name": "a", "sql": "SELECT v, count(*) AS n FROM big GROUP BY v"},
-                {"name": "b", "sql": "SELECT id FROM big WHERE v = 3"}
+                // About 25 batches each, 20 ms apiece: long enough to be watched on any machine.
+                {"name": "a", "sql": "SELECT v, count(*) AS n FROM big WHERE sluice_sleep(20) GROUP BY v"},
+                {"name": "b", "sql": "SELECT id FROM big WHERE v = 3 AND sluice_sleep(20)"}
             ],
             "options": {"max_parallel_tasks": 1}
         }))
