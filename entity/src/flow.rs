@@ -12,6 +12,8 @@ pub struct Model {
     /// The flow's output row; created in the same transaction as the flow.
     #[sea_orm(unique)]
     pub flow_output_id: i64,
+    /// Started with `full_refresh`: its cursor sources read everything.
+    pub full_refresh: bool,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

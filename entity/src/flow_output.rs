@@ -24,6 +24,8 @@ pub struct Model {
     pub finished_utc: Option<DateTimeUtc>,
     /// How many times the supervisor restarted this flow after a crash.
     pub restarts: i32,
+    /// What each cursor source read, by source name (see `output.cursors`); NULL without any.
+    pub cursors: Option<Json>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

@@ -24,6 +24,7 @@ use crate::domain::dag::{NodeKind, Scheduler};
 use crate::domain::flow::{FlowEvent, FlowState, Level};
 use crate::domain::plan::{Unit, UnitKind};
 use crate::domain::store::DataStore;
+use crate::engine::cursor_read::CursorRead;
 use crate::engine::unit::{NodeWork, PersistWork, UnitError, UnitWork};
 use crate::engine::{publish, Engine};
 
@@ -145,9 +146,14 @@ impl FlowActor {
                         .iter()
                         .find(|s| &s.name == node)
                         .ok_or_else(|| format!("source {node} not found"))?;
+                    let cursor = source.incremental.as_ref().map(|inc| {
+                        let start = self.plan.cursor_starts.get(node).cloned().unwrap_or_default();
+                        CursorRead::new(node, &inc.cursor, start)
+                    });
                     NodeWork::Source {
                         source: source.clone(),
                         store: self.store(source.store_id)?,
+                        cursor,
                     }
                 }
                 NodeKind::Transform => {
@@ -379,15 +385,19 @@ impl FlowActor {
         let step = self.engine.handle().spawn(async move {
             let store = store.ok_or_else(|| "the target data store no longer exists".to_string())?;
             let started = std::time::Instant::now();
+            let mut notes = Vec::new();
             if state == FlowState::Completed {
-                if let Err(e) = publish::publish(&store, &loads, &pools).await {
-                    let _ = publish::discard(&store, &loads, &pools).await;
-                    return Err(e);
+                match publish::publish(&store, &loads, &pools).await {
+                    Ok(said) => notes = said,
+                    Err(e) => {
+                        let _ = publish::discard(&store, &loads, &pools).await;
+                        return Err(e);
+                    }
                 }
             } else {
                 publish::discard(&store, &loads, &pools).await?;
             }
-            Ok::<_, String>((store.name, started.elapsed()))
+            Ok::<_, String>((store.name, started.elapsed(), notes))
         });
         ctx.wait(
             async move {
@@ -398,7 +408,10 @@ impl FlowActor {
             .into_actor(self)
             .map(move |result, act, ctx| {
                 let state = match (state, result) {
-                    (FlowState::Completed, Ok((store, elapsed))) => {
+                    (FlowState::Completed, Ok((store, elapsed, notes))) => {
+                        for note in notes {
+                            act.log(Level::Info, note);
+                        }
                         let message = format!(
                             "published {count} output(s) to {store} in {:.2} s",
                             elapsed.as_secs_f64()

@@ -23,6 +23,8 @@ pub struct FlowPlan {
     pub run: crate::domain::plan::RunPlan,
     /// The flow's stores by id, passwords opened.
     pub stores: HashMap<i64, DataStore>,
+    /// Where each cursor source starts (by source name).
+    pub cursor_starts: HashMap<String, crate::domain::cursor::CursorStart>,
 }
 
 // ---- to the Persister -------------------------------------------------------------------------
@@ -96,6 +98,8 @@ pub struct FlushAll;
 #[rtype(result = "()")]
 pub struct StartFlow {
     pub flow_id: i64,
+    /// For a flow of an incremental input, the input: no two flows of it run at once.
+    pub exclusive_input: Option<i64>,
 }
 
 /// What a cancel request did.

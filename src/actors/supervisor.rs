@@ -14,9 +14,10 @@ use sea_orm::DatabaseConnection;
 use super::flow::FlowActor;
 use super::messages::*;
 use super::persister::Persister;
+use crate::domain::cursor::{CursorEntry, CursorStart};
 use crate::domain::flow::{FlowEvent, FlowPicture, FlowState, Level, TaskState};
 use crate::domain::plan::{RunPlan, UnitKind};
-use crate::engine::{checkpoint, publish, Engine};
+use crate::engine::{checkpoint, cursor_read, publish, Engine};
 use crate::error::AppError;
 use crate::secrets::Cipher;
 use crate::services::repo;
@@ -56,6 +57,9 @@ pub struct FlowSupervisor {
     recovered: HashSet<i64>,
     /// Shutting down: admit nothing more.
     parked: bool,
+    /// Flows of incremental inputs (flow id to input id): one flow of such an input runs at a
+    /// time, the others wait READY (in arrival order).
+    exclusive: HashMap<i64, i64>,
 }
 
 impl FlowSupervisor {
@@ -80,6 +84,7 @@ impl FlowSupervisor {
             restarts: HashMap::new(),
             recovered: HashSet::new(),
             parked: false,
+            exclusive: HashMap::new(),
         }
     }
 
@@ -87,12 +92,29 @@ impl FlowSupervisor {
         self.persister.do_send(Record { flow_id, event });
     }
 
-    /// Starts the next waiting flow if a slot is free (and, once it is launched, the next).
+    /// The inputs held by a flow that is starting, running or waiting to restart.
+    fn held_inputs(&self) -> HashSet<i64> {
+        self.registry
+            .iter()
+            .map(|e| *e.key())
+            .chain(self.starting)
+            .chain(self.restarting.keys().copied())
+            .filter_map(|id| self.exclusive.get(&id).copied())
+            .collect()
+    }
+
+    /// Starts the next waiting flow if a slot is free (and, once it is launched, the next). A
+    /// flow of an incremental input whose other flow runs is passed over: it keeps its place.
     fn admit(&mut self, ctx: &mut Context<Self>) {
         if self.parked || self.starting.is_some() || self.registry.len() >= self.config.max_running_flows {
             return;
         }
-        let Some(flow_id) = self.queue.pop_front() else {
+        let held = self.held_inputs();
+        let next = self
+            .queue
+            .iter()
+            .position(|id| self.exclusive.get(id).is_none_or(|input| !held.contains(input)));
+        let Some(flow_id) = next.and_then(|i| self.queue.remove(i)) else {
             return;
         };
         self.starting = Some(flow_id);
@@ -250,6 +272,7 @@ impl FlowSupervisor {
             .into_actor(self)
             .map(move |outcome, act, ctx| {
                 act.restarts.remove(&flow_id);
+                act.exclusive.remove(&flow_id);
                 act.admit(ctx);
                 outcome
             }),
@@ -333,20 +356,69 @@ async fn load_flow(
         .collect();
     let work_dir = engine.work_dir(flow_id);
     let units = run.clone();
+    // What the cursor sources of an earlier run read (saved beside the checkpoints).
+    let cursor_sources: Vec<(String, String)> = spec
+        .cursor_sources()
+        .map(|(s, column)| (s.name.clone(), column.to_string()))
+        .collect();
+    let saved: HashMap<String, CursorEntry> = {
+        let (dir, names) = (work_dir.clone(), cursor_sources.clone());
+        tokio::task::spawn_blocking(move || {
+            names
+                .into_iter()
+                .filter_map(|(name, _)| cursor_read::load(&dir, &name).map(|e| (name, e)))
+                .collect()
+        })
+        .await
+        .map_err(|e| AppError::Internal(format!("reading the cursors of flow {flow_id}: {e}")))?
+    };
+    let unsaved: HashSet<String> = cursor_sources
+        .iter()
+        .map(|(name, _)| name.clone())
+        .filter(|name| !saved.contains_key(name))
+        .collect();
     let done = tokio::task::spawn_blocking(move || {
-        units.done_nodes(|u| match u.kind {
-            // A checkpoint is committed whole once its node is done, whether or not the
-            // completion was written before the process stopped.
-            UnitKind::Materialize => checkpoint::is_valid(&work_dir, &u.name),
-            UnitKind::Persist => {
-                completed.contains(&u.name) || checkpoint::staged(&work_dir, &u.name).is_some()
+        units.done_nodes(|u| {
+            // A unit that read a cursor source counts as done only once what it read is saved
+            // (the save follows the unit's own checkpoint, and nothing reads the unit before).
+            if u.nodes().any(|n| unsaved.contains(n)) {
+                return false;
             }
-            UnitKind::Discard => completed.contains(&u.name),
+            match u.kind {
+                // A checkpoint is committed whole once its node is done, whether or not the
+                // completion was written before the process stopped.
+                UnitKind::Materialize => checkpoint::is_valid(&work_dir, &u.name),
+                UnitKind::Persist => {
+                    completed.contains(&u.name) || checkpoint::staged(&work_dir, &u.name).is_some()
+                }
+                UnitKind::Discard => completed.contains(&u.name),
+            }
         })
     })
     .await
     .map_err(|e| AppError::Internal(format!("scanning the checkpoints of flow {flow_id}: {e}")))?;
     let resync = picture.resume(&done);
+    // Where the cursor sources start: after what the latest completed flow of the input read
+    // (nothing for a full refresh). Computed at every start: while this flow has not completed,
+    // no other flow of its input completes (they run one at a time).
+    let mut cursor_starts = HashMap::new();
+    if !cursor_sources.is_empty() {
+        let previous = if flow.full_refresh {
+            Default::default()
+        } else {
+            repo::latest_completed_cursors(&db, flow.flow_input_id, flow_id).await?
+        };
+        for (name, column) in &cursor_sources {
+            let start = previous
+                .get(name)
+                .filter(|e| &e.column == column)
+                .map(CursorStart::after)
+                .unwrap_or_default();
+            let entry = saved.get(name).cloned().unwrap_or_else(|| start.entry(column));
+            picture.cursors.insert(name.clone(), entry);
+            cursor_starts.insert(name.clone(), start);
+        }
+    }
     let plan = FlowPlan {
         flow_id,
         output_id: picture.output_id,
@@ -354,6 +426,7 @@ async fn load_flow(
         dag,
         run,
         stores,
+        cursor_starts,
     };
     Ok(Some(Loaded {
         plan,
@@ -371,6 +444,9 @@ impl Handler<StartFlow> for FlowSupervisor {
     type Result = ();
 
     fn handle(&mut self, msg: StartFlow, ctx: &mut Self::Context) {
+        if let Some(input) = msg.exclusive_input {
+            self.exclusive.insert(msg.flow_id, input);
+        }
         if !self.queue.contains(&msg.flow_id)
             && !self.registry.contains_key(&msg.flow_id)
             && self.starting != Some(msg.flow_id)
@@ -419,6 +495,9 @@ impl Handler<FlowEnded> for FlowSupervisor {
     fn handle(&mut self, msg: FlowEnded, ctx: &mut Self::Context) {
         self.registry.remove(&msg.flow_id);
         self.restarts.remove(&msg.flow_id);
+        if msg.state.is_final() {
+            self.exclusive.remove(&msg.flow_id);
+        }
         self.admit(ctx);
     }
 }
@@ -485,7 +564,10 @@ impl Handler<FlowCrashed> for FlowSupervisor {
                         .await;
                 }
                 .into_actor(self)
-                .map(|_, act, ctx| act.admit(ctx)),
+                .map(move |_, act, ctx| {
+                    act.exclusive.remove(&flow_id);
+                    act.admit(ctx)
+                }),
             );
         }
         self.admit(ctx);
@@ -498,25 +580,45 @@ impl Handler<Recover> for FlowSupervisor {
     fn handle(&mut self, _: Recover, _: &mut Self::Context) -> Self::Result {
         let db = self.db.clone();
         Box::pin(
-            async move { repo::unfinished_flows(&db).await }
-                .into_actor(self)
-                .map(|found, act, ctx| match found {
-                    Ok(flows) => {
-                        for (flow, output) in flows {
-                            if output.state == FlowState::Running.as_str() {
-                                act.recovered.insert(flow.id);
-                            }
-                            if !act.queue.contains(&flow.id) {
-                                act.queue.push_back(flow.id);
-                            }
-                        }
-                        if !act.queue.is_empty() {
-                            tracing::info!(flows = act.queue.len(), "recovering unfinished flows");
-                        }
-                        act.admit(ctx);
+            async move {
+                let flows = repo::unfinished_flows(&db).await?;
+                // Which of them belong to incremental inputs (one input's spec read once).
+                let mut incremental: HashMap<i64, bool> = HashMap::new();
+                for (flow, _) in &flows {
+                    if incremental.contains_key(&flow.flow_input_id) {
+                        continue;
                     }
-                    Err(e) => tracing::error!(error = %e, "cannot list unfinished flows"),
-                }),
+                    let is = match repo::get_flow_input(&db, flow.flow_input_id).await? {
+                        Some(input) => {
+                            repo::flow_input_spec(&input).is_ok_and(|(spec, _)| spec.is_incremental())
+                        }
+                        None => false,
+                    };
+                    incremental.insert(flow.flow_input_id, is);
+                }
+                Ok::<_, AppError>((flows, incremental))
+            }
+            .into_actor(self)
+            .map(|found, act, ctx| match found {
+                Ok((flows, incremental)) => {
+                    for (flow, output) in flows {
+                        if incremental.get(&flow.flow_input_id).copied().unwrap_or(false) {
+                            act.exclusive.insert(flow.id, flow.flow_input_id);
+                        }
+                        if output.state == FlowState::Running.as_str() {
+                            act.recovered.insert(flow.id);
+                        }
+                        if !act.queue.contains(&flow.id) {
+                            act.queue.push_back(flow.id);
+                        }
+                    }
+                    if !act.queue.is_empty() {
+                        tracing::info!(flows = act.queue.len(), "recovering unfinished flows");
+                    }
+                    act.admit(ctx);
+                }
+                Err(e) => tracing::error!(error = %e, "cannot list unfinished flows"),
+            }),
         )
     }
 }

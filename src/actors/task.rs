@@ -185,6 +185,32 @@ async fn run_attempts(
         };
         match result {
             Ok(Ok(_)) => {
+                // What the unit's cursor sources read: saved beside its checkpoint first (a
+                // restarted flow reuses the unit only together with it), then shown.
+                for cursor in work.cursors() {
+                    let Some(entry) = cursor.entry() else { continue };
+                    let (dir, source, saved) =
+                        (session.work_dir.clone(), cursor.source.clone(), entry.clone());
+                    let written = tokio::task::spawn_blocking(move || {
+                        crate::engine::cursor_read::save(&dir, &source, &saved)
+                    })
+                    .await;
+                    if let Err(e) = written
+                        .map_err(|e| e.to_string())
+                        .and_then(|r| r.map_err(|e| e.to_string()))
+                    {
+                        return TaskOutcome::Failed(UnitError {
+                            node: cursor.source.clone(),
+                            message: format!("saving what the cursor read: {e}"),
+                            transient: false,
+                            resources: false,
+                        });
+                    }
+                    record(FlowEvent::Cursor {
+                        source: cursor.source.clone(),
+                        entry,
+                    });
+                }
                 let rows: Vec<(String, u64)> = work
                     .node_names()
                     .map(|n| (n.to_string(), trackers.get(n).map_or(0, |t| t.rows())))

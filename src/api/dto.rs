@@ -186,6 +186,9 @@ pub struct OutputView {
     #[serde(with = "rfc3339::option")]
     pub finished_utc: Option<DateTime<Utc>>,
     pub restarts: i32,
+    /// What each cursor source read (incremental inputs only).
+    #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub cursors: crate::domain::cursor::Cursors,
 }
 
 impl From<FlowPicture> for OutputView {
@@ -202,6 +205,7 @@ impl From<FlowPicture> for OutputView {
             started_utc: p.started_utc,
             finished_utc: p.finished_utc,
             restarts: p.restarts,
+            cursors: p.cursors,
         }
     }
 }

@@ -14,6 +14,9 @@ use crate::services::Services;
 #[serde(deny_unknown_fields)]
 pub struct NewFlow {
     pub flow_input_id: i64,
+    /// Ignore the marks of the input's cursor sources: read everything (and start new marks).
+    #[serde(default)]
+    pub full_refresh: Option<bool>,
 }
 
 #[derive(Deserialize, utoipa::IntoParams)]
@@ -38,7 +41,9 @@ pub struct FlowQuery {
         headers(("Location" = String, description = "The new flow's URL"))))
 )]
 pub async fn create(services: web::Data<Services>, body: Json<NewFlow>) -> Result<HttpResponse, AppError> {
-    let record = services.create_flow(body.0.flow_input_id).await?;
+    let record = services
+        .create_flow(body.0.flow_input_id, body.0.full_refresh.unwrap_or(false))
+        .await?;
     let view = FlowView::from(record);
     Ok(HttpResponse::Accepted()
         .insert_header(("Location", format!("{BASE}/flows/{}", view.id)))

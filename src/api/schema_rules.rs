@@ -13,7 +13,8 @@ use crate::config::Settings;
 use crate::domain::names::{NODE_NAME_PATTERN, STORE_NAME_PATTERN};
 use crate::domain::store::{StoreEngine, StoreKind, MAX_FIELD_CHARS, MAX_PASSWORD_CHARS};
 use crate::domain::validate::{
-    MAX_ATTEMPTS, MAX_FLOW_TIMEOUT_S, MAX_QUERY_LENGTH, MAX_TASK_TIMEOUT_S, TABLE_NAME_PATTERN,
+    MAX_ATTEMPTS, MAX_COLUMN_NAME_LENGTH, MAX_FLOW_TIMEOUT_S, MAX_KEY_COLUMNS, MAX_QUERY_LENGTH,
+    MAX_TASK_TIMEOUT_S, TABLE_NAME_PATTERN,
 };
 
 /// A string holding at least one character that `str::trim` keeps: the validators' "must not
@@ -134,7 +135,25 @@ fn rules(settings: &Settings) -> Vec<(&'static str, Value)> {
         ),
         (
             "OutputRequest/properties/mode",
-            json!({"enum": ["replace", "append", null]}),
+            json!({"enum": ["replace", "append", "merge", null]}),
+        ),
+        (
+            "OutputRequest/properties/unique_key",
+            json!({"minItems": 1, "maxItems": MAX_KEY_COLUMNS, "uniqueItems": true}),
+        ),
+        (
+            "OutputRequest/properties/unique_key/items",
+            not_blank(Some(MAX_COLUMN_NAME_LENGTH)),
+        ),
+        // `unique_key` with `merge` and only there.
+        (
+            "OutputRequest",
+            json!({"oneOf": [
+                {"required": ["mode", "unique_key"],
+                 "properties": {"mode": {"enum": ["merge"]}, "unique_key": {"type": "array"}}},
+                {"properties": {"mode": {"enum": ["replace", "append", null]},
+                                "unique_key": {"type": "null"}}}
+            ]}),
         ),
         ("OptionsRequest/properties/max_parallel_tasks", range(1, 64)),
         (

@@ -616,69 +616,152 @@ impl SinkConnector for CsvFileSink {
         &self,
         load: &Load,
         input: SendableRecordBatchStream,
-        _ctx: &IoContext,
+        ctx: &IoContext,
         on_rows: RowsCallback,
     ) -> Result<u64, ConnectorError> {
         let dest = self.root.join(format!("{}.csv", load.table));
         let io = |e: std::io::Error| ConnectorError::permanent(format!("writing {}: {e}", dest.display()));
         std::fs::create_dir_all(&self.root).map_err(io)?;
         let staged = StagedFile::new(&staged_file(&self.root, load, "csv")).map_err(io)?;
+        if load.mode == WriteMode::Merge && dest.exists() {
+            // The result first (its own file), then the old rows whose key it does not have
+            // and the result's rows, into the staged file. Both are read back as text: the
+            // keys compare as they are written.
+            let schema = input.schema();
+            check_csv_header(&dest, &schema)?;
+            let new = RemoveOnDrop(merge_input_file(&self.root, load, "csv"));
+            let rows = write_csv(&new.0, input, false, &on_rows).await?;
+            let text = Arc::new(text_schema(&schema));
+            let read = |path: &Path| {
+                let text = Arc::clone(&text);
+                let path = path.to_string_lossy().into_owned();
+                let session = ctx.session.clone();
+                async move {
+                    let options = CsvReadOptions::new()
+                        .has_header(true)
+                        .schema(&text)
+                        .newlines_in_values(true);
+                    session.read_csv(path, options).await
+                }
+            };
+            let old = read(&dest)
+                .await
+                .map_err(|e| df_error("reading the existing file", e))?;
+            let result = read(&new.0)
+                .await
+                .map_err(|e| df_error("reading the staged rows", e))?;
+            let merged = merge_frames(old, result, &load.unique_key)
+                .map_err(|e| df_error("merging", e))?
+                .execute_stream()
+                .await
+                .map_err(|e| df_error("merging", e))?;
+            let no_progress: RowsCallback = Arc::new(|_, _| {});
+            write_csv(staged.path(), merged, false, &no_progress).await?;
+            staged.commit().map_err(io)?;
+            return Ok(rows);
+        }
         let append_to_existing = load.mode == WriteMode::Append && dest.exists();
         if append_to_existing {
             check_csv_header(&dest, &input.schema())?;
             tokio::fs::copy(&dest, staged.path()).await.map_err(io)?;
         }
-        let file = tokio::fs::OpenOptions::new()
-            .append(true)
-            .create(true)
-            .open(staged.path())
-            .await
-            .map_err(io)?;
-        let mut file = tokio::io::BufWriter::with_capacity(1 << 20, file);
-        if !append_to_existing {
-            // The header, even when there are no rows, so the file has its columns.
-            let schema = input.schema();
-            let names: Vec<String> = schema.fields().iter().map(|f| csv_field(f.name())).collect();
-            file.write_all(format!("{}\n", names.join(",")).as_bytes())
-                .await
-                .map_err(io)?;
-        }
-        // Batches are encoded on several threads at once and written in their order.
-        let parallel = std::thread::available_parallelism().map_or(2, |n| n.get()) * 2;
-        let mut encoded = input
-            .map(|batch| {
-                tokio::task::spawn(async move {
-                    let batch = batch
-                        .map_err(|e| crate::engine::errors::to_connector_error(e, "reading rows to write"))?;
-                    let mut w = datafusion::arrow::csv::WriterBuilder::new()
-                        .with_header(false)
-                        .build(Vec::with_capacity(batch.get_array_memory_size()));
-                    w.write(&batch)
-                        .map_err(|e| ConnectorError::permanent(format!("encoding csv: {e}")))?;
-                    Ok::<_, ConnectorError>((batch.num_rows() as u64, w.into_inner()))
-                })
-            })
-            .buffered(parallel);
-        let mut rows = 0u64;
-        while let Some(done) = encoded.next().await {
-            let (n, bytes) = done.map_err(|e| ConnectorError::permanent(format!("encoding csv: {e}")))??;
-            file.write_all(&bytes).await.map_err(io)?;
-            rows += n;
-            on_rows(rows, None);
-        }
-        file.flush().await.map_err(io)?;
-        drop(file);
+        let rows = write_csv(staged.path(), input, append_to_existing, &on_rows).await?;
         staged.commit().map_err(io)?;
         Ok(rows)
     }
 
-    async fn publish(&self, loads: &[Load]) -> Result<(), ConnectorError> {
-        publish_files(&self.root, loads, "csv")
+    async fn publish(&self, loads: &[Load]) -> Result<Vec<String>, ConnectorError> {
+        publish_files(&self.root, loads, "csv")?;
+        Ok(Vec::new())
     }
 
     async fn discard(&self, loads: &[Load]) -> Result<(), ConnectorError> {
         discard_files(&self.root, loads, "csv")
     }
+}
+
+/// Where a merge writes the result before merging it with the target's rows: beside the
+/// staged file, hidden, with the extension readers look for.
+fn merge_input_file(root: &Path, load: &Load, extension: &str) -> PathBuf {
+    root.join(format!("{STAGING_PREFIX}{}-new.{extension}", load.key))
+}
+
+/// A temporary file, removed when this goes out of scope.
+struct RemoveOnDrop(PathBuf);
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+/// The rows of a merge: those of `old` whose key (`keys`, columns of both) is not in `new`,
+/// then every row of `new`. The two have the same columns in the same order.
+fn merge_frames(old: DataFrame, new: DataFrame, keys: &[String]) -> Result<DataFrame, DataFusionError> {
+    use datafusion::common::{Column, JoinType};
+    use datafusion::logical_expr::Expr;
+    const OLD: &str = "_sluice_old";
+    const NEW: &str = "_sluice_new";
+    let old = old.alias(OLD)?;
+    let new = new.alias(NEW)?;
+    let column = |table: &str, name: &str| Expr::Column(Column::new(Some(table), name));
+    let new_keys = new
+        .clone()
+        .select(keys.iter().map(|k| column(NEW, k)).collect::<Vec<_>>())?;
+    let on: Vec<Expr> = keys.iter().map(|k| column(OLD, k).eq(column(NEW, k))).collect();
+    old.join_on(new_keys, JoinType::LeftAnti, on)?.union(new)
+}
+
+/// Writes `input` as CSV to `path`: a header line first unless `appending` to a file that has
+/// one. Batches are encoded on several threads at once and written in their order. Returns
+/// the rows written.
+async fn write_csv(
+    path: &Path,
+    input: SendableRecordBatchStream,
+    appending: bool,
+    on_rows: &RowsCallback,
+) -> Result<u64, ConnectorError> {
+    let io = |e: std::io::Error| ConnectorError::permanent(format!("writing {}: {e}", path.display()));
+    let file = tokio::fs::OpenOptions::new()
+        .append(true)
+        .create(true)
+        .open(path)
+        .await
+        .map_err(io)?;
+    let mut file = tokio::io::BufWriter::with_capacity(1 << 20, file);
+    if !appending {
+        // The header, even when there are no rows, so the file has its columns.
+        let schema = input.schema();
+        let names: Vec<String> = schema.fields().iter().map(|f| csv_field(f.name())).collect();
+        file.write_all(format!("{}\n", names.join(",")).as_bytes())
+            .await
+            .map_err(io)?;
+    }
+    // Batches are encoded on several threads at once and written in their order.
+    let parallel = std::thread::available_parallelism().map_or(2, |n| n.get()) * 2;
+    let mut encoded = input
+        .map(|batch| {
+            tokio::task::spawn(async move {
+                let batch = batch
+                    .map_err(|e| crate::engine::errors::to_connector_error(e, "reading rows to write"))?;
+                let mut w = datafusion::arrow::csv::WriterBuilder::new()
+                    .with_header(false)
+                    .build(Vec::with_capacity(batch.get_array_memory_size()));
+                w.write(&batch)
+                    .map_err(|e| ConnectorError::permanent(format!("encoding csv: {e}")))?;
+                Ok::<_, ConnectorError>((batch.num_rows() as u64, w.into_inner()))
+            })
+        })
+        .buffered(parallel);
+    let mut rows = 0u64;
+    while let Some(done) = encoded.next().await {
+        let (n, bytes) = done.map_err(|e| ConnectorError::permanent(format!("encoding csv: {e}")))??;
+        file.write_all(&bytes).await.map_err(io)?;
+        rows += n;
+        on_rows(rows, None);
+    }
+    file.flush().await.map_err(io)?;
+    Ok(rows)
 }
 
 /// A CSV header field, quoted when it needs to be.
@@ -1009,6 +1092,20 @@ impl SinkConnector for ParquetFileSink {
         let io = |e: std::io::Error| ConnectorError::permanent(format!("{}: {e}", dest.display()));
         std::fs::create_dir_all(&self.root).map_err(io)?;
         let staged = StagedFile::new(&staged_file(&self.root, load, "parquet")).map_err(io)?;
+        if load.mode == WriteMode::Merge && dest.exists() {
+            let rows = stage_parquet_merge(
+                &self.root,
+                std::slice::from_ref(&dest),
+                staged.path(),
+                load,
+                input,
+                ctx,
+                &on_rows,
+            )
+            .await?;
+            staged.commit().map_err(io)?;
+            return Ok(rows);
+        }
         let input = if load.mode == WriteMode::Append && dest.exists() {
             // One file cannot be appended to in place: old rows then new ones.
             let old = ctx
@@ -1044,8 +1141,15 @@ impl SinkConnector for ParquetFileSink {
         load: &Load,
         input: DataFrame,
         ctx: &IoContext,
-        _on_rows: RowsCallback,
+        on_rows: RowsCallback,
     ) -> Result<u64, ConnectorError> {
+        if load.mode == WriteMode::Merge {
+            let stream = input
+                .execute_stream()
+                .await
+                .map_err(|e| crate::engine::errors::to_connector_error(e, "running the query to write"))?;
+            return self.stage(load, stream, ctx, on_rows).await;
+        }
         let dest = self.root.join(format!("{}.parquet", load.table));
         let io = |e: std::io::Error| ConnectorError::permanent(format!("{}: {e}", dest.display()));
         std::fs::create_dir_all(&self.root).map_err(io)?;
@@ -1085,13 +1189,67 @@ impl SinkConnector for ParquetFileSink {
         Ok(count_of(&written))
     }
 
-    async fn publish(&self, loads: &[Load]) -> Result<(), ConnectorError> {
-        publish_files(&self.root, loads, "parquet")
+    async fn publish(&self, loads: &[Load]) -> Result<Vec<String>, ConnectorError> {
+        publish_files(&self.root, loads, "parquet")?;
+        Ok(Vec::new())
     }
 
     async fn discard(&self, loads: &[Load]) -> Result<(), ConnectorError> {
         discard_files(&self.root, loads, "parquet")
     }
+}
+
+/// Stages a merge into the existing Parquet files `old` as one file at `staged`: the result is
+/// written beside it first, then the old rows whose key the result does not have and the
+/// result's rows go into `staged`. Returns the result's rows.
+async fn stage_parquet_merge(
+    root: &Path,
+    old: &[PathBuf],
+    staged: &Path,
+    load: &Load,
+    input: SendableRecordBatchStream,
+    ctx: &IoContext,
+    on_rows: &RowsCallback,
+) -> Result<u64, ConnectorError> {
+    let new = RemoveOnDrop(merge_input_file(root, load, "parquet"));
+    let rows = write_parquet_file(&new.0, input, on_rows).await?;
+    let options = || ParquetReadOptions::default().file_extension("");
+    let old_rows = ctx
+        .session
+        .read_parquet(urls(old), options())
+        .await
+        .map_err(|e| df_error("reading the existing rows", e))?;
+    let result = ctx
+        .session
+        .read_parquet(new.0.to_string_lossy().into_owned(), options())
+        .await
+        .map_err(|e| df_error("reading the staged rows", e))?;
+    if !same_columns(old_rows.schema().as_arrow(), result.schema().as_arrow()) {
+        return Err(ConnectorError::permanent(format!(
+            "cannot merge into {}: its columns ({}) differ from the result's ({})",
+            load.table,
+            column_list(old_rows.schema().as_arrow()),
+            column_list(result.schema().as_arrow())
+        )));
+    }
+    let merged = merge_frames(old_rows, result, &load.unique_key)
+        .map_err(|e| df_error("merging", e))?
+        .execute_stream()
+        .await
+        .map_err(|e| df_error("merging", e))?;
+    let no_progress: RowsCallback = Arc::new(|_, _| {});
+    write_parquet_file(staged, merged, &no_progress).await?;
+    Ok(rows)
+}
+
+/// `a bigint, b text` style, for messages.
+fn column_list(schema: &Schema) -> String {
+    schema
+        .fields()
+        .iter()
+        .map(|f| format!("{} {}", f.name(), f.data_type()))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// A `columnar_db` Parquet store: each table is a directory of Parquet files.
@@ -1171,10 +1329,41 @@ impl ParquetDatasetSink {
         }
         let dir = StagedDir::new(&staged).map_err(err)?;
         let rows = write_parts(dir.path(), part_prefix, partitions).await?;
-        if load.mode == WriteMode::Replace {
+        if matches!(load.mode, WriteMode::Replace | WriteMode::Merge) {
             // The marker travels with the data: once swapped in, it says so.
             std::fs::write(dir.path().join(format!(".sluice-published-{}", load.key)), b"").map_err(err)?;
         }
+        dir.commit().map_err(err)?;
+        Ok(rows)
+    }
+
+    /// A merge into an existing dataset stages the whole merged table (one part file), swapped
+    /// in like a `replace`.
+    async fn stage_merge(
+        &self,
+        load: &Load,
+        old: &[PathBuf],
+        partitions: Vec<SendableRecordBatchStream>,
+        ctx: &IoContext,
+    ) -> Result<u64, ConnectorError> {
+        let staged = self.staged_dir(load);
+        let err = |e: std::io::Error| ConnectorError::permanent(format!("{}: {e}", staged.display()));
+        if staged.exists() {
+            std::fs::remove_dir_all(&staged).map_err(err)?;
+        }
+        let dir = StagedDir::new(&staged).map_err(err)?;
+        let Some(first) = partitions.first() else {
+            return Err(ConnectorError::permanent("merging: the result has no partitions"));
+        };
+        let schema = first.schema();
+        let input: SendableRecordBatchStream = Box::pin(RecordBatchStreamAdapter::new(
+            schema,
+            futures::stream::iter(partitions).flatten(),
+        ));
+        let no_progress: RowsCallback = Arc::new(|_, _| {});
+        let part = dir.path().join("part-00000.parquet");
+        let rows = stage_parquet_merge(&self.root, old, &part, load, input, ctx, &no_progress).await?;
+        std::fs::write(dir.path().join(format!(".sluice-published-{}", load.key)), b"").map_err(err)?;
         dir.commit().map_err(err)?;
         Ok(rows)
     }
@@ -1183,10 +1372,23 @@ impl ParquetDatasetSink {
         &self,
         load: &Load,
         partitions: Vec<SendableRecordBatchStream>,
+        ctx: &IoContext,
     ) -> Result<u64, ConnectorError> {
         let dataset = self.root.join(&load.table);
         match load.mode {
             WriteMode::Replace => self.stage_dir(load, "part-", partitions).await,
+            WriteMode::Merge => {
+                let old = if dataset.is_dir() {
+                    resolve_files(&dataset, Some("*.parquet")).unwrap_or_default()
+                } else {
+                    Vec::new()
+                };
+                if old.is_empty() {
+                    self.stage_dir(load, "part-", partitions).await
+                } else {
+                    self.stage_merge(load, &old, partitions, ctx).await
+                }
+            }
             WriteMode::Append if !dataset.is_dir() => {
                 let prefix = format!("part-{}-", load.key);
                 self.stage_dir(load, &prefix, partitions).await
@@ -1263,10 +1465,10 @@ impl SinkConnector for ParquetDatasetSink {
         &self,
         load: &Load,
         input: SendableRecordBatchStream,
-        _ctx: &IoContext,
+        ctx: &IoContext,
         _on_rows: RowsCallback,
     ) -> Result<u64, ConnectorError> {
-        self.stage_partitions(load, vec![input]).await
+        self.stage_partitions(load, vec![input], ctx).await
     }
 
     /// One part file per partition of the result, written at once.
@@ -1274,24 +1476,24 @@ impl SinkConnector for ParquetDatasetSink {
         &self,
         load: &Load,
         input: DataFrame,
-        _ctx: &IoContext,
+        ctx: &IoContext,
         _on_rows: RowsCallback,
     ) -> Result<u64, ConnectorError> {
         let partitions = input
             .execute_stream_partitioned()
             .await
             .map_err(|e| crate::engine::errors::to_connector_error(e, "running the query to write"))?;
-        self.stage_partitions(load, partitions).await
+        self.stage_partitions(load, partitions, ctx).await
     }
 
-    async fn publish(&self, loads: &[Load]) -> Result<(), ConnectorError> {
+    async fn publish(&self, loads: &[Load]) -> Result<Vec<String>, ConnectorError> {
         for load in loads {
             let dest = self.root.join(&load.table);
             let err =
                 |e: std::io::Error| ConnectorError::permanent(format!("publishing {}: {e}", dest.display()));
             let staged_dir = self.staged_dir(load);
             match load.mode {
-                WriteMode::Replace => {
+                WriteMode::Replace | WriteMode::Merge => {
                     if self.marker(load).exists() {
                         // Swapped in before a crash: the staged directory holds the old data.
                         ignore_missing(std::fs::remove_dir_all(&staged_dir)).map_err(err)?;
@@ -1320,7 +1522,7 @@ impl SinkConnector for ParquetDatasetSink {
             }
         }
         super::fsutil::sync_dir(Some(&self.root));
-        Ok(())
+        Ok(Vec::new())
     }
 
     async fn discard(&self, loads: &[Load]) -> Result<(), ConnectorError> {
@@ -1330,7 +1532,8 @@ impl SinkConnector for ParquetDatasetSink {
                 ConnectorError::permanent(format!("removing {}: {e}", staged_dir.display()))
             };
             // A replace already swapped in (marker present) is published: nothing to discard.
-            if !(load.mode == WriteMode::Replace && self.marker(load).exists()) {
+            let swapping = matches!(load.mode, WriteMode::Replace | WriteMode::Merge);
+            if !(swapping && self.marker(load).exists()) {
                 ignore_missing(std::fs::remove_dir_all(&staged_dir)).map_err(err)?;
             }
             if load.mode == WriteMode::Append {
@@ -1375,6 +1578,7 @@ mod tests {
             query: None,
             path: Some("s.csv".into()),
             csv: Some(csv),
+            incremental: None,
         }
     }
 
@@ -1524,11 +1728,13 @@ mod tests {
         let append = |key: &str| Load {
             table: "t".into(),
             mode: WriteMode::Append,
+            unique_key: vec![],
             key: key.into(),
         };
         let replace = |key: &str| Load {
             table: "t".into(),
             mode: WriteMode::Replace,
+            unique_key: vec![],
             key: key.into(),
         };
 

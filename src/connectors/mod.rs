@@ -16,6 +16,7 @@ pub mod arrow_sql;
 pub mod files;
 pub mod fsutil;
 pub mod mapped;
+pub mod merge;
 pub mod mysql;
 pub mod pools;
 pub mod postgres;
@@ -94,9 +95,42 @@ pub struct SourceTable {
     pub estimated_bytes: Option<u64>,
 }
 
+/// The predicate of a cursor source: rows whose `column` is at least `after` (`null`: every
+/// row, NULL cursors too, so that they can be counted). The value is bound as a parameter and
+/// cast by the database to the column's type; it is never spliced into the SQL.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CursorFilter {
+    pub column: String,
+    pub after: serde_json::Value,
+}
+
+impl CursorFilter {
+    /// The mark as text (`None`: no mark). Timestamps keep their ISO 8601 form.
+    pub fn after_text(&self) -> Option<String> {
+        match &self.after {
+            serde_json::Value::Null => None,
+            serde_json::Value::String(s) => Some(s.clone()),
+            other => Some(other.to_string()),
+        }
+    }
+}
+
 #[async_trait]
 pub trait SourceConnector: Send + Sync {
     async fn open(&self, source: &Source, ctx: &IoContext) -> Result<Opened, ConnectorError>;
+
+    /// Like `open`, reading only the rows that pass `filter` (a cursor source).
+    async fn open_filtered(
+        &self,
+        source: &Source,
+        filter: &CursorFilter,
+        _ctx: &IoContext,
+    ) -> Result<Opened, ConnectorError> {
+        Err(ConnectorError::permanent(format!(
+            "source {}: this store cannot read with a cursor (column {})",
+            source.name, filter.column
+        )))
+    }
 
     /// The source as a table, for formats DataFusion reads natively; `None`: read it through
     /// `open` (one stream).
@@ -111,6 +145,8 @@ pub struct Load {
     /// The target table (or file / dataset name).
     pub table: String,
     pub mode: WriteMode,
+    /// The key columns of a `merge` load (empty for the other modes).
+    pub unique_key: Vec<String>,
     /// Unique per flow and output (`f12_0`): names the staging area, so a retried or resumed
     /// flow finds its own staged data to replace, publish or discard.
     pub key: String,
@@ -151,7 +187,8 @@ pub trait SinkConnector: Send + Sync {
 
     /// Makes every staged load visible: in one transaction where the store allows it.
     /// Idempotent: a load already published (nothing staged under its key) is skipped.
-    async fn publish(&self, loads: &[Load]) -> Result<(), ConnectorError>;
+    /// Returns notes for the flow's log (how a merge was done, for instance).
+    async fn publish(&self, loads: &[Load]) -> Result<Vec<String>, ConnectorError>;
 
     /// Removes whatever is staged for these loads.
     async fn discard(&self, loads: &[Load]) -> Result<(), ConnectorError>;

@@ -33,7 +33,9 @@ use super::relational::{
     bare_query, display_strings, source_query_error, split_table, sql_error, stage_name, stream_from,
     timestamp, BatchBuilder, DbConn, Guarded,
 };
-use super::{ConnectorError, IoContext, Load, Opened, RowsCallback, SinkConnector, SourceConnector};
+use super::{
+    ConnectorError, CursorFilter, IoContext, Load, Opened, RowsCallback, SinkConnector, SourceConnector,
+};
 use crate::domain::spec::{Source, SourceRead, WriteMode};
 use crate::domain::store::DataStore;
 
@@ -272,6 +274,42 @@ impl MysqlSource {
 #[async_trait]
 impl SourceConnector for MysqlSource {
     async fn open(&self, source: &Source, ctx: &IoContext) -> Result<Opened, ConnectorError> {
+        self.read(source, None, ctx).await
+    }
+
+    async fn open_filtered(
+        &self,
+        source: &Source,
+        filter: &CursorFilter,
+        ctx: &IoContext,
+    ) -> Result<Opened, ConnectorError> {
+        self.read(source, Some(filter), ctx).await
+    }
+}
+
+/// The type a cursor's mark is cast to before it is compared with a column declared `declared`.
+fn cursor_cast(declared: &str) -> Option<String> {
+    let d = declared.trim().to_ascii_lowercase();
+    let base = d.split(['(', ' ']).next().unwrap_or_default();
+    Some(match base {
+        "tinyint" | "smallint" | "mediumint" | "int" | "integer" | "bigint" if d.contains("unsigned") => {
+            "UNSIGNED".to_string()
+        }
+        "tinyint" | "smallint" | "mediumint" | "int" | "integer" | "bigint" => "SIGNED".to_string(),
+        "decimal" | "numeric" => d.replace("unsigned", "").trim().to_ascii_uppercase(),
+        "date" => "DATE".to_string(),
+        "datetime" | "timestamp" => "DATETIME(6)".to_string(),
+        _ => return None,
+    })
+}
+
+impl MysqlSource {
+    async fn read(
+        &self,
+        source: &Source,
+        filter: Option<&CursorFilter>,
+        ctx: &IoContext,
+    ) -> Result<Opened, ConnectorError> {
         let mut conn = Guarded::new(self.conn.acquire().await?);
         let id: u64 = sqlx::query_scalar("SELECT CONNECTION_ID()")
             .fetch_one(&mut *conn.conn)
@@ -297,10 +335,44 @@ impl SourceConnector for MysqlSource {
             .iter()
             .zip(&declared)
             .all(|(e, (n, _))| *e == format!("q.{}", quote_part(n)));
-        let sql = if plain {
+        let mut predicate = String::new();
+        if let Some(f) = filter {
+            let Some((name, ty)) = declared.iter().find(|(n, _)| n.eq_ignore_ascii_case(&f.column)) else {
+                let names: Vec<&str> = declared.iter().map(|(n, _)| n.as_str()).collect();
+                let hint = crate::domain::names::did_you_mean(&f.column, names.iter().copied())
+                    .map(|s| format!(" (did you mean {s:?}?)"))
+                    .unwrap_or_default();
+                return Err(ConnectorError::permanent(format!(
+                    "cursor column {:?}{hint} is not a column of source {} (its columns: {})",
+                    f.column,
+                    source.name,
+                    names.join(", ")
+                )));
+            };
+            if let Some(after) = f.after_text() {
+                let cast = cursor_cast(ty).ok_or_else(|| {
+                    ConnectorError::permanent(format!(
+                        "cursor column {name:?} of source {} is {ty}: a cursor is an integer, decimal, date or timestamp column",
+                        source.name
+                    ))
+                })?;
+                // The mark, bound (never spliced) into a session variable the read compares
+                // with; timestamps in the session's UTC.
+                let after = after.trim_end_matches('Z').replacen('T', " ", 1);
+                sqlx::query(AssertSqlSafe(format!(
+                    "SET @sluice_cursor_after = CAST(? AS {cast})"
+                )))
+                .bind(after)
+                .execute(&mut *conn.conn)
+                .await
+                .map_err(self.conn.err("setting the cursor's mark"))?;
+                predicate = format!(" WHERE q.{} >= @sluice_cursor_after", quote_part(name));
+            }
+        }
+        let sql = if plain && predicate.is_empty() {
             inner
         } else {
-            format!("SELECT {} FROM (\n{inner}\n) AS q", exprs.join(", "))
+            format!("SELECT {} FROM (\n{inner}\n) AS q{predicate}", exprs.join(", "))
         };
         let mut builder = BatchBuilder::new(fields, ctx.batch_size);
         let schema = builder.schema.clone();
@@ -637,6 +709,116 @@ async fn exec(conn: &mut MySqlConnection, sql: String) -> Result<(), sqlx::Error
         .map(|_| ())
 }
 
+/// The type of a key column in a merge's staging table: MySQL cannot index a whole `LONGTEXT`
+/// or `LONGBLOB`, so a text key holds up to 255 characters (a binary one 255 bytes).
+fn key_type(ty: String) -> String {
+    match ty.as_str() {
+        "LONGTEXT" => "VARCHAR(255)".into(),
+        "LONGBLOB" => "VARBINARY(255)".into(),
+        _ => ty,
+    }
+}
+
+/// The column lists of a table's unique indexes (its primary key among them; prefix and
+/// expression indexes left out: they do not make whole values unique).
+async fn unique_indexes(conn: &mut MySqlConnection, table: &str) -> Result<Vec<Vec<String>>, sqlx::Error> {
+    let (schema, name) = split_table(table);
+    let rows: Vec<(String, Option<String>, Option<i64>)> = sqlx::query_as(
+        "SELECT CAST(INDEX_NAME AS CHAR), CAST(COLUMN_NAME AS CHAR), CAST(SUB_PART AS SIGNED) \
+         FROM information_schema.STATISTICS WHERE TABLE_SCHEMA = COALESCE(?, DATABASE()) \
+         AND TABLE_NAME = ? AND NON_UNIQUE = 0 ORDER BY INDEX_NAME, SEQ_IN_INDEX",
+    )
+    .bind(schema)
+    .bind(name)
+    .fetch_all(&mut *conn)
+    .await?;
+    let mut indexes: Vec<(String, Option<Vec<String>>)> = Vec::new();
+    for (index, column, sub_part) in rows {
+        if indexes.last().map(|(i, _)| i != &index).unwrap_or(true) {
+            indexes.push((index.clone(), Some(Vec::new())));
+        }
+        if let Some((_, columns)) = indexes.last_mut() {
+            match (column, sub_part, columns.as_mut()) {
+                (Some(c), None, Some(list)) => list.push(c),
+                _ => *columns = None,
+            }
+        }
+    }
+    Ok(indexes.into_iter().filter_map(|(_, c)| c).collect())
+}
+
+/// The statement that merges a staged table into an existing target, and a note for the log.
+/// `ON DUPLICATE KEY UPDATE` only when the key's index is the table's one unique index: with
+/// others, a row could collide on one of those and update the wrong row.
+fn merge_sql(
+    load: &Load,
+    staged: &[String],
+    target: &str,
+    stage: &str,
+    indexes: &[Vec<String>],
+) -> (String, Option<String>) {
+    let cols = staged
+        .iter()
+        .map(|c| quote_part(c))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let updates = super::merge::non_key(staged, &load.unique_key, true);
+    let keyed = super::merge::has_key_index(indexes, &load.unique_key, true);
+    if keyed && indexes.len() == 1 {
+        let set: Vec<String> = if updates.is_empty() {
+            load.unique_key
+                .iter()
+                .take(1)
+                .map(|k| format!("{0} = VALUES({0})", quote_part(k)))
+                .collect()
+        } else {
+            updates
+                .iter()
+                .map(|c| format!("{0} = VALUES({0})", quote_part(c)))
+                .collect()
+        };
+        let sql = format!(
+            "INSERT INTO {target} ({cols}) SELECT {cols} FROM {stage} AS s ON DUPLICATE KEY UPDATE {}",
+            set.join(", ")
+        );
+        return (sql, None);
+    }
+    let matches: Vec<String> = load
+        .unique_key
+        .iter()
+        .map(|k| format!("t.{0} = s.{0}", quote_part(k)))
+        .collect();
+    let matches = matches.join(" AND ");
+    let mut sql = String::new();
+    if !updates.is_empty() {
+        let set: Vec<String> = updates
+            .iter()
+            .map(|c| format!("t.{0} = s.{0}", quote_part(c)))
+            .collect();
+        sql.push_str(&format!(
+            "UPDATE {target} AS t JOIN {stage} AS s ON {matches} SET {}; ",
+            set.join(", ")
+        ));
+    }
+    let select: Vec<String> = staged.iter().map(|c| format!("s.{}", quote_part(c))).collect();
+    sql.push_str(&format!(
+        "INSERT INTO {target} ({cols}) SELECT {} FROM {stage} AS s \
+         WHERE NOT EXISTS (SELECT 1 FROM {target} AS t WHERE {matches})",
+        select.join(", ")
+    ));
+    let note = if keyed {
+        format!(
+            "merge into {}: besides its key ({}) it has other unique indexes, so matching rows \
+             were updated and the others inserted, in one transaction",
+            load.table,
+            load.unique_key.join(", ")
+        )
+    } else {
+        super::merge::no_index_note(load)
+    };
+    (sql, Some(note))
+}
+
 #[async_trait]
 impl SinkConnector for MysqlSink {
     async fn stage(
@@ -647,14 +829,24 @@ impl SinkConnector for MysqlSink {
         on_rows: RowsCallback,
     ) -> Result<u64, ConnectorError> {
         let schema = input.schema();
-        let (defs, lits): (Vec<String>, Vec<Lit>) = schema
+        let is_key = |name: &str| {
+            load.mode == WriteMode::Merge && load.unique_key.iter().any(|k| k.eq_ignore_ascii_case(name))
+        };
+        let (mut defs, lits): (Vec<String>, Vec<Lit>) = schema
             .fields()
             .iter()
             .map(|f| {
                 let (ty, lit) = mysql_type_for(f.data_type());
+                let ty = if is_key(f.name()) { key_type(ty) } else { ty };
                 (format!("{} {ty}", quote_part(f.name())), lit)
             })
             .unzip();
+        if load.mode == WriteMode::Merge && !load.unique_key.is_empty() {
+            // A merge's table gets its primary key here: renamed into place when the target
+            // does not exist yet, it is the target's.
+            let keys: Vec<String> = load.unique_key.iter().map(|k| quote_part(k)).collect();
+            defs.push(format!("PRIMARY KEY ({})", keys.join(", ")));
+        }
         let columns: Vec<String> = schema.fields().iter().map(|f| quote_part(f.name())).collect();
         let stage = quote_ident(&stage_of(load));
         let mut guarded = Guarded::new(self.conn.acquire().await?);
@@ -735,7 +927,8 @@ impl SinkConnector for MysqlSink {
         Ok(total)
     }
 
-    async fn publish(&self, loads: &[Load]) -> Result<(), ConnectorError> {
+    async fn publish(&self, loads: &[Load]) -> Result<Vec<String>, ConnectorError> {
+        let mut notes = Vec::new();
         let mut guarded = Guarded::new(self.conn.acquire().await?);
         let conn = &mut *guarded.conn;
         let marker = quote_part(MARKER_TABLE);
@@ -770,7 +963,8 @@ impl SinkConnector for MysqlSink {
             let exists = table_exists(conn, &load.table)
                 .await
                 .map_err(self.conn.err(&format!("reading {}", load.table)))?;
-            if load.mode == WriteMode::Append && exists {
+            let into_existing = matches!(load.mode, WriteMode::Append | WriteMode::Merge) && exists;
+            if into_existing {
                 let have: Vec<String> = show_columns(conn, &load.table)
                     .await
                     .map_err(self.conn.err(&format!("reading {}", load.table)))?
@@ -783,23 +977,22 @@ impl SinkConnector for MysqlSink {
                     .into_iter()
                     .map(|(n, _)| n)
                     .collect();
-                let missing: Vec<&str> = staged
-                    .iter()
-                    .filter(|n| !have.iter().any(|h| h.eq_ignore_ascii_case(n)))
-                    .map(String::as_str)
-                    .collect();
-                if !missing.is_empty() {
-                    return Err(ConnectorError::permanent(format!(
-                        "cannot append to {}: it has no column(s) {}",
-                        load.table,
-                        missing.join(", ")
-                    )));
-                }
+                super::merge::check_columns(load, &staged, &have, true)?;
                 let cols = staged
                     .iter()
                     .map(|c| quote_part(c))
                     .collect::<Vec<_>>()
                     .join(", ");
+                let write = if load.mode == WriteMode::Merge {
+                    let indexes = unique_indexes(conn, &load.table)
+                        .await
+                        .map_err(self.conn.err(&format!("reading the indexes of {}", load.table)))?;
+                    let (sql, note) = merge_sql(load, &staged, &target, &stage, &indexes);
+                    notes.extend(note);
+                    sql
+                } else {
+                    format!("INSERT INTO {target} ({cols}) SELECT {cols} FROM {stage}")
+                };
                 let mut tx = conn
                     .begin()
                     .await
@@ -812,12 +1005,9 @@ impl SinkConnector for MysqlSink {
                 .await
                 .map_err(self.conn.err("reading the publish log"))?;
                 if done.is_none() {
-                    exec(
-                        &mut tx,
-                        format!("INSERT INTO {target} ({cols}) SELECT {cols} FROM {stage}"),
-                    )
-                    .await
-                    .map_err(self.conn.err(&format!("appending to {}", load.table)))?;
+                    exec(&mut tx, write)
+                        .await
+                        .map_err(self.conn.err(&format!("writing into {}", load.table)))?;
                     sqlx::query(AssertSqlSafe(format!(
                         "INSERT INTO {marker} (load_key, published_utc) VALUES (?, UTC_TIMESTAMP(6))"
                     )))
@@ -843,6 +1033,9 @@ impl SinkConnector for MysqlSink {
                 renames.push(format!("{stage} TO {target}"));
                 olds.push(old);
             } else {
+                if load.mode == WriteMode::Merge {
+                    notes.push(super::merge::created_note(load, "a primary key"));
+                }
                 renames.push(format!("{stage} TO {target}"));
             }
         }
@@ -858,7 +1051,7 @@ impl SinkConnector for MysqlSink {
                 .map_err(self.conn.err("dropping an old table"))?;
         }
         guarded.done = true;
-        Ok(())
+        Ok(notes)
     }
 
     async fn discard(&self, loads: &[Load]) -> Result<(), ConnectorError> {

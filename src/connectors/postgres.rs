@@ -27,7 +27,9 @@ use super::relational::{
     sql_error, stage_qualified, stream_from, timestamp, BatchBuilder, DbConn, Guarded, PG_EPOCH_DAYS,
     PG_EPOCH_MICROS,
 };
-use super::{ConnectorError, IoContext, Load, Opened, RowsCallback, SinkConnector, SourceConnector};
+use super::{
+    ConnectorError, CursorFilter, IoContext, Load, Opened, RowsCallback, SinkConnector, SourceConnector,
+};
 use crate::domain::spec::{Source, SourceRead, WriteMode};
 use crate::domain::store::DataStore;
 
@@ -247,6 +249,30 @@ impl PostgresSource {
 #[async_trait]
 impl SourceConnector for PostgresSource {
     async fn open(&self, source: &Source, ctx: &IoContext) -> Result<Opened, ConnectorError> {
+        self.read(source, None, ctx).await
+    }
+
+    async fn open_filtered(
+        &self,
+        source: &Source,
+        filter: &CursorFilter,
+        ctx: &IoContext,
+    ) -> Result<Opened, ConnectorError> {
+        self.read(source, Some(filter), ctx).await
+    }
+}
+
+/// The setting that carries a cursor source's mark into its `COPY` (which takes no
+/// parameters): set with a bound value, local to the read's transaction.
+const CURSOR_SETTING: &str = "sluice.cursor_after";
+
+impl PostgresSource {
+    async fn read(
+        &self,
+        source: &Source,
+        filter: Option<&CursorFilter>,
+        ctx: &IoContext,
+    ) -> Result<Opened, ConnectorError> {
         let mut conn = Guarded::new(self.conn.acquire().await?);
         let pid: i32 = sqlx::query_scalar("SELECT pg_backend_pid()")
             .fetch_one(&mut *conn.conn)
@@ -263,8 +289,37 @@ impl SourceConnector for PostgresSource {
                 (Field::new(&c.name, dt, true), expr)
             })
             .unzip();
+        let (predicate, after) = match filter {
+            None => (String::new(), None),
+            Some(f) => {
+                let Some(column) = columns.iter().find(|c| c.name == f.column) else {
+                    let names: Vec<&str> = columns.iter().map(|c| c.name.as_str()).collect();
+                    let hint = crate::domain::names::did_you_mean(&f.column, names.iter().copied())
+                        .map(|s| format!(" (did you mean {s:?}?)"))
+                        .unwrap_or_default();
+                    return Err(ConnectorError::permanent(format!(
+                        "cursor column {:?}{hint} is not a column of source {} (its columns: {})",
+                        f.column,
+                        source.name,
+                        names.join(", ")
+                    )));
+                };
+                match f.after_text() {
+                    // Every row, NULL cursors too: they are counted, then skipped.
+                    None => (String::new(), None),
+                    Some(text) => (
+                        format!(
+                            " WHERE q.{} >= current_setting('{CURSOR_SETTING}')::{}",
+                            quote_ident_part(&column.name),
+                            quote_ident_part(&column.typname)
+                        ),
+                        Some(text),
+                    ),
+                }
+            }
+        };
         let copy = format!(
-            "COPY (SELECT {} FROM (\n{inner}\n) AS q) TO STDOUT (FORMAT binary)",
+            "COPY (SELECT {} FROM (\n{inner}\n) AS q{predicate}) TO STDOUT (FORMAT binary)",
             exprs.join(", ")
         );
         let mut builder = BatchBuilder::new(fields, ctx.batch_size);
@@ -274,7 +329,16 @@ impl SourceConnector for PostgresSource {
         let pool = self.conn.pool.clone();
         let secret = self.conn.store.password.clone();
         tokio::spawn(async move {
-            let outcome = read_copy(&mut conn.conn, &copy, &mut builder, &tx, &cancel, secret.as_ref()).await;
+            let outcome = read_copy(
+                &mut conn.conn,
+                &copy,
+                after.as_deref(),
+                &mut builder,
+                &tx,
+                &cancel,
+                secret.as_ref(),
+            )
+            .await;
             match outcome {
                 Ok(true) => conn.finished(),
                 Ok(false) => {
@@ -306,6 +370,7 @@ const COPY_SIGNATURE: &[u8] = b"PGCOPY\n\xff\r\n\0";
 async fn read_copy(
     conn: &mut sqlx::PgConnection,
     copy: &str,
+    after: Option<&str>,
     builder: &mut BatchBuilder,
     tx: &tokio::sync::mpsc::Sender<Result<RecordBatch, ConnectorError>>,
     cancel: &tokio_util::sync::CancellationToken,
@@ -318,6 +383,14 @@ async fn read_copy(
             t.map_err(|e| sql_error("starting a read-only transaction", e, secret))?
         }
     };
+    if let Some(after) = after {
+        sqlx::query("SELECT set_config($1, $2, true)")
+            .bind(CURSOR_SETTING)
+            .bind(after)
+            .execute(&mut *read_only)
+            .await
+            .map_err(|e| sql_error("setting the cursor's mark", e, secret))?;
+    }
     let complete = copy_batches(&mut read_only, copy, builder, tx, cancel, secret).await?;
     if complete {
         read_only
@@ -741,6 +814,112 @@ async fn declared_columns(
     Ok(Some(rows.iter().map(|r| (r.get("name"), r.get("ty"))).collect()))
 }
 
+/// The column lists of a table's unique indexes (its primary key among them; partial and
+/// expression indexes left out: `ON CONFLICT (columns)` does not use them).
+async fn unique_indexes(conn: &mut sqlx::PgConnection, table: &str) -> Result<Vec<Vec<String>>, sqlx::Error> {
+    let Some(oid) = relation_oid(conn, table).await? else {
+        return Ok(Vec::new());
+    };
+    sqlx::query_scalar(
+        "SELECT array_agg(a.attname::text ORDER BY a.attnum) FROM pg_index i \
+         JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY (i.indkey) \
+         WHERE i.indrelid = $1::bigint::oid AND i.indisunique AND i.indpred IS NULL \
+         AND i.indexprs IS NULL GROUP BY i.indexrelid",
+    )
+    .bind(oid)
+    .fetch_all(&mut *conn)
+    .await
+}
+
+/// Publishes one staged `merge` load inside the publish transaction. A new target is the
+/// staged table, renamed, with a primary key on the key; into an existing one the rows are
+/// upserted (`INSERT ... ON CONFLICT` when a unique index covers the key, else an `UPDATE ...
+/// FROM` then an `INSERT ... WHERE NOT EXISTS`), each value cast to the target column's type
+/// as an append does. Returns a note for the log when there is something to say.
+async fn merge_staged(
+    tx: &mut sqlx::PgConnection,
+    load: &Load,
+    staged: &[(String, String)],
+    existing: Option<Vec<(String, String)>>,
+) -> Result<Option<String>, sqlx::Error> {
+    let stage = quote_ident(&stage_qualified(load));
+    let target = quote_ident(&load.table);
+    let (_, bare) = split_table(&load.table);
+    let keys: Vec<String> = load.unique_key.iter().map(|k| quote_ident_part(k)).collect();
+    let Some(existing) = existing else {
+        sqlx::raw_sql(AssertSqlSafe(format!(
+            "ALTER TABLE {stage} RENAME TO {}; ALTER TABLE {target} ADD PRIMARY KEY ({})",
+            quote_ident_part(bare),
+            keys.join(", ")
+        )))
+        .execute(&mut *tx)
+        .await?;
+        return Ok(Some(super::merge::created_note(load, "a primary key")));
+    };
+    let staged_names: Vec<String> = staged.iter().map(|(n, _)| n.clone()).collect();
+    let type_of = |name: &str| {
+        existing
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, ty)| ty.clone())
+            .unwrap_or_else(|| "text".into())
+    };
+    let names: Vec<String> = staged_names.iter().map(|n| quote_ident_part(n)).collect();
+    let select: Vec<String> = staged_names
+        .iter()
+        .map(|n| format!("s.{}::{}", quote_ident_part(n), type_of(n)))
+        .collect();
+    let updates = super::merge::non_key(&staged_names, &load.unique_key, false);
+    let indexes = unique_indexes(tx, &load.table).await?;
+    let (sql, note) = if super::merge::has_key_index(&indexes, &load.unique_key, false) {
+        let action = if updates.is_empty() {
+            "NOTHING".to_string()
+        } else {
+            let set: Vec<String> = updates
+                .iter()
+                .map(|c| format!("{0} = EXCLUDED.{0}", quote_ident_part(c)))
+                .collect();
+            format!("UPDATE SET {}", set.join(", "))
+        };
+        let sql = format!(
+            "INSERT INTO {target} ({}) SELECT {} FROM {stage} AS s ON CONFLICT ({}) DO {action}",
+            names.join(", "),
+            select.join(", "),
+            keys.join(", ")
+        );
+        (sql, None)
+    } else {
+        let matches: Vec<String> = load
+            .unique_key
+            .iter()
+            .map(|k| format!("t.{0} = s.{0}::{1}", quote_ident_part(k), type_of(k)))
+            .collect();
+        let matches = matches.join(" AND ");
+        let mut sql = String::new();
+        if !updates.is_empty() {
+            let set: Vec<String> = updates
+                .iter()
+                .map(|c| format!("{0} = s.{0}::{1}", quote_ident_part(c), type_of(c)))
+                .collect();
+            sql.push_str(&format!(
+                "UPDATE {target} AS t SET {} FROM {stage} AS s WHERE {matches}; ",
+                set.join(", ")
+            ));
+        }
+        sql.push_str(&format!(
+            "INSERT INTO {target} ({}) SELECT {} FROM {stage} AS s \
+             WHERE NOT EXISTS (SELECT 1 FROM {target} AS t WHERE {matches})",
+            names.join(", "),
+            select.join(", ")
+        ));
+        (sql, Some(super::merge::no_index_note(load)))
+    };
+    sqlx::raw_sql(AssertSqlSafe(format!("{sql}; DROP TABLE {stage}")))
+        .execute(&mut *tx)
+        .await?;
+    Ok(note)
+}
+
 #[async_trait]
 impl SinkConnector for PostgresSink {
     async fn stage(
@@ -817,7 +996,8 @@ impl SinkConnector for PostgresSink {
         Ok(total)
     }
 
-    async fn publish(&self, loads: &[Load]) -> Result<(), ConnectorError> {
+    async fn publish(&self, loads: &[Load]) -> Result<Vec<String>, ConnectorError> {
+        let mut notes = Vec::new();
         let mut guarded = Guarded::new(self.conn.acquire().await?);
         let mut tx = guarded
             .conn
@@ -839,6 +1019,17 @@ impl SinkConnector for PostgresSink {
                 .await
                 .map_err(self.conn.err(&format!("reading {}", load.table)))?;
             match existing {
+                _ if load.mode == WriteMode::Merge => {
+                    if let Some(existing) = &existing {
+                        let names =
+                            |c: &[(String, String)]| c.iter().map(|(n, _)| n.clone()).collect::<Vec<_>>();
+                        super::merge::check_columns(load, &names(&staged), &names(existing), false)?;
+                    }
+                    let note = merge_staged(&mut tx, load, &staged, existing)
+                        .await
+                        .map_err(self.conn.err(&format!("merging into {}", load.table)))?;
+                    notes.extend(note);
+                }
                 Some(existing) if load.mode == WriteMode::Append => {
                     let mut select = Vec::new();
                     let mut names = Vec::new();
@@ -888,7 +1079,7 @@ impl SinkConnector for PostgresSink {
             .await
             .map_err(self.conn.err("committing the publish"))?;
         guarded.done = true;
-        Ok(())
+        Ok(notes)
     }
 
     async fn discard(&self, loads: &[Load]) -> Result<(), ConnectorError> {

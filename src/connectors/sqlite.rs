@@ -21,7 +21,8 @@ use sqlx::{AssertSqlSafe, Column, ConnectOptions, Connection, Decode, Row, TypeI
 
 use super::arrow_sql::{value_at, ColumnBuilder, SqlValue};
 use super::{
-    store_path, ConnectorError, IoContext, Load, Opened, RowsCallback, SinkConnector, SourceConnector,
+    store_path, ConnectorError, CursorFilter, IoContext, Load, Opened, RowsCallback, SinkConnector,
+    SourceConnector,
 };
 use crate::domain::spec::{Source, SourceRead, WriteMode};
 use crate::domain::store::DataStore;
@@ -230,6 +231,26 @@ async fn table_names(conn: &mut SqliteConnection) -> Vec<String> {
 #[async_trait]
 impl SourceConnector for SqliteSource {
     async fn open(&self, source: &Source, ctx: &IoContext) -> Result<Opened, ConnectorError> {
+        self.read(source, None, ctx).await
+    }
+
+    async fn open_filtered(
+        &self,
+        source: &Source,
+        filter: &CursorFilter,
+        ctx: &IoContext,
+    ) -> Result<Opened, ConnectorError> {
+        self.read(source, Some(filter), ctx).await
+    }
+}
+
+impl SqliteSource {
+    async fn read(
+        &self,
+        source: &Source,
+        filter: Option<&CursorFilter>,
+        ctx: &IoContext,
+    ) -> Result<Opened, ConnectorError> {
         let mut conn = self.connect().await?;
         let (sql, declared, estimated_rows) = match source.read() {
             SourceRead::Table(table) => {
@@ -264,13 +285,35 @@ impl SourceConnector for SqliteSource {
                 ))
             }
         };
+        // A cursor source compares in SQLite: integers as numbers, the rest as the text Sluice
+        // writes (ISO 8601 dates and times, exact decimals), bound as a parameter.
+        let (sql, after) = match filter.map(|f| (f, &f.after)) {
+            None | Some((_, serde_json::Value::Null)) => (sql, None),
+            Some((f, after)) => (
+                format!(
+                    "SELECT * FROM (\n{sql}\n) AS q WHERE q.{} >= ?",
+                    quote_ident(&f.column)
+                ),
+                Some(after.clone()),
+            ),
+        };
         let batch_size = ctx.batch_size;
         let cancel = ctx.cancel.clone();
         let (schema_tx, schema_rx) = tokio::sync::oneshot::channel::<Result<SchemaRef, ConnectorError>>();
         let (tx, rx) = tokio::sync::mpsc::channel::<Result<RecordBatch, ConnectorError>>(2);
         // The reader owns the connection; it stops when the receiver is dropped or on cancel.
         tokio::spawn(async move {
-            let mut rows = sqlx::query(AssertSqlSafe(sql)).fetch(&mut conn);
+            let mut query = sqlx::query(AssertSqlSafe(sql));
+            query = match after {
+                None => query,
+                Some(serde_json::Value::Number(n)) if n.is_i64() => query.bind(n.as_i64()),
+                Some(serde_json::Value::Number(n)) => query.bind(n.as_f64()),
+                Some(serde_json::Value::String(text)) => {
+                    query.bind(text.replacen('T', " ", 1).trim_end_matches('Z').to_string())
+                }
+                Some(other) => query.bind(other.to_string()),
+            };
+            let mut rows = query.fetch(&mut conn);
             let mut chunk: Vec<SqliteRow> = Vec::with_capacity(batch_size);
             let mut schema_tx = Some(schema_tx);
             let mut builders: Option<(SchemaRef, Vec<ColumnBuilder>)> = None;
@@ -599,6 +642,161 @@ async fn table_exists(conn: &mut SqliteConnection, table: &str) -> Result<bool, 
     Ok(!declared_types(conn, table).await?.is_empty())
 }
 
+/// The column lists of a table's unique indexes (its primary key among them; partial and
+/// expression indexes left out: `ON CONFLICT` cannot use them).
+async fn unique_indexes(
+    conn: &mut SqliteConnection,
+    table: &str,
+) -> Result<Vec<Vec<String>>, ConnectorError> {
+    let (schema, name) = split_table(table);
+    let prefix = schema.map(|s| format!("{}.", quote_ident(s))).unwrap_or_default();
+    let err = |e| db_error("reading the table's indexes", e);
+    let mut indexes = Vec::new();
+    let columns = sqlx::query(AssertSqlSafe(format!(
+        "PRAGMA {prefix}table_info({})",
+        quote_ident(name)
+    )))
+    .fetch_all(&mut *conn)
+    .await
+    .map_err(err)?;
+    let mut pk: Vec<(i64, String)> = columns
+        .iter()
+        .map(|r| (r.get::<i64, _>("pk"), r.get::<String, _>("name")))
+        .filter(|(pk, _)| *pk > 0)
+        .collect();
+    pk.sort();
+    if !pk.is_empty() {
+        indexes.push(pk.into_iter().map(|(_, n)| n).collect());
+    }
+    let list = sqlx::query(AssertSqlSafe(format!(
+        "PRAGMA {prefix}index_list({})",
+        quote_ident(name)
+    )))
+    .fetch_all(&mut *conn)
+    .await
+    .map_err(err)?;
+    for index in list {
+        if index.get::<i64, _>("unique") != 1 || index.get::<i64, _>("partial") != 0 {
+            continue;
+        }
+        let index_name: String = index.get("name");
+        let info = sqlx::query(AssertSqlSafe(format!(
+            "PRAGMA {prefix}index_info({})",
+            quote_ident(&index_name)
+        )))
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(err)?;
+        let names: Option<Vec<String>> = info.iter().map(|r| r.get::<Option<String>, _>("name")).collect();
+        if let Some(names) = names {
+            indexes.push(names);
+        }
+    }
+    Ok(indexes)
+}
+
+/// Publishes one staged `merge` load inside the publish transaction: a new target is the staged
+/// table with a unique index on the key; an existing one gets the rows upserted (`ON
+/// CONFLICT` when a unique index covers the key, else update-then-insert).
+async fn merge_staged(
+    tx: &mut SqliteConnection,
+    load: &Load,
+    existing: Vec<(String, String)>,
+    notes: &mut Vec<String>,
+) -> Result<(), ConnectorError> {
+    let stage_name = stage_table(load);
+    let stage = quote_ident(&stage_name);
+    let target = quote_ident(&load.table);
+    let (schema, bare) = split_table(&load.table);
+    let keys: Vec<String> = load.unique_key.iter().map(|k| quote_ident_part(k)).collect();
+    if existing.is_empty() {
+        let index = match schema {
+            Some(s) => format!(
+                "{}.{}",
+                quote_ident(s),
+                quote_ident_part(&format!("{bare}_unique_key"))
+            ),
+            None => quote_ident_part(&format!("{bare}_unique_key")),
+        };
+        let sql = format!(
+            "DROP TABLE IF EXISTS {target}; ALTER TABLE {stage} RENAME TO {}; \
+             CREATE UNIQUE INDEX {index} ON {} ({})",
+            quote_ident_part(bare),
+            quote_ident_part(bare),
+            keys.join(", ")
+        );
+        sqlx::raw_sql(AssertSqlSafe(sql))
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| db_error(&format!("creating {}", load.table), e))?;
+        notes.push(super::merge::created_note(load, "a unique index"));
+        return Ok(());
+    }
+    let staged: Vec<String> = declared_types(tx, &stage_name)
+        .await?
+        .into_iter()
+        .map(|(n, _)| n)
+        .collect();
+    let have: Vec<String> = existing.into_iter().map(|(n, _)| n).collect();
+    super::merge::check_columns(load, &staged, &have, true)?;
+    let cols: Vec<String> = staged.iter().map(|c| quote_ident_part(c)).collect();
+    let cols = cols.join(", ");
+    let updates = super::merge::non_key(&staged, &load.unique_key, true);
+    let matches: Vec<String> = keys.iter().map(|k| format!("t.{k} = s.{k}")).collect();
+    let matches = matches.join(" AND ");
+    let indexes = unique_indexes(tx, &load.table).await?;
+    let sql = if super::merge::has_key_index(&indexes, &load.unique_key, true) {
+        let action = if updates.is_empty() {
+            "NOTHING".to_string()
+        } else {
+            let set: Vec<String> = updates
+                .iter()
+                .map(|c| format!("{0} = excluded.{0}", quote_ident_part(c)))
+                .collect();
+            format!("UPDATE SET {}", set.join(", "))
+        };
+        // `WHERE true` keeps SQLite from reading ON CONFLICT as part of a join.
+        format!(
+            "INSERT INTO {target} ({cols}) SELECT {cols} FROM {stage} WHERE true \
+             ON CONFLICT ({}) DO {action}",
+            keys.join(", ")
+        )
+    } else {
+        notes.push(super::merge::no_index_note(load));
+        let mut sql = String::new();
+        if !updates.is_empty() {
+            let set: Vec<String> = updates
+                .iter()
+                .map(|c| format!("{0} = s.{0}", quote_ident_part(c)))
+                .collect();
+            sql.push_str(&format!(
+                "UPDATE {target} AS t SET {} FROM {stage} AS s WHERE {matches}; ",
+                set.join(", ")
+            ));
+        }
+        let select: Vec<String> = staged
+            .iter()
+            .map(|c| format!("s.{}", quote_ident_part(c)))
+            .collect();
+        sql.push_str(&format!(
+            "INSERT INTO {target} ({cols}) SELECT {} FROM {stage} AS s \
+             WHERE NOT EXISTS (SELECT 1 FROM {target} AS t WHERE {matches})",
+            select.join(", ")
+        ));
+        sql
+    };
+    sqlx::raw_sql(AssertSqlSafe(format!("{sql}; DROP TABLE {stage}")))
+        .execute(&mut *tx)
+        .await
+        .map_err(|e| db_error(&format!("merging into {}", load.table), e))?;
+    Ok(())
+}
+
+/// Quotes one identifier (dots and all) for SQLite.
+fn quote_ident_part(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
 #[async_trait]
 impl SinkConnector for SqliteSink {
     /// Loads the rows into the load's staging table, created fresh, in one transaction.
@@ -665,8 +863,10 @@ impl SinkConnector for SqliteSink {
         Ok(total)
     }
 
-    /// Swaps in (`replace`) or inserts (`append`) every staged table in one transaction.
-    async fn publish(&self, loads: &[Load]) -> Result<(), ConnectorError> {
+    /// Swaps in (`replace`), inserts (`append`) or upserts (`merge`) every staged table in one
+    /// transaction.
+    async fn publish(&self, loads: &[Load]) -> Result<Vec<String>, ConnectorError> {
+        let mut notes = Vec::new();
         let mut conn = self.connect().await?;
         let mut tx = conn
             .begin_with("BEGIN IMMEDIATE")
@@ -681,7 +881,9 @@ impl SinkConnector for SqliteSink {
             let target = quote_ident(&load.table);
             let (_, bare) = split_table(&load.table);
             let existing = declared_types(&mut tx, &load.table).await?;
-            if load.mode == WriteMode::Append && !existing.is_empty() {
+            if load.mode == WriteMode::Merge {
+                merge_staged(&mut tx, load, existing, &mut notes).await?;
+            } else if load.mode == WriteMode::Append && !existing.is_empty() {
                 let staged = declared_types(&mut tx, &stage_name).await?;
                 let have: Vec<&str> = existing.iter().map(|(n, _)| n.as_str()).collect();
                 let missing: Vec<&str> = staged
@@ -725,7 +927,7 @@ impl SinkConnector for SqliteSink {
         tx.commit()
             .await
             .map_err(|e| db_error("committing the publish", e))?;
-        Ok(())
+        Ok(notes)
     }
 
     async fn discard(&self, loads: &[Load]) -> Result<(), ConnectorError> {

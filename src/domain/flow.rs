@@ -168,6 +168,11 @@ pub enum FlowEvent {
     FlowError {
         message: String,
     },
+    /// A cursor source was read (or is about to be: `through` null): `output.cursors`.
+    Cursor {
+        source: String,
+        entry: super::cursor::CursorEntry,
+    },
     /// The flow's execution crashed; `retry_in` is set when the supervisor restarts it.
     Crashed {
         restart: u32,
@@ -194,6 +199,8 @@ pub struct FlowPicture {
     pub started_utc: Option<DateTime<Utc>>,
     pub finished_utc: Option<DateTime<Utc>>,
     pub restarts: i32,
+    /// What each cursor source reads or read (by source name); empty without cursor sources.
+    pub cursors: super::cursor::Cursors,
     /// Per task, the fraction of its work done (0..=1); parallel to `tasks`. Only completed work
     /// counts: a skipped, failed or cancelled task does not move the percent.
     fractions: Vec<f64>,
@@ -276,6 +283,7 @@ impl FlowPicture {
             started_utc,
             finished_utc,
             restarts,
+            cursors: Default::default(),
             fractions,
             max_lines: max_lines.max(2),
         }
@@ -479,6 +487,12 @@ impl FlowPicture {
                     self.push_error(now, FLOW_LABEL, &line);
                 }
             },
+            FlowEvent::Cursor { source, entry } => {
+                if let Some(line) = entry.describe() {
+                    self.push_log(now, Level::Info, source, &line);
+                }
+                self.cursors.insert(source.clone(), entry.clone());
+            }
         }
         self.update_percent(now);
         state_changed

@@ -1,6 +1,7 @@
 //! The domain: data stores, flow-input specs, their validation and the DAG plan, flow states.
 //! Plain types and pure functions; nothing here knows HTTP, actors or databases.
 
+pub mod cursor;
 pub mod dag;
 pub mod flow;
 pub mod names;

@@ -31,6 +31,23 @@ pub struct SourceRequest {
     pub query: Option<String>,
     pub path: Option<String>,
     pub csv: Option<CsvOptionsRequest>,
+    /// Read only what changed since the last completed flow of the input.
+    pub incremental: Option<IncrementalRequest>,
+}
+
+#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct IncrementalRequest {
+    /// The column whose growth marks new and changed rows (integer, decimal, date or
+    /// timestamp) of a database table or query.
+    pub cursor: Option<String>,
+}
+
+/// How a source reads only what changed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Incremental {
+    /// Rows whose value in this column is at least the mark (see `domain::cursor`).
+    pub cursor: String,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, utoipa::ToSchema)]
@@ -64,6 +81,8 @@ pub struct OutputRequest {
     pub node: String,
     pub table: Option<String>,
     pub mode: Option<String>,
+    /// The columns that identify a row of a `merge` output.
+    pub unique_key: Option<Vec<String>>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, utoipa::ToSchema)]
@@ -101,6 +120,22 @@ pub struct Source {
     pub path: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub csv: Option<CsvOptions>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub incremental: Option<Incremental>,
+}
+
+impl FlowInputSpec {
+    /// The sources that read with a cursor, and their cursor columns.
+    pub fn cursor_sources(&self) -> impl Iterator<Item = (&Source, &str)> {
+        self.sources
+            .iter()
+            .filter_map(|s| s.incremental.as_ref().map(|i| (s, i.cursor.as_str())))
+    }
+
+    /// Whether two flows of this input must not run at once.
+    pub fn is_incremental(&self) -> bool {
+        self.cursor_sources().next().is_some()
+    }
 }
 
 /// What a source reads.
@@ -156,6 +191,19 @@ pub enum WriteMode {
     Replace,
     /// New rows are added in one transaction (or one rename).
     Append,
+    /// Rows whose `unique_key` is in the target replace those rows, the others are added;
+    /// nothing else changes. Atomic like the other modes.
+    Merge,
+}
+
+impl WriteMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WriteMode::Replace => "replace",
+            WriteMode::Append => "append",
+            WriteMode::Merge => "merge",
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
@@ -163,6 +211,9 @@ pub struct Output {
     pub node: String,
     pub table: String,
     pub mode: WriteMode,
+    /// The key of a `merge` output (at least one column; absent for the other modes).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub unique_key: Option<Vec<String>>,
 }
 
 impl Output {

@@ -24,6 +24,10 @@ pub const MAX_TASK_TIMEOUT_S: u64 = 7 * 24 * 3600;
 pub const MAX_FLOW_TIMEOUT_S: u64 = 30 * 24 * 3600;
 pub const MAX_ATTEMPTS: u32 = 10;
 pub const MAX_QUERY_LENGTH: usize = 100_000;
+/// The longest column name a `unique_key` may give (longer than any engine allows).
+pub const MAX_COLUMN_NAME_LENGTH: usize = 128;
+/// At most this many columns in a `unique_key`.
+pub const MAX_KEY_COLUMNS: usize = 16;
 
 struct Problems(Vec<FieldError>);
 
@@ -193,6 +197,7 @@ pub fn validate_flow_input(
                     node: t.name.clone(),
                     table: t.name.clone(),
                     mode: WriteMode::Replace,
+                    unique_key: None,
                 })
                 .collect();
             if outs.is_empty() && req.transforms.is_empty() {
@@ -232,18 +237,21 @@ pub fn validate_flow_input(
                 let mode = match o.mode.as_deref() {
                     None | Some("replace") => WriteMode::Replace,
                     Some("append") => WriteMode::Append,
+                    Some("merge") => WriteMode::Merge,
                     Some(other) => {
                         p.add(
                             at("mode"),
-                            format!("unknown mode {other:?}: use replace or append"),
+                            format!("unknown mode {other:?}: use replace, append or merge"),
                         );
                         WriteMode::Replace
                     }
                 };
+                let unique_key = validate_unique_key(o.unique_key, mode, &at("unique_key"), &mut p);
                 outs.push(Output {
                     node: o.node,
                     table,
                     mode,
+                    unique_key,
                 });
             }
             outs
@@ -300,6 +308,61 @@ pub fn validate_flow_input(
             dag,
         )),
         _ => Err(p.0),
+    }
+}
+
+/// The `unique_key` of an output: required (one or more distinct column names) for `merge`,
+/// not allowed for the other modes. Whether the columns exist is checked when the result's
+/// columns are known, before anything is staged.
+fn validate_unique_key(
+    key: Option<Vec<String>>,
+    mode: WriteMode,
+    path: &str,
+    p: &mut Problems,
+) -> Option<Vec<String>> {
+    match (mode, key) {
+        (WriteMode::Merge, None) => {
+            p.add(
+                path,
+                "a merge output needs unique_key: the columns that identify a row, e.g. [\"order_id\"]",
+            );
+            None
+        }
+        (WriteMode::Merge, Some(key)) => {
+            if key.is_empty() {
+                p.add(path, "must name at least one column");
+            } else if key.len() > MAX_KEY_COLUMNS {
+                p.add(path, format!("at most {MAX_KEY_COLUMNS} columns are allowed"));
+            }
+            let mut seen = HashSet::new();
+            for (i, column) in key.iter().enumerate() {
+                if column.trim().is_empty() {
+                    p.add(format!("{path}[{i}]"), "must not be empty");
+                } else if column.chars().count() > MAX_COLUMN_NAME_LENGTH {
+                    p.add(
+                        format!("{path}[{i}]"),
+                        format!("at most {MAX_COLUMN_NAME_LENGTH} characters are allowed"),
+                    );
+                } else if !seen.insert(column.as_str()) {
+                    p.add(
+                        format!("{path}[{i}]"),
+                        format!("column {column:?} is listed twice"),
+                    );
+                }
+            }
+            Some(key)
+        }
+        (other, Some(_)) => {
+            p.add(
+                path,
+                format!(
+                    "unique_key applies to merge outputs only (this output's mode is {}): remove it, or use \"mode\": \"merge\"",
+                    other.as_str()
+                ),
+            );
+            None
+        }
+        (_, None) => None,
     }
 }
 
@@ -413,6 +476,39 @@ fn validate_source(
             }
         }
     }
+    let incremental = match s.incremental {
+        None => None,
+        Some(inc) => match inc.cursor {
+            None => {
+                p.add(
+                    at("incremental"),
+                    "give the cursor column: {\"cursor\": \"updated_at\"}",
+                );
+                None
+            }
+            Some(cursor) if cursor.trim().is_empty() => {
+                p.add(at("incremental.cursor"), "must not be empty");
+                None
+            }
+            Some(cursor) if cursor.chars().count() > MAX_COLUMN_NAME_LENGTH => {
+                p.add(
+                    at("incremental.cursor"),
+                    format!("at most {MAX_COLUMN_NAME_LENGTH} characters are allowed"),
+                );
+                None
+            }
+            Some(cursor) => {
+                let relational = store.is_none_or(|st| st.kind == StoreKind::RelationalDb);
+                if !relational {
+                    p.add(
+                        at("incremental.cursor"),
+                        "a cursor reads a database table or query: this store is not a relational database",
+                    );
+                }
+                Some(Incremental { cursor })
+            }
+        },
+    };
     Some(Source {
         name: s.name,
         store_id: s.store_id,
@@ -420,6 +516,7 @@ fn validate_source(
         query: s.query,
         path: s.path,
         csv,
+        incremental,
     })
 }
 
@@ -654,7 +751,8 @@ mod tests {
             vec![Output {
                 node: "totals".into(),
                 table: "totals".into(),
-                mode: WriteMode::Replace
+                mode: WriteMode::Replace,
+                unique_key: None
             }]
         );
         assert_eq!(spec.options.max_attempts, 3);
@@ -793,6 +891,45 @@ mod tests {
                 "{name:?}"
             );
         }
+    }
+
+    #[test]
+    fn a_merge_output_needs_a_unique_key_and_only_a_merge_output_has_one() {
+        let with = |outputs: serde_json::Value| {
+            run(json!({
+                "name": "m", "source_store_ids": [2], "target_store_id": 1,
+                "sources": [{"name": "a", "store_id": 2, "path": "a.csv"}],
+                "transforms": [{"name": "b", "sql": "SELECT * FROM a"}],
+                "outputs": outputs
+            }))
+        };
+        let (spec, _) = with(json!([{"node": "b", "mode": "merge", "unique_key": ["id", "day"]}])).unwrap();
+        assert_eq!(spec.outputs[0].mode, WriteMode::Merge);
+        assert_eq!(
+            spec.outputs[0].unique_key,
+            Some(vec!["id".to_string(), "day".to_string()])
+        );
+
+        let errors = with(json!([
+            {"node": "b", "table": "t1", "mode": "merge"},
+            {"node": "b", "table": "t2", "unique_key": ["id"]},
+            {"node": "b", "table": "t3", "mode": "merge", "unique_key": []},
+            {"node": "b", "table": "t4", "mode": "merge", "unique_key": ["id", " ", "id"]}
+        ]))
+        .unwrap_err();
+        assert_eq!(
+            paths(&errors),
+            [
+                "outputs[0].unique_key",
+                "outputs[1].unique_key",
+                "outputs[2].unique_key",
+                "outputs[3].unique_key[1]",
+                "outputs[3].unique_key[2]"
+            ]
+        );
+        assert!(errors[0].message.contains("needs unique_key"), "{errors:?}");
+        assert!(errors[1].message.contains("mode is replace"), "{errors:?}");
+        assert!(errors[4].message.contains("listed twice"), "{errors:?}");
     }
 
     #[test]

@@ -7,11 +7,13 @@
 
 pub mod boundary;
 pub mod checkpoint;
+pub mod cursor_read;
 pub mod dedupe;
 pub mod errors;
 #[cfg(all(feature = "fault-injection", debug_assertions))]
 pub mod faults;
 pub mod memory;
+pub mod merge_key;
 pub mod publish;
 pub mod source_table;
 pub mod unit;

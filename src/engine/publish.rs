@@ -17,13 +17,14 @@ pub fn loads(instance: &str, flow_id: i64, outputs: &[Output]) -> Vec<Load> {
         .map(|(i, o)| Load {
             table: o.table.clone(),
             mode: o.mode,
+            unique_key: o.unique_key.clone().unwrap_or_default(),
             key: format!("{instance}_f{flow_id}_{i}"),
         })
         .collect()
 }
 
-/// Makes every staged load visible.
-pub async fn publish(store: &DataStore, loads: &[Load], pools: &Pools) -> Result<(), String> {
+/// Makes every staged load visible; returns the sink's notes for the flow's log.
+pub async fn publish(store: &DataStore, loads: &[Load], pools: &Pools) -> Result<Vec<String>, String> {
     let sink = connectors::sink_for(store, pools).map_err(|e| e.message)?;
     sink.publish(loads).await.map_err(|e| e.message)
 }
@@ -46,11 +47,13 @@ mod tests {
                 node: "a".into(),
                 table: "t1".into(),
                 mode: WriteMode::Replace,
+                unique_key: None,
             },
             Output {
                 node: "b".into(),
                 table: "t2".into(),
                 mode: WriteMode::Append,
+                unique_key: None,
             },
         ];
         let l = loads("0a1b2c3d", 7, &outputs);
@@ -60,6 +63,7 @@ mod tests {
             Load {
                 table: "t2".into(),
                 mode: WriteMode::Append,
+                unique_key: vec![],
                 key: "0a1b2c3d_f7_1".into()
             }
         );

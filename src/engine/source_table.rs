@@ -26,19 +26,25 @@ use datafusion::physical_plan::ExecutionPlan;
 use futures::TryStreamExt;
 
 use super::boundary::{BoundaryExec, NodeTracker, Size};
+use super::cursor_read::CursorRead;
 use crate::connectors::{self, ConnectorError, IoContext};
 use crate::domain::spec::Source;
 use crate::domain::store::DataStore;
 
-/// Opens `source` on `store` and returns it as a table whose scans `tracker` counts.
+/// Opens `source` on `store` and returns it as a table whose scans `tracker` counts (and,
+/// for a cursor source, `cursor` watches).
 pub async fn open_table(
     source: &Source,
     store: &DataStore,
     io: &IoContext,
     tracker: Arc<NodeTracker>,
+    cursor: Option<Arc<CursorRead>>,
 ) -> Result<Arc<dyn TableProvider>, ConnectorError> {
     let connector: Arc<dyn connectors::SourceConnector> =
         Arc::from(connectors::source_for(store, &io.pools)?);
+    if let Some(cursor) = cursor {
+        return cursor_table(connector, source, io, tracker, cursor).await;
+    }
     if let Some(native) = connector.table(source, io).await? {
         tracker.set_estimate(native.estimated_rows);
         let size = native.estimated_rows.map(|rows| Size {
@@ -61,6 +67,7 @@ pub async fn open_table(
         connector,
         source: source.clone(),
         io: io.clone(),
+        cursor: None,
     });
     let table = StreamingTable::try_new(schema, vec![partition as Arc<dyn PartitionStream>])
         .map_err(|e| ConnectorError::permanent(super::errors::clean_message(&e)))?;
@@ -76,6 +83,36 @@ pub async fn open_table(
     }))
 }
 
+/// A cursor source as a table: read through the connector with the cursor's predicate, every
+/// scan watched by `cursor`.
+async fn cursor_table(
+    connector: Arc<dyn connectors::SourceConnector>,
+    source: &Source,
+    io: &IoContext,
+    tracker: Arc<NodeTracker>,
+    cursor: Arc<CursorRead>,
+) -> Result<Arc<dyn TableProvider>, ConnectorError> {
+    let opened = connector.open_filtered(source, &cursor.filter(), io).await?;
+    tracker.set_estimate(None);
+    let stream = cursor.watch(opened.stream).map_err(ConnectorError::permanent)?;
+    let schema = stream.schema();
+    let partition = Arc::new(SourcePartition {
+        schema: Arc::clone(&schema),
+        first: Mutex::new(Some(stream)),
+        connector,
+        source: source.clone(),
+        io: io.clone(),
+        cursor: Some(cursor),
+    });
+    let table = StreamingTable::try_new(schema, vec![partition as Arc<dyn PartitionStream>])
+        .map_err(|e| ConnectorError::permanent(super::errors::clean_message(&e)))?;
+    Ok(Arc::new(TrackedTable {
+        inner: Arc::new(table),
+        tracker: Some(tracker),
+        size: None,
+    }))
+}
+
 /// The one partition of a source read through its connector.
 struct SourcePartition {
     schema: SchemaRef,
@@ -84,6 +121,8 @@ struct SourcePartition {
     connector: Arc<dyn connectors::SourceConnector>,
     source: Source,
     io: IoContext,
+    /// A cursor source's filter and watch, for scans after the first.
+    cursor: Option<Arc<CursorRead>>,
 }
 
 impl fmt::Debug for SourcePartition {
@@ -105,12 +144,23 @@ impl PartitionStream for SourcePartition {
             return stream;
         }
         let (connector, source, io) = (Arc::clone(&self.connector), self.source.clone(), self.io.clone());
+        let cursor = self.cursor.clone();
         let reopened = futures::stream::once(async move {
-            connector
-                .open(&source, &io)
-                .await
-                .map(|opened| opened.stream)
-                .map_err(|e| DataFusionError::External(Box::new(e)))
+            let external = |e: ConnectorError| DataFusionError::External(Box::new(e));
+            match cursor {
+                None => connector
+                    .open(&source, &io)
+                    .await
+                    .map(|opened| opened.stream)
+                    .map_err(external),
+                Some(cursor) => {
+                    let opened = connector
+                        .open_filtered(&source, &cursor.filter(), &io)
+                        .await
+                        .map_err(external)?;
+                    cursor.watch(opened.stream).map_err(DataFusionError::Execution)
+                }
+            }
         })
         .try_flatten();
         Box::pin(RecordBatchStreamAdapter::new(Arc::clone(&self.schema), reopened))

@@ -21,18 +21,26 @@ use datafusion::prelude::SessionContext;
 use futures::StreamExt;
 
 use super::boundary::{self, Failure, NodeTracker};
-use super::{checkpoint, errors, source_table, FlowSession};
+use super::cursor_read::CursorRead;
+use super::{checkpoint, errors, merge_key, source_table, FlowSession};
 use crate::connectors::{self, ConnectorError, IoContext, Load, RowsCallback};
 use crate::domain::plan::UnitKind;
-use crate::domain::spec::{Output, Source};
+use crate::domain::spec::{Output, Source, WriteMode};
 use crate::domain::store::DataStore;
 
 /// What one node of a unit computes. (A few per unit: their size does not matter.)
 #[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone)]
 pub enum NodeWork {
-    Source { source: Source, store: DataStore },
-    Transform { sql: String },
+    Source {
+        source: Source,
+        store: DataStore,
+        /// A cursor source's start, and what it read.
+        cursor: Option<Arc<CursorRead>>,
+    },
+    Transform {
+        sql: String,
+    },
 }
 
 /// What a persist unit writes, and where.
@@ -71,6 +79,14 @@ impl UnitWork {
             (Some(_), Some((name, _))) => name,
             _ => &self.name,
         }
+    }
+
+    /// The cursor sources read in this unit.
+    pub fn cursors(&self) -> impl Iterator<Item = &Arc<CursorRead>> {
+        self.nodes.iter().filter_map(|(_, w)| match w {
+            NodeWork::Source { cursor, .. } => cursor.as_ref(),
+            NodeWork::Transform { .. } => None,
+        })
     }
 
     /// The SQL of node `name`, if it is a transform.
@@ -216,7 +232,25 @@ pub async fn run(
             let sink = connectors::sink_for(&persist.store, &io.pools)
                 .map_err(|e| UnitError::connector(&work.name, e))?;
             let no_progress: RowsCallback = Arc::new(|_, _| {});
-            match sink.stage_frame(&persist.load, input, &io, no_progress).await {
+            let mut key_problem = None;
+            let staged = if persist.load.mode == WriteMode::Merge {
+                // The keys are checked on the way to the sink (one pass over the result).
+                let stream = input
+                    .execute_stream()
+                    .await
+                    .map_err(|e| blame(work, trackers, &work.name, &e))?;
+                let (stream, problem) = merge_key::checked(stream, &persist.load.unique_key, node)
+                    .map_err(|message| internal(&work.name, message))?;
+                key_problem = Some(problem);
+                sink.stage(&persist.load, stream, &io, no_progress).await
+            } else {
+                sink.stage_frame(&persist.load, input, &io, no_progress).await
+            };
+            let key_problem = key_problem.and_then(|p| p.lock().ok().and_then(|p| p.clone()));
+            if let Some(message) = key_problem {
+                return Err(internal(&work.name, message));
+            }
+            match staged {
                 Ok(rows) => {
                     let (dir, name) = (session.work_dir.clone(), work.name.clone());
                     tokio::task::spawn_blocking(move || checkpoint::mark_staged(&dir, &name, rows))
@@ -243,7 +277,11 @@ async fn register(
     tracker: Arc<NodeTracker>,
 ) -> Result<(), UnitError> {
     let table: Arc<dyn datafusion::catalog::TableProvider> = match node {
-        NodeWork::Source { source, store } => source_table::open_table(source, store, io, tracker)
+        NodeWork::Source {
+            source,
+            store,
+            cursor,
+        } => source_table::open_table(source, store, io, tracker, cursor.clone())
             .await
             .map_err(|e| UnitError::connector(name, e))?,
         NodeWork::Transform { sql } => {

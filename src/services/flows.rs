@@ -17,7 +17,7 @@ pub struct FlowRecord {
 
 impl Services {
     #[tracing::instrument(skip(self))]
-    pub async fn create_flow(&self, flow_input_id: i64) -> Result<FlowRecord, AppError> {
+    pub async fn create_flow(&self, flow_input_id: i64, full_refresh: bool) -> Result<FlowRecord, AppError> {
         let input = repo::get_flow_input(&self.db, flow_input_id)
             .await?
             .ok_or_else(|| {
@@ -26,11 +26,20 @@ impl Services {
                     format!("flow input {flow_input_id} does not exist"),
                 )
             })?;
-        let (_, dag) = repo::flow_input_spec(&input)?;
-        let (flow, output) =
-            repo::create_flow(&self.db, flow_input_id, &dag, self.settings.engine.max_log_lines).await?;
+        let (spec, dag) = repo::flow_input_spec(&input)?;
+        let (flow, output) = repo::create_flow(
+            &self.db,
+            flow_input_id,
+            &dag,
+            self.settings.engine.max_log_lines,
+            full_refresh,
+        )
+        .await?;
         let output = repo::picture_from_model(output, self.settings.engine.max_log_lines)?;
-        self.supervisor.do_send(StartFlow { flow_id: flow.id });
+        self.supervisor.do_send(StartFlow {
+            flow_id: flow.id,
+            exclusive_input: spec.is_incremental().then_some(flow_input_id),
+        });
         tracing::info!(flow_id = flow.id, "flow created");
         Ok(FlowRecord { flow, output })
     }

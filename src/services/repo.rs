@@ -206,6 +206,7 @@ pub async fn create_flow(
     flow_input_id: i64,
     dag: &Dag,
     max_lines: usize,
+    full_refresh: bool,
 ) -> Result<(flow::Model, flow_output::Model), AppError> {
     let dag = dag.clone();
     let result = db
@@ -219,6 +220,7 @@ pub async fn create_flow(
                     created_utc: Set(output.created_utc),
                     flow_input_id: Set(flow_input_id),
                     flow_output_id: Set(output.id),
+                    full_refresh: Set(full_refresh),
                     ..Default::default()
                 }
                 .insert(txn)
@@ -313,7 +315,33 @@ pub fn picture_to_active(p: &FlowPicture) -> Result<flow_output::ActiveModel, Ap
         started_utc: Set(p.started_utc),
         finished_utc: Set(p.finished_utc),
         restarts: Set(p.restarts),
+        cursors: Set(if p.cursors.is_empty() {
+            None
+        } else {
+            Some(json(&p.cursors)?)
+        }),
     })
+}
+
+/// The cursors of the latest COMPLETED flow of input `flow_input_id` before flow `before`:
+/// where that input's cursor sources start next (empty when none completed).
+pub async fn latest_completed_cursors(
+    db: &impl ConnectionTrait,
+    flow_input_id: i64,
+    before: i64,
+) -> Result<crate::domain::cursor::Cursors, AppError> {
+    let row = flow::Entity::find()
+        .find_also_related(flow_output::Entity)
+        .filter(flow::Column::FlowInputId.eq(flow_input_id))
+        .filter(flow::Column::Id.lt(before))
+        .filter(flow_output::Column::State.eq(FlowState::Completed.as_str()))
+        .order_by_desc(flow::Column::Id)
+        .one(db)
+        .await?;
+    match row.and_then(|(_, o)| o).and_then(|o| o.cursors) {
+        None => Ok(Default::default()),
+        Some(cursors) => from_json(cursors, "cursors"),
+    }
 }
 
 pub fn picture_from_model(m: flow_output::Model, max_lines: usize) -> Result<FlowPicture, AppError> {
@@ -323,7 +351,11 @@ pub fn picture_from_model(m: flow_output::Model, max_lines: usize) -> Result<Flo
     let logs: Lines = from_json(m.logs, "logs")?;
     let errors: Lines = from_json(m.errors, "errors")?;
     let tasks: Vec<TaskStatus> = from_json(m.tasks, "tasks")?;
-    Ok(FlowPicture::restore(
+    let cursors = match m.cursors {
+        None => Default::default(),
+        Some(c) => from_json(c, "cursors")?,
+    };
+    let mut picture = FlowPicture::restore(
         m.id,
         m.created_utc,
         m.updated_utc,
@@ -336,7 +368,9 @@ pub fn picture_from_model(m: flow_output::Model, max_lines: usize) -> Result<Flo
         m.finished_utc,
         m.restarts,
         max_lines,
-    ))
+    );
+    picture.cursors = cursors;
+    Ok(picture)
 }
 
 /// How many flows are in each state, leaving out the flows in `except`.

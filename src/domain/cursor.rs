@@ -1,0 +1,360 @@
+//! Incremental cursor sources: the mark a flow starts from and what it read, as
+//! `output.cursors` shows them, and the values of a cursor column (integers, decimals, dates,
+//! timestamps with or without a time zone), read from Arrow and written as JSON and as the text
+//! a database casts back to the column's type.
+//!
+//! # The boundary
+//!
+//! A source reads the rows whose cursor is **at least** the mark (`after`), and skips those
+//! rows at the mark that the previous run already read (their fingerprints are kept in the
+//! mark, `boundary`). So a row committed with a cursor equal to the mark after the previous run
+//! read that value is read by the next run, and no row is read twice. A row committed later
+//! with a cursor *below* the mark is not read (a cursor must grow with commit order: a sequence
+//! or a commit timestamp); a full refresh reads everything again.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use chrono::{DateTime, NaiveDate};
+use datafusion::arrow::array::{Array, ArrayRef, AsArray};
+use datafusion::arrow::datatypes::*;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+/// What one flow read of one cursor source (`output.cursors.<source>`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct CursorEntry {
+    /// The cursor column.
+    pub column: String,
+    /// The mark the flow started from (`null`: it read everything).
+    #[schema(value_type = Object, nullable)]
+    pub after: Value,
+    /// The largest cursor value read, the next flow's mark (the mark itself when nothing newer
+    /// was read; `null` while the source has not been read).
+    #[schema(value_type = Object, nullable)]
+    pub through: Value,
+    /// Rows read.
+    pub rows: u64,
+    /// Rows skipped because their cursor was NULL.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub null_rows: u64,
+    /// Fingerprints of the rows read whose cursor equals `through`: the next flow reads rows
+    /// at its mark again and skips these.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub boundary: Vec<String>,
+}
+
+impl CursorEntry {
+    /// The log line of a finished read (`None` before the source is read).
+    pub fn describe(&self) -> Option<String> {
+        if self.through.is_null() && self.rows == 0 && self.null_rows == 0 {
+            return None;
+        }
+        let plural = |n: u64| if n == 1 { "" } else { "s" };
+        let range = match &self.after {
+            Value::Null => format!("all rows, {} through {}", self.column, self.through),
+            after => format!(
+                "{} from {after} (rows at it not read before) through {}",
+                self.column, self.through
+            ),
+        };
+        let mut line = format!("read {} row{} by cursor: {range}", self.rows, plural(self.rows));
+        if self.null_rows > 0 {
+            line.push_str(&format!(
+                "; skipped {} row{} whose {} is NULL (a cursor source never reads them)",
+                self.null_rows,
+                plural(self.null_rows),
+                self.column
+            ));
+        }
+        Some(line)
+    }
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
+/// Where a cursor source starts: the previous completed flow's `through` and boundary.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct CursorStart {
+    pub after: Value,
+    pub boundary: BTreeSet<u64>,
+}
+
+impl CursorStart {
+    /// The start that follows `previous` (what the latest completed flow read).
+    pub fn after(previous: &CursorEntry) -> Self {
+        if previous.through.is_null() {
+            return CursorStart {
+                after: previous.after.clone(),
+                boundary: BTreeSet::new(),
+            };
+        }
+        CursorStart {
+            after: previous.through.clone(),
+            boundary: previous
+                .boundary
+                .iter()
+                .filter_map(|h| u64::from_str_radix(h, 16).ok())
+                .collect(),
+        }
+    }
+
+    /// The entry a flow starting here shows before it reads.
+    pub fn entry(&self, column: &str) -> CursorEntry {
+        CursorEntry {
+            column: column.to_string(),
+            after: self.after.clone(),
+            through: Value::Null,
+            rows: 0,
+            null_rows: 0,
+            boundary: Vec::new(),
+        }
+    }
+}
+
+/// The cursors of a flow, by source name.
+pub type Cursors = BTreeMap<String, CursorEntry>;
+
+/// One value of a cursor column, comparable with the others of its column.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum CursorValue {
+    Int(i128),
+    /// An unscaled decimal (all of a column's values have its scale).
+    Decimal(i128, i8),
+    /// Days since 1970-01-01.
+    Date(i32),
+    /// Microseconds since 1970-01-01; `true` for an instant (a column with a time zone).
+    Timestamp(i64, bool),
+}
+
+/// Whether a column of type `dt` can be a cursor.
+pub fn cursor_type_ok(dt: &DataType) -> bool {
+    matches!(
+        dt,
+        DataType::Int8
+            | DataType::Int16
+            | DataType::Int32
+            | DataType::Int64
+            | DataType::UInt8
+            | DataType::UInt16
+            | DataType::UInt32
+            | DataType::UInt64
+            | DataType::Decimal128(..)
+            | DataType::Date32
+            | DataType::Timestamp(..)
+    )
+}
+
+/// The value of row `row` of `array` (`None` for NULL or a type that is no cursor).
+pub fn value_at(array: &ArrayRef, row: usize) -> Option<CursorValue> {
+    if array.is_null(row) {
+        return None;
+    }
+    let micros = |v: i64, unit: &TimeUnit| match unit {
+        TimeUnit::Second => v.saturating_mul(1_000_000),
+        TimeUnit::Millisecond => v.saturating_mul(1_000),
+        TimeUnit::Microsecond => v,
+        TimeUnit::Nanosecond => v.div_euclid(1_000),
+    };
+    Some(match array.data_type() {
+        DataType::Int8 => CursorValue::Int(array.as_primitive::<Int8Type>().value(row).into()),
+        DataType::Int16 => CursorValue::Int(array.as_primitive::<Int16Type>().value(row).into()),
+        DataType::Int32 => CursorValue::Int(array.as_primitive::<Int32Type>().value(row).into()),
+        DataType::Int64 => CursorValue::Int(array.as_primitive::<Int64Type>().value(row).into()),
+        DataType::UInt8 => CursorValue::Int(array.as_primitive::<UInt8Type>().value(row).into()),
+        DataType::UInt16 => CursorValue::Int(array.as_primitive::<UInt16Type>().value(row).into()),
+        DataType::UInt32 => CursorValue::Int(array.as_primitive::<UInt32Type>().value(row).into()),
+        DataType::UInt64 => CursorValue::Int(array.as_primitive::<UInt64Type>().value(row).into()),
+        DataType::Decimal128(_, s) => {
+            CursorValue::Decimal(array.as_primitive::<Decimal128Type>().value(row), *s)
+        }
+        DataType::Date32 => CursorValue::Date(array.as_primitive::<Date32Type>().value(row)),
+        DataType::Timestamp(unit, tz) => {
+            let v = match unit {
+                TimeUnit::Second => array.as_primitive::<TimestampSecondType>().value(row),
+                TimeUnit::Millisecond => array.as_primitive::<TimestampMillisecondType>().value(row),
+                TimeUnit::Microsecond => array.as_primitive::<TimestampMicrosecondType>().value(row),
+                TimeUnit::Nanosecond => array.as_primitive::<TimestampNanosecondType>().value(row),
+            };
+            CursorValue::Timestamp(micros(v, unit), tz.is_some())
+        }
+        _ => return None,
+    })
+}
+
+impl CursorValue {
+    /// As `output.cursors` shows it: integers as numbers, the rest as text (decimals exact,
+    /// dates `2026-11-30`, timestamps ISO 8601, `Z` for an instant).
+    pub fn to_json(self) -> Value {
+        match self {
+            CursorValue::Int(v) => match i64::try_from(v) {
+                Ok(v) => Value::from(v),
+                Err(_) => Value::from(v.to_string()),
+            },
+            other => Value::from(other.to_text()),
+        }
+    }
+
+    /// The text a database casts to the column's type.
+    pub fn to_text(self) -> String {
+        match self {
+            CursorValue::Int(v) => v.to_string(),
+            CursorValue::Decimal(v, s) => decimal_text(v, s),
+            CursorValue::Date(days) => NaiveDate::from_num_days_from_ce_opt(days + 719_163)
+                .map(|d| d.format("%Y-%m-%d").to_string())
+                .unwrap_or_default(),
+            CursorValue::Timestamp(micros, instant) => {
+                let text = DateTime::from_timestamp_micros(micros)
+                    .map(|t| t.naive_utc().format("%Y-%m-%dT%H:%M:%S%.6f").to_string())
+                    .unwrap_or_default();
+                if instant {
+                    format!("{text}Z")
+                } else {
+                    text
+                }
+            }
+        }
+    }
+
+    /// The value `json` (as `to_json` wrote it) in a column of type `dt`.
+    pub fn from_json(json: &Value, dt: &DataType) -> Result<Self, String> {
+        let text = match json {
+            Value::Number(n) => n.to_string(),
+            Value::String(s) => s.clone(),
+            other => return Err(format!("the mark {other} is not a cursor value")),
+        };
+        let bad = |what: &str| format!("the mark {json} is not {what}");
+        match dt {
+            DataType::Int8
+            | DataType::Int16
+            | DataType::Int32
+            | DataType::Int64
+            | DataType::UInt8
+            | DataType::UInt16
+            | DataType::UInt32
+            | DataType::UInt64 => text.parse().map(CursorValue::Int).map_err(|_| bad("an integer")),
+            DataType::Decimal128(_, s) => parse_decimal(&text, *s)
+                .map(|v| CursorValue::Decimal(v, *s))
+                .ok_or_else(|| bad("a decimal")),
+            DataType::Date32 => NaiveDate::parse_from_str(&text, "%Y-%m-%d")
+                .map(|d| CursorValue::Date(d.num_days_from_ce() - 719_163))
+                .map_err(|_| bad("a date")),
+            DataType::Timestamp(_, tz) => {
+                let trimmed = text.trim_end_matches('Z');
+                chrono::NaiveDateTime::parse_from_str(trimmed, "%Y-%m-%dT%H:%M:%S%.f")
+                    .map(|t| CursorValue::Timestamp(t.and_utc().timestamp_micros(), tz.is_some()))
+                    .map_err(|_| bad("a timestamp"))
+            }
+            other => Err(format!("a {other} column cannot be a cursor")),
+        }
+    }
+}
+
+use chrono::Datelike;
+
+fn decimal_text(v: i128, scale: i8) -> String {
+    if scale <= 0 {
+        return (v * 10i128.pow(scale.unsigned_abs() as u32)).to_string();
+    }
+    let sign = if v < 0 { "-" } else { "" };
+    let digits = v.unsigned_abs().to_string();
+    let scale = scale as usize;
+    let padded = format!("{digits:0>width$}", width = scale + 1);
+    let (int, frac) = padded.split_at(padded.len() - scale);
+    format!("{sign}{int}.{frac}")
+}
+
+fn parse_decimal(text: &str, scale: i8) -> Option<i128> {
+    let (neg, body) = match text.strip_prefix('-') {
+        Some(rest) => (true, rest),
+        None => (false, text),
+    };
+    let (int, frac) = body.split_once('.').unwrap_or((body, ""));
+    let scale = scale.max(0) as usize;
+    if frac.len() > scale || (int.is_empty() && frac.is_empty()) {
+        return None;
+    }
+    let digits = format!("{int}{frac:0<scale$}");
+    let v: i128 = if digits.is_empty() {
+        0
+    } else {
+        digits.parse().ok()?
+    };
+    Some(if neg { -v } else { v })
+}
+
+/// A stable 64-bit fingerprint (FNV-1a) of a row's bytes: the same in every process.
+pub fn fingerprint(bytes: &[u8]) -> u64 {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in bytes {
+        hash ^= u64::from(*b);
+        hash = hash.wrapping_mul(0x0100_0000_01b3);
+    }
+    hash
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use datafusion::arrow::array::{Date32Array, Decimal128Array, Int64Array, TimestampMicrosecondArray};
+    use std::sync::Arc;
+
+    #[test]
+    fn values_round_trip_through_json() {
+        let cases: Vec<(ArrayRef, Value)> = vec![
+            (Arc::new(Int64Array::from(vec![42])), json_of("42")),
+            (
+                Arc::new(
+                    Decimal128Array::from(vec![-1205])
+                        .with_precision_and_scale(10, 2)
+                        .unwrap(),
+                ),
+                Value::from("-12.05"),
+            ),
+            (
+                Arc::new(Date32Array::from(vec![20_422])),
+                Value::from("2025-11-30"),
+            ),
+            (
+                Arc::new(TimestampMicrosecondArray::from(vec![1_764_496_800_123_456]).with_timezone("UTC")),
+                Value::from("2025-11-30T10:00:00.123456Z"),
+            ),
+            (
+                Arc::new(TimestampMicrosecondArray::from(vec![1_764_496_800_000_000])),
+                Value::from("2025-11-30T10:00:00.000000"),
+            ),
+        ];
+        for (array, json) in cases {
+            let v = value_at(&array, 0).unwrap();
+            assert_eq!(v.to_json(), json, "{:?}", array.data_type());
+            assert_eq!(CursorValue::from_json(&json, array.data_type()).unwrap(), v);
+        }
+        assert!(CursorValue::from_json(&Value::from("x"), &DataType::Int64).is_err());
+        assert_eq!(decimal_text(5, 3), "0.005");
+    }
+
+    fn json_of(text: &str) -> Value {
+        serde_json::from_str(text).unwrap()
+    }
+
+    #[test]
+    fn the_next_start_is_the_previous_through_with_its_boundary() {
+        let previous = CursorEntry {
+            column: "id".into(),
+            after: Value::from(3),
+            through: Value::from(9),
+            rows: 4,
+            null_rows: 0,
+            boundary: vec![format!("{:016x}", 77u64)],
+        };
+        let start = CursorStart::after(&previous);
+        assert_eq!(start.after, Value::from(9));
+        assert_eq!(start.boundary, [77u64].into_iter().collect());
+        let unread = CursorEntry {
+            through: Value::Null,
+            ..previous
+        };
+        assert_eq!(CursorStart::after(&unread).after, Value::from(3));
+    }
+}
