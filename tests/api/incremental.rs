@@ -224,7 +224,7 @@ async fn scenario(api: &Api, db: &Db, store: i64, ts: impl Fn(u32) -> String) {
     loop {
         let (fa, fb) = (api.flow(a).await, api.flow(b).await);
         assert!(
-            !(state(&fb) == "RUNNING" && !is_final(state(&fa))),
+            state(&fb) != "RUNNING" || is_final(state(&fa)),
             "flow {b} ran while flow {a} was {}",
             state(&fa)
         );
