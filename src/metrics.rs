@@ -25,6 +25,8 @@ pub struct Metrics {
     pub task_duration: HistogramVec,
     pub rows_read: IntCounterVec,
     pub rows_written: IntCounterVec,
+    /// Rows read, by flow input and source (an incremental source's are the changed rows).
+    pub source_rows_read: IntCounterVec,
     pub restarts: IntCounter,
     pub persister_batch: Histogram,
     pub persister_write: Histogram,
@@ -139,6 +141,12 @@ impl Metrics {
             "Rows written into targets, by store engine.",
             &["engine"],
         );
+        let source_rows_read = counter_vec(
+            &registry,
+            "sluice_source_rows_read_total",
+            "Rows read from each source, by flow input name and source name.",
+            &["flow_input", "source"],
+        );
         let restarts = IntCounter::new(
             "sluice_supervisor_restarts_total",
             "Crashed flows restarted by the supervisor.",
@@ -200,6 +208,7 @@ impl Metrics {
             task_duration,
             rows_read,
             rows_written,
+            source_rows_read,
             restarts,
             persister_batch,
             persister_write,
@@ -254,6 +263,13 @@ impl Metrics {
             RowsDirection::Written => &self.rows_written,
         };
         metric.with_label_values(&[engine.as_str()]).inc_by(rows);
+    }
+
+    /// Counts rows that source `source` of flow input `flow_input` read.
+    pub fn source_rows_read(&self, flow_input: &str, source: &str, rows: u64) {
+        self.source_rows_read
+            .with_label_values(&[flow_input, source])
+            .inc_by(rows);
     }
 
     /// One Persister write of `batch` flow outputs that took `took`.
@@ -319,6 +335,7 @@ mod tests {
             },
         );
         m.rows_moved(StoreEngine::Csv, RowsDirection::Read, 3);
+        m.source_rows_read("shop", "orders", 5);
         m.persisted(2, Duration::from_millis(1));
         m.set_flow_counts(&[(FlowState::Completed, 4)]);
         let text = m.render();
@@ -328,6 +345,7 @@ mod tests {
             "sluice_tasks_failed_total{kind=\"ingest\"} 0",
             "sluice_task_duration_seconds_count{kind=\"ingest\"} 1",
             "sluice_rows_read_total{engine=\"csv\"} 3",
+            "sluice_source_rows_read_total{flow_input=\"shop\",source=\"orders\"} 5",
             "sluice_persister_batch_size_count 1",
             "sluice_flows{state=\"COMPLETED\"} 4",
             "sluice_flows{state=\"RUNNING\"} 0",

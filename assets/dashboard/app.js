@@ -296,7 +296,16 @@ function flowPage(id) {
       h('dt', {}, 'Started'), h('dd', {}, when(o.started_utc)),
       h('dt', {}, 'Finished'), h('dd', {}, when(o.finished_utc)),
       h('dt', {}, 'Duration'), h('dd', {}, duration(o.started_utc, o.finished_utc)),
-      o.restarts ? [h('dt', {}, 'Restarts'), h('dd', {}, o.restarts)] : []);
+      o.restarts ? [h('dt', {}, 'Restarts'), h('dd', {}, o.restarts)] : [],
+      Object.entries(o.cursors || {}).map(([source, c]) => [
+        h('dt', {}, `Cursor ${source}`),
+        h('dd', {}, `${c.column} ${cursorRange(c)}: ${c.rows.toLocaleString()} rows`)]));
+  }
+
+  // `after → through` of a cursor source (`everything` for a first read or a full refresh).
+  function cursorRange(c) {
+    const value = (v) => (v === null ? '…' : String(v));
+    return c.after === null ? `everything through ${value(c.through)}` : `${value(c.after)} → ${value(c.through)}`;
   }
 
   function renderTasks() {

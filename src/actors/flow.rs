@@ -282,6 +282,7 @@ impl FlowActor {
                         max_attempts: self.plan.spec.options.max_attempts,
                         timeout: Duration::from_secs(self.plan.spec.options.task_timeout_s),
                         memory_limit_mb: self.plan.spec.options.memory_limit_mb,
+                        flow_input: self.plan.spec.name.clone(),
                     };
                     let task = TaskActor::new(
                         spec,

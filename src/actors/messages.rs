@@ -55,6 +55,8 @@ pub struct RowsMoved {
     pub engine: crate::domain::store::StoreEngine,
     pub direction: crate::metrics::RowsDirection,
     pub rows: u64,
+    /// For rows read: the flow input and the source that read them.
+    pub source: Option<(String, String)>,
 }
 
 /// A state change, written before the reply: the caller may rely on it being durable.

@@ -282,6 +282,9 @@ impl Handler<RowsMoved> for Persister {
 
     fn handle(&mut self, msg: RowsMoved, _: &mut Self::Context) {
         self.metrics.rows_moved(msg.engine, msg.direction, msg.rows);
+        if let Some((flow_input, source)) = &msg.source {
+            self.metrics.source_rows_read(flow_input, source, msg.rows);
+        }
     }
 }
 

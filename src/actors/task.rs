@@ -40,6 +40,8 @@ pub struct TaskSpec {
     pub timeout: Duration,
     /// The flow's memory limit (for messages).
     pub memory_limit_mb: u64,
+    /// The flow input's name (for the metrics of rows read per source).
+    pub flow_input: String,
 }
 
 pub struct TaskActor {
@@ -134,6 +136,7 @@ async fn run_attempts(
         max_attempts,
         timeout,
         memory_limit_mb,
+        flow_input,
         ..
     } = spec;
     let record = |event: FlowEvent| persister.do_send(Record { flow_id, event });
@@ -215,7 +218,7 @@ async fn run_attempts(
                     .node_names()
                     .map(|n| (n.to_string(), trackers.get(n).map_or(0, |t| t.rows())))
                     .collect();
-                report_rows(&persister, &work, &rows);
+                report_rows(&persister, &work, &rows, &flow_input);
                 return TaskOutcome::Completed {
                     rows,
                     elapsed: started.elapsed(),
@@ -270,7 +273,7 @@ async fn run_attempts(
 }
 
 /// Tells the metrics how many rows a unit read from its sources and wrote into its output.
-fn report_rows(persister: &Addr<Persister>, work: &UnitWork, rows: &[(String, u64)]) {
+fn report_rows(persister: &Addr<Persister>, work: &UnitWork, rows: &[(String, u64)], flow_input: &str) {
     use crate::metrics::RowsDirection;
     let rows_of = |name: &str| rows.iter().find(|(n, _)| n == name).map_or(0, |(_, r)| *r);
     for (name, node) in &work.nodes {
@@ -279,6 +282,7 @@ fn report_rows(persister: &Addr<Persister>, work: &UnitWork, rows: &[(String, u6
                 engine: store.engine,
                 direction: RowsDirection::Read,
                 rows: rows_of(name),
+                source: Some((flow_input.to_string(), name.clone())),
             });
         }
     }
@@ -287,6 +291,7 @@ fn report_rows(persister: &Addr<Persister>, work: &UnitWork, rows: &[(String, u6
             engine: p.store.engine,
             direction: RowsDirection::Written,
             rows: rows_of(&work.name),
+            source: None,
         });
     }
 }

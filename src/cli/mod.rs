@@ -537,6 +537,12 @@ fn print_flow(f: &Value) {
             duration(&t["started_utc"], &t["finished_utc"])
         );
     }
+    if let Some(cursors) = o["cursors"].as_object().filter(|c| !c.is_empty()) {
+        println!("  cursors:");
+        for (source, c) in cursors {
+            println!("    {source}: {}", cursor_range(c));
+        }
+    }
     let errors = o["errors"]["lines"].as_array().cloned().unwrap_or_default();
     if !errors.is_empty() {
         println!("  errors:");
@@ -551,9 +557,37 @@ fn print_flow(f: &Value) {
     }
 }
 
+/// `updated_at 2026-11-30T10:00:00Z -> 2026-12-01T06:00:00Z, 1234 rows` (`everything through ...`
+/// for a first read or a full refresh).
+fn cursor_range(c: &Value) -> String {
+    let value = |v: &Value| match v {
+        Value::Null => "...".to_string(),
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    };
+    let range = if c["after"].is_null() {
+        format!("everything through {}", value(&c["through"]))
+    } else {
+        format!("{} -> {}", value(&c["after"]), value(&c["through"]))
+    };
+    format!("{} {range}, {} rows", str_of(&c["column"]), c["rows"])
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_cursor_range_reads_like_the_dashboard() {
+        let c = serde_json::json!({"column": "updated_at", "after": "2026-11-30T10:00:00Z",
+                                   "through": "2026-12-01T06:00:00Z", "rows": 1234});
+        assert_eq!(
+            cursor_range(&c),
+            "updated_at 2026-11-30T10:00:00Z -> 2026-12-01T06:00:00Z, 1234 rows"
+        );
+        let first = serde_json::json!({"column": "id", "after": null, "through": 9, "rows": 9});
+        assert_eq!(cursor_range(&first), "id everything through 9, 9 rows");
+    }
 
     #[test]
     fn exit_codes_follow_the_worst_state() {

@@ -1139,7 +1139,7 @@ async fn outputs_must_name_nodes_use_known_modes_and_fit_the_target() {
             outputs(json!([{"node": "totals", "mode": mode}])),
             &[(
                 "outputs[0].mode",
-                &format!("unknown mode {mode:?}: use replace or append"),
+                &format!("unknown mode {mode:?}: use replace, append or merge"),
             )],
         )
         .await;
@@ -1335,7 +1335,7 @@ async fn every_problem_of_a_request_is_reported_at_once() {
                 {"name": "t2", "sql": "DROP TABLE orders"},
                 {"name": "t3", "sql": "SELECT 1; SELECT 2"}
             ],
-            "outputs": [{"node": "nope", "mode": "merge"}],
+            "outputs": [{"node": "nope", "mode": "upsert"}],
             "options": {"max_attempts": 0, "memory_limit_mb": 1}
         }),
         &[
@@ -1349,7 +1349,7 @@ async fn every_problem_of_a_request_is_reported_at_once() {
             ("transforms[1].sql", "not DROP"),
             ("transforms[2].sql", "only one statement"),
             ("outputs[0].node", "unknown node \"nope\""),
-            ("outputs[0].mode", "unknown mode \"merge\""),
+            ("outputs[0].mode", "unknown mode \"upsert\""),
             ("options.max_attempts", "out of range"),
             ("options.memory_limit_mb", "out of range"),
         ],

@@ -403,6 +403,22 @@ async fn sqlite_integer_cursor_and_validation() {
         .map(|r| r.into_iter().map(|c| c.unwrap()).collect())
         .collect();
     assert_eq!(got, [["1", "a2", "3"], ["2", "b", "2"], ["3", "c", "4"]]);
+    // Rows read per source: 2 by the first run, the 2 changed ones by the second.
+    let metrics = app
+        .client
+        .get(format!("{}/metrics", app.address))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l == "sluice_source_rows_read_total{flow_input=\"items\",source=\"items\"} 4"),
+        "{metrics}"
+    );
 
     // An unknown cursor column fails the flow with a hint.
     let wrong = app
