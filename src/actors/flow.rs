@@ -383,13 +383,24 @@ impl FlowActor {
         let loads = publish::loads(self.engine.instance(), flow_id, &self.plan.spec.outputs);
         let count = loads.len();
         let pools = self.engine.pools().clone();
+        #[cfg(all(feature = "fault-injection", debug_assertions))]
+        let fault = (self.plan.spec.name.clone(), self.engine.work_dir(flow_id));
         let step = self.engine.handle().spawn(async move {
             let store = store.ok_or_else(|| "the target data store no longer exists".to_string())?;
             let started = std::time::Instant::now();
             let mut notes = Vec::new();
             if state == FlowState::Completed {
                 match publish::publish(&store, &loads, &pools).await {
-                    Ok(said) => notes = said,
+                    Ok(said) => {
+                        #[cfg(all(feature = "fault-injection", debug_assertions))]
+                        if crate::engine::faults::abort_after_publish(
+                            &fault.0,
+                            fault.1.parent().unwrap_or(&fault.1),
+                        ) {
+                            std::process::abort();
+                        }
+                        notes = said
+                    }
                     Err(e) => {
                         let _ = publish::discard(&store, &loads, &pools).await;
                         return Err(e);

@@ -49,3 +49,17 @@ pub fn register(ctx: &SessionContext) {
 pub fn actor_should_panic(node: &str) -> bool {
     node.starts_with("fault_actor_panic")
 }
+
+/// Whether the process should die right after publishing a flow of input `input` (as a kill -9
+/// would, before the final state is written): once per input and data directory (`work_root`
+/// keeps the note), so the flow resumed by the next start completes.
+pub fn abort_after_publish(input: &str, work_root: &std::path::Path) -> bool {
+    if !input.starts_with("fault_abort_after_publish") {
+        return false;
+    }
+    let note = work_root.join(format!("fault-aborted-{input}"));
+    if note.exists() {
+        return false;
+    }
+    std::fs::create_dir_all(work_root).is_ok() && std::fs::write(&note, b"").is_ok()
+}

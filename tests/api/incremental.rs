@@ -431,3 +431,82 @@ async fn sqlite_integer_cursor_and_validation() {
     let errors = failed["output"]["errors"]["lines"].to_string();
     assert!(errors.contains("did you mean \\\"version\\\""), "{errors}");
 }
+
+/// The process dies right after it published a flow's output, before the flow's final state
+/// (with its cursors) is written, as a kill -9 there would leave it. The next start resumes the
+/// flow: it publishes nothing twice and completes with the cursor of what it published, so the
+/// next flow reads exactly the rows added since — into an `append` output, where a duplicate or
+/// a lost row would show.
+#[tokio::test]
+async fn a_crash_between_publish_and_the_final_write_neither_duplicates_nor_loses_rows() {
+    use crate::process::ServerProcess;
+    let temp = tempfile::tempdir().unwrap();
+    let (data, files, log) = (
+        temp.path().join("data"),
+        temp.path().join("files"),
+        temp.path().join("server.log"),
+    );
+    std::fs::create_dir_all(&files).unwrap();
+    let src_db = files.join("src.db");
+    let exec = |sql: &'static str| {
+        let db = src_db.clone();
+        async move {
+            use sqlx::Connection;
+            let mut conn = sqlx::SqliteConnection::connect(&format!("sqlite://{}?mode=rwc", db.display()))
+                .await
+                .unwrap();
+            sqlx::raw_sql(sql).execute(&mut conn).await.unwrap();
+        }
+    };
+    exec("CREATE TABLE events (id INTEGER PRIMARY KEY, v TEXT); INSERT INTO events VALUES (1, 'a'), (2, 'b'), (3, 'c');")
+        .await;
+
+    let mut server = ServerProcess::start(&data, &files, &log, &[]).await;
+    let store = |name: &str, file: &str| {
+        json!({"name": name, "kind": "relational_db", "engine": "sqlite",
+               "connection": {"type": "file", "path": files.join(file)}})
+    };
+    let src = server.create_store(store("src", "src.db")).await;
+    let out = server.create_store(store("out", "out.db")).await;
+    let input = server
+        .create_input(json!({"name": "fault_abort_after_publish_events", "source_store_ids": [src],
+            "target_store_id": out,
+            "sources": [{"name": "events", "store_id": src, "table": "events", "incremental": {"cursor": "id"}}],
+            "transforms": [{"name": "copied", "sql": "SELECT id, v FROM events"}],
+            "outputs": [{"node": "copied", "mode": "append"}]}))
+        .await;
+    let first = server.start_flow(input).await;
+    let exit = server.wait_exit(std::time::Duration::from_secs(60)).await;
+    assert!(!exit.success(), "the server died after publishing: {exit:?}");
+    let published = sqlite_text(&files.join("out.db"), "SELECT id FROM copied ORDER BY id").await;
+    assert_eq!(published.len(), 3, "the output was published before the crash");
+
+    let server = ServerProcess::start(&data, &files, &log, &[]).await;
+    let resumed = server.wait_final(first).await;
+    completed(&resumed);
+    let c = &resumed["output"]["cursors"]["events"];
+    assert_eq!(
+        (c["rows"].clone(), c["through"].clone()),
+        (json!(3), json!(3)),
+        "{resumed:#}"
+    );
+    let logs = resumed["output"]["logs"]["lines"].to_string();
+    assert!(logs.contains("resumed after restart"), "{logs}");
+
+    exec("INSERT INTO events VALUES (4, 'd'), (5, 'e');").await;
+    let second = server.start_flow(input).await;
+    let second = server.wait_final(second).await;
+    completed(&second);
+    assert_eq!(second["output"]["cursors"]["events"]["after"], 3);
+    assert_eq!(second["output"]["cursors"]["events"]["rows"], 2, "{second:#}");
+    let rows = sqlite_text(
+        &files.join("out.db"),
+        "SELECT id, count(*) FROM copied GROUP BY id ORDER BY id",
+    )
+    .await;
+    let got: Vec<String> = rows
+        .into_iter()
+        .map(|r| format!("{}x{}", r[0].clone().unwrap(), r[1].clone().unwrap()))
+        .collect();
+    assert_eq!(got, ["1x1", "2x1", "3x1", "4x1", "5x1"], "no duplicate, no loss");
+}
