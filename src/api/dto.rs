@@ -188,6 +188,7 @@ pub struct OutputView {
     pub restarts: i32,
     /// What each cursor source read (incremental inputs only).
     #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    #[schema(value_type = std::collections::HashMap<String, crate::domain::cursor::CursorEntry>)]
     pub cursors: crate::domain::cursor::Cursors,
 }
 

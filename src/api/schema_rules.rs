@@ -117,6 +117,11 @@ fn rules(settings: &Settings) -> Vec<(&'static str, Value)> {
             not_blank(Some(MAX_QUERY_LENGTH)),
         ),
         ("SourceRequest/properties/path", not_blank(None)),
+        ("IncrementalRequest", json!({"required": ["cursor"]})),
+        (
+            "IncrementalRequest/properties/cursor",
+            json!({"type": "string", "pattern": NOT_BLANK_PATTERN, "maxLength": MAX_COLUMN_NAME_LENGTH}),
+        ),
         ("CsvOptionsRequest/properties/delimiter", one_char.clone()),
         ("CsvOptionsRequest/properties/quote", one_char.clone()),
         ("CsvOptionsRequest/properties/escape", one_char),

@@ -26,11 +26,9 @@ pub struct CursorEntry {
     /// The cursor column.
     pub column: String,
     /// The mark the flow started from (`null`: it read everything).
-    #[schema(value_type = Object, nullable)]
     pub after: Value,
     /// The largest cursor value read, the next flow's mark (the mark itself when nothing newer
     /// was read; `null` while the source has not been read).
-    #[schema(value_type = Object, nullable)]
     pub through: Value,
     /// Rows read.
     pub rows: u64,
