@@ -184,7 +184,7 @@ async fn run_attempts(
             r = tokio::time::timeout(timeout, run) => r,
         };
         match result {
-            Ok(Ok(_)) => {
+            Ok(Ok(finished)) => {
                 let rows: Vec<(String, u64)> = work
                     .node_names()
                     .map(|n| (n.to_string(), trackers.get(n).map_or(0, |t| t.rows())))
@@ -193,6 +193,7 @@ async fn run_attempts(
                 return TaskOutcome::Completed {
                     rows,
                     elapsed: started.elapsed(),
+                    check: finished.check,
                 };
             }
             Ok(Err(e)) if e.resources && !strategy.sort_merge_joins => {

@@ -46,11 +46,13 @@ mod tests {
                 node: "a".into(),
                 table: "t1".into(),
                 mode: WriteMode::Replace,
+                columns: vec![],
             },
             Output {
                 node: "b".into(),
                 table: "t2".into(),
                 mode: WriteMode::Append,
+                columns: vec![],
             },
         ];
         let l = loads("0a1b2c3d", 7, &outputs);

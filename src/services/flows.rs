@@ -26,9 +26,15 @@ impl Services {
                     format!("flow input {flow_input_id} does not exist"),
                 )
             })?;
-        let (_, dag) = repo::flow_input_spec(&input)?;
-        let (flow, output) =
-            repo::create_flow(&self.db, flow_input_id, &dag, self.settings.engine.max_log_lines).await?;
+        let (spec, dag) = repo::flow_input_spec(&input)?;
+        let (flow, output) = repo::create_flow(
+            &self.db,
+            flow_input_id,
+            &dag,
+            &spec.checks,
+            self.settings.engine.max_log_lines,
+        )
+        .await?;
         let output = repo::picture_from_model(output, self.settings.engine.max_log_lines)?;
         self.supervisor.do_send(StartFlow { flow_id: flow.id });
         tracing::info!(flow_id = flow.id, "flow created");
