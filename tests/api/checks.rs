@@ -701,3 +701,73 @@ async fn a_follower_sees_each_check_change() {
     assert_eq!(events.last().unwrap().name, "end");
     assert_eq!(events.last().unwrap().data["state"], "COMPLETED");
 }
+
+#[tokio::test]
+async fn the_cli_prints_the_checks_of_a_flow() {
+    let app = spawn_app().await;
+    write_dirty(&app);
+    let raw = app.csv_store("raw", "raw").await;
+    let wh = app.sqlite_store("wh", "wh.db").await;
+    let checks = json!([
+        {"node": "stg_orders", "type": "unique", "columns": ["order_id"], "severity": "warn"},
+        {"node": "clean_orders", "type": "row_count", "min": 1}
+    ]);
+    let input = app
+        .create_input(shop_input(raw, wh, json!([{"node": "clean_orders"}]), checks))
+        .await;
+    let sluice = |args: &[&str]| {
+        let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_sluice"));
+        cmd.args(args)
+            .env("SLUICE_URL", &app.address)
+            .env_remove("SLUICE_TOKEN")
+            .kill_on_drop(true);
+        cmd
+    };
+    let input = input.to_string();
+    let out = tokio::time::timeout(
+        std::time::Duration::from_secs(120),
+        sluice(&["flows", "start", &input, "--follow"]).output(),
+    )
+    .await
+    .expect("sluice flows start --follow finishes")
+    .expect("run sluice");
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    assert_eq!(out.status.code(), Some(0), "{stdout}");
+    // Each verdict as it comes, then the checks at the end.
+    assert!(
+        stdout.contains("check WARNED   unique(stg_orders.order_id) [warn] 1 failing"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("check PASSED   row_count(clean_orders) [error]"),
+        "{stdout}"
+    );
+    assert!(stdout.contains(r#"| {"count":2,"order_id":3}"#), "{stdout}");
+    assert!(stdout.contains("checks:"), "{stdout}");
+
+    let flow = app.get("/flows").await.expect(200).body["items"][0]["id"]
+        .as_i64()
+        .unwrap()
+        .to_string();
+    let out = sluice(&["flows", "get", &flow])
+        .output()
+        .await
+        .expect("run sluice");
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    assert_eq!(out.status.code(), Some(0), "{stdout}");
+    let at = stdout.find("  checks:").unwrap_or_else(|| panic!("{stdout}"));
+    let section: Vec<&str> = stdout[at..].lines().skip(1).take(5).collect();
+    assert_eq!(
+        section[0], "    WARNED   unique(stg_orders.order_id) [warn] 1 failing",
+        "{stdout}"
+    );
+    assert!(
+        section[1].contains("check unique(stg_orders.order_id) failed: 1 duplicated key of (order_id)"),
+        "{stdout}"
+    );
+    assert_eq!(section[2], r#"      | {"count":2,"order_id":3}"#, "{stdout}");
+    assert_eq!(
+        section[3], "    PASSED   row_count(clean_orders) [error]",
+        "{stdout}"
+    );
+}
