@@ -554,6 +554,15 @@ fn print_input(i: &Value) {
             str_of(&o["mode"])
         );
     }
+    for c in i["checks"].as_array().into_iter().flatten() {
+        println!(
+            "  check {} ({} on {}, {})",
+            str_of(&c["name"]),
+            str_of(&c["type"]),
+            str_of(&c["node"]),
+            str_of(&c["severity"])
+        );
+    }
     println!("  order: {}", names(&i["dag"]["order"]));
 }
 

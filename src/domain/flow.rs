@@ -543,6 +543,13 @@ impl FlowPicture {
                             let line = format!("failed: {error}");
                             self.push_log(now, Level::Error, task, &line);
                             self.push_error(now, task, error);
+                            // A check whose own run failed (a timeout, an error that outlasted
+                            // its retries) failed too; the flow fails with it.
+                            if let Some(c) = self.check_mut(task).filter(|c| !c.state.is_final()) {
+                                c.state = CheckState::Failed;
+                                c.message = Some(error.clone());
+                                c.finished_utc = Some(now);
+                            }
                         }
                     }
                 }
@@ -859,7 +866,22 @@ mod tests {
             .unwrap()
             .ends_with("WARN [row_count(a)] check row_count(a) failed: a has 0 rows; expected at least 1"));
         assert!(p.errors.lines.is_empty());
-        // A check that never ran is SKIPPED at the end; a resumed run starts it again.
+        // A check whose own run failed is FAILED; one that never ran is SKIPPED at the end;
+        // a resumed run starts them again.
+        let mut timed_out = p.clone();
+        timed_out.apply(
+            &FlowEvent::TaskFailed {
+                task: "odd".into(),
+                error: "timed out after 1 s (options.task_timeout_s)".into(),
+                retry_in: None,
+            },
+            now,
+        );
+        assert_eq!(timed_out.checks[1].state, CheckState::Failed);
+        assert_eq!(
+            timed_out.checks[1].message.as_deref(),
+            Some("timed out after 1 s (options.task_timeout_s)")
+        );
         p.apply(&FlowEvent::State(FlowState::Failed), now);
         assert_eq!(p.checks[1].state, CheckState::Skipped);
         let done: std::collections::HashSet<String> = ["row_count(a)".to_string()].into();
