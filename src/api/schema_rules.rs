@@ -155,6 +155,10 @@ fn rules(settings: &Settings) -> Vec<(&'static str, Value)> {
             "OptionsRequest/properties/memory_limit_mb",
             range(16, settings.engine.memory_limit_mb),
         ),
+        (
+            "FlowInputRequest/properties/checks",
+            json!({"maxItems": settings.limits.max_checks}),
+        ),
         ("OutputRequest/properties/columns", json!({"minItems": 1})),
         (
             "ColumnContractRequest/properties/name",

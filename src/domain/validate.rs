@@ -256,6 +256,12 @@ pub fn validate_flow_input(
     let options = validate_options(req.options, ctx.engine, &mut p);
 
     // Checks: their names must not repeat any node's.
+    if req.checks.len() > ctx.limits.max_checks {
+        p.add(
+            "checks",
+            format!("at most {} checks are allowed", ctx.limits.max_checks),
+        );
+    }
     let mut taken: HashSet<String> = node_names.iter().map(|n| n.to_string()).collect();
     taken.extend(outputs.iter().map(Output::node_name));
     let checks = super::checks::validate_checks(

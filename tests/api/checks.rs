@@ -523,7 +523,7 @@ async fn samples_hold_five_rows_and_an_unknown_column_fails_with_a_hint() {
 
 #[tokio::test]
 async fn checks_are_validated_at_creation() {
-    let app = spawn_app().await;
+    let app = spawn_app_with(AppOptions::default().env("SLUICE__LIMITS__MAX_CHECKS", 7)).await;
     let (raw, wh) = shop(&app).await;
     let mut body = input(raw, wh);
     body["checks"] = json!([
@@ -541,6 +541,7 @@ async fn checks_are_validated_at_creation() {
         "/flow-inputs",
         &body,
         &[
+            ("checks", "at most 7 checks are allowed"),
             ("checks[0].node", "did you mean \"stg_orders\""),
             ("checks[1].type", "did you mean \"unique\""),
             ("checks[2].to", "unknown node \"custmers\""),
