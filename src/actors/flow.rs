@@ -1,8 +1,9 @@
 //! FlowActor: one per running flow. It owns the flow's run state (a `Scheduler` over the flow's
 //! units, see `domain::plan`), starts a TaskActor for each unit whose inputs are done (up to
-//! `max_parallel_tasks`), reports every DAG node of a unit (inlined ones too), marks what
-//! depends on a failed node SKIPPED, and ends the flow: COMPLETED, FAILED (every error
-//! listed) or CANCELLED. The final state is written by the Persister before the supervisor
+//! `max_parallel_tasks`), reports every DAG node of a unit (inlined ones too) and every
+//! check's verdict (a failing `error` check fails its unit, so the flow publishes nothing),
+//! marks what depends on a failed node SKIPPED, and ends the flow: COMPLETED, FAILED (every
+//! error listed) or CANCELLED. The final state is written by the Persister before the supervisor
 //! hears of it. If the actor dies without ending its flow (a panic in its own logic), its drop
 //! guard reports a crash so the supervisor can restart the flow.
 

@@ -4,8 +4,10 @@
 //! from their connector, transforms as views wrapped in a `NodeBoundary` — and then runs its
 //! terminal: a materialized node into its checkpoint (every partition at once), an output
 //! into its target's staging area (the flow publishes all outputs together when it succeeds,
-//! see `engine::publish`), or a node nobody reads into nothing. DataFusion plans the whole unit
-//! as one query, so filters and projections reach through the inlined nodes to the scans.
+//! see `engine::publish`; checked against the output's declared columns first, see
+//! `domain::contract`), a check into its verdict (`engine::check`), or a node nobody reads
+//! into nothing. DataFusion plans the whole unit as one query, so filters and projections
+//! reach through the inlined nodes to the scans.
 //! Every node's rows are counted by its `NodeTracker`, and an error is blamed on the node it
 //! was raised in.
 
