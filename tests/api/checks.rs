@@ -346,6 +346,7 @@ enum Target {
     Sqlite,
     Parquet,
     Postgres(PgScratch),
+    Mysql(MyScratch),
 }
 
 impl Target {
@@ -354,6 +355,7 @@ impl Target {
             Target::Sqlite => app.sqlite_store("wh", "wh.db").await,
             Target::Parquet => app.parquet_store("lake", "lake").await,
             Target::Postgres(pg) => app.postgres_store("pg", &pg.url).await,
+            Target::Mysql(my) => app.mysql_store("my", &my.url).await,
         }
     }
 
@@ -379,6 +381,12 @@ impl Target {
                 .collect(),
             Target::Postgres(pg) => pg
                 .rows(&format!("SELECT * FROM {}", pg.t(name)))
+                .await
+                .into_iter()
+                .map(|r| format!("{r:?}"))
+                .collect(),
+            Target::Mysql(my) => my
+                .rows(&format!("SELECT * FROM {name}"))
                 .await
                 .into_iter()
                 .map(|r| format!("{r:?}"))
@@ -448,9 +456,16 @@ async fn a_failing_error_check_publishes_nothing(target: Target) {
         ),
         "{errors:#?}"
     );
-    if let Target::Postgres(pg) = target {
-        assert_eq!(pg.stage_tables().await, Vec::<String>::new());
-        pg.drop().await;
+    match target {
+        Target::Postgres(pg) => {
+            assert_eq!(pg.stage_tables().await, Vec::<String>::new());
+            pg.drop().await;
+        }
+        Target::Mysql(my) => {
+            assert_eq!(my.stage_tables().await, Vec::<String>::new());
+            my.drop().await;
+        }
+        _ => {}
     }
 }
 
@@ -469,6 +484,13 @@ async fn a_failing_error_check_leaves_a_parquet_target_as_it_was() {
 async fn a_failing_error_check_leaves_a_postgres_target_as_it_was() {
     let pg = PgScratch::new(&pg_url(), "checks").await;
     a_failing_error_check_publishes_nothing(Target::Postgres(pg)).await;
+}
+
+#[tokio::test]
+#[cfg_attr(not(sluice_mysql), ignore = "SLUICE_TEST_MYSQL_URL is not set")]
+async fn a_failing_error_check_leaves_a_mysql_target_as_it_was() {
+    let my = MyScratch::new(&mysql_url(), "checks").await;
+    a_failing_error_check_publishes_nothing(Target::Mysql(my)).await;
 }
 
 #[tokio::test]
