@@ -202,8 +202,15 @@ impl Check {
                     .collect::<Vec<_>>()
                     .join(" AND ");
                 let list = cols.join(", ");
+                // Each duplicated key with its number of rows, as `count` (unless a key
+                // column has that name).
+                let count = if self.columns.iter().any(|c| c == "count") {
+                    "duplicate_rows"
+                } else {
+                    "count"
+                };
                 format!(
-                    "SELECT {list}, count(*) AS count FROM {node} WHERE {not_null} GROUP BY {list} HAVING count(*) > 1"
+                    "SELECT {list}, count(*) AS {count} FROM {node} WHERE {not_null} GROUP BY {list} HAVING count(*) > 1"
                 )
             }
             CheckType::AcceptedValues => {
