@@ -322,7 +322,7 @@ function flowPage(id) {
       h('td', {}, badge(c.state)),
       h('td', { class: 'num' }, c.failing_rows === null || c.failing_rows === undefined ? '' : c.failing_rows.toLocaleString()),
       h('td', {}, when(c.finished_utc)),
-      h('td', {}, c.message ? h('div', { class: 'error-text' }, c.message) : '',
+      h('td', { class: 'check-detail' }, c.message ? h('div', { class: c.state === 'WARNED' ? 'warn-text' : 'error-text' }, c.message) : '',
         c.sample && c.sample.length ? h('pre', { class: 'sample' }, c.sample.map((r) => JSON.stringify(r)).join('\n')) : ''))));
   }
 
