@@ -76,6 +76,13 @@ pub struct LimitSettings {
     pub max_sources: usize,
     pub max_transforms: usize,
     pub max_sql_length: usize,
+    /// The most checks a flow input may carry.
+    #[serde(default = "default_max_checks")]
+    pub max_checks: usize,
+}
+
+fn default_max_checks() -> usize {
+    500
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -11,7 +11,7 @@ use prometheus::{
 };
 
 use crate::domain::dag::NodeKind;
-use crate::domain::flow::{FlowEvent, FlowPicture, FlowState};
+use crate::domain::flow::{CheckState, FlowEvent, FlowPicture, FlowState};
 use crate::domain::store::StoreEngine;
 
 /// Every metric the service exports.
@@ -33,6 +33,8 @@ pub struct Metrics {
     pub http_requests: IntCounterVec,
     pub http_duration: HistogramVec,
     pub event_followers: IntGauge,
+    /// Checks that ran to a verdict, by result (`passed`, `failed`, `warned`).
+    pub checks: IntCounterVec,
 }
 
 const ALL_STATES: [FlowState; 5] = [
@@ -42,7 +44,13 @@ const ALL_STATES: [FlowState; 5] = [
     FlowState::Failed,
     FlowState::Completed,
 ];
-const ALL_KINDS: [NodeKind; 3] = [NodeKind::Ingest, NodeKind::Transform, NodeKind::Persist];
+const ALL_KINDS: [NodeKind; 4] = [
+    NodeKind::Ingest,
+    NodeKind::Transform,
+    NodeKind::Persist,
+    NodeKind::Check,
+];
+const CHECK_RESULTS: [CheckState; 3] = [CheckState::Passed, CheckState::Failed, CheckState::Warned];
 
 // The metric definitions below are constants, and `Metrics::new` runs in every test: their
 // registration cannot fail at run time.
@@ -190,6 +198,15 @@ impl Metrics {
         registry
             .register(Box::new(event_followers.clone()))
             .expect("metric names are unique");
+        let checks = counter_vec(
+            &registry,
+            "sluice_checks_total",
+            "Checks that ran to a verdict, by result: passed, failed (an error check), warned (a warn check).",
+            &["result"],
+        );
+        for result in CHECK_RESULTS {
+            checks.with_label_values(&[&result.as_str().to_lowercase()]);
+        }
         for state in ALL_STATES {
             flows.with_label_values(&[state.as_str()]).set(0);
         }
@@ -215,6 +232,7 @@ impl Metrics {
             http_requests,
             http_duration,
             event_followers,
+            checks,
         }
     }
 
@@ -252,6 +270,11 @@ impl Metrics {
             FlowEvent::Crashed {
                 retry_in: Some(_), ..
             } => self.restarts.inc(),
+            FlowEvent::CheckFinished { state, .. } if CHECK_RESULTS.contains(state) => {
+                self.checks
+                    .with_label_values(&[&state.as_str().to_lowercase()])
+                    .inc();
+            }
             _ => {}
         }
     }
@@ -349,6 +372,7 @@ mod tests {
             "sluice_persister_batch_size_count 1",
             "sluice_flows{state=\"COMPLETED\"} 4",
             "sluice_flows{state=\"RUNNING\"} 0",
+            "sluice_checks_total{result=\"failed\"} 0",
         ] {
             assert!(text.lines().any(|l| l == line), "missing {line:?} in\n{text}");
         }

@@ -238,7 +238,7 @@ function dagView(dag) {
     const label = n.name.length > 21 ? `${n.name.slice(0, 20)}…` : n.name;
     const g = svg('g', { class: 'node PENDING', 'data-task': n.name, 'data-state': 'PENDING' },
       svg('title', {}, `${n.name} (${n.kind})`), rect,
-      svg('text', { x: p.x + 10, y: p.y + H / 2 + 4 }, `${n.kind === 'ingest' ? '⇣' : n.kind === 'persist' ? '⇡' : 'ƒ'} ${label}`));
+      svg('text', { x: p.x + 10, y: p.y + H / 2 + 4 }, `${n.kind === 'ingest' ? '⇣' : n.kind === 'persist' ? '⇡' : n.kind === 'check' ? '✓' : 'ƒ'} ${label}`));
     shapes.set(n.name, { g, rect });
     root.append(g);
   }
@@ -270,12 +270,17 @@ function flowPage(id) {
     ['Task', 'Kind', 'State', 'Attempts', 'Rows', 'Started', 'Duration', 'Error'].map((c) => h('th', {}, c)))), tasksBody);
   const errors = h('ul', { class: 'errors', id: 'errors' });
   const noErrors = h('p', { class: 'muted' }, 'No errors.');
+  const checksBody = h('tbody');
+  const checksCard = h('div', { class: 'card hidden', id: 'checks' }, h('h2', {}, 'Checks'),
+    h('table', {}, h('thead', {}, h('tr', {},
+      ['Check', 'Node', 'Type', 'Severity', 'State', 'Failing rows', 'Finished', 'Sample'].map((c) => h('th', {}, c)))), checksBody));
   const log = h('div', { class: 'log', id: 'log' });
   title.append(stateSlot, cancel, cancelMsg);
   view.replaceChildren(title,
     h('div', { class: 'card' }, barSlot, h('div', { class: 'muted' }, meta)),
     h('div', { class: 'card' }, h('h2', {}, 'DAG'), dagSlot),
     h('div', { class: 'card' }, h('h2', {}, 'Tasks'), tasks),
+    checksCard,
     h('div', { class: 'grid' },
       h('div', { class: 'card' }, h('h2', {}, 'Log'), log),
       h('div', { class: 'card' }, h('h2', {}, 'Errors'), noErrors, errors)));
@@ -317,6 +322,19 @@ function flowPage(id) {
     if (dag) dag.paint(flow.output.tasks);
   }
 
+  // Each check: its state, counts and (when it failed) its message and sample rows.
+  function renderChecks() {
+    const checks = flow.output.checks || [];
+    checksCard.classList.toggle('hidden', checks.length === 0);
+    checksBody.replaceChildren(...checks.map((c) => h('tr', { 'data-check': c.name },
+      h('td', {}, c.name), h('td', {}, c.node), h('td', {}, c.type), h('td', {}, c.severity),
+      h('td', {}, badge(c.state)),
+      h('td', { class: 'num' }, c.failing_rows === null || c.failing_rows === undefined ? '' : c.failing_rows.toLocaleString()),
+      h('td', {}, when(c.finished_utc)),
+      h('td', { class: 'check-detail' }, c.message ? h('div', { class: c.state === 'WARNED' ? 'warn-text' : 'error-text' }, c.message) : '',
+        c.sample && c.sample.length ? h('pre', { class: 'sample' }, c.sample.map((r) => JSON.stringify(r)).join('\n')) : ''))));
+  }
+
   function appendLog(line) {
     const atBottom = log.scrollTop + log.clientHeight >= log.scrollHeight - 4;
     const level = (line.split(' ')[1] || '');
@@ -326,7 +344,7 @@ function flowPage(id) {
   }
 
   function renderAll() {
-    renderHead(); renderTasks();
+    renderHead(); renderTasks(); renderChecks();
     log.replaceChildren(); flow.output.logs.lines.forEach(appendLog);
     log.scrollTop = log.scrollHeight;
     errors.replaceChildren(...flow.output.errors.lines.map((l) => h('li', {}, l)));
@@ -348,6 +366,11 @@ function flowPage(id) {
         { const i = flow.output.tasks.findIndex((x) => x.name === data.name);
           if (i >= 0) flow.output.tasks[i] = data; else flow.output.tasks.push(data); }
         renderTasks(); break;
+      case 'check': if (!flow) break;
+        { const checks = flow.output.checks || (flow.output.checks = []);
+          const i = checks.findIndex((x) => x.name === data.name);
+          if (i >= 0) checks[i] = data; else checks.push(data); }
+        renderChecks(); break;
       case 'log': appendLog(data.line); break;
       case 'error': errors.append(h('li', {}, data.line)); noErrors.classList.add('hidden'); break;
       case 'gone': showError(new Error(`flow ${id} does not exist`)); break;

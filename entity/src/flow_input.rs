@@ -22,6 +22,8 @@ pub struct Model {
     pub options: Json,
     /// The planned DAG: `{nodes, order}`.
     pub dag: Json,
+    /// JSON array of checks (defaults filled in); NULL when there are none.
+    pub checks: Option<Json>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

@@ -20,6 +20,8 @@ pub struct Model {
     pub errors: Json,
     /// Per-task status, in the DAG's order.
     pub tasks: Json,
+    /// Per-check status, in the flow input's order; NULL when the flow has no checks.
+    pub checks: Option<Json>,
     pub started_utc: Option<DateTimeUtc>,
     pub finished_utc: Option<DateTimeUtc>,
     /// How many times the supervisor restarted this flow after a crash.

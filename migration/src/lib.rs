@@ -5,6 +5,7 @@ pub use sea_orm_migration::prelude::*;
 
 mod m20261123_000001_create_tables;
 mod m20261201_000002_incremental;
+mod m20261201_000003_checks;
 
 pub struct Migrator;
 
@@ -14,6 +15,7 @@ impl MigratorTrait for Migrator {
         vec![
             Box::new(m20261123_000001_create_tables::Migration),
             Box::new(m20261201_000002_incremental::Migration),
+            Box::new(m20261201_000003_checks::Migration),
         ]
     }
 }

@@ -12,7 +12,7 @@ use dashmap::DashMap;
 use serde::Serialize;
 use tokio::sync::broadcast;
 
-use crate::domain::flow::{FlowPicture, FlowState, TaskState, TaskStatus};
+use crate::domain::flow::{CheckStatus, FlowPicture, FlowState, TaskState, TaskStatus};
 use crate::domain::time::rfc3339;
 
 /// Updates buffered per follower before it lags.
@@ -27,6 +27,8 @@ pub enum FlowUpdate {
     Progress(ProgressUpdate),
     /// A task changed (other than its row count while it runs, which is progress).
     Task(TaskStatus),
+    /// A check changed (started, finished, skipped).
+    Check(CheckStatus),
     Log(LineUpdate),
     Error(LineUpdate),
 }
@@ -71,6 +73,7 @@ impl FlowUpdate {
             FlowUpdate::State(_) => "state",
             FlowUpdate::Progress(_) => "progress",
             FlowUpdate::Task(_) => "task",
+            FlowUpdate::Check(_) => "check",
             FlowUpdate::Log(_) => "log",
             FlowUpdate::Error(_) => "error",
         }
@@ -83,6 +86,7 @@ impl FlowUpdate {
             FlowUpdate::State(s) => serde_json::to_value(s),
             FlowUpdate::Progress(p) => serde_json::to_value(p),
             FlowUpdate::Task(t) => serde_json::to_value(t),
+            FlowUpdate::Check(c) => serde_json::to_value(c),
             FlowUpdate::Log(l) | FlowUpdate::Error(l) => serde_json::to_value(l),
         };
         value.unwrap_or(serde_json::Value::Null)
@@ -96,6 +100,7 @@ pub struct Mark {
     logs_total: u64,
     errors_total: u64,
     tasks: Vec<TaskStatus>,
+    checks: Vec<CheckStatus>,
 }
 
 fn total(lines: &crate::domain::flow::Lines) -> u64 {
@@ -119,6 +124,7 @@ impl Mark {
             logs_total: total(&picture.logs),
             errors_total: total(&picture.errors),
             tasks: picture.tasks.clone(),
+            checks: picture.checks.clone(),
         }
     }
 
@@ -132,6 +138,11 @@ impl Mark {
                 Some(before) if before == task => {}
                 Some(before) if only_rows_differ(before, task) => rows_moved = true,
                 _ => updates.push(FlowUpdate::Task(task.clone())),
+            }
+        }
+        for (i, check) in now.checks.iter().enumerate() {
+            if self.checks.get(i) != Some(check) {
+                updates.push(FlowUpdate::Check(check.clone()));
             }
         }
         for line in last_lines(&now.logs, total(&now.logs).saturating_sub(self.logs_total)) {

@@ -1,8 +1,9 @@
 //! FlowActor: one per running flow. It owns the flow's run state (a `Scheduler` over the flow's
 //! units, see `domain::plan`), starts a TaskActor for each unit whose inputs are done (up to
-//! `max_parallel_tasks`), reports every DAG node of a unit (inlined ones too), marks what
-//! depends on a failed node SKIPPED, and ends the flow: COMPLETED, FAILED (every error
-//! listed) or CANCELLED. The final state is written by the Persister before the supervisor
+//! `max_parallel_tasks`), reports every DAG node of a unit (inlined ones too) and every
+//! check's verdict (a failing `error` check fails its unit, so the flow publishes nothing),
+//! marks what depends on a failed node SKIPPED, and ends the flow: COMPLETED, FAILED (every
+//! error listed) or CANCELLED. The final state is written by the Persister before the supervisor
 //! hears of it. If the actor dies without ending its flow (a panic in its own logic), its drop
 //! guard reports a crash so the supervisor can restart the flow.
 
@@ -20,11 +21,13 @@ use super::messages::{
 use super::persister::Persister;
 use super::supervisor::FlowSupervisor;
 use super::task::{TaskActor, TaskSpec};
+use crate::domain::checks::{failure_line, Severity};
 use crate::domain::dag::{NodeKind, Scheduler};
-use crate::domain::flow::{FlowEvent, FlowState, Level};
+use crate::domain::flow::{CheckState, FlowEvent, FlowState, Level};
 use crate::domain::plan::{Unit, UnitKind};
 use crate::domain::store::DataStore;
 use crate::engine::cursor_read::CursorRead;
+use crate::engine::check::CheckOutcome;
 use crate::engine::unit::{NodeWork, PersistWork, UnitError, UnitWork};
 use crate::engine::{publish, Engine};
 
@@ -128,7 +131,7 @@ impl FlowActor {
             .ok_or_else(|| format!("unit {name} is not in the plan"))?;
         let spec = &self.plan.spec;
         let computed: Vec<&String> = match unit.kind {
-            UnitKind::Persist => unit.inlined.iter().collect(),
+            UnitKind::Persist | UnitKind::Check => unit.inlined.iter().collect(),
             _ => unit.inlined.iter().chain(std::iter::once(&unit.name)).collect(),
         };
         let mut nodes = Vec::with_capacity(computed.len());
@@ -164,7 +167,9 @@ impl FlowActor {
                         .ok_or_else(|| format!("transform {node} not found"))?;
                     NodeWork::Transform { sql: t.sql.clone() }
                 }
-                NodeKind::Persist => return Err(format!("persist node {node} cannot be inlined")),
+                NodeKind::Persist | NodeKind::Check => {
+                    return Err(format!("{} node {node} cannot be inlined", kind.as_str()))
+                }
             };
             nodes.push((node.clone(), work));
         }
@@ -185,11 +190,22 @@ impl FlowActor {
             }
             _ => None,
         };
+        let check = match unit.kind {
+            UnitKind::Check => Some(
+                spec.checks
+                    .iter()
+                    .find(|c| c.name == unit.name)
+                    .cloned()
+                    .ok_or_else(|| format!("check {} not found", unit.name))?,
+            ),
+            _ => None,
+        };
         Ok(UnitWork {
             name: unit.name.clone(),
             kind: unit.kind,
             nodes,
             persist,
+            check,
         })
     }
 
@@ -239,6 +255,73 @@ impl FlowActor {
                 });
             }
         }
+    }
+
+    /// Reports the verdict of check unit `index`: its inlined nodes COMPLETED, the check PASSED,
+    /// WARNED (a `warn` check that failed: the unit completes) or FAILED (an `error` check
+    /// that failed: the unit fails, so the flow fails and publishes nothing). Returns whether
+    /// the unit failed.
+    fn check_done(
+        &mut self,
+        index: usize,
+        rows: Vec<(String, u64)>,
+        elapsed: Duration,
+        outcome: CheckOutcome,
+    ) -> bool {
+        let name = self.scheduler.name(index).to_string();
+        let Some(check) = self.plan.spec.checks.iter().find(|c| c.name == name).cloned() else {
+            self.scheduler.complete(index);
+            return false;
+        };
+        for (task, rows) in rows.iter().filter(|(task, _)| *task != name) {
+            self.record(FlowEvent::TaskCompleted {
+                task: task.clone(),
+                rows: *rows,
+                elapsed,
+            });
+        }
+        let passed = outcome.passed();
+        let message = match (&outcome.problem, passed) {
+            (Some(problem), _) => Some(problem.clone()),
+            (None, true) => None,
+            (None, false) => Some(failure_line(&check, outcome.failing_rows, &outcome.sample)),
+        };
+        let failing_rows = outcome.problem.is_none().then_some(outcome.failing_rows);
+        let state = match (passed, check.severity) {
+            (true, _) => CheckState::Passed,
+            (false, Severity::Warn) => CheckState::Warned,
+            (false, Severity::Error) => CheckState::Failed,
+        };
+        self.record(FlowEvent::CheckFinished {
+            name: name.clone(),
+            state,
+            failing_rows,
+            sample: outcome.sample,
+            message: message.clone(),
+        });
+        if state == CheckState::Failed {
+            self.record(FlowEvent::TaskFailed {
+                task: name.clone(),
+                error: message.unwrap_or_else(|| format!("check {name} failed")),
+                retry_in: None,
+            });
+            for skipped in self.scheduler.fail(index) {
+                for node in self.unit_nodes(skipped) {
+                    self.record(FlowEvent::TaskSkipped {
+                        task: node,
+                        because: format!("{name} failed"),
+                    });
+                }
+            }
+            return true;
+        }
+        self.scheduler.complete(index);
+        self.record(FlowEvent::TaskCompleted {
+            task: name,
+            rows: failing_rows.unwrap_or(0),
+            elapsed,
+        });
+        false
     }
 
     /// Every DAG node that reads `node`, directly or not.
@@ -603,7 +686,27 @@ impl Handler<TaskDone> for FlowActor {
         }
         let name = self.scheduler.name(msg.index).to_string();
         match msg.outcome {
-            TaskOutcome::Completed { rows, elapsed } => {
+            TaskOutcome::Completed {
+                rows,
+                elapsed,
+                check: Some(outcome),
+            } => {
+                if self.check_done(msg.index, rows, elapsed, outcome)
+                    && self.plan.spec.options.fail_fast
+                    && self.phase == Phase::Running
+                {
+                    self.log(
+                        Level::Warn,
+                        format!("fail_fast: stopping the flow because {name} failed"),
+                    );
+                    self.stop_flow(StopReason::Failed, ctx);
+                }
+            }
+            TaskOutcome::Completed {
+                rows,
+                elapsed,
+                check: None,
+            } => {
                 #[cfg(all(feature = "fault-injection", debug_assertions))]
                 if let Some((node, _)) = rows
                     .iter()

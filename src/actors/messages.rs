@@ -200,6 +200,8 @@ pub enum TaskOutcome {
         /// The rows of every node of the unit.
         rows: Vec<(String, u64)>,
         elapsed: std::time::Duration,
+        /// A check unit's verdict.
+        check: Option<crate::engine::check::CheckOutcome>,
     },
     Failed(UnitError),
     Cancelled,

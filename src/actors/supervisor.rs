@@ -391,7 +391,7 @@ async fn load_flow(
                 UnitKind::Persist => {
                     completed.contains(&u.name) || checkpoint::staged(&work_dir, &u.name).is_some()
                 }
-                UnitKind::Discard => completed.contains(&u.name),
+                UnitKind::Discard | UnitKind::Check => completed.contains(&u.name),
             }
         })
     })

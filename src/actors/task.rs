@@ -187,7 +187,7 @@ async fn run_attempts(
             r = tokio::time::timeout(timeout, run) => r,
         };
         match result {
-            Ok(Ok(_)) => {
+            Ok(Ok(finished)) => {
                 // What the unit's cursor sources read: saved beside its checkpoint first (a
                 // restarted flow reuses the unit only together with it), then shown.
                 for cursor in work.cursors() {
@@ -222,6 +222,7 @@ async fn run_attempts(
                 return TaskOutcome::Completed {
                     rows,
                     elapsed: started.elapsed(),
+                    check: finished.check,
                 };
             }
             Ok(Err(e)) if e.resources && !strategy.sort_merge_joins => {

@@ -4,9 +4,10 @@
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
+use crate::domain::checks::Check;
 use crate::domain::dag::Dag;
-use crate::domain::flow::{FlowPicture, FlowState, Lines, Progress, TaskStatus};
-use crate::domain::spec::{FlowOptions, Output, Source, Transform};
+use crate::domain::flow::{CheckStatus, FlowPicture, FlowState, Lines, Progress, TaskStatus};
+use crate::domain::spec::{FlowInputSpec, FlowOptions, Output, Source, Transform};
 use crate::domain::store::Connection;
 use crate::domain::time::rfc3339;
 use crate::error::AppError;
@@ -108,6 +109,9 @@ pub struct FlowInputView {
     pub transforms: Vec<Transform>,
     pub outputs: Vec<Output>,
     pub options: FlowOptions,
+    /// Present when the input has checks.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub checks: Vec<Check>,
     pub dag: Dag,
 }
 
@@ -124,8 +128,45 @@ impl FlowInputView {
             transforms: spec.transforms,
             outputs: spec.outputs,
             options: spec.options,
+            checks: spec.checks,
             dag,
         })
+    }
+}
+
+/// `POST /flow-inputs?dry_run=true`: the input as a create would store it, without an id
+/// (nothing is stored).
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct PlannedFlowInputView {
+    #[serde(with = "rfc3339")]
+    pub created_utc: DateTime<Utc>,
+    pub name: String,
+    pub source_store_ids: Vec<i64>,
+    pub target_store_id: i64,
+    pub sources: Vec<Source>,
+    pub transforms: Vec<Transform>,
+    pub outputs: Vec<Output>,
+    pub options: FlowOptions,
+    /// Present when the input has checks.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub checks: Vec<Check>,
+    pub dag: Dag,
+}
+
+impl PlannedFlowInputView {
+    pub fn new(spec: FlowInputSpec, dag: Dag, created_utc: DateTime<Utc>) -> Self {
+        PlannedFlowInputView {
+            created_utc,
+            name: spec.name,
+            source_store_ids: spec.source_store_ids,
+            target_store_id: spec.target_store_id,
+            sources: spec.sources,
+            transforms: spec.transforms,
+            outputs: spec.outputs,
+            options: spec.options,
+            checks: spec.checks,
+            dag,
+        }
     }
 }
 
@@ -181,6 +222,9 @@ pub struct OutputView {
     pub logs: Lines,
     pub errors: Lines,
     pub tasks: Vec<TaskStatus>,
+    /// The flow's checks and their results; present when its input has checks.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub checks: Vec<CheckStatus>,
     #[serde(with = "rfc3339::option")]
     pub started_utc: Option<DateTime<Utc>>,
     #[serde(with = "rfc3339::option")]
@@ -203,6 +247,7 @@ impl From<FlowPicture> for OutputView {
             logs: p.logs,
             errors: p.errors,
             tasks: p.tasks,
+            checks: p.checks,
             started_utc: p.started_utc,
             finished_utc: p.finished_utc,
             restarts: p.restarts,

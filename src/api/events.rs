@@ -1,5 +1,5 @@
 //! `GET /flows/{id}/events`: a flow's live story as Server-Sent Events. First a `snapshot`
-//! (the flow as `GET /flows/{id}` shows it), then `state`, `progress`, `task`, `log` and `error`
+//! (the flow as `GET /flows/{id}` shows it), then `state`, `progress`, `task`, `check`, `log` and `error`
 //! events as the Persister applies them, keep-alive comments while nothing happens, and after
 //! the final state an `end` event; then the stream closes.
 //!
@@ -42,6 +42,7 @@ pub const EVENTS: &[(&str, &str)] = &[
     ("state", "StateUpdate"),
     ("progress", "ProgressUpdate"),
     ("task", "TaskStatus"),
+    ("check", "CheckStatus"),
     ("log", "LineUpdate"),
     ("error", "LineUpdate"),
     ("end", "StreamEnd"),
@@ -90,7 +91,7 @@ pub fn event_schema() -> serde_json::Value {
     params(("id" = i64, Path, minimum = 1, description = "Flow id")),
     responses(
         (status = 200, description = "Server-Sent Events: `snapshot` (a Flow), then `state`, `progress`, \
-            `task`, `log`, `error` (JSON payloads), `: keep-alive` comments, and `end` after the final state; \
+            `task`, `check`, `log`, `error` (JSON payloads), `: keep-alive` comments, and `end` after the final state; \
             the schema describes one event",
             content_type = "text/event-stream", body = String),
         (status = 404, description = "Unknown flow", body = super::problem::Problem, content_type = "application/problem+json"),

@@ -74,6 +74,7 @@ pub struct FlowList {
     components(schemas(
         events::StreamEnd,
         crate::domain::flow::TaskStatus,
+        crate::domain::flow::CheckStatus,
         crate::actors::events::StateUpdate,
         crate::actors::events::ProgressUpdate,
         crate::actors::events::TaskRows,

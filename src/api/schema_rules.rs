@@ -10,6 +10,7 @@
 use serde_json::{json, Map, Value};
 
 use crate::config::Settings;
+use crate::domain::checks::{CheckType, MAX_CHECK_NAME_CHARS};
 use crate::domain::names::{NODE_NAME_PATTERN, STORE_NAME_PATTERN};
 use crate::domain::store::{StoreEngine, StoreKind, MAX_FIELD_CHARS, MAX_PASSWORD_CHARS};
 use crate::domain::validate::{
@@ -39,6 +40,7 @@ fn rules(settings: &Settings) -> Vec<(&'static str, Value)> {
     let range = |min: u64, max: u64| json!({"minimum": min, "maximum": max});
     let one_char = json!({"minLength": 1, "maxLength": 1, "pattern": ONE_ASCII_CHARACTER});
     let kinds: Vec<&str> = StoreKind::ALL.iter().map(|k| k.as_str()).collect();
+    let check_types: Vec<&str> = CheckType::ALL.iter().map(|t| t.as_str()).collect();
     let engines: Vec<&str> = StoreKind::ALL
         .iter()
         .flat_map(|k| StoreEngine::allowed_for(*k))
@@ -176,6 +178,43 @@ fn rules(settings: &Settings) -> Vec<(&'static str, Value)> {
         (
             "OptionsRequest/properties/memory_limit_mb",
             range(16, settings.engine.memory_limit_mb),
+        ),
+        (
+            "FlowInputRequest/properties/checks",
+            json!({"maxItems": settings.limits.max_checks}),
+        ),
+        ("OutputRequest/properties/columns", json!({"minItems": 1})),
+        (
+            "ColumnContractRequest/properties/name",
+            json!({"minLength": 1, "maxLength": 255, "pattern": NOT_BLANK_PATTERN}),
+        ),
+        // Checks (see `domain::checks::validate_checks`).
+        (
+            "CheckRequest/properties/node",
+            json!({"pattern": NODE_NAME_PATTERN}),
+        ),
+        ("CheckRequest/properties/type", json!({"enum": check_types})),
+        (
+            "CheckRequest/properties/severity",
+            json!({"enum": ["error", "warn", null]}),
+        ),
+        (
+            "CheckRequest/properties/name",
+            json!({"minLength": 1, "maxLength": MAX_CHECK_NAME_CHARS, "pattern": NOT_BLANK_PATTERN}),
+        ),
+        (
+            "CheckRequest/properties/to",
+            json!({"pattern": NODE_NAME_PATTERN}),
+        ),
+        ("CheckRequest/properties/min", json!({"minimum": 0})),
+        ("CheckRequest/properties/max", json!({"minimum": 0})),
+        (
+            "CheckRequest/properties/values/items",
+            json!({"type": ["string", "number", "boolean"]}),
+        ),
+        (
+            "CheckRequest/properties/sql",
+            json!({"maxLength": settings.limits.max_sql_length, "pattern": NOT_BLANK_PATTERN}),
         ),
         // POST /flows
         ("NewFlow/properties/flow_input_id", json!({"minimum": 1})),

@@ -352,6 +352,13 @@ async fn follow_one(
                         set_bar(&bar, data["percent"].as_f64(), &state);
                     }
                     "progress" => set_bar(&bar, data["percent"].as_f64(), &state),
+                    "check"
+                        if !out.json && matches!(str_of(&data["state"]), "PASSED" | "FAILED" | "WARNED") =>
+                    {
+                        for line in check_line(&data) {
+                            print(format!("{prefix}check {line}"));
+                        }
+                    }
                     "log" => {
                         seen_logs += 1;
                         printed_logs = printed_logs.max(seen_logs);
@@ -386,6 +393,13 @@ async fn follow_one(
             str_of(&o["state"]),
             duration(&o["started_utc"], &o["finished_utc"])
         ));
+        let checks = check_lines(&o["checks"]);
+        if !checks.is_empty() {
+            print(format!("{prefix}checks:"));
+            for line in checks {
+                print(format!("{prefix}  {line}"));
+            }
+        }
         for line in o["errors"]["lines"].as_array().into_iter().flatten() {
             print(format!("{prefix}{}", str_of(line)));
         }
@@ -459,6 +473,40 @@ fn duration(from: &Value, to: &Value) -> String {
     }
 }
 
+/// One check of `output.checks` for people: `PASSED  unique(stg.id) [error]`, then its
+/// message and sample rows when it failed.
+fn check_line(c: &Value) -> Vec<String> {
+    let failing = match c["failing_rows"].as_u64() {
+        Some(n) if n > 0 => format!(" {n} failing"),
+        _ => String::new(),
+    };
+    let mut lines = vec![format!(
+        "{:<8} {} [{}]{failing}",
+        str_of(&c["state"]),
+        str_of(&c["name"]),
+        str_of(&c["severity"])
+    )];
+    if matches!(str_of(&c["state"]), "FAILED" | "WARNED") {
+        if let Some(m) = c["message"].as_str() {
+            lines.push(format!("  {m}"));
+        }
+        for row in c["sample"].as_array().into_iter().flatten() {
+            lines.push(format!("  | {row}"));
+        }
+    }
+    lines
+}
+
+/// Every check of `output.checks`, as `check_line` prints them.
+fn check_lines(checks: &Value) -> Vec<String> {
+    checks
+        .as_array()
+        .into_iter()
+        .flatten()
+        .flat_map(check_line)
+        .collect()
+}
+
 fn print_store(s: &Value) {
     let c = &s["connection"];
     println!("data store {} {}", s["id"], str_of(&s["name"]));
@@ -506,6 +554,15 @@ fn print_input(i: &Value) {
             str_of(&o["mode"])
         );
     }
+    for c in i["checks"].as_array().into_iter().flatten() {
+        println!(
+            "  check {} ({} on {}, {})",
+            str_of(&c["name"]),
+            str_of(&c["type"]),
+            str_of(&c["node"]),
+            str_of(&c["severity"])
+        );
+    }
     println!("  order: {}", names(&i["dag"]["order"]));
 }
 
@@ -541,6 +598,13 @@ fn print_flow(f: &Value) {
         println!("  cursors:");
         for (source, c) in cursors {
             println!("    {source}: {}", cursor_range(c));
+        }
+    }
+    let checks = check_lines(&o["checks"]);
+    if !checks.is_empty() {
+        println!("  checks:");
+        for line in &checks {
+            println!("    {line}");
         }
     }
     let errors = o["errors"]["lines"].as_array().cloned().unwrap_or_default();

@@ -13,6 +13,8 @@ pub enum NodeKind {
     Ingest,
     Transform,
     Persist,
+    /// A check on a node's result (see `domain::checks`).
+    Check,
 }
 
 impl NodeKind {
@@ -21,6 +23,7 @@ impl NodeKind {
             NodeKind::Ingest => "ingest",
             NodeKind::Transform => "transform",
             NodeKind::Persist => "persist",
+            NodeKind::Check => "check",
         }
     }
 }
@@ -55,7 +58,7 @@ impl DagNode {
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Dag {
-    /// In declaration order: sources, transforms, persists.
+    /// In declaration order: sources, transforms, persists, checks.
     pub nodes: Vec<DagNode>,
     /// A topological order: every node after all it depends on; ingest nodes first.
     pub order: Vec<String>,

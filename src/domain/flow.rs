@@ -8,6 +8,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+use super::checks::{Check, CheckType, Severity};
 use super::dag::{Dag, NodeKind};
 use super::time::{self, rfc3339};
 
@@ -87,6 +88,74 @@ pub struct TaskStatus {
     #[serde(with = "rfc3339::option")]
     pub finished_utc: Option<DateTime<Utc>>,
     pub error: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum CheckState {
+    Pending,
+    Running,
+    Passed,
+    /// An `error` check failed: the flow fails and nothing is published.
+    Failed,
+    /// A `warn` check failed: reported, the flow may complete.
+    Warned,
+    /// It did not run (what it reads failed, or the flow ended first).
+    Skipped,
+}
+
+impl CheckState {
+    pub fn is_final(self) -> bool {
+        !matches!(self, CheckState::Pending | CheckState::Running)
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CheckState::Pending => "PENDING",
+            CheckState::Running => "RUNNING",
+            CheckState::Passed => "PASSED",
+            CheckState::Failed => "FAILED",
+            CheckState::Warned => "WARNED",
+            CheckState::Skipped => "SKIPPED",
+        }
+    }
+}
+
+/// One check's result as shown to clients (`output.checks[]`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct CheckStatus {
+    pub name: String,
+    pub node: String,
+    #[serde(rename = "type")]
+    pub check_type: CheckType,
+    pub severity: Severity,
+    pub state: CheckState,
+    /// How many rows failed (for `unique`, how many keys are duplicated); `null` until it ran.
+    pub failing_rows: Option<u64>,
+    /// At most 5 failing rows, long values cut.
+    #[schema(value_type = Vec<Object>)]
+    pub sample: Vec<serde_json::Map<String, serde_json::Value>>,
+    /// Why it failed, for people (or why it could not run: an unknown column, with a hint).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    #[serde(with = "rfc3339::option")]
+    pub finished_utc: Option<DateTime<Utc>>,
+}
+
+impl CheckStatus {
+    pub fn pending(check: &Check) -> Self {
+        CheckStatus {
+            name: check.name.clone(),
+            node: check.node.clone(),
+            check_type: check.check_type,
+            severity: check.severity,
+            state: CheckState::Pending,
+            failing_rows: None,
+            sample: vec![],
+            message: None,
+            finished_utc: None,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
@@ -173,6 +242,14 @@ pub enum FlowEvent {
         source: String,
         entry: super::cursor::CursorEntry,
     },
+    /// A check ran to its verdict (PASSED, FAILED or WARNED).
+    CheckFinished {
+        name: String,
+        state: CheckState,
+        failing_rows: Option<u64>,
+        sample: Vec<serde_json::Map<String, serde_json::Value>>,
+        message: Option<String>,
+    },
     /// The flow's execution crashed; `retry_in` is set when the supervisor restarts it.
     Crashed {
         restart: u32,
@@ -196,6 +273,8 @@ pub struct FlowPicture {
     pub logs: Lines,
     pub errors: Lines,
     pub tasks: Vec<TaskStatus>,
+    /// The flow's checks, in the flow input's order.
+    pub checks: Vec<CheckStatus>,
     pub started_utc: Option<DateTime<Utc>>,
     pub finished_utc: Option<DateTime<Utc>>,
     pub restarts: i32,
@@ -280,6 +359,7 @@ impl FlowPicture {
             logs,
             errors,
             tasks,
+            checks: Vec::new(),
             started_utc,
             finished_utc,
             restarts,
@@ -287,6 +367,21 @@ impl FlowPicture {
             fractions,
             max_lines: max_lines.max(2),
         }
+    }
+
+    /// The picture with a PENDING status per check.
+    pub fn with_checks(self, checks: &[Check]) -> Self {
+        self.with_check_statuses(checks.iter().map(CheckStatus::pending).collect())
+    }
+
+    /// The picture with these check statuses (as stored).
+    pub fn with_check_statuses(mut self, checks: Vec<CheckStatus>) -> Self {
+        self.checks = checks;
+        self
+    }
+
+    fn check_mut(&mut self, name: &str) -> Option<&mut CheckStatus> {
+        self.checks.iter_mut().find(|c| c.name == name)
     }
 
     /// Prepares a picture for a resumed run: every task in `done` is COMPLETED (an earlier run
@@ -317,6 +412,18 @@ impl FlowPicture {
                 t.finished_utc = None;
                 self.fractions[i] = 0.0;
             }
+        }
+        for c in self.checks.iter_mut().filter(|c| !done.contains(&c.name)) {
+            changed |= c.state != CheckState::Pending;
+            let pending = CheckStatus {
+                state: CheckState::Pending,
+                failing_rows: None,
+                sample: vec![],
+                message: None,
+                finished_utc: None,
+                ..c.clone()
+            };
+            *c = pending;
         }
         changed
     }
@@ -351,6 +458,10 @@ impl FlowPicture {
                                     t.finished_utc.get_or_insert(now);
                                 }
                             }
+                            for c in self.checks.iter_mut().filter(|c| !c.state.is_final()) {
+                                c.state = CheckState::Skipped;
+                                c.finished_utc = Some(now);
+                            }
                         }
                         _ => {}
                     }
@@ -382,6 +493,13 @@ impl FlowPicture {
                     };
                     self.fractions[i] = 0.0;
                     self.push_log(now, Level::Info, task, &line);
+                }
+                if let Some(c) = self.check_mut(task) {
+                    c.state = CheckState::Running;
+                    c.failing_rows = None;
+                    c.sample = vec![];
+                    c.message = None;
+                    c.finished_utc = None;
                 }
             }
             FlowEvent::TaskProgress {
@@ -433,6 +551,13 @@ impl FlowPicture {
                             let line = format!("failed: {error}");
                             self.push_log(now, Level::Error, task, &line);
                             self.push_error(now, task, error);
+                            // A check whose own run failed (a timeout, an error that outlasted
+                            // its retries) failed too; the flow fails with it.
+                            if let Some(c) = self.check_mut(task).filter(|c| !c.state.is_final()) {
+                                c.state = CheckState::Failed;
+                                c.message = Some(error.clone());
+                                c.finished_utc = Some(now);
+                            }
                         }
                     }
                 }
@@ -444,6 +569,10 @@ impl FlowPicture {
                     t.finished_utc = Some(now);
                     let line = format!("skipped: {because}");
                     self.push_log(now, Level::Warn, task, &line);
+                }
+                if let Some(c) = self.check_mut(task) {
+                    c.state = CheckState::Skipped;
+                    c.finished_utc = Some(now);
                 }
             }
             FlowEvent::TaskCancelled { task } => {
@@ -458,10 +587,39 @@ impl FlowPicture {
                         }
                     }
                 }
+                if let Some(c) = self.check_mut(task).filter(|c| !c.state.is_final()) {
+                    c.state = CheckState::Skipped;
+                    c.finished_utc = Some(now);
+                }
             }
             FlowEvent::Log { level, task, message } => {
                 let label = task.as_deref().unwrap_or(FLOW_LABEL).to_string();
                 self.push_log(now, *level, &label, message);
+            }
+            FlowEvent::CheckFinished {
+                name,
+                state,
+                failing_rows,
+                sample,
+                message,
+            } => {
+                if let Some(c) = self.check_mut(name) {
+                    c.state = *state;
+                    c.failing_rows = *failing_rows;
+                    c.sample = sample.clone();
+                    c.message = message.clone();
+                    c.finished_utc = Some(now);
+                }
+                // A FAILED check is logged as its task's failure.
+                match (state, message) {
+                    (CheckState::Passed, _) => self.push_log(now, Level::Info, name, "check passed"),
+                    (CheckState::Failed, _) => {}
+                    (_, Some(m)) => self.push_log(now, Level::Warn, name, m),
+                    (s, None) => {
+                        let line = format!("check {}", s.as_str().to_lowercase());
+                        self.push_log(now, Level::Warn, name, &line)
+                    }
+                }
             }
             FlowEvent::FlowError { message } => {
                 self.push_log(now, Level::Error, FLOW_LABEL, message);
@@ -672,6 +830,80 @@ mod tests {
         );
         assert!(p.logs.lines[9].ends_with("line 24"));
         assert!(p.logs.lines[1].ends_with("line 16"));
+    }
+
+    #[test]
+    fn checks_follow_their_tasks_and_verdicts() {
+        use crate::domain::checks::{Check, CheckType, Severity};
+        let dag = Dag::build(vec![
+            DagNode::new("a", NodeKind::Ingest, vec![]),
+            DagNode::new("row_count(a)", NodeKind::Check, vec!["a".into()]),
+            DagNode::new("odd", NodeKind::Check, vec!["a".into()]),
+        ])
+        .unwrap();
+        let check = |name: &str| Check {
+            name: name.into(),
+            node: "a".into(),
+            check_type: CheckType::RowCount,
+            severity: Severity::Warn,
+            columns: vec![],
+            column: None,
+            values: vec![],
+            to: None,
+            to_column: None,
+            min: Some(1),
+            max: None,
+            sql: None,
+            reads: vec![],
+        };
+        let mut p = FlowPicture::new_ready(1, &dag, 100).with_checks(&[check("row_count(a)"), check("odd")]);
+        let now = time::now();
+        assert_eq!(p.checks[0].state, CheckState::Pending);
+        p.apply(&ev_started("row_count(a)"), now);
+        assert_eq!(p.checks[0].state, CheckState::Running);
+        p.apply(
+            &FlowEvent::CheckFinished {
+                name: "row_count(a)".into(),
+                state: CheckState::Warned,
+                failing_rows: Some(1),
+                sample: vec![],
+                message: Some("check row_count(a) failed: a has 0 rows; expected at least 1".into()),
+            },
+            now,
+        );
+        assert_eq!(p.checks[0].state, CheckState::Warned);
+        assert_eq!(p.checks[0].failing_rows, Some(1));
+        assert!(p
+            .logs
+            .lines
+            .last()
+            .unwrap()
+            .ends_with("WARN [row_count(a)] check row_count(a) failed: a has 0 rows; expected at least 1"));
+        assert!(p.errors.lines.is_empty());
+        // A check whose own run failed is FAILED; one that never ran is SKIPPED at the end;
+        // a resumed run starts them again.
+        let mut timed_out = p.clone();
+        timed_out.apply(
+            &FlowEvent::TaskFailed {
+                task: "odd".into(),
+                error: "timed out after 1 s (options.task_timeout_s)".into(),
+                retry_in: None,
+            },
+            now,
+        );
+        assert_eq!(timed_out.checks[1].state, CheckState::Failed);
+        assert_eq!(
+            timed_out.checks[1].message.as_deref(),
+            Some("timed out after 1 s (options.task_timeout_s)")
+        );
+        p.apply(&FlowEvent::State(FlowState::Failed), now);
+        assert_eq!(p.checks[1].state, CheckState::Skipped);
+        let done: std::collections::HashSet<String> = ["row_count(a)".to_string()].into();
+        let mut resumed = p.clone();
+        resumed.state = FlowState::Running;
+        assert!(resumed.resume(&done));
+        assert_eq!(resumed.checks[0].state, CheckState::Warned);
+        assert_eq!(resumed.checks[1].state, CheckState::Pending);
     }
 
     #[test]

@@ -2,6 +2,8 @@
 //! Plain types and pure functions; nothing here knows HTTP, actors or databases.
 
 pub mod cursor;
+pub mod checks;
+pub mod contract;
 pub mod dag;
 pub mod flow;
 pub mod names;

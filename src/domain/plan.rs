@@ -14,13 +14,16 @@
 
 use std::collections::{HashMap, HashSet};
 
+use super::checks::Check;
 use super::dag::{Dag, NodeKind};
 use super::spec::Transform;
 use super::sql::count_scans;
 
 /// Decides, for every ingest and transform node of `dag`, whether it is materialized, and
-/// records the decision and its reason on the node. Persist nodes get neither.
-pub fn plan_materialization(dag: &mut Dag, transforms: &[Transform]) {
+/// records the decision and its reason on the node. Persist and check nodes get neither. A
+/// check reads its node like any other reader: a node read by a check and by anything else is
+/// materialized, so the check reads the checkpoint instead of computing the node again.
+pub fn plan_materialization(dag: &mut Dag, transforms: &[Transform], checks: &[Check]) {
     let marked: HashMap<&str, Option<bool>> = transforms
         .iter()
         .map(|t| (t.name.as_str(), t.materialize))
@@ -33,9 +36,18 @@ pub fn plan_materialization(dag: &mut Dag, transforms: &[Transform]) {
         .iter()
         .map(|t| (t.name.as_str(), t.sql.as_str()))
         .collect();
+    let check_sql: HashMap<&str, String> = checks
+        .iter()
+        .map(|c| (c.name.as_str(), c.failing_rows_sql()))
+        .collect();
+    let mut persists: HashSet<String> = HashSet::new();
     for reader in &dag.nodes {
+        if reader.kind == NodeKind::Persist {
+            persists.insert(reader.name.clone());
+        }
         let counts = match reader.kind {
             NodeKind::Transform => sql.get(reader.name.as_str()).map(|s| count_scans(s)),
+            NodeKind::Check => check_sql.get(reader.name.as_str()).map(|s| count_scans(s)),
             _ => None,
         };
         for dep in &reader.depends_on {
@@ -49,7 +61,7 @@ pub fn plan_materialization(dag: &mut Dag, transforms: &[Transform]) {
         }
     }
     for node in dag.nodes.iter_mut() {
-        if node.kind == NodeKind::Persist {
+        if matches!(node.kind, NodeKind::Persist | NodeKind::Check) {
             node.materialize = None;
             node.why = None;
             continue;
@@ -65,7 +77,7 @@ pub fn plan_materialization(dag: &mut Dag, transforms: &[Transform]) {
             _ if by.len() >= 2 => (true, format!("read by {} nodes", by.len())),
             _ if scanned >= 2 => (true, format!("read {scanned} times by {}", by[0])),
             _ => match by.first() {
-                Some(reader) if reader.contains("->") => {
+                Some(reader) if persists.contains(reader) => {
                     (false, format!("streamed into its output ({reader})"))
                 }
                 Some(reader) => (false, format!("inlined into {reader}")),
@@ -89,6 +101,8 @@ pub enum UnitKind {
     Persist,
     /// Compute a node nobody reads (its errors and row count still count).
     Discard,
+    /// Run a check on the nodes it reads.
+    Check,
 }
 
 /// One schedulable piece of a flow: its terminal node plus the nodes inlined into it.
@@ -125,7 +139,9 @@ impl RunPlan {
     pub fn new(dag: &Dag) -> RunPlan {
         let materialized = |name: &str| {
             dag.node(name)
-                .map(|n| n.kind != NodeKind::Persist && n.materialize.unwrap_or(true))
+                .map(|n| {
+                    !matches!(n.kind, NodeKind::Persist | NodeKind::Check) && n.materialize.unwrap_or(true)
+                })
                 .unwrap_or(true)
         };
         let mut read: HashSet<&str> = HashSet::new();
@@ -136,6 +152,7 @@ impl RunPlan {
         for node in dag.ordered_nodes() {
             let kind = match node.kind {
                 NodeKind::Persist => UnitKind::Persist,
+                NodeKind::Check => UnitKind::Check,
                 _ if materialized(&node.name) => UnitKind::Materialize,
                 _ if !read.contains(node.name.as_str()) => UnitKind::Discard,
                 _ => continue,
@@ -199,6 +216,7 @@ impl RunPlan {
             .map(|u| {
                 let kind = match u.kind {
                     UnitKind::Persist => NodeKind::Persist,
+                    UnitKind::Check => NodeKind::Check,
                     _ => NodeKind::Transform,
                 };
                 super::dag::DagNode::new(u.name.clone(), kind, u.depends_on.clone())
@@ -274,7 +292,7 @@ mod tests {
     #[test]
     fn materializes_what_is_scanned_twice_and_inlines_the_rest() {
         let (mut dag, transforms) = shop();
-        plan_materialization(&mut dag, &transforms);
+        plan_materialization(&mut dag, &transforms, &[]);
         assert_eq!(
             decision(&dag, "orders"),
             (Some(false), "inlined into stg_orders".into())
@@ -308,26 +326,26 @@ mod tests {
             .find(|n| n.name == "lonely")
             .unwrap()
             .depends_on = vec![];
-        plan_materialization(&mut dag, &transforms);
+        plan_materialization(&mut dag, &transforms, &[]);
         assert_eq!(
             decision(&dag, "stg_orders"),
             (Some(true), "marked materialize: true".into())
         );
         transforms[0].materialize = None;
-        plan_materialization(&mut dag, &transforms);
+        plan_materialization(&mut dag, &transforms, &[]);
         assert_eq!(
             decision(&dag, "stg_orders"),
             (Some(true), "read 2 times by fct".into())
         );
         transforms[0].materialize = Some(false);
-        plan_materialization(&mut dag, &transforms);
+        plan_materialization(&mut dag, &transforms, &[]);
         assert_eq!(decision(&dag, "stg_orders").0, Some(false));
     }
 
     #[test]
     fn units_group_inlined_nodes_with_their_reader() {
         let (mut dag, transforms) = shop();
-        plan_materialization(&mut dag, &transforms);
+        plan_materialization(&mut dag, &transforms, &[]);
         let plan = RunPlan::new(&dag);
         let summary: Vec<(String, UnitKind, Vec<String>, Vec<String>)> = plan
             .units
@@ -358,6 +376,46 @@ mod tests {
         assert_eq!(done, ["customers", "fct", "orders", "stg_orders"]);
         let units = plan.as_dag();
         assert_eq!(units.node("dim->dim").unwrap().depends_on, ["fct"]);
+    }
+
+    #[test]
+    fn a_check_is_a_reader_and_a_unit_of_its_own() {
+        let (mut dag, transforms) = shop();
+        // A check on dim (read by its output too) and one on lonely (read by nobody else).
+        let mut nodes = dag.nodes.clone();
+        nodes.push(DagNode::new(
+            "unique(dim.id)",
+            NodeKind::Check,
+            vec!["dim".into()],
+        ));
+        nodes.push(DagNode::new(
+            "row_count(lonely)",
+            NodeKind::Check,
+            vec!["lonely".into()],
+        ));
+        dag = Dag::build(nodes).unwrap();
+        plan_materialization(&mut dag, &transforms, &[]);
+        assert_eq!(decision(&dag, "dim"), (Some(true), "read by 2 nodes".into()));
+        assert_eq!(
+            decision(&dag, "lonely"),
+            (Some(false), "inlined into row_count(lonely)".into())
+        );
+        assert_eq!(dag.node("unique(dim.id)").unwrap().materialize, None);
+        let plan = RunPlan::new(&dag);
+        let check = plan.unit("unique(dim.id)").unwrap();
+        assert_eq!(
+            (check.kind, check.depends_on.clone()),
+            (UnitKind::Check, vec!["dim".to_string()])
+        );
+        assert!(check.inlined.is_empty());
+        let count = plan.unit("row_count(lonely)").unwrap();
+        assert_eq!(count.inlined, ["lonely"]);
+        assert_eq!(count.depends_on, ["customers"]);
+        assert!(plan.unit("lonely").is_none());
+        assert_eq!(
+            plan.as_dag().node("row_count(lonely)").unwrap().kind,
+            NodeKind::Check
+        );
     }
 
     #[test]

@@ -20,6 +20,9 @@ pub struct FlowInputRequest {
     pub outputs: Option<Vec<OutputRequest>>,
     #[serde(default)]
     pub options: OptionsRequest,
+    /// Data tests on nodes' results that gate publishing (see `domain::checks`).
+    #[serde(default)]
+    pub checks: Vec<super::checks::CheckRequest>,
 }
 
 #[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
@@ -83,6 +86,21 @@ pub struct OutputRequest {
     pub mode: Option<String>,
     /// The columns that identify a row of a `merge` output.
     pub unique_key: Option<Vec<String>>,
+    /// The contract: the result's columns, types and nullability, checked before staging.
+    pub columns: Option<Vec<ColumnContractRequest>>,
+}
+
+/// One declared column of an output, as received.
+#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ColumnContractRequest {
+    pub name: String,
+    /// A type named as in docs/types.md: `bigint`, `integer`, `double`, `decimal(p,s)`,
+    /// `text`, `boolean`, `date`, `timestamp`, `timestamptz`, ...
+    #[serde(rename = "type")]
+    pub column_type: String,
+    /// `false`: a NULL in this column fails the output (default `true`).
+    pub nullable: Option<bool>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, utoipa::ToSchema)]
@@ -106,6 +124,7 @@ pub struct FlowInputSpec {
     pub transforms: Vec<Transform>,
     pub outputs: Vec<Output>,
     pub options: FlowOptions,
+    pub checks: Vec<super::checks::Check>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
@@ -214,6 +233,20 @@ pub struct Output {
     /// The key of a `merge` output (at least one column; absent for the other modes).
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub unique_key: Option<Vec<String>>,
+    /// The output's contract (empty: none); see `engine::contract`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub columns: Vec<ColumnContract>,
+}
+
+/// One declared column of an output: the result must have it, of this type, and without
+/// NULLs unless `nullable`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct ColumnContract {
+    pub name: String,
+    /// As declared (`bigint`, `decimal(12,2)`, ...).
+    #[serde(rename = "type")]
+    pub column_type: String,
+    pub nullable: bool,
 }
 
 impl Output {

@@ -198,6 +198,7 @@ pub fn validate_flow_input(
                     table: t.name.clone(),
                     mode: WriteMode::Replace,
                     unique_key: None,
+                    columns: vec![],
                 })
                 .collect();
             if outs.is_empty() && req.transforms.is_empty() {
@@ -247,11 +248,13 @@ pub fn validate_flow_input(
                     }
                 };
                 let unique_key = validate_unique_key(o.unique_key, mode, &at("unique_key"), &mut p);
+                let columns = validate_contract(o.columns, i, &mut p);
                 outs.push(Output {
                     node: o.node,
                     table,
                     mode,
                     unique_key,
+                    columns,
                 });
             }
             outs
@@ -259,6 +262,25 @@ pub fn validate_flow_input(
     };
 
     let options = validate_options(req.options, ctx.engine, &mut p);
+
+    // Checks: their names must not repeat any node's.
+    if req.checks.len() > ctx.limits.max_checks {
+        p.add(
+            "checks",
+            format!("at most {} checks are allowed", ctx.limits.max_checks),
+        );
+    }
+    let mut taken: HashSet<String> = node_names.iter().map(|n| n.to_string()).collect();
+    taken.extend(outputs.iter().map(Output::node_name));
+    let checks = super::checks::validate_checks(
+        req.checks,
+        &super::checks::CheckContext {
+            nodes: &node_names,
+            taken: &taken,
+            max_sql_length: ctx.limits.max_sql_length,
+        },
+        &mut p.0,
+    );
 
     // The DAG (cycles are only meaningful once names resolve).
     let mut nodes: Vec<DagNode> = sources
@@ -275,9 +297,12 @@ pub fn validate_flow_input(
             vec![o.node.clone()],
         ));
     }
+    for c in &checks {
+        nodes.push(DagNode::new(c.name.clone(), NodeKind::Check, c.reads()));
+    }
     let dag = match Dag::build(nodes) {
         Ok(mut dag) => {
-            super::plan::plan_materialization(&mut dag, &req.transforms);
+            super::plan::plan_materialization(&mut dag, &req.transforms, &checks);
             Some(dag)
         }
         Err(_) if duplicates => None,
@@ -304,6 +329,7 @@ pub fn validate_flow_input(
                 transforms: req.transforms,
                 outputs,
                 options,
+                checks,
             },
             dag,
         )),
@@ -570,6 +596,42 @@ fn validate_csv(req: CsvOptionsRequest, i: usize, p: &mut Problems) -> CsvOption
     o
 }
 
+/// An output's declared columns: names unique and not blank, types as docs/types.md names them.
+fn validate_contract(
+    columns: Option<Vec<ColumnContractRequest>>,
+    i: usize,
+    p: &mut Problems,
+) -> Vec<ColumnContract> {
+    let Some(columns) = columns else {
+        return vec![];
+    };
+    if columns.is_empty() {
+        p.add(
+            format!("outputs[{i}].columns"),
+            "must not be empty (omit it to declare no contract)",
+        );
+    }
+    let mut seen = HashSet::new();
+    let mut out = Vec::with_capacity(columns.len());
+    for (j, c) in columns.into_iter().enumerate() {
+        let at = |field: &str| format!("outputs[{i}].columns[{j}].{field}");
+        if c.name.trim().is_empty() || c.name.chars().count() > 255 {
+            p.add(at("name"), "a column name has 1 to 255 characters");
+        } else if !seen.insert(c.name.clone()) {
+            p.add(at("name"), format!("column {:?} is declared twice", c.name));
+        }
+        if let Err(msg) = super::contract::parse_contract_type(&c.column_type) {
+            p.add(at("type"), msg);
+        }
+        out.push(ColumnContract {
+            name: c.name,
+            column_type: c.column_type.trim().to_string(),
+            nullable: c.nullable.unwrap_or(true),
+        });
+    }
+    out
+}
+
 fn validate_options(req: OptionsRequest, engine: &EngineSettings, p: &mut Problems) -> FlowOptions {
     let mut range = |name: &str, value: Option<u64>, min: u64, max: u64, default: u64| -> u64 {
         match value {
@@ -752,7 +814,8 @@ mod tests {
                 node: "totals".into(),
                 table: "totals".into(),
                 mode: WriteMode::Replace,
-                unique_key: None
+                unique_key: None,
+                columns: vec![],
             }]
         );
         assert_eq!(spec.options.max_attempts, 3);

@@ -60,6 +60,8 @@ pub struct NodeTracker {
     report: Option<RowsCallback>,
     /// The first error raised inside this node (not in the nodes it reads), as people read it.
     failure: Mutex<Option<Failure>>,
+    /// Columns that must hold no NULL (an output's contract, `nullable: false`).
+    not_null: Mutex<Vec<String>>,
 }
 
 /// An error raised inside a node, kept by its tracker so it survives however the error is
@@ -113,6 +115,27 @@ impl NodeTracker {
             estimate: AtomicU64::new(0),
             report,
             failure: Mutex::new(None),
+            not_null: Mutex::new(Vec::new()),
+        })
+    }
+
+    /// Makes a NULL in any of `columns` an error of this node (checked on every batch).
+    pub fn forbid_nulls(&self, columns: Vec<String>) {
+        *self.not_null.lock().unwrap_or_else(|p| p.into_inner()) = columns;
+    }
+
+    /// The error for a NULL in a column that must hold none, if `batch` has one.
+    fn null_violation(&self, batch: &RecordBatch) -> Option<DataFusionError> {
+        let columns = self.not_null.lock().unwrap_or_else(|p| p.into_inner());
+        let schema = batch.schema();
+        columns.iter().find_map(|name| {
+            let index = schema.index_of(name).ok()?;
+            let nulls = batch.column(index).null_count();
+            (nulls > 0).then(|| {
+                DataFusionError::Execution(format!(
+                    "column {name} is declared nullable: false, but the result has a NULL in it"
+                ))
+            })
         })
     }
 
@@ -513,6 +536,9 @@ impl Stream for BoundaryStream {
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         match self.inner.poll_next_unpin(cx) {
             Poll::Ready(Some(Ok(batch))) => {
+                if let Some(e) = self.tracker.null_violation(&batch) {
+                    return Poll::Ready(Some(Err(tag(&self.tracker, e))));
+                }
                 self.tracker.add(batch.num_rows() as u64);
                 Poll::Ready(Some(Ok(batch)))
             }

@@ -6,6 +6,7 @@
 //! published (`publish`). Knows nothing of actors or HTTP.
 
 pub mod boundary;
+pub mod check;
 pub mod checkpoint;
 pub mod cursor_read;
 pub mod dedupe;

@@ -48,12 +48,14 @@ mod tests {
                 table: "t1".into(),
                 mode: WriteMode::Replace,
                 unique_key: None,
+                columns: vec![],
             },
             Output {
                 node: "b".into(),
                 table: "t2".into(),
                 mode: WriteMode::Append,
                 unique_key: None,
+                columns: vec![],
             },
         ];
         let l = loads("0a1b2c3d", 7, &outputs);

@@ -4,8 +4,10 @@
 //! from their connector, transforms as views wrapped in a `NodeBoundary` — and then runs its
 //! terminal: a materialized node into its checkpoint (every partition at once), an output
 //! into its target's staging area (the flow publishes all outputs together when it succeeds,
-//! see `engine::publish`), or a node nobody reads into nothing. DataFusion plans the whole unit
-//! as one query, so filters and projections reach through the inlined nodes to the scans.
+//! see `engine::publish`; checked against the output's declared columns first, see
+//! `domain::contract`), a check into its verdict (`engine::check`), or a node nobody reads
+//! into nothing. DataFusion plans the whole unit as one query, so filters and projections
+//! reach through the inlined nodes to the scans.
 //! Every node's rows are counted by its `NodeTracker`, and an error is blamed on the node it
 //! was raised in.
 
@@ -21,9 +23,12 @@ use datafusion::prelude::SessionContext;
 use futures::StreamExt;
 
 use super::boundary::{self, Failure, NodeTracker};
+use super::check::{self, CheckOutcome};
 use super::cursor_read::CursorRead;
 use super::{checkpoint, errors, merge_key, source_table, FlowSession};
 use crate::connectors::{self, ConnectorError, IoContext, Load, RowsCallback};
+use crate::domain::checks::Check;
+use crate::domain::contract;
 use crate::domain::plan::UnitKind;
 use crate::domain::spec::{Output, Source, WriteMode};
 use crate::domain::store::DataStore;
@@ -61,6 +66,23 @@ pub struct UnitWork {
     /// the last one is the terminal.
     pub nodes: Vec<(String, NodeWork)>,
     pub persist: Option<PersistWork>,
+    /// For a check unit, its check.
+    pub check: Option<Check>,
+}
+
+/// What a unit finished with.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Finished {
+    /// The rows of the terminal: materialized, staged or discarded (a check's failing rows).
+    pub rows: u64,
+    /// A check unit's verdict.
+    pub check: Option<CheckOutcome>,
+}
+
+impl Finished {
+    fn rows(rows: u64) -> Self {
+        Finished { rows, check: None }
+    }
 }
 
 impl UnitWork {
@@ -69,7 +91,7 @@ impl UnitWork {
         self.nodes
             .iter()
             .map(|(n, _)| n.as_str())
-            .chain(self.persist.as_ref().map(|_| self.name.as_str()))
+            .chain((self.persist.is_some() || self.check.is_some()).then_some(self.name.as_str()))
     }
 
     /// The node a unit's failure as a whole (a timeout) is blamed on: the query it runs — the
@@ -147,7 +169,7 @@ pub struct Strategy {
 /// Runs `work`, counting each node's rows in `trackers` (one per name of
 /// `work.node_names()`) and calling `started` for each node as it starts (once the nodes it
 /// reads are planned: a node whose input fails to plan never starts). Returns the rows of the
-/// terminal: materialized, staged or discarded.
+/// terminal: materialized, staged or discarded; a check's verdict.
 pub async fn run(
     work: &UnitWork,
     session: &FlowSession,
@@ -155,7 +177,7 @@ pub async fn run(
     trackers: &HashMap<String, Arc<NodeTracker>>,
     strategy: Strategy,
     started: &(dyn Fn(&str) + Send + Sync),
-) -> Result<u64, UnitError> {
+) -> Result<Finished, UnitError> {
     let ctx = session
         .unit_context()
         .map_err(|message| internal(&work.name, message))?;
@@ -199,11 +221,48 @@ pub async fn run(
                     .await
                     .map_err(|e| internal(terminal, errors::clean_message(&e)))?;
                 session.add_table(terminal, table);
-                Ok(rows)
+                Ok(Finished::rows(rows))
             } else {
                 drain(partitions)
                     .await
+                    .map(Finished::rows)
                     .map_err(|e| blame(work, trackers, terminal, &e))
+            }
+        }
+        UnitKind::Check => {
+            let check = work
+                .check
+                .as_ref()
+                .ok_or_else(|| internal(&work.name, "a check unit without its check".into()))?;
+            started(&work.name);
+            match check::evaluate(&ctx, check).await {
+                Ok(outcome) => {
+                    if let Some(t) = trackers.get(&work.name) {
+                        t.add(outcome.failing_rows);
+                    }
+                    Ok(Finished {
+                        rows: outcome.failing_rows,
+                        check: Some(outcome),
+                    })
+                }
+                Err(e) => match blamed_failure(trackers, work) {
+                    Some(upstream) => Err(upstream),
+                    None => {
+                        let failure = Failure::of(&e, None);
+                        if failure.transient || failure.resources {
+                            Err(UnitError::at(&work.name, failure))
+                        } else {
+                            Ok(Finished {
+                                rows: 0,
+                                check: Some(CheckOutcome {
+                                    failing_rows: 0,
+                                    sample: vec![],
+                                    problem: Some(format!("check {}: {}", check.name, failure.message)),
+                                }),
+                            })
+                        }
+                    }
+                },
             }
         }
         UnitKind::Persist => {
@@ -216,8 +275,29 @@ pub async fn run(
                 .table(node)
                 .await
                 .map_err(|e| internal(node, errors::clean_message(&e)))?;
+            if !persist.output.columns.is_empty() {
+                let differences = contract::differences(&persist.output.columns, input.schema().as_arrow());
+                if !differences.is_empty() {
+                    return Err(internal(
+                        &work.name,
+                        format!(
+                            "the result of {node} does not match the output's declared columns: {}",
+                            differences.join("; ")
+                        ),
+                    ));
+                }
+            }
             let (state, plan) = input.into_parts();
             let persist_tracker = tracker(&work.name)?;
+            persist_tracker.forbid_nulls(
+                persist
+                    .output
+                    .columns
+                    .iter()
+                    .filter(|c| !c.nullable)
+                    .map(|c| c.name.clone())
+                    .collect(),
+            );
             if !work.nodes.iter().any(|(n, _)| n == node) {
                 // It reads a checkpoint: its size is known.
                 let (dir, name) = (session.work_dir.clone(), node.to_string());
@@ -257,7 +337,7 @@ pub async fn run(
                         .await
                         .map_err(|e| internal(&work.name, e.to_string()))?
                         .map_err(|e| internal(&work.name, format!("recording the staged output: {e}")))?;
-                    Ok(rows)
+                    Ok(Finished::rows(rows))
                 }
                 Err(e) => {
                     Err(blamed_failure(trackers, work).unwrap_or_else(|| UnitError::connector(&work.name, e)))

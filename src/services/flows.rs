@@ -31,6 +31,7 @@ impl Services {
             &self.db,
             flow_input_id,
             &dag,
+            &spec.checks,
             self.settings.engine.max_log_lines,
             full_refresh,
         )

@@ -8,8 +8,9 @@ use sea_orm::{
     Set, TransactionTrait,
 };
 
+use crate::domain::checks::Check;
 use crate::domain::dag::Dag;
-use crate::domain::flow::{FlowPicture, FlowState, Lines, Progress, TaskStatus};
+use crate::domain::flow::{CheckStatus, FlowPicture, FlowState, Lines, Progress, TaskStatus};
 use crate::domain::spec::FlowInputSpec;
 use crate::domain::store::{Connection, DataStore, StoreEngine, StoreKind};
 use crate::error::AppError;
@@ -149,6 +150,9 @@ pub async fn insert_flow_input(
         outputs: Set(json(&spec.outputs)?),
         options: Set(json(&spec.options)?),
         dag: Set(json(dag)?),
+        checks: Set((!spec.checks.is_empty())
+            .then(|| json(&spec.checks))
+            .transpose()?),
         ..Default::default()
     };
     Ok(model.insert(db).await?)
@@ -185,15 +189,20 @@ pub fn flow_input_spec(m: &flow_input::Model) -> Result<(FlowInputSpec, Dag), Ap
         transforms: from_json(m.transforms.clone(), "transforms")?,
         outputs: from_json(m.outputs.clone(), "outputs")?,
         options: from_json(m.options.clone(), "options")?,
+        checks: match &m.checks {
+            Some(checks) => from_json(checks.clone(), "checks")?,
+            None => vec![],
+        },
     };
     let mut dag: Dag = from_json(m.dag.clone(), "dag")?;
     // Inputs stored before materialization was planned get their decisions now.
-    if dag
-        .nodes
-        .iter()
-        .any(|n| n.kind != crate::domain::dag::NodeKind::Persist && n.materialize.is_none())
-    {
-        crate::domain::plan::plan_materialization(&mut dag, &spec.transforms);
+    if dag.nodes.iter().any(|n| {
+        matches!(
+            n.kind,
+            crate::domain::dag::NodeKind::Ingest | crate::domain::dag::NodeKind::Transform
+        ) && n.materialize.is_none()
+    }) {
+        crate::domain::plan::plan_materialization(&mut dag, &spec.transforms, &spec.checks);
     }
     Ok((spec, dag))
 }
@@ -205,14 +214,16 @@ pub async fn create_flow(
     db: &impl TransactionTrait,
     flow_input_id: i64,
     dag: &Dag,
+    checks: &[Check],
     max_lines: usize,
     full_refresh: bool,
 ) -> Result<(flow::Model, flow_output::Model), AppError> {
     let dag = dag.clone();
+    let checks = checks.to_vec();
     let result = db
         .transaction::<_, _, AppError>(move |txn| {
             Box::pin(async move {
-                let picture = FlowPicture::new_ready(0, &dag, max_lines);
+                let picture = FlowPicture::new_ready(0, &dag, max_lines).with_checks(&checks);
                 let mut active = picture_to_active(&picture)?;
                 active.id = sea_orm::ActiveValue::NotSet;
                 let output = active.insert(txn).await?;
@@ -312,6 +323,7 @@ pub fn picture_to_active(p: &FlowPicture) -> Result<flow_output::ActiveModel, Ap
         logs: Set(json(&p.logs)?),
         errors: Set(json(&p.errors)?),
         tasks: Set(json(&p.tasks)?),
+        checks: Set((!p.checks.is_empty()).then(|| json(&p.checks)).transpose()?),
         started_utc: Set(p.started_utc),
         finished_utc: Set(p.finished_utc),
         restarts: Set(p.restarts),
@@ -355,6 +367,10 @@ pub fn picture_from_model(m: flow_output::Model, max_lines: usize) -> Result<Flo
         None => Default::default(),
         Some(c) => from_json(c, "cursors")?,
     };
+    let checks: Vec<CheckStatus> = match m.checks {
+        Some(checks) => from_json(checks, "checks")?,
+        None => vec![],
+    };
     let mut picture = FlowPicture::restore(
         m.id,
         m.created_utc,
@@ -368,7 +384,8 @@ pub fn picture_from_model(m: flow_output::Model, max_lines: usize) -> Result<Flo
         m.finished_utc,
         m.restarts,
         max_lines,
-    );
+    )
+    .with_check_statuses(checks);
     picture.cursors = cursors;
     Ok(picture)
 }

@@ -9,6 +9,7 @@ mod helpers;
 mod process;
 
 mod cancel;
+mod checks;
 mod cli;
 mod concurrency;
 mod data_stores;

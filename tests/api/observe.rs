@@ -269,14 +269,26 @@ async fn the_openapi_document_lists_every_route_the_server_has() {
             for code in ["400", "422"] {
                 assert!(problem(code), "{method} {path}: no {code}");
             }
-            let limit = op["parameters"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .find(|p| p["name"] == "limit")
-                .expect("limit");
-            assert_eq!(limit["schema"]["minimum"], 1);
-            assert_eq!(limit["schema"]["maximum"], sluice::api::MAX_LIMIT);
+            // Lists page with `limit`; `POST /flow-inputs` has `dry_run`.
+            let param = |name: &str| {
+                op["parameters"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .find(|p| p["name"] == name)
+                    .cloned()
+            };
+            if method == "GET" {
+                let limit = param("limit").expect("limit");
+                assert_eq!(limit["schema"]["minimum"], 1);
+                assert_eq!(limit["schema"]["maximum"], sluice::api::MAX_LIMIT);
+            } else {
+                assert_eq!(
+                    (method.as_str(), path.as_str()),
+                    ("POST", "/api/v1.0/flow-inputs")
+                );
+                assert!(param("dry_run").is_some(), "{op:#}");
+            }
         }
     }
     assert!(
@@ -308,6 +320,11 @@ async fn the_openapi_document_lists_every_route_the_server_has() {
         "ProgressUpdate",
         "StreamEnd",
         "StoreCheckView",
+        "CheckRequest",
+        "Check",
+        "CheckStatus",
+        "ColumnContractRequest",
+        "PlannedFlowInputView",
     ] {
         assert!(schemas.contains_key(name), "schema {name} missing");
     }
@@ -320,7 +337,11 @@ async fn the_openapi_document_lists_every_route_the_server_has() {
         ["text/event-stream"]["schema"];
     assert_eq!(
         event["properties"]["event"]["enum"],
-        json!(["snapshot", "state", "progress", "task", "log", "error", "end"])
+        json!(["snapshot", "state", "progress", "task", "check", "log", "error", "end"])
+    );
+    assert_eq!(
+        event["oneOf"][4]["properties"]["data"]["contentSchema"]["$ref"],
+        "#/components/schemas/CheckStatus"
     );
     assert_eq!(
         event["oneOf"][0]["properties"]["data"]["contentSchema"]["$ref"],

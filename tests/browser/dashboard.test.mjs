@@ -90,6 +90,12 @@ before(async () => {
     { name: 'customer_totals', sql: 'SELECT customer, count(*) AS n, sum(amount) AS total FROM paid GROUP BY customer' },
     { name: 'status_counts', sql: 'SELECT status, count(*) AS n FROM stg_orders GROUP BY status' },
   ] });
+  inputs.checked = await api('/flow-inputs', { ...common, name: 'checked_orders', transforms: [
+    { name: 'stg_orders', sql: 'SELECT id, customer, amount, lower(status) AS status FROM orders' },
+  ], checks: [
+    { node: 'stg_orders', type: 'unique', columns: ['id'] },
+    { node: 'stg_orders', type: 'accepted_values', column: 'status', values: ['paid'], severity: 'warn' },
+  ] });
   inputs.slow = await api('/flow-inputs', { ...common, name: 'slow_cross_join', transforms: [
     { name: 'heavy', sql: 'SELECT count(*) AS n FROM range(300000) r1 CROSS JOIN range(300000) r2' },
   ] });
@@ -214,5 +220,27 @@ test('data store pages never show a password', async () => {
   assert.ok(!(await page.content()).includes(PASSWORD));
   assert.ok(!(await page.content()).includes(TOKEN));
   await shot(page, '07-data-store');
+  assert.deepEqual(problems, []);
+});
+
+test('a flow page shows its checks with their counts and samples', async () => {
+  const { page, problems } = await newPage();
+  await login(page);
+  const flow = await api('/flows', { flow_input_id: inputs.checked.id });
+  await page.goto(`${base}/#/flows/${flow.id}`);
+  await page.locator('#flow-state [data-state=COMPLETED]').waitFor({ timeout: 120000 });
+  const warned = page.locator('#checks tr[data-check="accepted_values(stg_orders.status)"]');
+  await warned.locator('[data-state=WARNED]').waitFor({ timeout: 10000 });
+  const done = await api(`/flows/${flow.id}`);
+  const check = done.output.checks.find((c) => c.name === 'accepted_values(stg_orders.status)');
+  assert.equal(check.state, 'WARNED');
+  assert.ok(check.failing_rows > 0);
+  assert.equal((await warned.locator('td.num').innerText()).replace(/\D/g, ''), String(check.failing_rows));
+  assert.equal(await warned.locator('pre.sample').count(), 1);
+  assert.match(await warned.locator('pre.sample').innerText(), /"status":"open"/);
+  await page.locator('#checks tr[data-check="unique(stg_orders.id)"] [data-state=PASSED]').waitFor();
+  assert.equal(await page.locator('#checks tbody tr').count(), 2);
+  assert.equal(await page.locator('#dag g.node').count(), 1 + 1 + 1 + 2);
+  await shot(page, '08-flow-checks');
   assert.deepEqual(problems, []);
 });
