@@ -24,6 +24,7 @@ mod limits;
 mod observe;
 mod relational;
 mod resilience;
+mod retry;
 mod security;
 mod service;
 mod source_queries;
