@@ -129,6 +129,35 @@ impl FlowInputView {
     }
 }
 
+/// A flow input as a dry run plans it: what `POST /flow-inputs` would store, without `id` and
+/// `created_utc`.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct PlannedFlowInput {
+    pub name: String,
+    pub source_store_ids: Vec<i64>,
+    pub target_store_id: i64,
+    pub sources: Vec<Source>,
+    pub transforms: Vec<Transform>,
+    pub outputs: Vec<Output>,
+    pub options: FlowOptions,
+    pub dag: Dag,
+}
+
+impl PlannedFlowInput {
+    pub fn new(spec: crate::domain::spec::FlowInputSpec, dag: Dag) -> Self {
+        PlannedFlowInput {
+            name: spec.name,
+            source_store_ids: spec.source_store_ids,
+            target_store_id: spec.target_store_id,
+            sources: spec.sources,
+            transforms: spec.transforms,
+            outputs: spec.outputs,
+            options: spec.options,
+            dag,
+        }
+    }
+}
+
 /// A flow input in a list: no SQL, no DAG.
 #[derive(Serialize, utoipa::ToSchema)]
 pub struct FlowInputSummary {

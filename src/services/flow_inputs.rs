@@ -1,4 +1,4 @@
-//! Flow inputs: validate against the stores they name, plan the DAG, store.
+//! Flow inputs: validate against the stores they name, plan the DAG, store (or not: a dry run).
 
 use std::collections::HashMap;
 
@@ -6,7 +6,8 @@ use entity::flow_input;
 
 use super::repo::{self, Page};
 use super::Services;
-use crate::domain::spec::FlowInputRequest;
+use crate::domain::dag::Dag;
+use crate::domain::spec::{FlowInputRequest, FlowInputSpec};
 use crate::domain::store::DataStore;
 use crate::domain::time;
 use crate::domain::validate::{validate_flow_input, ValidationContext};
@@ -15,6 +16,13 @@ use crate::error::AppError;
 impl Services {
     #[tracing::instrument(skip_all, fields(name = %req.name))]
     pub async fn create_flow_input(&self, req: FlowInputRequest) -> Result<flow_input::Model, AppError> {
+        let (spec, dag) = self.plan_flow_input(req).await?;
+        repo::insert_flow_input(&self.db, &spec, &dag, time::now()).await
+    }
+
+    /// Validates and plans a flow input exactly as `create_flow_input` does, storing nothing
+    /// (the dry run).
+    pub async fn plan_flow_input(&self, req: FlowInputRequest) -> Result<(FlowInputSpec, Dag), AppError> {
         let mut ids: Vec<i64> = req.source_store_ids.clone();
         ids.push(req.target_store_id);
         ids.extend(req.sources.iter().map(|s| s.store_id));
@@ -34,8 +42,7 @@ impl Services {
             limits: &self.settings.limits,
             engine: &self.settings.engine,
         };
-        let (spec, dag) = validate_flow_input(req, &ctx).map_err(AppError::Invalid)?;
-        repo::insert_flow_input(&self.db, &spec, &dag, time::now()).await
+        validate_flow_input(req, &ctx).map_err(AppError::Invalid)
     }
 
     pub async fn get_flow_input(&self, id: i64) -> Result<flow_input::Model, AppError> {

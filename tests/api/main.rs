@@ -18,6 +18,7 @@ mod example;
 mod failures;
 mod flow_inputs;
 mod flows_api;
+mod folders;
 mod fuzz;
 mod lifecycle;
 mod limits;
