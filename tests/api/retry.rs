@@ -362,3 +362,77 @@ async fn with_no_retention_a_failed_flow_keeps_nothing() {
         .await
         .expect(422);
 }
+
+#[tokio::test]
+async fn a_retry_reads_again_the_files_that_changed_since_the_failed_flow_started() {
+    let app = spawn_app().await;
+    app.write_file("in/a.csv", "k,x\n1,10\n2,20\n");
+    app.write_file("in/b.csv", "k,y\n1,100\n2,200\n");
+    let src = app.csv_store("raw", "in").await;
+    let db = app.sqlite_store("w", "out/w.db").await;
+    let input = app
+        .create_input(json!({
+            "name": "changed", "source_store_ids": [src], "target_store_id": db,
+            "sources": [
+                {"name": "a", "store_id": src, "path": "a.csv"},
+                {"name": "b", "store_id": src, "path": "b.csv"},
+                {"name": "c", "store_id": src, "path": "c.csv"}
+            ],
+            "transforms": [
+                {"name": "a2", "sql": "SELECT k, x FROM a", "materialize": true},
+                {"name": "b2", "sql": "SELECT k, y FROM b", "materialize": true},
+                {"name": "joined", "sql": "SELECT a2.k, x + y + z AS total FROM a2 JOIN b2 ON a2.k = b2.k JOIN c ON c.k = a2.k"}
+            ]
+        }))
+        .await;
+    let failed = app.start_flow(input).await;
+    let first = app.wait_final(failed).await;
+    assert_eq!(state(&first), "FAILED", "{first:#}");
+    assert_eq!(task(&first, "b2")["state"], "COMPLETED");
+    // b.csv is fixed (a new value), c.csv appears; a.csv stays as it was.
+    app.write_file("in/b.csv", "k,y\n1,1000\n2,2000\n");
+    app.write_file("in/c.csv", "k,z\n1,1\n2,2\n");
+    let retry = app
+        .post("/flows", &json!({"flow_input_id": input, "retry_of": failed}))
+        .await
+        .expect(202)
+        .id();
+    let done = app.wait_final(retry).await;
+    assert_eq!(state(&done), "COMPLETED", "{done:#}");
+    let logs = log_lines(&done);
+    assert!(
+        logs.iter().any(|l| l.contains(&format!(
+            "retry of flow {failed}: reusing 2 node(s) it finished: a, a2;"
+        ))),
+        "{logs:#?}"
+    );
+    assert!(
+        logs.iter().any(|l| l.contains(&format!(
+            "not reused: b, b2 (read from source(s) whose files changed since flow {failed} started: b)"
+        ))),
+        "{logs:#?}"
+    );
+    for (name, attempts) in [("a", 0), ("a2", 0), ("b", 1), ("b2", 1), ("c", 1), ("joined", 1)] {
+        assert_eq!(task(&done, name)["attempts"], attempts, "{name}");
+    }
+    assert_eq!(
+        sqlite_rows(&app.file("out/w.db"), "SELECT k, total FROM joined ORDER BY k").await,
+        vec![vec![json!(1), json!(1011)], vec![json!(2), json!(2022)]]
+    );
+
+    // When every kept checkpoint was computed from changed files, nothing can be reused.
+    std::fs::remove_file(app.file("in/c.csv")).unwrap();
+    let failing = app.start_flow(input).await;
+    assert_eq!(state(&app.wait_final(failing).await), "FAILED");
+    app.write_file("in/a.csv", "k,x\n1,11\n2,21\n");
+    app.write_file("in/b.csv", "k,y\n1,1001\n2,2001\n");
+    let refused = app
+        .post("/flows", &json!({"flow_input_id": input, "retry_of": failing}))
+        .await
+        .expect(422);
+    let message = refused.body["errors"][0]["message"].as_str().unwrap();
+    assert!(
+        message.contains("every one was computed from source(s) whose files changed since it started (a, b)"),
+        "{message}"
+    );
+}
