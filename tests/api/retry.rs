@@ -436,3 +436,81 @@ async fn a_retry_reads_again_the_files_that_changed_since_the_failed_flow_starte
         "{message}"
     );
 }
+
+#[tokio::test]
+#[cfg_attr(not(sluice_pg), ignore = "SLUICE_TEST_POSTGRES_URL is not set")]
+async fn a_retry_after_a_postgres_table_is_created_publishes_into_postgres() {
+    let url = pg_url();
+    let pg = PgScratch::new(&url, "sl_retry").await;
+    pg.exec(
+        "CREATE TABLE customers (id int, country text);
+         INSERT INTO customers VALUES (1, 'fr'), (2, 'de'), (3, 'fr');
+         CREATE TABLE by_country (country text, n bigint);
+         INSERT INTO by_country VALUES ('before', 0);",
+    )
+    .await;
+    let app = spawn_app().await;
+    let store = app.postgres_store("pg", &url).await;
+    let input = app
+        .create_input(json!({
+            "name": "pg_retry", "source_store_ids": [store], "target_store_id": store,
+            "sources": [
+                {"name": "customers", "store_id": store, "table": pg.t("customers")},
+                {"name": "orders", "store_id": store, "table": pg.t("orders")}
+            ],
+            "transforms": [
+                {"name": "by_country", "sql": "SELECT country, count(*) AS n FROM customers GROUP BY country", "materialize": true},
+                {"name": "revenue", "sql": "SELECT c.country, sum(o.amount) AS total FROM orders o JOIN customers c ON o.customer_id = c.id GROUP BY c.country"}
+            ],
+            "outputs": [
+                {"node": "by_country", "table": pg.t("by_country"), "mode": "replace"},
+                {"node": "revenue", "table": pg.t("revenue"), "mode": "replace"}
+            ],
+            "options": {"max_attempts": 1}
+        }))
+        .await;
+    let failed = app.start_flow(input).await;
+    let first = app.wait_final(failed).await;
+    assert_eq!(state(&first), "FAILED", "{first:#}");
+    assert_eq!(task(&first, "orders")["state"], "FAILED");
+    // Nothing was published and nothing is left staged.
+    assert_eq!(
+        pg.rows("SELECT country, n FROM by_country").await,
+        vec![vec![Some("before".to_string()), Some("0".to_string())]]
+    );
+    assert_eq!(pg.stage_tables().await, Vec::<String>::new());
+
+    pg.exec(
+        "CREATE TABLE orders (customer_id int, amount bigint);
+         INSERT INTO orders VALUES (1, 10), (2, 20), (3, 5);",
+    )
+    .await;
+    let retry = app
+        .post("/flows", &json!({"flow_input_id": input, "retry_of": failed}))
+        .await
+        .expect(202)
+        .id();
+    let done = app.wait_final(retry).await;
+    assert_eq!(state(&done), "COMPLETED", "{done:#}");
+    assert_eq!(task(&done, "customers")["attempts"], 0);
+    assert_eq!(task(&done, "by_country")["attempts"], 0);
+    assert_eq!(task(&done, "orders")["attempts"], 1);
+    assert_eq!(task(&done, "revenue")["attempts"], 1);
+    let text = |v: &[(&str, &str)]| -> Vec<Vec<Option<String>>> {
+        v.iter()
+            .map(|(a, b)| vec![Some(a.to_string()), Some(b.to_string())])
+            .collect()
+    };
+    assert_eq!(
+        pg.rows("SELECT country, n FROM by_country ORDER BY country")
+            .await,
+        text(&[("de", "1"), ("fr", "2")])
+    );
+    assert_eq!(
+        pg.rows("SELECT country, total FROM revenue ORDER BY country")
+            .await,
+        text(&[("de", "20"), ("fr", "15")])
+    );
+    assert_eq!(pg.stage_tables().await, Vec::<String>::new());
+    pg.drop().await;
+}
