@@ -556,6 +556,21 @@ impl Folder {
     }
 }
 
+impl Folder {
+    /// Where a SQL error of transform `task` that a flow reported (`SQL error at line 2,
+    /// column 3: ...`) is: its `.sql` file, at the position when the error names one.
+    pub fn locate_task_error(&self, task: &str, error: &str) -> Option<Problem> {
+        let (_, file) = self.transforms.iter().find(|(name, _)| name == task)?;
+        let (line, column) = sql_position(error)?;
+        Some(Problem {
+            file: file.clone(),
+            line,
+            column: Some(column),
+            message: format!("{task}: {error}"),
+        })
+    }
+}
+
 /// The first `line L, column C` in a message.
 fn sql_position(message: &str) -> Option<(usize, usize)> {
     let at = message.find("line ")?;
@@ -683,6 +698,21 @@ max_parallel_tasks = 2
         // A position in a query written in the manifest counts from the string's first line.
         let p = f.locate("sources[1].query", "SQL error at line 2, column 3: nme");
         assert_eq!((p.line, p.column), (14, Some(3)));
+        // An error a flow reports for a transform.
+        let p = f
+            .locate_task_error("fct", "SQL error at line 2, column 6: no table stgg")
+            .unwrap();
+        assert_eq!(
+            p.to_string(),
+            format!(
+                "{}:2:6: fct: SQL error at line 2, column 6: no table stgg",
+                dir.join("fct.sql").display()
+            )
+        );
+        assert!(f.locate_task_error("fct", "connection refused").is_none());
+        assert!(f
+            .locate_task_error("orders", "SQL error at line 1, column 1: x")
+            .is_none());
     }
 
     #[test]

@@ -543,7 +543,22 @@ pub async fn run(client: &Client, out: Output, path: &Path, follow: bool) -> Exi
             println!("started flow {id} (flow input {input_id})");
         }
         if follow {
-            return Ok(follow_flows(client, out, &[id]).await?);
+            let code = follow_flows(client, out, &[id]).await?;
+            if code != ExitCode::SUCCESS && !out.json {
+                if let Some(folder) = &input.folder {
+                    // A transform's SQL error, at its place in the folder.
+                    let f = client.get(&format!("/flows/{id}")).await?;
+                    for t in f["output"]["tasks"].as_array().into_iter().flatten() {
+                        if t["state"] == "FAILED" {
+                            let error = str_of(&t["error"]);
+                            if let Some(p) = folder.locate_task_error(str_of(&t["name"]), error) {
+                                println!("{p}");
+                            }
+                        }
+                    }
+                }
+            }
+            return Ok(code);
         }
         Ok::<_, InputError>(ExitCode::SUCCESS)
     };

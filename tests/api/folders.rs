@@ -383,6 +383,22 @@ async fn run_follow_exits_0_when_completed_and_1_when_failed() {
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     assert!(stdout(&out).contains("FAILED"), "{}", text(&out));
     assert!(stdout(&out).contains("later.csv"), "{}", text(&out));
+    // A SQL error when the flow runs points into its .sql file.
+    app.write_file(
+        "broken/sluice.toml",
+        "target_store = \"w\"\n[[sources]]\nname = \"orders\"\nstore = \"raw\"\npath = \"orders.csv\"\n",
+    );
+    app.write_file("broken/totals.sql", "SELECT id,\n  amout FROM orders");
+    let out = run(&app, &["run", app.file("broken").to_str().unwrap(), "--follow"]).await;
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        stdout(&out).contains(&format!(
+            "{}:2:3: totals: SQL error at line 2, column 3",
+            app.file("broken/totals.sql").display()
+        )),
+        "{}",
+        text(&out)
+    );
     // Without --follow: started, exit 0 at once.
     let out = run(&app, &["--json", "run", app.file("ok").to_str().unwrap()]).await;
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
