@@ -69,6 +69,9 @@ pub struct EngineSettings {
     pub max_restarts: u32,
     pub threads: usize,
     pub batch_size: usize,
+    /// Hours a FAILED or CANCELLED flow keeps its checkpoints for a retry (they go sooner when
+    /// a later flow of the same input completes); 0 keeps nothing.
+    pub retry_retention_h: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]

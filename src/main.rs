@@ -1,5 +1,5 @@
 //! The `sluice` binary: `serve` (the default) and `migrate` run the service; `stores`, `inputs`
-//! and `flows` are a client of a running server (`--url`/`SLUICE_URL`, `--token`/`SLUICE_TOKEN`).
+//! `flows` and `run` are a client of a running server (`--url`/`SLUICE_URL`, `--token`/`SLUICE_TOKEN`).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -57,9 +57,18 @@ enum Command {
     /// Flow inputs on a running server.
     #[command(subcommand)]
     Inputs(InputsCommand),
-    /// Flows on a running server: start, get, list, follow, cancel.
+    /// Flows on a running server: start, retry, get, list, follow, cancel.
     #[command(subcommand)]
     Flows(FlowsCommand),
+    /// Run a flow input (a folder with sluice.toml and .sql files, or a JSON file): create it
+    /// unless an identical one is stored, start a flow. Exit 0 COMPLETED, 1 FAILED, 2 CANCELLED
+    /// with --follow; 3 when a request fails (problems printed with their file and line).
+    Run {
+        path: PathBuf,
+        /// Follow the flow until it ends, with a progress bar and its log lines.
+        #[arg(long)]
+        follow: bool,
+    },
 }
 
 fn load(config: Option<&PathBuf>) -> anyhow::Result<Settings> {
@@ -134,6 +143,7 @@ fn main() -> ExitCode {
                     Command::Stores(cmd) => cli::stores(&client, out, cmd).await,
                     Command::Inputs(cmd) => cli::inputs(&client, out, cmd).await,
                     Command::Flows(cmd) => cli::flows(&client, out, cmd).await,
+                    Command::Run { path, follow } => cli::run(&client, out, &path, follow).await,
                     Command::Serve { .. } | Command::Migrate { .. } => ExitCode::SUCCESS,
                 }
             }),

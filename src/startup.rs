@@ -110,6 +110,7 @@ impl Application {
                 max_running_flows: settings.engine.max_running_flows,
                 max_restarts: settings.engine.max_restarts,
                 max_log_lines: settings.engine.max_log_lines,
+                retry_retention: Duration::from_secs(settings.engine.retry_retention_h.saturating_mul(3600)),
             };
             FlowSupervisor::start_in_arbiter(&arbiters[1], move |_| {
                 FlowSupervisor::new(db, cipher, engine, persister, config)

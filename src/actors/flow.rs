@@ -29,7 +29,7 @@ use crate::domain::store::DataStore;
 use crate::engine::cursor_read::CursorRead;
 use crate::engine::check::CheckOutcome;
 use crate::engine::unit::{NodeWork, PersistWork, UnitError, UnitWork};
-use crate::engine::{publish, Engine};
+use crate::engine::{checkpoint, publish, Engine};
 
 /// How long a cancelled flow waits for its running tasks to stop before ending anyway.
 const CANCEL_GRACE: Duration = Duration::from_millis(600);
@@ -57,6 +57,9 @@ pub struct FlowActor {
     plan: Arc<FlowPlan>,
     /// Nodes completed by an earlier run (valid checkpoints, staged outputs); not run again.
     done: HashSet<String>,
+    /// Whether `done` comes from an earlier run of this flow (a restart), which the log says;
+    /// a retry's first run reuses another flow's checkpoints, which its log already says.
+    restarted: bool,
     /// Which units are pending, running or done; indexes are the units' (`Scheduler::name`
     /// gives a unit's terminal node).
     scheduler: Scheduler,
@@ -78,6 +81,7 @@ impl FlowActor {
     pub fn new(
         plan: Arc<FlowPlan>,
         done: HashSet<String>,
+        restarted: bool,
         engine: Arc<Engine>,
         persister: Addr<Persister>,
         supervisor: Addr<FlowSupervisor>,
@@ -90,6 +94,7 @@ impl FlowActor {
         FlowActor {
             plan,
             done,
+            restarted,
             scheduler,
             phase: Phase::Starting,
             engine,
@@ -543,8 +548,19 @@ impl FlowActor {
                     .await
                     .unwrap_or_else(|e| Err(e.to_string()));
                 // The work directory goes once the end is durable (not before: a crash in
-                // between must still find the checkpoints).
-                let _ = tokio::fs::remove_dir_all(&work_dir).await;
+                // between must still find the checkpoints). A flow that did not complete keeps
+                // its checkpoints for a retry (`POST /flows {"retry_of"}`); the supervisor
+                // removes them after `engine.retry_retention_h` or once a later flow of the
+                // input completes.
+                if state == FlowState::Completed {
+                    let _ = tokio::fs::remove_dir_all(&work_dir).await;
+                } else {
+                    let dir = work_dir.clone();
+                    let kept = tokio::task::spawn_blocking(move || checkpoint::keep_only_checkpoints(&dir)).await;
+                    if let Ok(Err(e)) = kept {
+                        tracing::warn!(flow_id, error = %e, "could not tidy the work directory of a flow that ended");
+                    }
+                }
                 written
             }
             .into_actor(self)
@@ -595,7 +611,7 @@ impl Actor for FlowActor {
             .filter(|u| u.kind == UnitKind::Materialize && self.done.contains(&u.name))
             .map(|u| u.name.clone())
             .collect();
-        let resumed = !self.done.is_empty();
+        let resumed = self.restarted && !self.done.is_empty();
         let engine = self.engine.clone();
         let engine_handle = self.engine.handle().clone();
         // Enqueued now, before anything asynchronous, so flows become RUNNING in the order the
@@ -641,11 +657,21 @@ impl Actor for FlowActor {
                 }
                 act.phase = Phase::Running;
                 if resumed {
+                    // In the DAG's order, so the line reads the same every time.
+                    let kept: Vec<&str> = act
+                        .plan
+                        .dag
+                        .order
+                        .iter()
+                        .filter(|n| act.done.contains(*n))
+                        .map(String::as_str)
+                        .collect();
                     act.log(
                         Level::Info,
                         format!(
-                            "resuming: {} completed node(s) kept from the previous run",
-                            act.done.len()
+                            "resuming: {} completed node(s) kept from the previous run: {}",
+                            kept.len(),
+                            kept.join(", ")
                         ),
                     );
                 }

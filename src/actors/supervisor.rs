@@ -31,6 +31,8 @@ pub struct SupervisorConfig {
     pub max_running_flows: usize,
     pub max_restarts: u32,
     pub max_log_lines: usize,
+    /// How long a FAILED or CANCELLED flow keeps its checkpoints for a retry.
+    pub retry_retention: Duration,
 }
 
 pub struct FlowSupervisor {
@@ -60,6 +62,10 @@ pub struct FlowSupervisor {
     /// Flows of incremental inputs (flow id to input id): one flow of such an input runs at a
     /// time, the others wait READY (in arrival order).
     exclusive: HashMap<i64, i64>,
+    /// A sweep of the work directories is under way (`sweep`); another waits for it.
+    sweeping: bool,
+    /// A sweep was asked for while one ran.
+    sweep_again: bool,
 }
 
 impl FlowSupervisor {
@@ -85,7 +91,26 @@ impl FlowSupervisor {
             recovered: HashSet::new(),
             parked: false,
             exclusive: HashMap::new(),
+            sweeping: false,
+            sweep_again: false,
         }
+    }
+
+    /// Removes the work directories that no flow needs any more (see `sweep_work_dirs`), one
+    /// sweep at a time.
+    fn sweep(&mut self, ctx: &mut Context<Self>) {
+        if self.sweeping {
+            self.sweep_again = true;
+            return;
+        }
+        self.sweeping = true;
+        let sweep = sweep_work_dirs(self.db.clone(), self.engine.clone(), self.config.retry_retention);
+        ctx.spawn(sweep.into_actor(self).map(|_, act, ctx| {
+            act.sweeping = false;
+            if std::mem::take(&mut act.sweep_again) {
+                act.sweep(ctx);
+            }
+        }));
     }
 
     fn record(&self, flow_id: i64, event: FlowEvent) {
@@ -147,6 +172,7 @@ impl FlowSupervisor {
             plan,
             picture,
             done,
+            restarted,
             resync,
         } = loaded;
         self.persister.do_send(Track {
@@ -168,6 +194,7 @@ impl FlowSupervisor {
         let actor = FlowActor::new(
             Arc::new(plan),
             done,
+            restarted,
             self.engine.clone(),
             self.persister.clone(),
             ctx.address(),
@@ -308,6 +335,8 @@ struct Loaded {
     plan: FlowPlan,
     picture: FlowPicture,
     done: HashSet<String>,
+    /// Whether the flow ran before (it is being restarted or recovered); a fresh retry is not.
+    restarted: bool,
     /// Whether followers must re-read a snapshot (see `Track::resync`).
     resync: bool,
 }
@@ -397,6 +426,7 @@ async fn load_flow(
     })
     .await
     .map_err(|e| AppError::Internal(format!("scanning the checkpoints of flow {flow_id}: {e}")))?;
+    let restarted = picture.started_utc.is_some();
     let resync = picture.resume(&done);
     // Where the cursor sources start: after what the latest completed flow of the input read
     // (nothing for a full refresh). Computed at every start: while this flow has not completed,
@@ -432,12 +462,90 @@ async fn load_flow(
         plan,
         picture,
         done,
+        restarted,
         resync,
     }))
 }
 
+/// Removes every work directory that no flow needs: a COMPLETED flow's (normally gone
+/// already), one of a flow that no longer exists, and a FAILED or CANCELLED flow's kept
+/// checkpoints once `retention` has passed since it ended or a later flow of the same input
+/// has COMPLETED (a retry then has nothing to gain over a plain flow). READY and RUNNING
+/// flows keep theirs. Best effort: what fails is logged and tried again at the next sweep.
+async fn sweep_work_dirs(db: DatabaseConnection, engine: Arc<Engine>, retention: Duration) {
+    let lister = engine.clone();
+    let ids = match tokio::task::spawn_blocking(move || lister.flows_with_work_dirs()).await {
+        Ok(Ok(ids)) => ids,
+        Ok(Err(e)) => return tracing::warn!(error = %e, "cannot list the work directories"),
+        Err(e) => return tracing::warn!(error = %e, "cannot list the work directories"),
+    };
+    if ids.is_empty() {
+        return;
+    }
+    let flows: HashMap<i64, (i64, FlowState, chrono::DateTime<chrono::Utc>)> =
+        match repo::flows_by_ids(&db, &ids).await {
+            Ok(rows) => rows
+                .into_iter()
+                .filter_map(|(f, o)| {
+                    let state = FlowState::parse(&o.state)?;
+                    Some((
+                        f.id,
+                        (f.flow_input_id, state, o.finished_utc.unwrap_or(o.updated_utc)),
+                    ))
+                })
+                .collect(),
+            Err(e) => return tracing::warn!(error = %e, "cannot sweep the work directories"),
+        };
+    let mut inputs: Vec<i64> = flows.values().map(|(input, _, _)| *input).collect();
+    inputs.sort_unstable();
+    inputs.dedup();
+    let latest = match repo::latest_completed_flows(&db, &inputs).await {
+        Ok(latest) => latest,
+        Err(e) => return tracing::warn!(error = %e, "cannot sweep the work directories"),
+    };
+    let now = chrono::Utc::now();
+    let retention = chrono::Duration::from_std(retention).unwrap_or(chrono::Duration::MAX);
+    let stale: Vec<i64> = ids
+        .into_iter()
+        .filter(|id| match flows.get(id) {
+            None => true,
+            Some((_, FlowState::Ready | FlowState::Running, _)) => false,
+            Some((_, FlowState::Completed, _)) => true,
+            Some((input, _, ended)) => {
+                now.signed_duration_since(*ended) >= retention
+                    || latest.get(input).is_some_and(|completed| completed > id)
+            }
+        })
+        .collect();
+    if stale.is_empty() {
+        return;
+    }
+    let remove = engine.clone();
+    let removed = tokio::task::spawn_blocking(move || {
+        for id in stale {
+            let dir = remove.work_dir(id);
+            match std::fs::remove_dir_all(&dir) {
+                Ok(()) => tracing::debug!(flow_id = id, "removed the work directory"),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => tracing::warn!(flow_id = id, error = %e, "cannot remove the work directory"),
+            }
+        }
+    })
+    .await;
+    if let Err(e) = removed {
+        tracing::warn!(error = %e, "sweeping the work directories crashed");
+    }
+}
+
+/// How often the supervisor sweeps the work directories besides when a flow ends.
+const SWEEP_INTERVAL: Duration = Duration::from_secs(3600);
+
 impl Actor for FlowSupervisor {
     type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        ctx.run_interval(SWEEP_INTERVAL, |act, ctx| act.sweep(ctx));
+    }
 }
 
 impl Handler<StartFlow> for FlowSupervisor {
@@ -499,6 +607,9 @@ impl Handler<FlowEnded> for FlowSupervisor {
             self.exclusive.remove(&msg.flow_id);
         }
         self.admit(ctx);
+        if msg.state.is_final() {
+            self.sweep(ctx);
+        }
     }
 }
 
@@ -566,7 +677,8 @@ impl Handler<FlowCrashed> for FlowSupervisor {
                 .into_actor(self)
                 .map(move |_, act, ctx| {
                     act.exclusive.remove(&flow_id);
-                    act.admit(ctx)
+                    act.admit(ctx);
+                    act.sweep(ctx);
                 }),
             );
         }
@@ -616,6 +728,7 @@ impl Handler<Recover> for FlowSupervisor {
                         tracing::info!(flows = act.queue.len(), "recovering unfinished flows");
                     }
                     act.admit(ctx);
+                    act.sweep(ctx);
                 }
                 Err(e) => tracing::error!(error = %e, "cannot list unfinished flows"),
             }),

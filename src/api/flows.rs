@@ -17,6 +17,9 @@ pub struct NewFlow {
     /// Ignore the marks of the input's cursor sources: read everything (and start new marks).
     #[serde(default)]
     pub full_refresh: Option<bool>,
+    /// Retry this FAILED or CANCELLED flow of the same input: reuse the checkpoints it kept and
+    /// run only the rest.
+    pub retry_of: Option<i64>,
 }
 
 #[derive(Deserialize, utoipa::IntoParams)]
@@ -37,12 +40,15 @@ pub struct FlowQuery {
 #[utoipa::path(
     post, path = "/api/v1.0/flows", operation_id = "create_flow", tag = "flows",
     request_body = NewFlow,
-    responses((status = 202, description = "Created READY; runs in the background", body = FlowView,
-        headers(("Location" = String, description = "The new flow's URL"))))
+    responses(
+        (status = 202, description = "Created READY; runs in the background", body = FlowView,
+            headers(("Location" = String, description = "The new flow's URL"))),
+        (status = 409, description = "`retry_of` is a flow of another input, or has not ended FAILED or CANCELLED", body = super::problem::Problem, content_type = "application/problem+json"),
+    )
 )]
 pub async fn create(services: web::Data<Services>, body: Json<NewFlow>) -> Result<HttpResponse, AppError> {
     let record = services
-        .create_flow(body.0.flow_input_id, body.0.full_refresh.unwrap_or(false))
+        .create_flow(body.0.flow_input_id, body.0.full_refresh.unwrap_or(false), body.0.retry_of)
         .await?;
     let view = FlowView::from(record);
     Ok(HttpResponse::Accepted()

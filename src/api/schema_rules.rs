@@ -218,6 +218,7 @@ fn rules(settings: &Settings) -> Vec<(&'static str, Value)> {
         ),
         // POST /flows
         ("NewFlow/properties/flow_input_id", json!({"minimum": 1})),
+        ("NewFlow/properties/retry_of", json!({"minimum": 1})),
     ]
 }
 

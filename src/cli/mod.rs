@@ -1,10 +1,12 @@
 //! The client half of the `sluice` binary: commands that talk to a running server over its REST
 //! API (`--url`/`SLUICE_URL`, `--token`/`SLUICE_TOKEN`). Output is for people by default and
 //! JSON with `--json`. `flows follow` exits 0 when every followed flow COMPLETED, 1 when one
-//! FAILED, 2 when one was CANCELLED (and none failed); any command exits 3 when a request
-//! fails.
+//! FAILED, 2 when one was CANCELLED (and none failed); `run DIR --follow` likewise;
+//! `inputs validate` exits 1 when the input has problems; any command exits 3 when a request
+//! fails (a flow input with problems included: they are printed with their file and line).
 
 pub mod client;
+pub mod folder;
 pub mod sse;
 
 use std::path::Path;
@@ -32,8 +34,12 @@ pub enum StoresCommand {
 
 #[derive(Subcommand, Debug)]
 pub enum InputsCommand {
-    /// Create a flow input from a JSON file (the body of POST /flow-inputs).
-    Create { file: std::path::PathBuf },
+    /// Create a flow input from a JSON file (the body of POST /flow-inputs) or a folder (one
+    /// .sql file per transform and a sluice.toml manifest; see docs/folders.md).
+    Create { path: std::path::PathBuf },
+    /// Check a flow input (a JSON file or a folder) with the server's dry run, storing nothing:
+    /// prints every problem with its file and line. Exit 0 valid, 1 not.
+    Validate { path: std::path::PathBuf },
     /// Show one flow input with its SQL and DAG.
     Get { id: i64 },
     /// List flow inputs, newest first.
@@ -46,6 +52,14 @@ pub enum FlowsCommand {
     Start {
         input_id: i64,
         /// Follow it until it ends (exit code as `flows follow`).
+        #[arg(long)]
+        follow: bool,
+    },
+    /// Retry a FAILED or CANCELLED flow: a new flow of its input that reuses the checkpoints it
+    /// kept and runs only the rest.
+    Retry {
+        id: i64,
+        /// Follow the new flow until it ends (exit code as `flows follow`).
         #[arg(long)]
         follow: bool,
     },
@@ -150,8 +164,15 @@ pub async fn inputs(client: &Client, out: Output, cmd: InputsCommand) -> ExitCod
     report(
         async {
             match cmd {
-                InputsCommand::Create { file } => {
-                    let i = client.post("/flow-inputs", &read_json(&file)?).await?;
+                InputsCommand::Create { path } => {
+                    let input = match InputFiles::read(client, &path).await {
+                        Ok(input) => input,
+                        Err(e) => return Ok(e.report(false)),
+                    };
+                    let i = match client.post("/flow-inputs", &input.body).await {
+                        Ok(i) => i,
+                        Err(e) => return Ok(input.explain(e).report(false)),
+                    };
                     if out.json {
                         out.value(&i);
                     } else {
@@ -166,6 +187,7 @@ pub async fn inputs(client: &Client, out: Output, cmd: InputsCommand) -> ExitCod
                         println!("order: {}", names(&i["dag"]["order"]));
                     }
                 }
+                InputsCommand::Validate { path } => return Ok(validate(client, out, &path).await),
                 InputsCommand::Get { id } => {
                     let i = client.get(&format!("/flow-inputs/{id}")).await?;
                     if out.json {
@@ -220,6 +242,22 @@ pub async fn flows(client: &Client, out: Output, cmd: FlowsCommand) -> ExitCode 
                         return follow_flows(client, out, &[id]).await;
                     }
                 }
+                FlowsCommand::Retry { id, follow } => {
+                    let old = client.get(&format!("/flows/{id}")).await?;
+                    let input_id = old["flow_input_id"].as_i64().unwrap_or_default();
+                    let f = client
+                        .post("/flows", &json!({ "flow_input_id": input_id, "retry_of": id }))
+                        .await?;
+                    let new = f["id"].as_i64().unwrap_or_default();
+                    if out.json && !follow {
+                        out.value(&f);
+                    } else if !out.json {
+                        println!("started flow {new}, a retry of flow {id} (flow input {input_id})");
+                    }
+                    if follow {
+                        return follow_flows(client, out, &[new]).await;
+                    }
+                }
                 FlowsCommand::Get { id } => {
                     let f = client.get(&format!("/flows/{id}")).await?;
                     if out.json {
@@ -272,6 +310,259 @@ pub async fn flows(client: &Client, out: Output, cmd: FlowsCommand) -> ExitCode 
         }
         .await,
     )
+}
+
+/// A flow input to send: a JSON file's body, or a folder's (`folder::Folder`), which also
+/// knows where each of its values came from.
+struct InputFiles {
+    body: Value,
+    folder: Option<folder::Folder>,
+    path: std::path::PathBuf,
+}
+
+/// Why a flow input could not be sent or was refused.
+enum InputError {
+    /// Problems in the files, each with its place.
+    Problems(Vec<folder::Problem>),
+    Client(ClientError),
+}
+
+impl From<ClientError> for InputError {
+    fn from(e: ClientError) -> Self {
+        InputError::Client(e)
+    }
+}
+
+impl InputError {
+    /// Prints the error (problems on stdout for `validate`, else on stderr) and gives the exit
+    /// code: 1 for problems found by `validate`, 3 otherwise.
+    fn report(self, validating: bool) -> ExitCode {
+        match self {
+            InputError::Problems(problems) => {
+                for p in &problems {
+                    if validating {
+                        println!("{p}");
+                    } else {
+                        eprintln!("{p}");
+                    }
+                }
+                eprintln!("error: {} problem(s) in the flow input", problems.len());
+                ExitCode::from(if validating { 1 } else { EXIT_ERROR })
+            }
+            InputError::Client(e) => {
+                eprintln!("error: {e}");
+                ExitCode::from(EXIT_ERROR)
+            }
+        }
+    }
+}
+
+impl InputFiles {
+    /// Reads `path`: a folder (store names resolved with the server's stores) or a JSON file.
+    async fn read(client: &Client, path: &Path) -> Result<InputFiles, InputError> {
+        if !path.is_dir() {
+            return Ok(InputFiles {
+                body: read_json(path)?,
+                folder: None,
+                path: path.to_path_buf(),
+            });
+        }
+        let folder = folder::Folder::load(path).map_err(InputError::Problems)?;
+        let stores = if folder.names_stores() {
+            all_stores(client).await?
+        } else {
+            Vec::new()
+        };
+        let body = folder.body(&stores).map_err(InputError::Problems)?;
+        Ok(InputFiles {
+            body,
+            folder: Some(folder),
+            path: path.to_path_buf(),
+        })
+    }
+
+    /// A refused request's problems, each at its file and line when the server named a field.
+    fn explain(&self, e: ClientError) -> InputError {
+        let ClientError::Status { status, problem } = &e else {
+            return InputError::Client(e);
+        };
+        let errors = problem["errors"].as_array().cloned().unwrap_or_default();
+        if !(status.as_u16() == 422 || status.as_u16() == 400) || errors.is_empty() {
+            return InputError::Client(e);
+        }
+        let problems = errors
+            .iter()
+            .map(|err| {
+                let path = str_of(&err["path"]);
+                let message = str_of(&err["message"]);
+                match &self.folder {
+                    Some(folder) => folder.locate(path, message),
+                    None => folder::Problem {
+                        file: self.path.clone(),
+                        line: 0,
+                        column: None,
+                        message: if path.is_empty() {
+                            message.to_string()
+                        } else {
+                            format!("{path}: {message}")
+                        },
+                    },
+                }
+            })
+            .collect();
+        InputError::Problems(problems)
+    }
+
+    /// The server's dry run: the input as it would be stored.
+    async fn plan(&self, client: &Client) -> Result<Value, InputError> {
+        client
+            .post("/flow-inputs?dry_run=true", &self.body)
+            .await
+            .map_err(|e| self.explain(e))
+    }
+}
+
+/// Every data store of the server, as (id, name).
+async fn all_stores(client: &Client) -> Result<Vec<(i64, String)>, ClientError> {
+    let mut stores = Vec::new();
+    let mut path = "/data-stores?limit=500".to_string();
+    loop {
+        let page = client.get(&path).await?;
+        for s in items(&page) {
+            if let Some(id) = s["id"].as_i64() {
+                stores.push((id, str_of(&s["name"]).to_string()));
+            }
+        }
+        match page["next_before_id"].as_i64() {
+            Some(before) => path = format!("/data-stores?limit=500&before_id={before}"),
+            None => return Ok(stores),
+        }
+    }
+}
+
+/// `inputs validate`: the dry run, every problem with its place.
+async fn validate(client: &Client, out: Output, path: &Path) -> ExitCode {
+    let planned = match InputFiles::read(client, path).await {
+        Ok(input) => input.plan(client).await,
+        Err(e) => Err(e),
+    };
+    match planned {
+        Ok(planned) => {
+            if out.json {
+                out.value(&planned);
+            } else {
+                println!(
+                    "{} is valid: {} source(s), {} transform(s), {} output(s)",
+                    path.display(),
+                    len(&planned["sources"]),
+                    len(&planned["transforms"]),
+                    len(&planned["outputs"])
+                );
+                println!("order: {}", names(&planned["dag"]["order"]));
+            }
+            ExitCode::SUCCESS
+        }
+        Err(InputError::Problems(problems)) if out.json => {
+            let list: Vec<Value> = problems
+                .iter()
+                .map(|p| json!({"file": p.file, "line": p.line, "column": p.column, "message": p.message}))
+                .collect();
+            out.value(&json!({ "problems": list }));
+            ExitCode::from(1)
+        }
+        Err(e) => e.report(true),
+    }
+}
+
+/// The newest stored flow input that is exactly `planned` (a dry run's answer), if any: one of
+/// the same name whose stored form, without `id` and `created_utc`, is the same.
+async fn find_unchanged(client: &Client, planned: &Value) -> Result<Option<i64>, ClientError> {
+    /// Inputs of the same name compared at most (newest first).
+    const MAX_COMPARED: usize = 50;
+    let name = str_of(&planned["name"]);
+    let mut compared = 0;
+    let mut path = "/flow-inputs?limit=500".to_string();
+    loop {
+        let page = client.get(&path).await?;
+        for summary in items(&page).filter(|i| str_of(&i["name"]) == name) {
+            let Some(id) = summary["id"].as_i64() else {
+                continue;
+            };
+            let mut stored = client.get(&format!("/flow-inputs/{id}")).await?;
+            if let Some(map) = stored.as_object_mut() {
+                map.remove("id");
+                map.remove("created_utc");
+            }
+            if &stored == planned {
+                return Ok(Some(id));
+            }
+            compared += 1;
+            if compared >= MAX_COMPARED {
+                return Ok(None);
+            }
+        }
+        match page["next_before_id"].as_i64() {
+            Some(before) => path = format!("/flow-inputs?limit=500&before_id={before}"),
+            None => return Ok(None),
+        }
+    }
+}
+
+/// `run PATH`: creates the flow input if no stored one is the same, starts a flow of it and,
+/// with `follow`, follows it (exit code as `flows follow`).
+pub async fn run(client: &Client, out: Output, path: &Path, follow: bool) -> ExitCode {
+    let outcome = async {
+        let input = InputFiles::read(client, path).await?;
+        let planned = input.plan(client).await?;
+        let input_id = match find_unchanged(client, &planned).await? {
+            Some(id) => {
+                if !out.json {
+                    println!("flow input {id} ({}) is unchanged", str_of(&planned["name"]));
+                }
+                id
+            }
+            None => {
+                let created = client
+                    .post("/flow-inputs", &input.body)
+                    .await
+                    .map_err(|e| input.explain(e))?;
+                let id = created["id"].as_i64().unwrap_or_default();
+                if !out.json {
+                    println!("created flow input {id} ({})", str_of(&created["name"]));
+                }
+                id
+            }
+        };
+        let f = client
+            .post("/flows", &json!({ "flow_input_id": input_id }))
+            .await?;
+        let id = f["id"].as_i64().unwrap_or_default();
+        if out.json && !follow {
+            out.value(&f);
+        } else if !out.json {
+            println!("started flow {id} (flow input {input_id})");
+        }
+        if follow {
+            let code = follow_flows(client, out, &[id]).await?;
+            if code != ExitCode::SUCCESS && !out.json {
+                if let Some(folder) = &input.folder {
+                    // A transform's SQL error, at its place in the folder.
+                    let f = client.get(&format!("/flows/{id}")).await?;
+                    for t in f["output"]["tasks"].as_array().into_iter().flatten() {
+                        if t["state"] == "FAILED" {
+                            let error = str_of(&t["error"]);
+                            if let Some(p) = folder.locate_task_error(str_of(&t["name"]), error) {
+                                println!("{p}");
+                            }
+                        }
+                    }
+                }
+            }
+            return Ok(code);
+        }
+        Ok::<_, InputError>(ExitCode::SUCCESS)
+    };
+    outcome.await.unwrap_or_else(|e| e.report(false))
 }
 
 /// The exit code for a set of final states: 1 if any FAILED, else 2 if any CANCELLED, else 0.

@@ -225,3 +225,70 @@ pub fn staged(work_dir: &Path, unit: &str) -> Option<u64> {
         .parse()
         .ok()
 }
+
+/// Gives flow work directory `to` the checkpoint of node `node` that `from` holds, without
+/// copying its bytes where the file system allows (hard links; a copy otherwise). Like
+/// `write`, it goes through a temporary directory renamed into place, so the checkpoint in
+/// `to` is whole or absent. Used by a retry to take over what the failed flow finished.
+/// Blocking: call it off the actors' threads.
+pub fn link(from: &Path, to: &Path, node: &str) -> std::io::Result<()> {
+    super::debug_assert_off_arbiter("linking a checkpoint");
+    let source = dir(from, node);
+    let dest = dir(to, node);
+    let temp = to.join("nodes").join(format!(".tmp-{node}"));
+    for stale in [&temp, &dest] {
+        match std::fs::remove_dir_all(stale) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
+        }
+    }
+    std::fs::create_dir_all(&temp)?;
+    for entry in std::fs::read_dir(&source)? {
+        let entry = entry?;
+        let target = temp.join(entry.file_name());
+        if std::fs::hard_link(entry.path(), &target).is_err() {
+            std::fs::copy(entry.path(), &target)?;
+        }
+    }
+    std::fs::rename(&temp, &dest)
+}
+
+/// Removes what a flow that ended without completing keeps besides its checkpoints (spill
+/// files, staged markers: its staged outputs were discarded), and the whole directory when it
+/// holds no checkpoint. Blocking.
+pub fn keep_only_checkpoints(work_dir: &Path) -> std::io::Result<()> {
+    let nodes = work_dir.join("nodes");
+    let has_checkpoint = std::fs::read_dir(&nodes)
+        .map(|entries| {
+            entries
+                .filter_map(Result::ok)
+                .any(|e| !e.file_name().to_string_lossy().starts_with(".tmp-"))
+        })
+        .unwrap_or(false);
+    if !has_checkpoint {
+        return match std::fs::remove_dir_all(work_dir) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+            _ => Ok(()),
+        };
+    }
+    for entry in std::fs::read_dir(work_dir)? {
+        let entry = entry?;
+        if entry.file_name() != "nodes" {
+            let path = entry.path();
+            if entry.file_type()?.is_dir() {
+                std::fs::remove_dir_all(&path)?;
+            } else {
+                std::fs::remove_file(&path)?;
+            }
+        }
+    }
+    // Torn temporaries of checkpoints that never finished.
+    for entry in std::fs::read_dir(&nodes)? {
+        let entry = entry?;
+        if entry.file_name().to_string_lossy().starts_with(".tmp-") {
+            std::fs::remove_dir_all(entry.path())?;
+        }
+    }
+    Ok(())
+}

@@ -245,6 +245,25 @@ impl Engine {
         self.work_root.join(format!("flow-{flow_id}"))
     }
 
+    /// The flows that have a work directory (`work_dir`). Blocking: call it off the actors'
+    /// threads.
+    pub fn flows_with_work_dirs(&self) -> std::io::Result<Vec<i64>> {
+        debug_assert_off_arbiter("listing work directories");
+        let mut ids = Vec::new();
+        for entry in std::fs::read_dir(&self.work_root)? {
+            let name = entry?.file_name();
+            if let Some(id) = name
+                .to_str()
+                .and_then(|n| n.strip_prefix("flow-"))
+                .and_then(|n| n.parse::<i64>().ok())
+            {
+                ids.push(id);
+            }
+        }
+        ids.sort_unstable();
+        Ok(ids)
+    }
+
     /// A session for one flow, limited to `memory_limit_mb` of the shared pool, spilling into
     /// its work directory. Creates the directory (on a blocking thread: this is called from the
     /// flow's actor).

@@ -1,4 +1,4 @@
-//! Flow inputs: validate against the stores they name, plan the DAG, store.
+//! Flow inputs: validate against the stores they name, plan the DAG, store (or not: a dry run).
 
 use std::collections::HashMap;
 

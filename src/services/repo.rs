@@ -209,21 +209,17 @@ pub fn flow_input_spec(m: &flow_input::Model) -> Result<(FlowInputSpec, Dag), Ap
 
 // ---- flows and outputs ----------------------------------------------------------------------
 
-/// Creates the flow's output (READY) and the flow in one transaction.
+/// Creates the flow's output (READY, as `picture` says; its id is the database's) and the flow
+/// in one transaction.
 pub async fn create_flow(
     db: &impl TransactionTrait,
     flow_input_id: i64,
-    dag: &Dag,
-    checks: &[Check],
-    max_lines: usize,
+    picture: FlowPicture,
     full_refresh: bool,
 ) -> Result<(flow::Model, flow_output::Model), AppError> {
-    let dag = dag.clone();
-    let checks = checks.to_vec();
     let result = db
         .transaction::<_, _, AppError>(move |txn| {
             Box::pin(async move {
-                let picture = FlowPicture::new_ready(0, &dag, max_lines).with_checks(&checks);
                 let mut active = picture_to_active(&picture)?;
                 active.id = sea_orm::ActiveValue::NotSet;
                 let output = active.insert(txn).await?;
@@ -293,6 +289,44 @@ pub async fn unfinished_flows(
         .all(db)
         .await?;
     Ok(rows.into_iter().filter_map(|(f, o)| o.map(|o| (f, o))).collect())
+}
+
+/// The flows among `ids` that exist, with their outputs.
+pub async fn flows_by_ids(
+    db: &impl ConnectionTrait,
+    ids: &[i64],
+) -> Result<Vec<(flow::Model, flow_output::Model)>, AppError> {
+    if ids.is_empty() {
+        return Ok(vec![]);
+    }
+    let rows = flow::Entity::find()
+        .find_also_related(flow_output::Entity)
+        .filter(flow::Column::Id.is_in(ids.iter().copied()))
+        .all(db)
+        .await?;
+    Ok(rows.into_iter().filter_map(|(f, o)| o.map(|o| (f, o))).collect())
+}
+
+/// For each flow input among `input_ids` that has a COMPLETED flow, the id of its latest one.
+pub async fn latest_completed_flows(
+    db: &impl ConnectionTrait,
+    input_ids: &[i64],
+) -> Result<std::collections::HashMap<i64, i64>, AppError> {
+    if input_ids.is_empty() {
+        return Ok(Default::default());
+    }
+    let rows: Vec<(i64, i64)> = flow::Entity::find()
+        .inner_join(flow_output::Entity)
+        .filter(flow::Column::FlowInputId.is_in(input_ids.iter().copied()))
+        .filter(flow_output::Column::State.eq(FlowState::Completed.as_str()))
+        .select_only()
+        .column(flow::Column::FlowInputId)
+        .column_as(flow::Column::Id.max(), "latest")
+        .group_by(flow::Column::FlowInputId)
+        .into_tuple()
+        .all(db)
+        .await?;
+    Ok(rows.into_iter().collect())
 }
 
 /// Writes pictures; the Persister's only way to the database.
