@@ -8,7 +8,6 @@ use sea_orm::{
     Set, TransactionTrait,
 };
 
-use crate::domain::checks::Check;
 use crate::domain::dag::Dag;
 use crate::domain::flow::{CheckStatus, FlowPicture, FlowState, Lines, Progress, TaskStatus};
 use crate::domain::spec::FlowInputSpec;
