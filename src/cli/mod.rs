@@ -617,6 +617,16 @@ async fn follow_one(
     };
     // A reconnect starts with a snapshot again: its log lines up to here were printed already.
     let mut printed_logs = 0usize;
+    // Each check's verdict is printed once: from the event, or from a snapshot that already
+    // shows it (a verdict reached before the stream was opened).
+    let mut printed_checks: std::collections::HashSet<String> = Default::default();
+    let verdict = |c: &Value, printed: &mut std::collections::HashSet<String>| {
+        let is_verdict = matches!(str_of(&c["state"]), "PASSED" | "FAILED" | "WARNED");
+        if out.json || !is_verdict || !printed.insert(str_of(&c["name"]).to_string()) {
+            return Vec::new();
+        }
+        check_line(c)
+    };
     loop {
         let mut seen_logs = 0usize;
         let result = client
@@ -637,16 +647,19 @@ async fn follow_one(
                             }
                         }
                         printed_logs = printed_logs.max(seen_logs);
+                        for c in o["checks"].as_array().into_iter().flatten() {
+                            for line in verdict(c, &mut printed_checks) {
+                                print(format!("{prefix}check {line}"));
+                            }
+                        }
                     }
                     "state" => {
                         state = str_of(&data["state"]).to_string();
                         set_bar(&bar, data["percent"].as_f64(), &state);
                     }
                     "progress" => set_bar(&bar, data["percent"].as_f64(), &state),
-                    "check"
-                        if !out.json && matches!(str_of(&data["state"]), "PASSED" | "FAILED" | "WARNED") =>
-                    {
-                        for line in check_line(&data) {
+                    "check" => {
+                        for line in verdict(&data, &mut printed_checks) {
                             print(format!("{prefix}check {line}"));
                         }
                     }

@@ -793,4 +793,26 @@ async fn the_cli_prints_the_checks_of_a_flow() {
         section[3], "    PASSED   row_count(clean_orders) [error]",
         "{stdout}"
     );
+
+    // Following a flow that has ended prints each verdict once, from the snapshot.
+    let out = sluice(&["flows", "follow", &flow])
+        .output()
+        .await
+        .expect("run sluice");
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    assert_eq!(out.status.code(), Some(0), "{stdout}");
+    assert_eq!(
+        stdout
+            .matches("check WARNED   unique(stg_orders.order_id) [warn] 1 failing")
+            .count(),
+        1,
+        "{stdout}"
+    );
+    assert_eq!(
+        stdout
+            .matches("check PASSED   row_count(clean_orders) [error]")
+            .count(),
+        1,
+        "{stdout}"
+    );
 }
