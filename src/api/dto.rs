@@ -6,7 +6,7 @@ use serde::Serialize;
 
 use crate::domain::dag::Dag;
 use crate::domain::flow::{FlowPicture, FlowState, Lines, Progress, TaskStatus};
-use crate::domain::spec::{FlowOptions, Output, Source, Transform};
+use crate::domain::spec::{FlowInputSpec, FlowOptions, Output, Source, Transform};
 use crate::domain::store::Connection;
 use crate::domain::time::rfc3339;
 use crate::error::AppError;
@@ -129,10 +129,12 @@ impl FlowInputView {
     }
 }
 
-/// A flow input as a dry run plans it: what `POST /flow-inputs` would store, without `id` and
-/// `created_utc`.
+/// `POST /flow-inputs?dry_run=true`: the input as a create would store it, without an id
+/// (nothing is stored).
 #[derive(Serialize, utoipa::ToSchema)]
-pub struct PlannedFlowInput {
+pub struct PlannedFlowInputView {
+    #[serde(with = "rfc3339")]
+    pub created_utc: DateTime<Utc>,
     pub name: String,
     pub source_store_ids: Vec<i64>,
     pub target_store_id: i64,
@@ -143,9 +145,10 @@ pub struct PlannedFlowInput {
     pub dag: Dag,
 }
 
-impl PlannedFlowInput {
-    pub fn new(spec: crate::domain::spec::FlowInputSpec, dag: Dag) -> Self {
-        PlannedFlowInput {
+impl PlannedFlowInputView {
+    pub fn new(spec: FlowInputSpec, dag: Dag, created_utc: DateTime<Utc>) -> Self {
+        PlannedFlowInputView {
+            created_utc,
             name: spec.name,
             source_store_ids: spec.source_store_ids,
             target_store_id: spec.target_store_id,

@@ -1,41 +1,43 @@
 use actix_web::{web, HttpResponse};
+
 use serde::Deserialize;
 
-use super::dto::{FlowInputSummary, FlowInputView, List, PlannedFlowInput};
+use super::dto::{FlowInputSummary, FlowInputView, List, PlannedFlowInputView};
 use super::extract::{Json, Query};
 use super::{Paging, BASE};
 use crate::domain::spec::FlowInputRequest;
+use crate::domain::time;
 use crate::error::AppError;
 use crate::services::Services;
 
 /// `POST /flow-inputs?dry_run=true`.
-#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
-pub struct CreateQuery {
-    /// Validate and plan only: answer 200 with the input as it would be stored (without `id`),
-    /// or 422; nothing is stored.
+pub struct CreateParams {
+    /// `true`: validate and plan exactly like a create and answer 200 with the input as it
+    /// would be stored (without an id); nothing is stored.
     pub dry_run: Option<bool>,
 }
 
 #[utoipa::path(
     post, path = "/api/v1.0/flow-inputs", operation_id = "create_flow_input", tag = "flow-inputs",
-    params(CreateQuery),
     request_body = FlowInputRequest,
+    params(CreateParams),
     responses(
         (status = 201, description = "Created, with defaults filled in and the planned DAG", body = FlowInputView,
             headers(("Location" = String, description = "The new flow input's URL"))),
-        (status = 200, description = "`dry_run=true`: valid; the input as it would be stored, nothing stored", body = PlannedFlowInput),
+        (status = 200, description = "`dry_run=true`: valid; the input as it would be stored (with its DAG, without an id). Nothing was stored", body = PlannedFlowInputView),
     )
 )]
 pub async fn create(
     services: web::Data<Services>,
-    query: Query<CreateQuery>,
+    params: Query<CreateParams>,
     body: Json<FlowInputRequest>,
 ) -> Result<HttpResponse, AppError> {
-    if query.dry_run == Some(true) {
+    if params.dry_run == Some(true) {
         let (spec, dag) = services.plan_flow_input(body.0).await?;
-        return Ok(HttpResponse::Ok().json(PlannedFlowInput::new(spec, dag)));
+        return Ok(HttpResponse::Ok().json(PlannedFlowInputView::new(spec, dag, time::now())));
     }
     let model = services.create_flow_input(body.0).await?;
     let view = FlowInputView::from_model(model)?;

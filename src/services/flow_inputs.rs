@@ -1,4 +1,4 @@
-//! Flow inputs: validate against the stores they name, plan the DAG, store (or not: a dry run).
+//! Flow inputs: validate against the stores they name, plan the DAG, store.
 
 use std::collections::HashMap;
 
@@ -20,8 +20,8 @@ impl Services {
         repo::insert_flow_input(&self.db, &spec, &dag, time::now()).await
     }
 
-    /// Validates and plans a flow input exactly as `create_flow_input` does, storing nothing
-    /// (the dry run).
+    /// Validates and plans `req` exactly as a create does, storing nothing (the dry run).
+    #[tracing::instrument(skip_all, fields(name = %req.name))]
     pub async fn plan_flow_input(&self, req: FlowInputRequest) -> Result<(FlowInputSpec, Dag), AppError> {
         let mut ids: Vec<i64> = req.source_store_ids.clone();
         ids.push(req.target_store_id);

@@ -269,16 +269,25 @@ async fn the_openapi_document_lists_every_route_the_server_has() {
             for code in ["400", "422"] {
                 assert!(problem(code), "{method} {path}: no {code}");
             }
-            // A query on a GET is a list's paging (a POST's is an option such as `dry_run`).
-            if method == "GET" {
-                let limit = op["parameters"]
+            // Lists page with `limit`; `POST /flow-inputs` has `dry_run`.
+            let param = |name: &str| {
+                op["parameters"]
                     .as_array()
                     .unwrap()
                     .iter()
-                    .find(|p| p["name"] == "limit")
-                    .expect("limit");
+                    .find(|p| p["name"] == name)
+                    .cloned()
+            };
+            if method == "GET" {
+                let limit = param("limit").expect("limit");
                 assert_eq!(limit["schema"]["minimum"], 1);
                 assert_eq!(limit["schema"]["maximum"], sluice::api::MAX_LIMIT);
+            } else {
+                assert_eq!(
+                    (method.as_str(), path.as_str()),
+                    ("POST", "/api/v1.0/flow-inputs")
+                );
+                assert!(param("dry_run").is_some(), "{op:#}");
             }
         }
     }
