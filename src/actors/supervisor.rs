@@ -468,11 +468,20 @@ async fn load_flow(
 }
 
 /// Removes every work directory that no flow needs: a COMPLETED flow's (normally gone
-/// already), one of a flow that no longer exists, and a FAILED or CANCELLED flow's kept
+/// already), one of a flow that no longer exists, a retry's staging directory left by a crash, and a FAILED or CANCELLED flow's kept
 /// checkpoints once `retention` has passed since it ended or a later flow of the same input
 /// has COMPLETED (a retry then has nothing to gain over a plain flow). READY and RUNNING
 /// flows keep theirs. Best effort: what fails is logged and tried again at the next sweep.
 async fn sweep_work_dirs(db: DatabaseConnection, engine: Arc<Engine>, retention: Duration) {
+    let leftovers = engine.clone();
+    let _ = tokio::task::spawn_blocking(move || {
+        for dir in leftovers.stale_retry_staging(STALE_RETRY_STAGING) {
+            if let Err(e) = std::fs::remove_dir_all(&dir) {
+                tracing::warn!(error = %e, dir = %dir.display(), "cannot remove a retry's leftover checkpoints");
+            }
+        }
+    })
+    .await;
     let lister = engine.clone();
     let ids = match tokio::task::spawn_blocking(move || lister.flows_with_work_dirs()).await {
         Ok(Ok(ids)) => ids,
@@ -536,6 +545,10 @@ async fn sweep_work_dirs(db: DatabaseConnection, engine: Arc<Engine>, retention:
         tracing::warn!(error = %e, "sweeping the work directories crashed");
     }
 }
+
+/// Age after which a retry's staging directory is a leftover (a retry moves it into place
+/// within a request).
+const STALE_RETRY_STAGING: Duration = Duration::from_secs(3600);
 
 /// How often the supervisor sweeps the work directories besides when a flow ends.
 const SWEEP_INTERVAL: Duration = Duration::from_secs(3600);

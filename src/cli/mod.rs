@@ -479,6 +479,12 @@ async fn validate(client: &Client, out: Output, path: &Path) -> ExitCode {
 async fn find_unchanged(client: &Client, planned: &Value) -> Result<Option<i64>, ClientError> {
     /// Inputs of the same name compared at most (newest first).
     const MAX_COMPARED: usize = 50;
+    let mut planned = planned.clone();
+    if let Some(map) = planned.as_object_mut() {
+        map.remove("id");
+        map.remove("created_utc");
+    }
+    let planned = &planned;
     let name = str_of(&planned["name"]);
     let mut compared = 0;
     let mut path = "/flow-inputs?limit=500".to_string();

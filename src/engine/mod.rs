@@ -245,6 +245,36 @@ impl Engine {
         self.work_root.join(format!("flow-{flow_id}"))
     }
 
+    /// A fresh directory beside the work directories, for a retry to take checkpoints over into
+    /// before its flow exists (then renamed to its `work_dir`; `stale_retry_staging` finds the
+    /// ones a crash left).
+    pub fn retry_staging_dir(&self) -> PathBuf {
+        self.work_root
+            .join(format!(".retry-{}", uuid::Uuid::new_v4().simple()))
+    }
+
+    /// Retry staging directories (`retry_staging_dir`) last changed more than `age` ago: left
+    /// by a process that stopped between taking checkpoints over and creating the flow.
+    /// Blocking.
+    pub fn stale_retry_staging(&self, age: std::time::Duration) -> Vec<PathBuf> {
+        debug_assert_off_arbiter("listing work directories");
+        let Ok(entries) = std::fs::read_dir(&self.work_root) else {
+            return Vec::new();
+        };
+        entries
+            .filter_map(Result::ok)
+            .filter(|e| e.file_name().to_string_lossy().starts_with(".retry-"))
+            .filter(|e| {
+                e.metadata()
+                    .and_then(|m| m.modified())
+                    .ok()
+                    .and_then(|t| t.elapsed().ok())
+                    .is_some_and(|elapsed| elapsed > age)
+            })
+            .map(|e| e.path())
+            .collect()
+    }
+
     /// The flows that have a work directory (`work_dir`). Blocking: call it off the actors'
     /// threads.
     pub fn flows_with_work_dirs(&self) -> std::io::Result<Vec<i64>> {

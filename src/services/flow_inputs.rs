@@ -1,4 +1,4 @@
-//! Flow inputs: validate against the stores they name, plan the DAG, store (or not: a dry run).
+//! Flow inputs: validate against the stores they name, plan the DAG, store.
 
 use std::collections::HashMap;
 

@@ -57,8 +57,9 @@ fn files_changed_since(root: &std::path::Path, pattern: Option<&str>, since: std
 struct Reuse {
     /// The flow retried.
     from: i64,
-    /// The materialized nodes whose checkpoints it kept, in the DAG's order.
-    checkpoints: Vec<String>,
+    /// The checkpoints taken over (`checkpoint::link`), in a directory that becomes the new
+    /// flow's work directory.
+    staging: std::path::PathBuf,
     /// Every node those checkpoints finish (with the nodes inlined into them), in the DAG's
     /// order, with the rows the retried flow reported for it.
     nodes: Vec<(String, Option<u64>)>,
@@ -134,25 +135,13 @@ impl Services {
         }
         let (flow, output) = repo::create_flow(&self.db, flow_input_id, picture, full_refresh).await?;
         if let Some(reuse) = reuse {
-            // The checkpoints become the new flow's own (hard links: no bytes copied), before
-            // the supervisor looks for them. One that cannot be taken over is recomputed.
-            let (from, to) = (self.engine.work_dir(reuse.from), self.engine.work_dir(flow.id));
-            let linked = tokio::task::spawn_blocking(move || {
-                reuse
-                    .checkpoints
-                    .iter()
-                    .filter_map(|node| {
-                        checkpoint::link(&from, &to, node)
-                            .err()
-                            .map(|e| (node.clone(), e))
-                    })
-                    .map(|(node, e)| format!("{node}: {e}"))
-                    .collect::<Vec<_>>()
-            })
-            .await
-            .map_err(|e| AppError::internal("linking checkpoints", e))?;
-            for failure in linked {
-                tracing::warn!(flow_id = flow.id, failure = %failure, "a retry could not take over a checkpoint; it is recomputed");
+            // The checkpoints become the new flow's own before the supervisor looks for them.
+            let to = self.engine.work_dir(flow.id);
+            let moved = tokio::fs::rename(&reuse.staging, &to).await;
+            if let Err(e) = moved {
+                // Its checkpoints are then computed again (the supervisor finds none).
+                tracing::warn!(flow_id = flow.id, error = %e, "a retry could not take over its checkpoints");
+                let _ = tokio::fs::remove_dir_all(&reuse.staging).await;
             }
         }
         let output = repo::picture_from_model(output, max_lines)?;
@@ -274,10 +263,39 @@ impl Services {
                 ),
             ));
         }
-        let done = run.done_nodes(|u| kept.contains(&u.name));
         let in_order = |names: &HashSet<String>| -> Vec<String> {
             dag.order.iter().filter(|n| names.contains(*n)).cloned().collect()
         };
+        // Taken over now (hard links: no bytes copied) into a directory of its own, which
+        // becomes the new flow's work directory once the flow exists: what the new flow's
+        // picture and log say it reuses is exactly what it has. One that cannot be taken over
+        // (gone meanwhile) is computed again.
+        let staging = self.engine.retry_staging_dir();
+        let (from, into) = (self.engine.work_dir(old), staging.clone());
+        let wanted = in_order(&kept);
+        let linked: HashSet<String> = tokio::task::spawn_blocking(move || {
+            wanted
+                .into_iter()
+                .filter(|node| match checkpoint::link(&from, &into, node) {
+                    Ok(()) => true,
+                    Err(e) => {
+                        tracing::warn!(retry_of = old, node = %node, error = %e, "a retry could not take over a checkpoint; it is computed again");
+                        false
+                    }
+                })
+                .collect()
+        })
+        .await
+        .map_err(|e| AppError::internal("linking checkpoints", e))?;
+        if linked.is_empty() {
+            let _ = tokio::fs::remove_dir_all(&staging).await;
+            return Err(AppError::invalid(
+                "retry_of",
+                format!("flow {old} kept nothing to reuse any more (its checkpoints went meanwhile); start a plain flow instead"),
+            ));
+        }
+        let kept = linked;
+        let done = run.done_nodes(|u| kept.contains(&u.name));
         let nodes = in_order(&done)
             .into_iter()
             .map(|name| {
@@ -292,7 +310,7 @@ impl Services {
             .collect();
         Ok(Reuse {
             from: old,
-            checkpoints: in_order(&kept),
+            staging,
             nodes,
             stale,
             changed_sources,

@@ -434,17 +434,18 @@ async fn a_dry_run_answers_the_planned_input_and_stores_nothing() {
         .body;
     assert_eq!(planned["dag"]["order"], json!(["a", "t", "t->t"]));
     assert_eq!(planned["options"]["max_attempts"], 3);
-    assert!(planned.get("id").is_none() && planned.get("created_utc").is_none());
+    assert!(planned.get("id").is_none(), "{planned:#}");
     assert_eq!(input_count(&app).await, 0);
-    // The stored form is the same, plus id and created_utc.
+    // The stored form is the same, plus an id (and its own creation time).
     let mut created = app
         .post("/flow-inputs?dry_run=false", &body)
         .await
         .expect(201)
         .body;
-    let map = created.as_object_mut().unwrap();
-    map.remove("id");
-    map.remove("created_utc");
+    let mut planned = planned.clone();
+    created.as_object_mut().unwrap().remove("id");
+    created.as_object_mut().unwrap().remove("created_utc");
+    planned.as_object_mut().unwrap().remove("created_utc");
     assert_eq!(created, planned);
     let mut bad = body.clone();
     bad["transforms"][0]["sql"] = json!("SELECT * FROM b");

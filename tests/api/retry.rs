@@ -148,6 +148,11 @@ async fn a_retry_after_a_missing_file_appears_reruns_only_the_failed_part() {
     // nothing to reuse.
     wait_until_gone(&work_dir(&app, retry)).await;
     wait_until_gone(&kept).await;
+    let leftovers: Vec<String> = std::fs::read_dir(app.data_dir.join("work"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
     let again = app
         .post("/flows", &json!({"flow_input_id": input, "retry_of": failed}))
         .await
