@@ -26,8 +26,8 @@ use crate::domain::dag::{NodeKind, Scheduler};
 use crate::domain::flow::{CheckState, FlowEvent, FlowState, Level};
 use crate::domain::plan::{Unit, UnitKind};
 use crate::domain::store::DataStore;
-use crate::engine::cursor_read::CursorRead;
 use crate::engine::check::CheckOutcome;
+use crate::engine::cursor_read::CursorRead;
 use crate::engine::unit::{NodeWork, PersistWork, UnitError, UnitWork};
 use crate::engine::{checkpoint, publish, Engine};
 

@@ -81,7 +81,11 @@ impl Actor for TaskActor {
             return ctx.stop();
         };
         let index = spec.index;
-        let span = tracing::info_span!("task", flow_id = spec.flow_id, task = %spec.work.name);
+        // `task` is the unit; `nodes` every node it computes (the nodes inlined into it too), so
+        // an operator can find a node's lines whichever unit ran it.
+        let nodes = spec.work.node_names().collect::<Vec<_>>().join(",");
+        let span =
+            tracing::info_span!("task", flow_id = spec.flow_id, task = %spec.work.name, nodes = %nodes);
         let work = run_attempts(
             spec,
             self.engine.clone(),

@@ -48,7 +48,11 @@ pub struct FlowQuery {
 )]
 pub async fn create(services: web::Data<Services>, body: Json<NewFlow>) -> Result<HttpResponse, AppError> {
     let record = services
-        .create_flow(body.0.flow_input_id, body.0.full_refresh.unwrap_or(false), body.0.retry_of)
+        .create_flow(
+            body.0.flow_input_id,
+            body.0.full_refresh.unwrap_or(false),
+            body.0.retry_of,
+        )
         .await?;
     let view = FlowView::from(record);
     Ok(HttpResponse::Accepted()

@@ -665,6 +665,32 @@ fn stage_of(load: &Load) -> String {
     qualified_like(&load.table, &stage_name(load))
 }
 
+/// The user-level lock (`GET_LOCK`) a staging writer holds on its session while it stages
+/// `load`: a discard takes it first, so it drops the staging table only after every statement
+/// of a cancelled writer has ended on the server — a `CREATE TABLE` still running there when
+/// the writer's future was dropped would otherwise leave the table behind. (Lock names are at
+/// most 64 characters and server-wide; the load key is unique per instance, flow and output.)
+fn stage_lock(load: &Load) -> String {
+    let mut name = format!("sluice_stage_{}", load.key);
+    name.truncate(64);
+    name
+}
+
+/// Takes `lock` on `conn`'s session, waiting up to `wait_s`; `Ok(false)` when it timed out.
+async fn get_lock(conn: &mut MySqlConnection, lock: &str, wait_s: u32) -> Result<bool, sqlx::Error> {
+    let got: Option<i64> = sqlx::query_scalar("SELECT GET_LOCK(?, ?)")
+        .bind(lock)
+        .bind(wait_s)
+        .fetch_one(conn)
+        .await?;
+    Ok(got == Some(1))
+}
+
+async fn release_lock(conn: &mut MySqlConnection, lock: &str) -> Result<(), sqlx::Error> {
+    sqlx::query("DO RELEASE_LOCK(?)").bind(lock).execute(conn).await?;
+    Ok(())
+}
+
 fn old_of(load: &Load) -> String {
     qualified_like(&load.table, &format!("_sluice_old_{}", load.key))
 }
@@ -856,6 +882,17 @@ impl SinkConnector for MysqlSink {
             .await
             .map_err(self.conn.err("reading the session's SQL mode"))?;
         let backslash_escapes = !mode.to_ascii_uppercase().contains("NO_BACKSLASH_ESCAPES");
+        // Held until the rows are committed (or the session ends): see `stage_lock`.
+        let lock = stage_lock(load);
+        if !get_lock(conn, &lock, 30)
+            .await
+            .map_err(self.conn.err("locking the staging table"))?
+        {
+            return Err(ConnectorError::transient(format!(
+                "the staging table of {} is still held by an earlier writer after 30 s",
+                load.table
+            )));
+        }
         if let (Some(db), _) = split_table(&load.table) {
             ensure_database(conn, db)
                 .await
@@ -923,6 +960,9 @@ impl SinkConnector for MysqlSink {
         tx.commit()
             .await
             .map_err(self.conn.err("committing the staged rows"))?;
+        release_lock(conn, &lock)
+            .await
+            .map_err(self.conn.err("unlocking the staging table"))?;
         guarded.done = true;
         Ok(total)
     }
@@ -1060,6 +1100,15 @@ impl SinkConnector for MysqlSink {
         }
         let mut conn = self.conn.acquire().await?;
         for load in loads {
+            // After the writer's last statement (it holds the lock while staging); past the
+            // wait the table is dropped anyway.
+            let lock = stage_lock(load);
+            let locked = get_lock(&mut conn, &lock, 30)
+                .await
+                .map_err(self.conn.err("locking the staging table"))?;
+            if !locked {
+                tracing::warn!(table = %load.table, "a staging writer still holds its lock after 30 s; dropping its table anyway");
+            }
             exec(
                 &mut conn,
                 format!(
@@ -1070,6 +1119,11 @@ impl SinkConnector for MysqlSink {
             )
             .await
             .map_err(self.conn.err("dropping staging tables"))?;
+            if locked {
+                release_lock(&mut conn, &lock)
+                    .await
+                    .map_err(self.conn.err("unlocking the staging table"))?;
+            }
         }
         Ok(())
     }
