@@ -120,7 +120,7 @@ pub async fn stores(client: &Client, out: Output, cmd: StoresCommand) -> ExitCod
                     } else {
                         println!(
                             "created data store {} ({}, {} {})",
-                            s["id"],
+                            s["id"].to_string(),
                             str_of(&s["name"]),
                             str_of(&s["kind"]),
                             str_of(&s["engine"])
@@ -144,7 +144,7 @@ pub async fn stores(client: &Client, out: Output, cmd: StoresCommand) -> ExitCod
                         for s in items(&page) {
                             println!(
                                 "{:>5}  {:<24} {:<14} {:<8} {}",
-                                s["id"],
+                                s["id"].to_string(),
                                 str_of(&s["name"]),
                                 str_of(&s["kind"]),
                                 str_of(&s["engine"]),
@@ -178,7 +178,7 @@ pub async fn inputs(client: &Client, out: Output, cmd: InputsCommand) -> ExitCod
                     } else {
                         println!(
                             "created flow input {} ({}): {} source(s), {} transform(s), {} output(s)",
-                            i["id"],
+                            i["id"].to_string(),
                             str_of(&i["name"]),
                             len(&i["sources"]),
                             len(&i["transforms"]),
@@ -208,11 +208,11 @@ pub async fn inputs(client: &Client, out: Output, cmd: InputsCommand) -> ExitCod
                         for i in items(&page) {
                             println!(
                                 "{:>5}  {:<28} {:>7} {:>10} {:>7}",
-                                i["id"],
+                                i["id"].to_string(),
                                 str_of(&i["name"]),
-                                i["source_count"],
-                                i["transform_count"],
-                                i["output_count"]
+                                i["source_count"].to_string(),
+                                i["transform_count"].to_string(),
+                                i["output_count"].to_string()
                             );
                         }
                     }
@@ -283,8 +283,8 @@ pub async fn flows(client: &Client, out: Output, cmd: FlowsCommand) -> ExitCode 
                             let o = &f["output"];
                             println!(
                                 "{:>5}  {:>5}  {:<10} {:>6.1}  {:<24} {}",
-                                f["id"],
-                                f["flow_input_id"],
+                                f["id"].to_string(),
+                                f["flow_input_id"].to_string(),
                                 str_of(&o["state"]),
                                 o["progress"]["percent"].as_f64().unwrap_or(0.0),
                                 str_of(&f["created_utc"]),
@@ -880,8 +880,8 @@ fn print_flow(f: &Value) {
     let o = &f["output"];
     println!(
         "flow {} (flow input {}): {} {:.1}%",
-        f["id"],
-        f["flow_input_id"],
+        f["id"].to_string(),
+        f["flow_input_id"].to_string(),
         str_of(&o["state"]),
         o["progress"]["percent"].as_f64().unwrap_or(0.0)
     );
@@ -899,7 +899,7 @@ fn print_flow(f: &Value) {
             str_of(&t["name"]),
             str_of(&t["kind"]),
             str_of(&t["state"]),
-            t["attempts"],
+            t["attempts"].to_string(),
             t["rows"].as_u64().map(|r| r.to_string()).unwrap_or_default(),
             duration(&t["started_utc"], &t["finished_utc"])
         );

@@ -116,6 +116,20 @@ async fn follow_exits_0_for_completed_and_1_for_failed() {
     let items = json_of(&page)["items"].as_array().unwrap().clone();
     assert_eq!(items.len(), 1);
     let failed = items[0]["id"].as_i64().unwrap();
+    // The plain list is a table: every row's columns line up under the header's.
+    let out = run(&app, &["flows", "list"]).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let table = String::from_utf8_lossy(&out.stdout).to_string();
+    let lines: Vec<&str> = table.lines().collect();
+    let state_at = lines[0].find("STATE").unwrap();
+    assert!(lines.len() >= 3, "{table}");
+    for row in &lines[1..] {
+        let state = &row[state_at..];
+        assert!(
+            state.starts_with("COMPLETED") || state.starts_with("FAILED"),
+            "columns do not line up:\n{table}"
+        );
+    }
     let out = run(&app, &["--json", "flows", "follow", &failed.to_string()]).await;
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     let events: Vec<Value> = String::from_utf8_lossy(&out.stdout)
