@@ -92,6 +92,14 @@ impl Services {
             Some(old) => Some(self.reusable(flow_input_id, old, &spec, &dag).await?),
             None => None,
         };
+        // A retry of a full refresh is one too: what it reuses read everything, so must the rest.
+        let full_refresh = full_refresh
+            || match &reuse {
+                Some(reuse) => repo::get_flow(&self.db, reuse.from)
+                    .await?
+                    .is_some_and(|(old, _)| old.full_refresh),
+                None => false,
+            };
         let max_lines = self.settings.engine.max_log_lines;
         let mut picture = FlowPicture::new_ready(0, &dag, max_lines).with_checks(&spec.checks);
         if let Some(reuse) = &reuse {

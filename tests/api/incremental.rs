@@ -510,3 +510,57 @@ async fn a_crash_between_publish_and_the_final_write_neither_duplicates_nor_lose
         .collect();
     assert_eq!(got, ["1x1", "2x1", "3x1", "4x1", "5x1"], "no duplicate, no loss");
 }
+
+/// A retry of a `full_refresh` flow is a full refresh too: the nodes it reuses read everything,
+/// so the cursor sources it reads again read everything as well (not only what is past the
+/// mark of the last completed flow).
+#[tokio::test]
+async fn a_retry_of_a_full_refresh_reads_everything_again() {
+    let app = spawn_app().await;
+    let db = app.file("src.db");
+    {
+        use sqlx::Connection;
+        let mut conn = sqlx::SqliteConnection::connect(&format!("sqlite://{}?mode=rwc", db.display()))
+            .await
+            .unwrap();
+        sqlx::raw_sql(
+            "CREATE TABLE items (id INTEGER PRIMARY KEY, version INTEGER);
+             INSERT INTO items VALUES (1, 1), (2, 2), (3, 3);",
+        )
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    }
+    app.write_file("raw/base.csv", "x\n10\n");
+    app.write_file("raw/extra.csv", "y\n1\n");
+    let src = app.sqlite_store("src", "src.db").await;
+    let csv = app.csv_store("raw", "raw").await;
+    let out = app.sqlite_store("wh", "wh.db").await;
+    let input = app
+        .create_input(json!({"name": "retried", "source_store_ids": [src, csv], "target_store_id": out,
+            "sources": [{"name": "items", "store_id": src, "table": "items", "incremental": {"cursor": "version"}},
+                        {"name": "base", "store_id": csv, "path": "base.csv"},
+                        {"name": "extra", "store_id": csv, "path": "extra.csv"}],
+            "transforms": [{"name": "m", "sql": "SELECT x FROM base", "materialize": true},
+                           {"name": "joined", "sql": "SELECT i.id, m.x, e.c FROM items i CROSS JOIN m CROSS JOIN (SELECT count(*) AS c FROM extra) e"}],
+            "outputs": [{"node": "joined", "mode": "replace"}]}))
+        .await;
+    let first = run(&app, json!({"flow_input_id": input})).await;
+    completed(&first);
+    assert_eq!(first["output"]["cursors"]["items"]["rows"], 3, "{first:#}");
+
+    // A full refresh fails (a file is missing) after `m` was checkpointed.
+    std::fs::remove_file(app.file("raw/extra.csv")).unwrap();
+    let failed = run(&app, json!({"flow_input_id": input, "full_refresh": true})).await;
+    assert_eq!(state(&failed), "FAILED", "{failed:#}");
+    app.write_file("raw/extra.csv", "y\n1\n2\n");
+    let retry = run(&app, json!({"flow_input_id": input, "retry_of": failed["id"]})).await;
+    completed(&retry);
+    assert_eq!(retry["output"]["cursors"]["items"]["rows"], 3, "{retry:#}");
+    let rows = sqlite_text(&app.file("wh.db"), "SELECT id, x, c FROM joined ORDER BY id").await;
+    let got: Vec<Vec<String>> = rows
+        .into_iter()
+        .map(|r| r.into_iter().map(|c| c.unwrap()).collect())
+        .collect();
+    assert_eq!(got, [["1", "10", "2"], ["2", "10", "2"], ["3", "10", "2"]]);
+}
