@@ -120,7 +120,7 @@ pub async fn stores(client: &Client, out: Output, cmd: StoresCommand) -> ExitCod
                     } else {
                         println!(
                             "created data store {} ({}, {} {})",
-                            s["id"].to_string(),
+                            s["id"],
                             str_of(&s["name"]),
                             str_of(&s["kind"]),
                             str_of(&s["engine"])
@@ -178,7 +178,7 @@ pub async fn inputs(client: &Client, out: Output, cmd: InputsCommand) -> ExitCod
                     } else {
                         println!(
                             "created flow input {} ({}): {} source(s), {} transform(s), {} output(s)",
-                            i["id"].to_string(),
+                            i["id"],
                             str_of(&i["name"]),
                             len(&i["sources"]),
                             len(&i["transforms"]),
@@ -880,8 +880,8 @@ fn print_flow(f: &Value) {
     let o = &f["output"];
     println!(
         "flow {} (flow input {}): {} {:.1}%",
-        f["id"].to_string(),
-        f["flow_input_id"].to_string(),
+        f["id"],
+        f["flow_input_id"],
         str_of(&o["state"]),
         o["progress"]["percent"].as_f64().unwrap_or(0.0)
     );
