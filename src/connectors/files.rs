@@ -75,6 +75,14 @@ pub fn resolve_files(root: &Path, pattern: Option<&str>) -> Result<Vec<PathBuf>,
     Ok(files)
 }
 
+/// The files `source` reads: those a `new_files` read picked, or all that `pattern` names.
+fn source_files(root: &Path, source: &Source, pattern: Option<&str>) -> Result<Vec<PathBuf>, ConnectorError> {
+    match &source.only_files {
+        Some(files) => Ok(files.clone()),
+        None => resolve_files(root, pattern),
+    }
+}
+
 fn is_hidden(path: &Path) -> bool {
     path.file_name()
         .is_some_and(|n| n.to_string_lossy().starts_with('.'))
@@ -199,7 +207,7 @@ impl SourceConnector for CsvSource {
             return Err(ConnectorError::permanent("a csv store is read by path"));
         };
         let o = source.csv.clone().unwrap_or_default();
-        let files = resolve_files(&self.root, pattern)?;
+        let files = source_files(&self.root, source, pattern)?;
         let inferred = ctx
             .session
             .read_csv(urls(&files), csv_read_options(&o, None))
@@ -243,7 +251,7 @@ impl CsvSource {
             return Err(ConnectorError::permanent("a csv store is read by path"));
         };
         let o = source.csv.clone().unwrap_or_default();
-        let files = resolve_files(&self.root, pattern)?;
+        let files = source_files(&self.root, source, pattern)?;
         let inferred = ctx
             .session
             .read_csv(urls(&files), csv_read_options(&o, None))
@@ -843,7 +851,7 @@ impl SourceConnector for ParquetFileSource {
         let SourceRead::Path(pattern) = source.read() else {
             return Err(ConnectorError::permanent("a parquet file store is read by path"));
         };
-        let files = resolve_files(&self.root, pattern)?;
+        let files = source_files(&self.root, source, pattern)?;
         open_parquet(files, ctx, "reading parquet").await
     }
 
@@ -851,7 +859,7 @@ impl SourceConnector for ParquetFileSource {
         let SourceRead::Path(pattern) = source.read() else {
             return Err(ConnectorError::permanent("a parquet file store is read by path"));
         };
-        let files = resolve_files(&self.root, pattern)?;
+        let files = source_files(&self.root, source, pattern)?;
         parquet_table(files, ctx, "reading parquet").await.map(Some)
     }
 }
@@ -1579,6 +1587,7 @@ mod tests {
             path: Some("s.csv".into()),
             csv: Some(csv),
             incremental: None,
+            only_files: None,
         }
     }
 
