@@ -41,6 +41,19 @@ pub fn parquet_properties() -> WriterProperties {
 /// Expands `pattern` (relative to `root`, `None` = the root itself) into the files it names,
 /// sorted, each checked to lie inside `root` after resolving symlinks.
 pub fn resolve_files(root: &Path, pattern: Option<&str>) -> Result<Vec<PathBuf>, ConnectorError> {
+    let files = matching_files(root, pattern)?;
+    if files.is_empty() {
+        return Err(ConnectorError::permanent(format!(
+            "no file matches {:?} in {}",
+            pattern.unwrap_or_default(),
+            root.display()
+        )));
+    }
+    Ok(files)
+}
+
+/// Like `resolve_files`, but a glob that names no file gives none (not an error).
+pub fn matching_files(root: &Path, pattern: Option<&str>) -> Result<Vec<PathBuf>, ConnectorError> {
     let Some(pattern) = pattern else {
         return if root.is_file() {
             Ok(vec![root.to_path_buf()])
@@ -64,12 +77,6 @@ pub fn resolve_files(root: &Path, pattern: Option<&str>) -> Result<Vec<PathBuf>,
             continue;
         }
         files.push(check_inside(&path, root).map_err(ConnectorError::permanent)?);
-    }
-    if files.is_empty() {
-        return Err(ConnectorError::permanent(format!(
-            "no file matches {pattern:?} in {}",
-            root.display()
-        )));
     }
     files.sort();
     Ok(files)

@@ -106,6 +106,33 @@ async fn new_files_table(
     let listed = tokio::task::spawn_blocking(move || list_files(&root, pattern.as_deref()))
         .await
         .map_err(|e| ConnectorError::permanent(format!("listing the files: {e}")))??;
+    if listed.is_empty() {
+        // Nothing matches (the files read before were moved away, say): the declared columns.
+        let declared = source.csv.as_ref().map(|o| &o.columns).filter(|c| !c.is_empty());
+        let Some(columns) = declared.filter(|_| !seen.is_empty()) else {
+            let what = if seen.is_empty() {
+                "no file was read before"
+            } else {
+                "the files read before are gone"
+            };
+            return Err(ConnectorError::permanent(format!(
+                "source {}: no file matches {:?} and {what}, so there are no columns to give it: \
+                 add a file or declare the columns (csv.columns)",
+                source.name,
+                source.path.as_deref().unwrap_or_default()
+            )));
+        };
+        let fields = columns
+            .iter()
+            .map(|(name, ty)| {
+                crate::domain::spec::parse_column_type(ty)
+                    .map(|dt| datafusion::arrow::datatypes::Field::new(name, dt, true))
+                    .map_err(ConnectorError::permanent)
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let schema = Arc::new(datafusion::arrow::datatypes::Schema::new(fields));
+        return empty_table(schema, tracker, cursor);
+    }
     let (new, old): (Vec<_>, Vec<_>) = listed.into_iter().partition(|(_, mark)| !seen.contains(mark));
     let mut only = source.clone();
     let Some((first_old, _)) = old.first().filter(|_| new.is_empty()) else {
@@ -132,7 +159,15 @@ async fn new_files_table(
         .table(&only, io)
         .await?
         .ok_or_else(|| ConnectorError::permanent(format!("source {} cannot read new files", source.name)))?;
-    let schema = native.table.schema();
+    empty_table(native.table.schema(), tracker, cursor)
+}
+
+/// The empty table a `new_files` source with no new file reads.
+fn empty_table(
+    schema: SchemaRef,
+    tracker: Arc<NodeTracker>,
+    cursor: Arc<CursorRead>,
+) -> Result<Arc<dyn TableProvider>, ConnectorError> {
     let empty = datafusion::datasource::MemTable::try_new(schema, vec![vec![]])
         .map_err(|e| ConnectorError::permanent(super::errors::clean_message(&e)))?;
     cursor.read_files(Vec::new());
@@ -153,7 +188,7 @@ fn list_files(
     root: &std::path::Path,
     pattern: Option<&str>,
 ) -> Result<Vec<(std::path::PathBuf, FileMark)>, ConnectorError> {
-    let files = connectors::files::resolve_files(root, pattern)?;
+    let files = connectors::files::matching_files(root, pattern)?;
     let canonical = root.canonicalize().unwrap_or_else(|_| root.to_path_buf());
     files
         .into_iter()

@@ -701,4 +701,45 @@ async fn new_files_reads_parquet_files_and_is_validated() {
     );
     let ids = sqlite_text(&app.file("wh.db"), "SELECT id FROM ids ORDER BY id").await;
     assert_eq!(ids.len(), 2, "{ids:?}");
+
+    // Files moved away after they were read: the declared columns, no rows.
+    app.write_file("landing/in/a.csv", "id,v\n1,x\n");
+    let moved = app
+        .create_input(
+            json!({"name": "moved", "source_store_ids": [csv], "target_store_id": out,
+            "sources": [{"name": "raw", "store_id": csv, "path": "in/*.csv",
+                         "csv": {"columns": {"id": "bigint", "v": "text"}},
+                         "incremental": {"new_files": true}}],
+            "transforms": [{"name": "moved_rows", "sql": "SELECT id, v FROM raw"}],
+            "outputs": [{"node": "moved_rows", "mode": "append"}]}),
+        )
+        .await;
+    completed(&run(&app, json!({"flow_input_id": moved})).await);
+    std::fs::remove_file(app.file("landing/in/a.csv")).unwrap();
+    let gone = run(&app, json!({"flow_input_id": moved})).await;
+    completed(&gone);
+    assert_eq!(
+        gone["output"]["cursors"]["raw"],
+        json!({"files": [], "rows": 0}),
+        "{gone:#}"
+    );
+
+    // No file ever read and none there: the flow fails and says why.
+    let never = app
+        .create_input(
+            json!({"name": "never", "source_store_ids": [csv], "target_store_id": out,
+            "sources": [{"name": "raw", "store_id": csv, "path": "none/*.csv",
+                         "csv": {"columns": {"id": "bigint"}},
+                         "incremental": {"new_files": true}}],
+            "transforms": [{"name": "never_rows", "sql": "SELECT id FROM raw"}],
+            "outputs": [{"node": "never_rows", "mode": "append"}]}),
+        )
+        .await;
+    let failed = run(&app, json!({"flow_input_id": never})).await;
+    assert_eq!(state(&failed), "FAILED");
+    let errors = failed["output"]["errors"]["lines"].to_string();
+    assert!(
+        errors.contains("no file matches \\\"none/*.csv\\\" and no file was read before"),
+        "{errors}"
+    );
 }
