@@ -304,7 +304,9 @@ function flowPage(id) {
       o.restarts ? [h('dt', {}, 'Restarts'), h('dd', {}, o.restarts)] : [],
       Object.entries(o.cursors || {}).map(([source, c]) => [
         h('dt', {}, `Cursor ${source}`),
-        h('dd', {}, `${c.column} ${cursorRange(c)}: ${c.rows.toLocaleString()} rows`)]));
+        h('dd', {}, c.files
+          ? `${c.files.length.toLocaleString()} new file${c.files.length === 1 ? '' : 's'}: ${c.rows.toLocaleString()} rows`
+          : `${c.column} ${cursorRange(c)}: ${c.rows.toLocaleString()} rows`)]));
   }
 
   // `after → through` of a cursor source (`everything` for a first read or a full refresh).

@@ -156,7 +156,7 @@ impl FlowActor {
                         .ok_or_else(|| format!("source {node} not found"))?;
                     let cursor = source.incremental.as_ref().map(|inc| {
                         let start = self.plan.cursor_starts.get(node).cloned().unwrap_or_default();
-                        CursorRead::new(node, &inc.cursor, start)
+                        CursorRead::new(node, inc.cursor.as_deref().unwrap_or(""), start)
                     });
                     NodeWork::Source {
                         source: source.clone(),

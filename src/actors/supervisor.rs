@@ -438,12 +438,25 @@ async fn load_flow(
         } else {
             repo::latest_completed_cursors(&db, flow.flow_input_id, flow_id).await?
         };
+        let read_files = if flow.full_refresh || cursor_sources.iter().all(|(_, c)| !c.is_empty()) {
+            Default::default()
+        } else {
+            repo::completed_cursor_files(&db, flow.flow_input_id, flow_id).await?
+        };
         for (name, column) in &cursor_sources {
-            let start = previous
-                .get(name)
-                .filter(|e| &e.column == column)
-                .map(CursorStart::after)
-                .unwrap_or_default();
+            let start = if column.is_empty() {
+                // A new_files source: the files any completed flow of the input read.
+                CursorStart {
+                    files: Some(read_files.get(name).cloned().unwrap_or_default()),
+                    ..Default::default()
+                }
+            } else {
+                previous
+                    .get(name)
+                    .filter(|e| &e.column == column)
+                    .map(CursorStart::after)
+                    .unwrap_or_default()
+            };
             let entry = saved.get(name).cloned().unwrap_or_else(|| start.entry(column));
             picture.cursors.insert(name.clone(), entry);
             cursor_starts.insert(name.clone(), start);

@@ -195,7 +195,11 @@ async fn run_attempts(
                 // What the unit's cursor sources read: saved beside its checkpoint first (a
                 // restarted flow reuses the unit only together with it), then shown.
                 for cursor in work.cursors() {
-                    let Some(entry) = cursor.entry() else { continue };
+                    let Some(mut entry) = cursor.entry() else { continue };
+                    if entry.files.is_some() {
+                        // A new_files source's rows: those its scans read.
+                        entry.rows = trackers.get(&cursor.source).map_or(0, |t| t.rows());
+                    }
                     let (dir, source, saved) =
                         (session.work_dir.clone(), cursor.source.clone(), entry.clone());
                     let written = tokio::task::spawn_blocking(move || {

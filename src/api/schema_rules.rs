@@ -119,7 +119,17 @@ fn rules(settings: &Settings) -> Vec<(&'static str, Value)> {
             not_blank(Some(MAX_QUERY_LENGTH)),
         ),
         ("SourceRequest/properties/path", not_blank(None)),
-        ("IncrementalRequest", json!({"required": ["cursor"]})),
+        // A cursor, or new_files: true (not both).
+        (
+            "IncrementalRequest",
+            json!({"oneOf": [
+                {"required": ["cursor"], "properties": {"new_files": {"enum": [false, null]}}},
+                {"required": ["new_files"], "not": {"required": ["cursor"]},
+                 "properties": {"new_files": {"const": true}}}
+            ]}),
+        ),
+        // A cursor source's entry has column, after and through; a new_files source's has files.
+        ("CursorEntry", json!({"required": ["rows"]})),
         (
             "IncrementalRequest/properties/cursor",
             json!({"type": "string", "pattern": NOT_BLANK_PATTERN, "maxLength": MAX_COLUMN_NAME_LENGTH}),

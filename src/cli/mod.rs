@@ -939,6 +939,10 @@ fn cursor_range(c: &Value) -> String {
         Value::String(s) => s.clone(),
         other => other.to_string(),
     };
+    if let Some(files) = c["files"].as_array() {
+        let plural = if files.len() == 1 { "" } else { "s" };
+        return format!("{} new file{plural}, {} rows", files.len(), c["rows"]);
+    }
     let range = if c["after"].is_null() {
         format!("everything through {}", value(&c["through"]))
     } else {
@@ -961,6 +965,9 @@ mod tests {
         );
         let first = serde_json::json!({"column": "id", "after": null, "through": 9, "rows": 9});
         assert_eq!(cursor_range(&first), "id everything through 9, 9 rows");
+        let files = serde_json::json!({"files": [{"path": "a.csv", "size": 3,
+                                       "modified_utc": "2026-12-01T00:00:00Z"}], "rows": 2});
+        assert_eq!(cursor_range(&files), "1 new file, 2 rows");
     }
 
     #[test]

@@ -41,6 +41,19 @@ pub fn parquet_properties() -> WriterProperties {
 /// Expands `pattern` (relative to `root`, `None` = the root itself) into the files it names,
 /// sorted, each checked to lie inside `root` after resolving symlinks.
 pub fn resolve_files(root: &Path, pattern: Option<&str>) -> Result<Vec<PathBuf>, ConnectorError> {
+    let files = matching_files(root, pattern)?;
+    if files.is_empty() {
+        return Err(ConnectorError::permanent(format!(
+            "no file matches {:?} in {}",
+            pattern.unwrap_or_default(),
+            root.display()
+        )));
+    }
+    Ok(files)
+}
+
+/// Like `resolve_files`, but a glob that names no file gives none (not an error).
+pub fn matching_files(root: &Path, pattern: Option<&str>) -> Result<Vec<PathBuf>, ConnectorError> {
     let Some(pattern) = pattern else {
         return if root.is_file() {
             Ok(vec![root.to_path_buf()])
@@ -65,14 +78,16 @@ pub fn resolve_files(root: &Path, pattern: Option<&str>) -> Result<Vec<PathBuf>,
         }
         files.push(check_inside(&path, root).map_err(ConnectorError::permanent)?);
     }
-    if files.is_empty() {
-        return Err(ConnectorError::permanent(format!(
-            "no file matches {pattern:?} in {}",
-            root.display()
-        )));
-    }
     files.sort();
     Ok(files)
+}
+
+/// The files `source` reads: those a `new_files` read picked, or all that `pattern` names.
+fn source_files(root: &Path, source: &Source, pattern: Option<&str>) -> Result<Vec<PathBuf>, ConnectorError> {
+    match &source.only_files {
+        Some(files) => Ok(files.clone()),
+        None => resolve_files(root, pattern),
+    }
 }
 
 fn is_hidden(path: &Path) -> bool {
@@ -199,7 +214,7 @@ impl SourceConnector for CsvSource {
             return Err(ConnectorError::permanent("a csv store is read by path"));
         };
         let o = source.csv.clone().unwrap_or_default();
-        let files = resolve_files(&self.root, pattern)?;
+        let files = source_files(&self.root, source, pattern)?;
         let inferred = ctx
             .session
             .read_csv(urls(&files), csv_read_options(&o, None))
@@ -243,7 +258,7 @@ impl CsvSource {
             return Err(ConnectorError::permanent("a csv store is read by path"));
         };
         let o = source.csv.clone().unwrap_or_default();
-        let files = resolve_files(&self.root, pattern)?;
+        let files = source_files(&self.root, source, pattern)?;
         let inferred = ctx
             .session
             .read_csv(urls(&files), csv_read_options(&o, None))
@@ -843,7 +858,7 @@ impl SourceConnector for ParquetFileSource {
         let SourceRead::Path(pattern) = source.read() else {
             return Err(ConnectorError::permanent("a parquet file store is read by path"));
         };
-        let files = resolve_files(&self.root, pattern)?;
+        let files = source_files(&self.root, source, pattern)?;
         open_parquet(files, ctx, "reading parquet").await
     }
 
@@ -851,7 +866,7 @@ impl SourceConnector for ParquetFileSource {
         let SourceRead::Path(pattern) = source.read() else {
             return Err(ConnectorError::permanent("a parquet file store is read by path"));
         };
-        let files = resolve_files(&self.root, pattern)?;
+        let files = source_files(&self.root, source, pattern)?;
         parquet_table(files, ctx, "reading parquet").await.map(Some)
     }
 }
@@ -1579,6 +1594,7 @@ mod tests {
             path: Some("s.csv".into()),
             csv: Some(csv),
             incremental: None,
+            only_files: None,
         }
     }
 

@@ -274,7 +274,7 @@ fn unsupported(store: &DataStore, engine: StoreEngine, verb: &str) -> ConnectorE
 }
 
 /// The store's path, for file-based connectors.
-fn store_path(store: &DataStore) -> Result<std::path::PathBuf, ConnectorError> {
+pub(crate) fn store_path(store: &DataStore) -> Result<std::path::PathBuf, ConnectorError> {
     store
         .path()
         .map(std::path::PathBuf::from)

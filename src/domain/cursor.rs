@@ -20,30 +20,100 @@ use datafusion::arrow::datatypes::*;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-/// What one flow read of one cursor source (`output.cursors.<source>`).
+/// One file a `new_files` source read: a file whose path, size or modification time changed
+/// is a new file.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct FileMark {
+    /// Relative to the store's path.
+    pub path: String,
+    /// Bytes.
+    pub size: u64,
+    /// The modification time, ISO 8601 UTC with nanoseconds.
+    pub modified_utc: String,
+}
+
+/// What one flow read of one incremental source (`output.cursors.<source>`): a cursor
+/// source's `column`, `after`, `through`, or a `new_files` source's `files`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(into = "Value")]
 pub struct CursorEntry {
     /// The cursor column.
+    #[serde(default)]
     pub column: String,
     /// The mark the flow started from (`null`: it read everything).
+    #[serde(default)]
     pub after: Value,
     /// The largest cursor value read, the next flow's mark (the mark itself when nothing newer
     /// was read; `null` while the source has not been read).
+    #[serde(default)]
     pub through: Value,
     /// Rows read.
     pub rows: u64,
     /// Rows skipped because their cursor was NULL.
-    #[serde(default, skip_serializing_if = "is_zero")]
+    #[serde(default)]
     pub null_rows: u64,
     /// Fingerprints of the rows read whose cursor equals `through`: the next flow reads rows
     /// at its mark again and skips these.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(default)]
     pub boundary: Vec<String>,
+    /// A `new_files` source: the files this flow read (none while it has not read them).
+    #[serde(default)]
+    pub files: Option<Vec<FileMark>>,
+}
+
+impl From<CursorEntry> for Value {
+    fn from(e: CursorEntry) -> Value {
+        let mut m = serde_json::Map::new();
+        if let Some(files) = e.files {
+            m.insert("files".into(), serde_json::to_value(files).unwrap_or_default());
+            m.insert("rows".into(), Value::from(e.rows));
+            return Value::Object(m);
+        }
+        m.insert("column".into(), Value::from(e.column));
+        m.insert("after".into(), e.after);
+        m.insert("through".into(), e.through);
+        m.insert("rows".into(), Value::from(e.rows));
+        if e.null_rows > 0 {
+            m.insert("null_rows".into(), Value::from(e.null_rows));
+        }
+        if !e.boundary.is_empty() {
+            m.insert("boundary".into(), Value::from(e.boundary));
+        }
+        Value::Object(m)
+    }
 }
 
 impl CursorEntry {
+    /// The entry of a `new_files` source that read `files` (`rows` rows).
+    pub fn of_files(files: Vec<FileMark>, rows: u64) -> Self {
+        CursorEntry {
+            column: String::new(),
+            after: Value::Null,
+            through: Value::Null,
+            rows,
+            null_rows: 0,
+            boundary: Vec::new(),
+            files: Some(files),
+        }
+    }
+
     /// The log line of a finished read (`None` before the source is read).
     pub fn describe(&self) -> Option<String> {
+        if let Some(files) = &self.files {
+            let plural = |n: usize| if n == 1 { "" } else { "s" };
+            return Some(format!(
+                "read {} row{} from {} new file{}{}",
+                self.rows,
+                if self.rows == 1 { "" } else { "s" },
+                files.len(),
+                plural(files.len()),
+                if files.is_empty() {
+                    " (no file is new: the source is empty)"
+                } else {
+                    ""
+                }
+            ));
+        }
         if self.through.is_null() && self.rows == 0 && self.null_rows == 0 {
             return None;
         }
@@ -68,15 +138,14 @@ impl CursorEntry {
     }
 }
 
-fn is_zero(n: &u64) -> bool {
-    *n == 0
-}
-
-/// Where a cursor source starts: the previous completed flow's `through` and boundary.
+/// Where a cursor source starts: the previous completed flow's `through` and boundary; for a
+/// `new_files` source, the files that completed flows of the input read.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct CursorStart {
     pub after: Value,
     pub boundary: BTreeSet<u64>,
+    /// `Some` for a `new_files` source: the files read before (none after a full refresh).
+    pub files: Option<BTreeSet<FileMark>>,
 }
 
 impl CursorStart {
@@ -86,6 +155,7 @@ impl CursorStart {
             return CursorStart {
                 after: previous.after.clone(),
                 boundary: BTreeSet::new(),
+                files: None,
             };
         }
         CursorStart {
@@ -95,11 +165,15 @@ impl CursorStart {
                 .iter()
                 .filter_map(|h| u64::from_str_radix(h, 16).ok())
                 .collect(),
+            files: None,
         }
     }
 
     /// The entry a flow starting here shows before it reads.
     pub fn entry(&self, column: &str) -> CursorEntry {
+        if self.files.is_some() {
+            return CursorEntry::of_files(Vec::new(), 0);
+        }
         CursorEntry {
             column: column.to_string(),
             after: self.after.clone(),
@@ -107,6 +181,7 @@ impl CursorStart {
             rows: 0,
             null_rows: 0,
             boundary: Vec::new(),
+            files: None,
         }
     }
 }
@@ -345,6 +420,7 @@ mod tests {
             rows: 4,
             null_rows: 0,
             boundary: vec![format!("{:016x}", 77u64)],
+            files: None,
         };
         let start = CursorStart::after(&previous);
         assert_eq!(start.after, Value::from(9));
@@ -354,5 +430,30 @@ mod tests {
             ..previous
         };
         assert_eq!(CursorStart::after(&unread).after, Value::from(3));
+    }
+
+    #[test]
+    fn a_files_entry_shows_its_files_and_rows_only_and_reads_back() {
+        let mark = FileMark {
+            path: "events/a.csv".into(),
+            size: 12,
+            modified_utc: "2026-12-01T10:00:00.000000000Z".into(),
+        };
+        let entry = CursorEntry::of_files(vec![mark.clone()], 3);
+        let json = serde_json::to_value(&entry).unwrap();
+        assert_eq!(
+            json,
+            serde_json::json!({"files": [{"path": "events/a.csv", "size": 12,
+                "modified_utc": "2026-12-01T10:00:00.000000000Z"}], "rows": 3})
+        );
+        let back: CursorEntry = serde_json::from_value(json).unwrap();
+        assert_eq!(back, entry);
+        let cursor = CursorStart::default().entry("id");
+        let json = serde_json::to_value(&cursor).unwrap();
+        assert_eq!(
+            json,
+            serde_json::json!({"column": "id", "after": null, "through": null, "rows": 0})
+        );
+        assert_eq!(serde_json::from_value::<CursorEntry>(json).unwrap(), cursor);
     }
 }

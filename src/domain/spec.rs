@@ -44,13 +44,20 @@ pub struct IncrementalRequest {
     /// The column whose growth marks new and changed rows (integer, decimal, date or
     /// timestamp) of a database table or query.
     pub cursor: Option<String>,
+    /// `true`: a file source (a glob) reads only the files that no completed flow of the input
+    /// has read (by path, size and modification time).
+    pub new_files: Option<bool>,
 }
 
 /// How a source reads only what changed.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Incremental {
     /// Rows whose value in this column is at least the mark (see `domain::cursor`).
-    pub cursor: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cursor: Option<String>,
+    /// Only the files no completed flow of the input has read (see `domain::cursor::FileMark`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub new_files: bool,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, utoipa::ToSchema)]
@@ -141,14 +148,20 @@ pub struct Source {
     pub csv: Option<CsvOptions>,
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub incremental: Option<Incremental>,
+    /// Set while a `new_files` source is read: the files to read instead of the whole glob.
+    #[serde(skip)]
+    #[schema(ignore)]
+    pub only_files: Option<Vec<std::path::PathBuf>>,
 }
 
 impl FlowInputSpec {
-    /// The sources that read with a cursor, and their cursor columns.
+    /// The incremental sources and their cursor columns (`""` for a `new_files` source).
     pub fn cursor_sources(&self) -> impl Iterator<Item = (&Source, &str)> {
-        self.sources
-            .iter()
-            .filter_map(|s| s.incremental.as_ref().map(|i| (s, i.cursor.as_str())))
+        self.sources.iter().filter_map(|s| {
+            s.incremental
+                .as_ref()
+                .map(|i| (s, i.cursor.as_deref().unwrap_or("")))
+        })
     }
 
     /// Whether two flows of this input must not run at once.

@@ -504,36 +504,7 @@ fn validate_source(
     }
     let incremental = match s.incremental {
         None => None,
-        Some(inc) => match inc.cursor {
-            None => {
-                p.add(
-                    at("incremental"),
-                    "give the cursor column: {\"cursor\": \"updated_at\"}",
-                );
-                None
-            }
-            Some(cursor) if cursor.trim().is_empty() => {
-                p.add(at("incremental.cursor"), "must not be empty");
-                None
-            }
-            Some(cursor) if cursor.chars().count() > MAX_COLUMN_NAME_LENGTH => {
-                p.add(
-                    at("incremental.cursor"),
-                    format!("at most {MAX_COLUMN_NAME_LENGTH} characters are allowed"),
-                );
-                None
-            }
-            Some(cursor) => {
-                let relational = store.is_none_or(|st| st.kind == StoreKind::RelationalDb);
-                if !relational {
-                    p.add(
-                        at("incremental.cursor"),
-                        "a cursor reads a database table or query: this store is not a relational database",
-                    );
-                }
-                Some(Incremental { cursor })
-            }
-        },
+        Some(inc) => validate_incremental(inc, store, s.path.is_some(), &at, p),
     };
     Some(Source {
         name: s.name,
@@ -543,7 +514,79 @@ fn validate_source(
         path: s.path,
         csv,
         incremental,
+        only_files: None,
     })
+}
+
+/// `sources[i].incremental`: a cursor on a database source, or `new_files` on a file glob.
+fn validate_incremental(
+    inc: IncrementalRequest,
+    store: Option<&DataStore>,
+    has_path: bool,
+    at: &dyn Fn(&str) -> String,
+    p: &mut Problems,
+) -> Option<Incremental> {
+    let new_files = inc.new_files.unwrap_or(false);
+    match (inc.cursor, new_files) {
+        (None, false) => {
+            let hint = if inc.new_files == Some(false) {
+                "new_files: false reads nothing incrementally: drop incremental, or give a cursor"
+            } else {
+                "give the cursor column ({\"cursor\": \"updated_at\"}) or, for files, {\"new_files\": true}"
+            };
+            p.add(at("incremental"), hint);
+            None
+        }
+        (Some(_), true) => {
+            p.add(
+                at("incremental"),
+                "give either cursor (a database source) or new_files (a file source), not both",
+            );
+            None
+        }
+        (None, true) => {
+            let file = store.is_none_or(|st| st.kind == StoreKind::File);
+            if !file {
+                p.add(
+                    at("incremental.new_files"),
+                    "new_files reads a file store: this store is not a csv or parquet file store",
+                );
+            } else if !has_path {
+                p.add(
+                    at("incremental.new_files"),
+                    "new_files needs a path (a glob such as events/*.csv)",
+                );
+            }
+            Some(Incremental {
+                cursor: None,
+                new_files: true,
+            })
+        }
+        (Some(cursor), false) if cursor.trim().is_empty() => {
+            p.add(at("incremental.cursor"), "must not be empty");
+            None
+        }
+        (Some(cursor), false) if cursor.chars().count() > MAX_COLUMN_NAME_LENGTH => {
+            p.add(
+                at("incremental.cursor"),
+                format!("at most {MAX_COLUMN_NAME_LENGTH} characters are allowed"),
+            );
+            None
+        }
+        (Some(cursor), false) => {
+            let relational = store.is_none_or(|st| st.kind == StoreKind::RelationalDb);
+            if !relational {
+                p.add(
+                    at("incremental.cursor"),
+                    "a cursor reads a database table or query: this store is not a relational database",
+                );
+            }
+            Some(Incremental {
+                cursor: Some(cursor),
+                new_files: false,
+            })
+        }
+    }
 }
 
 fn single_byte(value: &str, path: String, p: &mut Problems) -> bool {

@@ -19,7 +19,9 @@ use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use futures::StreamExt;
 
 use crate::connectors::CursorFilter;
-use crate::domain::cursor::{cursor_type_ok, fingerprint, value_at, CursorEntry, CursorStart, CursorValue};
+use crate::domain::cursor::{
+    cursor_type_ok, fingerprint, value_at, CursorEntry, CursorStart, CursorValue, FileMark,
+};
 
 /// Keeps the boundary of a read at most this big; beyond it, rows at the mark are read again
 /// by the next flow (so an append output could see them twice; a merge output cannot).
@@ -49,6 +51,18 @@ impl CursorRead {
         CursorFilter {
             column: self.column.clone(),
             after: self.start.after.clone(),
+        }
+    }
+
+    /// Whether this is a `new_files` source (the start holds the files read before).
+    pub fn reads_files(&self) -> bool {
+        self.start.files.is_some()
+    }
+
+    /// A `new_files` source opened `files` (its rows are counted by the node's tracker).
+    pub fn read_files(&self, files: Vec<FileMark>) {
+        if let Ok(mut read) = self.read.lock() {
+            *read = Some(CursorEntry::of_files(files, 0));
         }
     }
 
@@ -146,6 +160,7 @@ impl CursorRead {
             } else {
                 Vec::new()
             },
+            files: None,
         };
         if let Ok(mut read) = self.read.lock() {
             *read = Some(entry);

@@ -28,6 +28,7 @@ use futures::TryStreamExt;
 use super::boundary::{BoundaryExec, NodeTracker, Size};
 use super::cursor_read::CursorRead;
 use crate::connectors::{self, ConnectorError, IoContext};
+use crate::domain::cursor::FileMark;
 use crate::domain::spec::Source;
 use crate::domain::store::DataStore;
 
@@ -43,6 +44,9 @@ pub async fn open_table(
     let connector: Arc<dyn connectors::SourceConnector> =
         Arc::from(connectors::source_for(store, &io.pools)?);
     if let Some(cursor) = cursor {
+        if cursor.reads_files() {
+            return new_files_table(connector, source, store, io, tracker, cursor).await;
+        }
         return cursor_table(connector, source, io, tracker, cursor).await;
     }
     if let Some(native) = connector.table(source, io).await? {
@@ -81,6 +85,134 @@ pub async fn open_table(
         tracker: Some(tracker),
         size,
     }))
+}
+
+/// A `new_files` source as a table: the files its glob names now that no completed flow of the
+/// input read (by path, size and modification time), or, when none is new, an empty table with
+/// the columns of a file read before.
+async fn new_files_table(
+    connector: Arc<dyn connectors::SourceConnector>,
+    source: &Source,
+    store: &DataStore,
+    io: &IoContext,
+    tracker: Arc<NodeTracker>,
+    cursor: Arc<CursorRead>,
+) -> Result<Arc<dyn TableProvider>, ConnectorError> {
+    let root = connectors::store_path(store)?;
+    let (pattern, seen) = (
+        source.path.clone(),
+        cursor.start.files.clone().unwrap_or_default(),
+    );
+    let listed = tokio::task::spawn_blocking(move || list_files(&root, pattern.as_deref()))
+        .await
+        .map_err(|e| ConnectorError::permanent(format!("listing the files: {e}")))??;
+    if listed.is_empty() {
+        // Nothing matches (the files read before were moved away, say): the declared columns.
+        let declared = source.csv.as_ref().map(|o| &o.columns).filter(|c| !c.is_empty());
+        let Some(columns) = declared.filter(|_| !seen.is_empty()) else {
+            let what = if seen.is_empty() {
+                "no file was read before"
+            } else {
+                "the files read before are gone"
+            };
+            return Err(ConnectorError::permanent(format!(
+                "source {}: no file matches {:?} and {what}, so there are no columns to give it: \
+                 add a file or declare the columns (csv.columns)",
+                source.name,
+                source.path.as_deref().unwrap_or_default()
+            )));
+        };
+        let fields = columns
+            .iter()
+            .map(|(name, ty)| {
+                crate::domain::spec::parse_column_type(ty)
+                    .map(|dt| datafusion::arrow::datatypes::Field::new(name, dt, true))
+                    .map_err(ConnectorError::permanent)
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let schema = Arc::new(datafusion::arrow::datatypes::Schema::new(fields));
+        return empty_table(schema, tracker, cursor);
+    }
+    let (new, old): (Vec<_>, Vec<_>) = listed.into_iter().partition(|(_, mark)| !seen.contains(mark));
+    let mut only = source.clone();
+    let Some((first_old, _)) = old.first().filter(|_| new.is_empty()) else {
+        only.only_files = Some(new.iter().map(|(path, _)| path.clone()).collect());
+        cursor.read_files(new.into_iter().map(|(_, mark)| mark).collect());
+        let native = connector.table(&only, io).await?.ok_or_else(|| {
+            ConnectorError::permanent(format!("source {} cannot read new files", source.name))
+        })?;
+        tracker.set_estimate(native.estimated_rows);
+        let size = native.estimated_rows.map(|rows| Size {
+            rows,
+            bytes: native.estimated_bytes,
+            exact: false,
+        });
+        return Ok(Arc::new(TrackedTable {
+            inner: native.table,
+            tracker: Some(tracker),
+            size,
+        }));
+    };
+    // No new file: the columns of one read before, no rows.
+    only.only_files = Some(vec![first_old.clone()]);
+    let native = connector
+        .table(&only, io)
+        .await?
+        .ok_or_else(|| ConnectorError::permanent(format!("source {} cannot read new files", source.name)))?;
+    empty_table(native.table.schema(), tracker, cursor)
+}
+
+/// The empty table a `new_files` source with no new file reads.
+fn empty_table(
+    schema: SchemaRef,
+    tracker: Arc<NodeTracker>,
+    cursor: Arc<CursorRead>,
+) -> Result<Arc<dyn TableProvider>, ConnectorError> {
+    let empty = datafusion::datasource::MemTable::try_new(schema, vec![vec![]])
+        .map_err(|e| ConnectorError::permanent(super::errors::clean_message(&e)))?;
+    cursor.read_files(Vec::new());
+    tracker.set_estimate(Some(0));
+    Ok(Arc::new(TrackedTable {
+        inner: Arc::new(empty),
+        tracker: Some(tracker),
+        size: Some(Size {
+            rows: 0,
+            bytes: Some(0),
+            exact: true,
+        }),
+    }))
+}
+
+/// The files `pattern` names under `root`, each with its mark (path relative to `root`).
+fn list_files(
+    root: &std::path::Path,
+    pattern: Option<&str>,
+) -> Result<Vec<(std::path::PathBuf, FileMark)>, ConnectorError> {
+    let files = connectors::files::matching_files(root, pattern)?;
+    let canonical = root.canonicalize().unwrap_or_else(|_| root.to_path_buf());
+    files
+        .into_iter()
+        .map(|path| {
+            let meta = std::fs::metadata(&path)
+                .map_err(|e| ConnectorError::permanent(format!("cannot read {}: {e}", path.display())))?;
+            let modified = meta
+                .modified()
+                .map_err(|e| ConnectorError::permanent(format!("cannot read {}: {e}", path.display())))?;
+            let relative = path
+                .strip_prefix(&canonical)
+                .or_else(|_| path.strip_prefix(root))
+                .unwrap_or(&path)
+                .to_string_lossy()
+                .into_owned();
+            let mark = FileMark {
+                path: relative,
+                size: meta.len(),
+                modified_utc: chrono::DateTime::<chrono::Utc>::from(modified)
+                    .to_rfc3339_opts(chrono::SecondsFormat::Nanos, true),
+            };
+            Ok((path, mark))
+        })
+        .collect()
 }
 
 /// A cursor source as a table: read through the connector with the cursor's predicate, every

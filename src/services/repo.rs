@@ -389,6 +389,35 @@ pub async fn latest_completed_cursors(
     }
 }
 
+/// The files each `new_files` source read in the completed flows of input `flow_input_id`
+/// before flow `before` (a file read by any of them is not new).
+pub async fn completed_cursor_files(
+    db: &impl ConnectionTrait,
+    flow_input_id: i64,
+    before: i64,
+) -> Result<
+    std::collections::HashMap<String, std::collections::BTreeSet<crate::domain::cursor::FileMark>>,
+    AppError,
+> {
+    let rows = flow::Entity::find()
+        .find_also_related(flow_output::Entity)
+        .filter(flow::Column::FlowInputId.eq(flow_input_id))
+        .filter(flow::Column::Id.lt(before))
+        .filter(flow_output::Column::State.eq(FlowState::Completed.as_str()))
+        .all(db)
+        .await?;
+    let mut read: std::collections::HashMap<String, std::collections::BTreeSet<_>> = Default::default();
+    for cursors in rows.into_iter().filter_map(|(_, o)| o.and_then(|o| o.cursors)) {
+        let cursors: crate::domain::cursor::Cursors = from_json(cursors, "cursors")?;
+        for (source, entry) in cursors {
+            if let Some(files) = entry.files {
+                read.entry(source).or_default().extend(files);
+            }
+        }
+    }
+    Ok(read)
+}
+
 pub fn picture_from_model(m: flow_output::Model, max_lines: usize) -> Result<FlowPicture, AppError> {
     let state = FlowState::parse(&m.state)
         .ok_or_else(|| AppError::Internal(format!("output {} has unknown state {}", m.id, m.state)))?;

@@ -564,3 +564,236 @@ async fn a_retry_of_a_full_refresh_reads_everything_again() {
         .collect();
     assert_eq!(got, [["1", "10", "2"], ["2", "10", "2"], ["3", "10", "2"]]);
 }
+
+/// The rows of the `events` append target, sorted.
+async fn event_rows(app: &TestApp) -> Vec<String> {
+    sqlite_text(&app.file("wh.db"), "SELECT id, v FROM events ORDER BY id, v")
+        .await
+        .into_iter()
+        .map(|r| {
+            r.into_iter()
+                .map(|c| c.unwrap_or_default())
+                .collect::<Vec<_>>()
+                .join("|")
+        })
+        .collect()
+}
+
+/// The paths of the files a `new_files` entry lists.
+fn read_paths(flow: &Value) -> Vec<String> {
+    flow["output"]["cursors"]["raw"]["files"]
+        .as_array()
+        .map(|files| {
+            files
+                .iter()
+                .map(|f| f["path"].as_str().unwrap_or_default().to_string())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[tokio::test]
+async fn new_files_runs_read_only_the_files_no_completed_flow_read() {
+    let app = spawn_app().await;
+    let csv = app.csv_store("landing", "landing").await;
+    let out = app.sqlite_store("wh", "wh.db").await;
+    app.write_file("landing/events/a.csv", "id,v\n1,a1\n2,a2\n");
+    app.write_file("landing/events/b.csv", "id,v\n3,b3\n");
+    app.write_file("landing/other.csv", "id,v\n99,never\n");
+    let input = app
+        .create_input(json!({"name": "events", "source_store_ids": [csv], "target_store_id": out,
+            "sources": [{"name": "raw", "store_id": csv, "path": "events/*.csv",
+                         "incremental": {"new_files": true}}],
+            "transforms": [{"name": "events",
+                            "sql": "SELECT id, v FROM raw WHERE 1 / CASE WHEN v = 'boom' THEN 0 ELSE 1 END = 1"}],
+            "outputs": [{"node": "events", "mode": "append"}]}))
+        .await;
+    let flow = |full: bool| json!({"flow_input_id": input, "full_refresh": full});
+
+    // 1: every file of the glob.
+    let first = run(&app, flow(false)).await;
+    completed(&first);
+    assert_eq!(read_paths(&first), ["events/a.csv", "events/b.csv"], "{first:#}");
+    let entry = &first["output"]["cursors"]["raw"];
+    assert_eq!(entry["rows"], 3, "{first:#}");
+    assert_eq!(entry["files"][0]["size"], 15);
+    assert!(entry["files"][0]["modified_utc"]
+        .as_str()
+        .is_some_and(|t| t.ends_with('Z')));
+    assert_eq!(
+        entry.as_object().map(|o| o.len()),
+        Some(2),
+        "only files and rows: {entry:#}"
+    );
+    assert_eq!(event_rows(&app).await, ["1|a1", "2|a2", "3|b3"]);
+
+    // 2: a new file and a modified one (read again, whole); b is not read again.
+    app.write_file("landing/events/c.csv", "id,v\n4,c4\n");
+    app.write_file("landing/events/a.csv", "id,v\n1,a1\n2,a2\n5,a5\n");
+    let second = run(&app, flow(false)).await;
+    completed(&second);
+    assert_eq!(
+        read_paths(&second),
+        ["events/a.csv", "events/c.csv"],
+        "{second:#}"
+    );
+    assert_eq!(second["output"]["cursors"]["raw"]["rows"], 4);
+    assert_eq!(
+        event_rows(&app).await,
+        ["1|a1", "1|a1", "2|a2", "2|a2", "3|b3", "4|c4", "5|a5"]
+    );
+
+    // 3: nothing new: an empty source with the files' columns, nothing appended.
+    let idle = run(&app, flow(false)).await;
+    completed(&idle);
+    assert_eq!(
+        idle["output"]["cursors"]["raw"],
+        json!({"files": [], "rows": 0}),
+        "{idle:#}"
+    );
+    assert_eq!(event_rows(&app).await.len(), 7);
+
+    // 4: a FAILED flow read d and e: it moves nothing, the next flow reads them again.
+    app.write_file("landing/events/d.csv", "id,v\n6,d6\n");
+    app.write_file("landing/events/e.csv", "id,v\n7,boom\n");
+    let failed = run(&app, flow(false)).await;
+    assert_eq!(state(&failed), "FAILED", "{failed:#}");
+    app.write_file("landing/events/e.csv", "id,v\n7,e7\n");
+    let retried = run(&app, flow(false)).await;
+    completed(&retried);
+    assert_eq!(
+        read_paths(&retried),
+        ["events/d.csv", "events/e.csv"],
+        "{retried:#}"
+    );
+    assert_eq!(
+        event_rows(&app).await,
+        ["1|a1", "1|a1", "2|a2", "2|a2", "3|b3", "4|c4", "5|a5", "6|d6", "7|e7"]
+    );
+
+    // 5: full_refresh reads every file again; the next flow then has nothing new.
+    let full = run(&app, flow(true)).await;
+    completed(&full);
+    assert_eq!(
+        read_paths(&full),
+        [
+            "events/a.csv",
+            "events/b.csv",
+            "events/c.csv",
+            "events/d.csv",
+            "events/e.csv"
+        ]
+    );
+    assert_eq!(full["output"]["cursors"]["raw"]["rows"], 7);
+    let after = run(&app, flow(false)).await;
+    completed(&after);
+    assert_eq!(read_paths(&after), Vec::<String>::new());
+    assert_eq!(event_rows(&app).await.len(), 16);
+}
+
+#[tokio::test]
+async fn new_files_reads_parquet_files_and_is_validated() {
+    let app = spawn_app().await;
+    let csv = app.csv_store("landing", "landing").await;
+    let pq = app
+        .create_store(json!({"name": "pq", "kind": "file", "engine": "parquet",
+            "connection": {"type": "file", "path": app.file("pq")}}))
+        .await;
+    let out = app.sqlite_store("wh", "wh.db").await;
+    std::fs::create_dir_all(app.file("pq")).unwrap();
+
+    let bad = app
+        .post(
+            "/flow-inputs",
+            &json!({"name": "bad", "source_store_ids": [csv, out], "target_store_id": out,
+                    "sources": [{"name": "a", "store_id": out, "table": "t", "incremental": {"new_files": true}},
+                                {"name": "b", "store_id": csv, "path": "*.csv", "incremental": {"new_files": true, "cursor": "id"}},
+                                {"name": "c", "store_id": csv, "incremental": {"new_files": true}},
+                                {"name": "d", "store_id": csv, "path": "*.csv", "incremental": {"new_files": false}}],
+                    "transforms": [{"name": "t2", "sql": "SELECT 1 AS x"}]}),
+        )
+        .await
+        .expect(422);
+    assert_eq!(
+        bad.error_paths(),
+        [
+            "sources[0].incremental.new_files",
+            "sources[1].incremental",
+            "sources[2].incremental.new_files",
+            "sources[3].incremental"
+        ],
+        "{:#}",
+        bad.body
+    );
+
+    // Parquet files written by a first flow of another input, then read by new_files.
+    let writer = app
+        .create_input(
+            json!({"name": "w", "source_store_ids": [out], "target_store_id": pq,
+            "transforms": [{"name": "part1", "sql": "SELECT 1 AS id UNION ALL SELECT 2"}],
+            "outputs": [{"node": "part1"}]}),
+        )
+        .await;
+    completed(&run(&app, json!({"flow_input_id": writer})).await);
+    let reader = app
+        .create_input(
+            json!({"name": "r", "source_store_ids": [pq], "target_store_id": out,
+            "sources": [{"name": "raw", "store_id": pq, "path": "part*.parquet",
+                         "incremental": {"new_files": true}}],
+            "transforms": [{"name": "ids", "sql": "SELECT id FROM raw"}],
+            "outputs": [{"node": "ids", "mode": "append"}]}),
+        )
+        .await;
+    let first = run(&app, json!({"flow_input_id": reader})).await;
+    completed(&first);
+    assert_eq!(read_paths(&first), ["part1.parquet"], "{first:#}");
+    let second = run(&app, json!({"flow_input_id": reader})).await;
+    completed(&second);
+    assert_eq!(
+        second["output"]["cursors"]["raw"],
+        json!({"files": [], "rows": 0})
+    );
+    let ids = sqlite_text(&app.file("wh.db"), "SELECT id FROM ids ORDER BY id").await;
+    assert_eq!(ids.len(), 2, "{ids:?}");
+
+    // Files moved away after they were read: the declared columns, no rows.
+    app.write_file("landing/in/a.csv", "id,v\n1,x\n");
+    let moved = app
+        .create_input(
+            json!({"name": "moved", "source_store_ids": [csv], "target_store_id": out,
+            "sources": [{"name": "raw", "store_id": csv, "path": "in/*.csv",
+                         "csv": {"columns": {"id": "bigint", "v": "text"}},
+                         "incremental": {"new_files": true}}],
+            "transforms": [{"name": "moved_rows", "sql": "SELECT id, v FROM raw"}],
+            "outputs": [{"node": "moved_rows", "mode": "append"}]}),
+        )
+        .await;
+    completed(&run(&app, json!({"flow_input_id": moved})).await);
+    std::fs::remove_file(app.file("landing/in/a.csv")).unwrap();
+    let gone = run(&app, json!({"flow_input_id": moved})).await;
+    completed(&gone);
+    assert_eq!(
+        gone["output"]["cursors"]["raw"],
+        json!({"files": [], "rows": 0}),
+        "{gone:#}"
+    );
+
+    // No file ever read and none there: the flow fails and says why.
+    let never = app
+        .create_input(
+            json!({"name": "never", "source_store_ids": [csv], "target_store_id": out,
+            "sources": [{"name": "raw", "store_id": csv, "path": "none/*.csv",
+                         "csv": {"columns": {"id": "bigint"}},
+                         "incremental": {"new_files": true}}],
+            "transforms": [{"name": "never_rows", "sql": "SELECT id FROM raw"}],
+            "outputs": [{"node": "never_rows", "mode": "append"}]}),
+        )
+        .await;
+    let failed = run(&app, json!({"flow_input_id": never})).await;
+    assert_eq!(state(&failed), "FAILED");
+    let errors = failed["output"]["errors"]["lines"].to_string();
+    assert!(
+        errors.contains("no file matches \\\"none/*.csv\\\" and no file was read before"),
+        "{errors}"
+    );
+}
