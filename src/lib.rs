@@ -5,17 +5,18 @@
 //!
 //! # Layout
 //!
-//! The list goes roughly from top to bottom: a module mostly uses the ones below it. Not yet
-//! only: `actors` use the data layer in [`services::repo`] (it belongs below them all), `api`
-//! reads the SSE hub in [`actors::events`], the connectors use [`engine::errors`] to word
-//! DataFusion errors, and [`domain`] validation reads its limits from [`config`].
+//! The list goes from top to bottom: a module uses only the ones below it. Not yet only: the
+//! connectors use [`engine::errors`] to word DataFusion errors, and [`domain`] validation reads
+//! its limits from [`config`].
 //!
 //! - [`api`]: HTTP routes and handlers, DTOs, auth, problem+json errors.
-//! - [`services`]: the business layer (validate, plan, start and cancel flows) and the data
-//!   layer ([`services::repo`], SeaORM over the `entity` and `migration` crates).
+//! - [`services`]: the business layer (validate, plan, start and cancel flows).
 //! - [`actors`]: FlowSupervisor, FlowActor, TaskActor and the Persister.
 //! - [`engine`]: DataFusion sessions on a dedicated runtime, node execution, checkpoints.
 //! - [`connectors`]: sources and sinks per store engine.
+//! - [`repo`]: the data layer, repositories over SeaORM (the `entity` and `migration` crates);
+//!   used by services and actors.
+//! - [`events`]: the live-event hub and the SSE wire types (the Persister feeds it, api reads it).
 //! - [`domain`]: the types of the domain and their rules (validation, DAG, progress).
 //! - [`cli`]: the client commands of the `sluice` binary (a REST/SSE client of a server).
 //! - [`metrics`]: the Prometheus registry (one per application).
@@ -32,7 +33,9 @@ pub mod connectors;
 pub mod domain;
 pub mod engine;
 pub mod error;
+pub mod events;
 pub mod metrics;
+pub mod repo;
 pub mod secrets;
 pub mod services;
 pub mod startup;

@@ -12,7 +12,7 @@ use migration::MigratorTrait;
 use sea_orm::{ConnectOptions, Database, DatabaseConnection};
 use tracing_actix_web::TracingLogger;
 
-use crate::actors::events::EventHub;
+use crate::events::EventHub;
 use crate::actors::messages::{Park, Recover};
 use crate::actors::supervisor::SupervisorConfig;
 use crate::actors::{FlowSupervisor, Persister};

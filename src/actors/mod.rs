@@ -3,7 +3,6 @@
 //! Persister is the single writer of flow outputs. Actors know nothing of HTTP or SQL
 //! dialects: they schedule, message and supervise.
 
-pub mod events;
 pub mod flow;
 pub mod messages;
 pub mod persister;

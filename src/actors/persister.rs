@@ -13,12 +13,12 @@ use actix::prelude::*;
 use sea_orm::DatabaseConnection;
 use tokio::sync::{mpsc, oneshot};
 
-use super::events::{EventHub, FlowUpdate, Mark};
+use crate::events::{EventHub, FlowUpdate, Mark};
 use super::messages::{FlushAll, GetLive, GetPicture, LiveStates, Record, RowsMoved, Track, Transition};
 use crate::domain::flow::{FlowEvent, FlowPicture, FlowState};
 use crate::domain::time;
 use crate::metrics::Metrics;
-use crate::services::repo;
+use crate::repo;
 
 struct Entry {
     picture: FlowPicture,

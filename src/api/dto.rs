@@ -12,7 +12,7 @@ use crate::domain::store::Connection;
 use crate::domain::time::rfc3339;
 use crate::error::AppError;
 use crate::services::flows::FlowRecord;
-use crate::services::repo::{self, Page};
+use crate::repo::{self, Page};
 
 #[derive(Serialize)]
 pub struct List<T: Serialize> {

@@ -21,7 +21,7 @@ use tokio::sync::broadcast::{self, error::RecvError};
 use tokio::time::Instant;
 
 use super::dto::FlowView;
-use crate::actors::events::{EventHub, FlowUpdate, ProgressUpdate, Sequenced};
+use crate::events::{EventHub, FlowUpdate, ProgressUpdate, Sequenced};
 use crate::domain::flow::FlowState;
 use crate::error::AppError;
 use crate::metrics::Metrics;

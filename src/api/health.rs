@@ -3,7 +3,8 @@
 use actix_web::{web, HttpResponse};
 
 use crate::error::AppError;
-use crate::services::{repo, Services};
+use crate::repo;
+use crate::services::Services;
 
 #[utoipa::path(
     get, path = "/healthz", operation_id = "healthz", tag = "service",

@@ -2,7 +2,7 @@
 
 use entity::data_store;
 
-use super::repo::{self, NewStore, Page};
+use crate::repo::{self, NewStore, Page};
 use super::Services;
 use crate::domain::paths::resolve_in_roots;
 use crate::domain::store::{validate_new_store, Connection, FileConnection, NewDataStoreRequest};

@@ -4,7 +4,7 @@ use std::collections::HashMap;
 
 use entity::flow_input;
 
-use super::repo::{self, Page};
+use crate::repo::{self, Page};
 use super::Services;
 use crate::domain::dag::Dag;
 use crate::domain::spec::{FlowInputRequest, FlowInputSpec};

@@ -5,7 +5,7 @@ use std::collections::HashSet;
 
 use entity::flow;
 
-use super::repo::{self, Page};
+use crate::repo::{self, Page};
 use super::Services;
 use crate::actors::messages::{CancelFlow, CancelOutcome, GetPicture, StartFlow};
 use crate::domain::dag::Dag;

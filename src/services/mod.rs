@@ -5,14 +5,13 @@ pub mod data_stores;
 pub mod flow_inputs;
 pub mod flows;
 pub mod observe;
-pub mod repo;
 
 use std::sync::Arc;
 
 use actix::Addr;
 use sea_orm::DatabaseConnection;
 
-use crate::actors::events::EventHub;
+use crate::events::EventHub;
 use crate::actors::{FlowSupervisor, Persister};
 use crate::config::Settings;
 use crate::metrics::Metrics;

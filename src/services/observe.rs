@@ -2,7 +2,8 @@
 //! would show them: the Persister's live state where it holds one, else the stored one).
 
 use super::flows::FlowRecord;
-use super::{repo, Services};
+use super::Services;
+use crate::repo;
 use crate::actors::messages::{GetLive, LiveStates};
 use crate::error::AppError;
 
