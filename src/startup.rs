@@ -15,12 +15,13 @@ use tracing_actix_web::TracingLogger;
 use crate::events::EventHub;
 use crate::actors::messages::{Park, Recover};
 use crate::actors::supervisor::SupervisorConfig;
-use crate::actors::{FlowSupervisor, Persister};
+use crate::actors::{FlowSupervisor, Persister, PlanLoader};
 use crate::api::{self, auth::Tokens, extract::BodyLimit};
 use crate::config::Settings;
 use crate::engine::Engine;
 use crate::metrics::Metrics;
 use crate::secrets::Cipher;
+use crate::services::plan::StoredPlans;
 use crate::services::Services;
 
 pub struct Application {
@@ -104,16 +105,20 @@ impl Application {
             })
         };
         let supervisor = {
-            let (db, cipher, engine, persister) =
-                (db.clone(), cipher.clone(), engine.clone(), persister.clone());
+            let (db, engine, persister) = (db.clone(), engine.clone(), persister.clone());
+            let plans: Arc<dyn PlanLoader> = Arc::new(StoredPlans::new(
+                db.clone(),
+                cipher.clone(),
+                engine.clone(),
+                settings.engine.max_log_lines,
+            ));
             let config = SupervisorConfig {
                 max_running_flows: settings.engine.max_running_flows,
                 max_restarts: settings.engine.max_restarts,
-                max_log_lines: settings.engine.max_log_lines,
                 retry_retention: Duration::from_secs(settings.engine.retry_retention_h.saturating_mul(3600)),
             };
             FlowSupervisor::start_in_arbiter(&arbiters[1], move |_| {
-                FlowSupervisor::new(db, cipher, engine, persister, config)
+                FlowSupervisor::new(db, engine, persister, plans, config)
             })
         };
         supervisor

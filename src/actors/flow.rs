@@ -5,7 +5,9 @@
 //! marks what depends on a failed node SKIPPED, and ends the flow: COMPLETED, FAILED (every
 //! error listed) or CANCELLED. The final state is written by the Persister before the supervisor
 //! hears of it. If the actor dies without ending its flow (a panic in its own logic), its drop
-//! guard reports a crash so the supervisor can restart the flow.
+//! guard reports a crash so the supervisor can restart the flow. Which phase the run is in,
+//! what a cancel, suspend, timeout, failure or crash does there, and the final state are
+//! decided by its `flow_state::RunState`; this actor does the messaging and IO.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -14,6 +16,7 @@ use std::time::Duration;
 use actix::prelude::*;
 use tokio_util::sync::CancellationToken;
 
+use super::flow_state::{CancelDecision, End, Phase, RunState, StopReason};
 use super::messages::{
     Cancel, CrashCause, FlowCrashed, FlowEnded, FlowPlan, Record, SharedSession, Suspend, TaskDone,
     TaskOutcome, Transition,
@@ -34,25 +37,6 @@ use crate::engine::{checkpoint, publish, Engine};
 /// How long a cancelled flow waits for its running tasks to stop before ending anyway.
 const CANCEL_GRACE: Duration = Duration::from_millis(600);
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Phase {
-    /// Setting up the session (registering checkpoints).
-    Starting,
-    Running,
-    /// Stopping because of a cancel, a failure with `fail_fast`, a timeout or a suspend.
-    Stopping(StopReason),
-    /// The end is being written; nothing else happens.
-    Ending,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum StopReason {
-    Cancelled,
-    Failed,
-    /// Graceful shutdown: leave the flow RUNNING for the next process to resume.
-    Suspended,
-}
-
 pub struct FlowActor {
     plan: Arc<FlowPlan>,
     /// Nodes completed by an earlier run (valid checkpoints, staged outputs); not run again.
@@ -63,18 +47,15 @@ pub struct FlowActor {
     /// Which units are pending, running or done; indexes are the units' (`Scheduler::name`
     /// gives a unit's terminal node).
     scheduler: Scheduler,
-    phase: Phase,
+    /// The phase of the run, and how it ends (see `flow_state`).
+    run: RunState,
     engine: Arc<Engine>,
     session: Option<SharedSession>,
     cancel: CancellationToken,
     persister: Addr<Persister>,
     supervisor: Addr<FlowSupervisor>,
-    /// Set once the supervisor has been told how the flow ended (or that it was suspended).
-    reported: bool,
     /// Running tasks by unit index.
     tasks: HashMap<usize, Addr<TaskActor>>,
-    /// The final state being written, once `end` has decided it.
-    final_state: Option<FlowState>,
 }
 
 impl FlowActor {
@@ -96,15 +77,13 @@ impl FlowActor {
             done,
             restarted,
             scheduler,
-            phase: Phase::Starting,
+            run: RunState::new(),
             engine,
             session: None,
             cancel: CancellationToken::new(),
             persister,
             supervisor,
-            reported: false,
             tasks: HashMap::new(),
-            final_state: None,
         }
     }
 
@@ -353,7 +332,7 @@ impl FlowActor {
 
     /// Starts every node that may start now.
     fn schedule(&mut self, ctx: &mut Context<Self>) {
-        if self.phase != Phase::Running {
+        if !self.run.is_running() {
             return;
         }
         let Some(session) = self.session.clone() else {
@@ -398,12 +377,10 @@ impl FlowActor {
         self.maybe_end(ctx);
     }
 
-    /// Begins stopping: cancels running work and pending nodes.
-    fn stop_flow(&mut self, reason: StopReason, ctx: &mut Context<Self>) {
-        if matches!(self.phase, Phase::Stopping(_) | Phase::Ending) {
-            return;
-        }
-        self.phase = Phase::Stopping(reason);
+    /// Once the run state is stopping for `reason` (`RunState::cancel`, `suspend`,
+    /// `time_out`, `unit_failed`): cancels running work and (unless the
+    /// flow is suspended) pending nodes, and ends the flow once its tasks have stopped.
+    fn cancel_work(&mut self, reason: StopReason, ctx: &mut Context<Self>) {
         self.cancel.cancel();
         if reason != StopReason::Suspended {
             for index in self.scheduler.cancel_pending() {
@@ -415,7 +392,7 @@ impl FlowActor {
         // Tasks stop within milliseconds; if one does not, end without it (its work is
         // cancelled and its late report is ignored).
         ctx.run_later(CANCEL_GRACE, |act, ctx| {
-            if matches!(act.phase, Phase::Stopping(_)) {
+            if act.run.grace_over() {
                 act.tasks.clear();
                 act.end(ctx);
             }
@@ -424,13 +401,7 @@ impl FlowActor {
     }
 
     fn maybe_end(&mut self, ctx: &mut Context<Self>) {
-        let idle = self.tasks.is_empty();
-        let finished = match self.phase {
-            Phase::Running => self.scheduler.is_finished(),
-            Phase::Stopping(_) => idle,
-            _ => false,
-        };
-        if finished {
+        if self.run.should_end(self.tasks.is_empty(), self.scheduler.is_finished()) {
             self.end(ctx);
         }
     }
@@ -439,22 +410,13 @@ impl FlowActor {
     /// then writes the final state and tells the supervisor. When suspending for shutdown it
     /// keeps everything for the next start.
     fn end(&mut self, ctx: &mut Context<Self>) {
-        if self.phase == Phase::Ending {
+        let Some(end) = self.run.end(self.scheduler.all_completed()) else {
             return;
-        }
-        let state = match self.phase {
-            Phase::Stopping(StopReason::Suspended) => None,
-            Phase::Stopping(StopReason::Cancelled) => Some(FlowState::Cancelled),
-            Phase::Stopping(StopReason::Failed) => Some(FlowState::Failed),
-            _ if self.scheduler.all_completed() => Some(FlowState::Completed),
-            _ => Some(FlowState::Failed),
         };
-        self.phase = Phase::Ending;
-        self.final_state = state;
         self.cancel.cancel();
         let flow_id = self.flow_id();
-        let Some(state) = state else {
-            self.reported = true;
+        let End::Final(state) = end else {
+            self.run.reported();
             tracing::info!(flow_id, "flow suspended for shutdown");
             self.log(
                 Level::Warn,
@@ -507,7 +469,8 @@ impl FlowActor {
             }
             .into_actor(self)
             .map(move |result, act, ctx| {
-                let state = match (state, result) {
+                let ok = result.is_ok();
+                match (state, result) {
                     (FlowState::Completed, Ok((store, elapsed, notes))) => {
                         for note in notes {
                             act.log(Level::Info, note);
@@ -517,20 +480,17 @@ impl FlowActor {
                             elapsed.as_secs_f64()
                         );
                         act.log(Level::Info, message);
-                        FlowState::Completed
                     }
                     (FlowState::Completed, Err(e)) => {
                         let message = format!("publishing the outputs failed: {e}");
                         act.record(FlowEvent::FlowError { message });
-                        FlowState::Failed
                     }
-                    (other, Err(e)) => {
+                    (_, Err(e)) => {
                         act.log(Level::Warn, format!("could not remove the staged outputs: {e}"));
-                        other
                     }
-                    (other, Ok(_)) => other,
-                };
-                act.final_state = Some(state);
+                    (_, Ok(_)) => {}
+                }
+                let state = act.run.settle(state, ok);
                 act.write_end(state, ctx);
             }),
         );
@@ -567,12 +527,12 @@ impl FlowActor {
             .map(move |written, act, ctx| {
                 match written {
                     Ok(()) => {
-                        act.reported = true;
+                        act.run.reported();
                         tracing::info!(flow_id, state = %state, "flow ended");
                         act.supervisor.do_send(FlowEnded { flow_id, state });
                     }
                     Err(e) => {
-                        act.reported = true;
+                        act.run.reported();
                         act.supervisor.do_send(FlowCrashed {
                             flow_id,
                             cause: CrashCause::Internal(format!("writing the final state failed: {e}")),
@@ -593,11 +553,11 @@ impl Actor for FlowActor {
         let memory = self.plan.spec.options.memory_limit_mb;
         if let Some(limit) = self.plan.spec.options.flow_timeout_s {
             ctx.run_later(Duration::from_secs(limit), move |act, ctx| {
-                if act.phase == Phase::Running {
+                if act.run.time_out() {
                     act.record(FlowEvent::FlowError {
                         message: format!("timed out after {limit} s (options.flow_timeout_s)"),
                     });
-                    act.stop_flow(StopReason::Failed, ctx);
+                    act.cancel_work(StopReason::Failed, ctx);
                 }
             });
         }
@@ -638,13 +598,13 @@ impl Actor for FlowActor {
             }
             .into_actor(self)
             .map(move |(prepared, running), act, ctx| {
-                if act.phase != Phase::Starting {
+                if act.run.phase() != Phase::Starting {
                     return;
                 }
                 match prepared {
                     Ok(session) => act.session = Some(session),
                     Err(e) => {
-                        act.reported = true;
+                        act.run.reported();
                         act.supervisor.do_send(FlowCrashed {
                             flow_id,
                             cause: CrashCause::Internal(e),
@@ -655,7 +615,7 @@ impl Actor for FlowActor {
                 if let Err(e) = running {
                     tracing::warn!(flow_id, error = %e, "could not write RUNNING");
                 }
-                act.phase = Phase::Running;
+                act.run.session_ready();
                 if resumed {
                     // In the DAG's order, so the line reads the same every time.
                     let kept: Vec<&str> = act
@@ -688,7 +648,7 @@ impl Actor for FlowActor {
 impl Drop for FlowActor {
     fn drop(&mut self) {
         self.cancel.cancel();
-        if !self.reported {
+        if self.run.must_report_crash() {
             let cause = if std::thread::panicking() {
                 CrashCause::Panic("the flow's actor panicked".to_string())
             } else {
@@ -717,15 +677,13 @@ impl Handler<TaskDone> for FlowActor {
                 elapsed,
                 check: Some(outcome),
             } => {
-                if self.check_done(msg.index, rows, elapsed, outcome)
-                    && self.plan.spec.options.fail_fast
-                    && self.phase == Phase::Running
-                {
+                let failed = self.check_done(msg.index, rows, elapsed, outcome);
+                if self.run.unit_failed(failed && self.plan.spec.options.fail_fast) {
                     self.log(
                         Level::Warn,
                         format!("fail_fast: stopping the flow because {name} failed"),
                     );
-                    self.stop_flow(StopReason::Failed, ctx);
+                    self.cancel_work(StopReason::Failed, ctx);
                 }
             }
             TaskOutcome::Completed {
@@ -748,12 +706,12 @@ impl Handler<TaskDone> for FlowActor {
             TaskOutcome::Failed(e) => {
                 let failed = e.node.clone();
                 self.unit_failed(msg.index, e);
-                if self.plan.spec.options.fail_fast && self.phase == Phase::Running {
+                if self.run.unit_failed(self.plan.spec.options.fail_fast) {
                     self.log(
                         Level::Warn,
                         format!("fail_fast: stopping the flow because {failed} failed"),
                     );
-                    self.stop_flow(StopReason::Failed, ctx);
+                    self.cancel_work(StopReason::Failed, ctx);
                 }
             }
             TaskOutcome::Cancelled => {
@@ -766,12 +724,11 @@ impl Handler<TaskDone> for FlowActor {
                 // A crash, not a node failure: the supervisor restarts the flow from its
                 // checkpoints.
                 self.cancel.cancel();
-                self.reported = true;
+                self.run.crashed();
                 self.supervisor.do_send(FlowCrashed {
                     flow_id: self.flow_id(),
                     cause: CrashCause::Panic(format!("task {name} panicked: {message}")),
                 });
-                self.phase = Phase::Ending;
                 return ctx.stop();
             }
         }
@@ -784,21 +741,15 @@ impl Handler<Cancel> for FlowActor {
     type Result = Result<(), FlowState>;
 
     fn handle(&mut self, _: Cancel, ctx: &mut Self::Context) -> Self::Result {
-        match self.phase {
-            Phase::Running | Phase::Starting => {
+        match self.run.cancel() {
+            CancelDecision::Stop => {
                 self.log(Level::Warn, "cancel requested".into());
-                let was_starting = self.phase == Phase::Starting;
-                self.phase = Phase::Running;
-                self.stop_flow(StopReason::Cancelled, ctx);
-                if was_starting {
-                    self.maybe_end(ctx);
-                }
+                // Ends the flow at once when no task runs (a flow still starting has none).
+                self.cancel_work(StopReason::Cancelled, ctx);
                 Ok(())
             }
-            Phase::Stopping(StopReason::Cancelled) => Ok(()),
-            Phase::Stopping(StopReason::Failed) => Err(FlowState::Failed),
-            Phase::Stopping(StopReason::Suspended) => Err(FlowState::Running),
-            Phase::Ending => Err(self.final_state.unwrap_or(FlowState::Running)),
+            CancelDecision::AlreadyCancelling => Ok(()),
+            CancelDecision::Refused(state) => Err(state),
         }
     }
 }
@@ -807,9 +758,8 @@ impl Handler<Suspend> for FlowActor {
     type Result = ();
 
     fn handle(&mut self, _: Suspend, ctx: &mut Self::Context) {
-        if matches!(self.phase, Phase::Running | Phase::Starting) {
-            self.phase = Phase::Running;
-            self.stop_flow(StopReason::Suspended, ctx);
+        if self.run.suspend() {
+            self.cancel_work(StopReason::Suspended, ctx);
         }
     }
 }

@@ -1,9 +1,11 @@
 //! FlowSupervisor: admits flows up to `max_running_flows` (the rest wait READY, first in first
 //! out), starts a FlowActor for each and keeps their addresses in a registry, routes cancels,
 //! restarts crashed flows from their checkpoints with backoff up to `max_restarts`, recovers
-//! flows a previous process left unfinished, and parks running flows on shutdown.
+//! flows a previous process left unfinished, and parks running flows on shutdown. What it
+//! decides lives in [`Admission`]; plans come from the [`PlanLoader`] it is given; this actor
+//! does the messaging, the logging and the IO around them.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -11,57 +13,35 @@ use actix::prelude::*;
 use dashmap::DashMap;
 use sea_orm::DatabaseConnection;
 
+use super::admission::{Admission, CancelRoute, CrashDecision};
 use super::flow::FlowActor;
 use super::messages::*;
 use super::persister::Persister;
-use crate::domain::cursor::{CursorEntry, CursorStart};
-use crate::domain::flow::{FlowEvent, FlowPicture, FlowState, Level, TaskState};
-use crate::domain::plan::{RunPlan, UnitKind};
-use crate::engine::{checkpoint, cursor_read, publish, Engine};
-use crate::error::AppError;
-use crate::secrets::Cipher;
+use super::plan_loader::{LoadFailure, LoadedFlow, PlanLoader};
+use crate::domain::flow::{FlowEvent, FlowState, Level};
+use crate::engine::{publish, Engine};
 use crate::repo;
-
-/// Delay before restart `n` (1-based): 0.5 s, 1 s, 2 s, ... capped at 30 s.
-pub fn restart_delay(n: u32) -> Duration {
-    super::task::retry_delay(n)
-}
 
 pub struct SupervisorConfig {
     pub max_running_flows: usize,
     pub max_restarts: u32,
-    pub max_log_lines: usize,
     /// How long a FAILED or CANCELLED flow keeps its checkpoints for a retry.
     pub retry_retention: Duration,
 }
 
 pub struct FlowSupervisor {
     db: DatabaseConnection,
-    cipher: Cipher,
     engine: Arc<Engine>,
     persister: Addr<Persister>,
-    config: SupervisorConfig,
-    /// Flows waiting for a slot, in arrival order.
-    queue: VecDeque<i64>,
-    /// The flow whose plan is being loaded (it holds a slot). One at a time, so flows start in
-    /// exactly the order they were admitted.
-    starting: Option<i64>,
-    /// Running flows. Shared with `Park`'s reply, which waits (outside the actor) for it to
-    /// empty while this actor handles the flows' `FlowEnded`.
+    plans: Arc<dyn PlanLoader>,
+    /// How long a FAILED or CANCELLED flow keeps its checkpoints for a retry.
+    retry_retention: Duration,
+    /// Which flows wait, start, run or restart; where cancels go.
+    admission: Admission,
+    /// The actors of the running flows (the flows `admission` counts as running). Shared with
+    /// `Park`'s reply, which waits (outside the actor) for it to empty while this actor handles
+    /// the flows' `FlowEnded`.
     registry: Arc<DashMap<i64, Addr<FlowActor>>>,
-    /// Cancels that arrived while a flow was starting.
-    cancel_on_start: HashSet<i64>,
-    /// Crashed flows waiting out their restart delay, with the restart number.
-    restarting: HashMap<i64, u32>,
-    /// Restarts so far, per flow (reset when the flow ends).
-    restarts: HashMap<i64, u32>,
-    /// Flows found unfinished at start-up (their logs say so once they run).
-    recovered: HashSet<i64>,
-    /// Shutting down: admit nothing more.
-    parked: bool,
-    /// Flows of incremental inputs (flow id to input id): one flow of such an input runs at a
-    /// time, the others wait READY (in arrival order).
-    exclusive: HashMap<i64, i64>,
     /// A sweep of the work directories is under way (`sweep`); another waits for it.
     sweeping: bool,
     /// A sweep was asked for while one ran.
@@ -71,26 +51,19 @@ pub struct FlowSupervisor {
 impl FlowSupervisor {
     pub fn new(
         db: DatabaseConnection,
-        cipher: Cipher,
         engine: Arc<Engine>,
         persister: Addr<Persister>,
+        plans: Arc<dyn PlanLoader>,
         config: SupervisorConfig,
     ) -> Self {
         FlowSupervisor {
             db,
-            cipher,
             engine,
             persister,
-            config,
-            queue: VecDeque::new(),
-            starting: None,
+            plans,
+            retry_retention: config.retry_retention,
+            admission: Admission::new(config.max_running_flows, config.max_restarts),
             registry: Arc::new(DashMap::new()),
-            cancel_on_start: HashSet::new(),
-            restarting: HashMap::new(),
-            restarts: HashMap::new(),
-            recovered: HashSet::new(),
-            parked: false,
-            exclusive: HashMap::new(),
             sweeping: false,
             sweep_again: false,
         }
@@ -104,7 +77,7 @@ impl FlowSupervisor {
             return;
         }
         self.sweeping = true;
-        let sweep = sweep_work_dirs(self.db.clone(), self.engine.clone(), self.config.retry_retention);
+        let sweep = sweep_work_dirs(self.db.clone(), self.engine.clone(), self.retry_retention);
         ctx.spawn(sweep.into_actor(self).map(|_, act, ctx| {
             act.sweeping = false;
             if std::mem::take(&mut act.sweep_again) {
@@ -117,58 +90,35 @@ impl FlowSupervisor {
         self.persister.do_send(Record { flow_id, event });
     }
 
-    /// The inputs held by a flow that is starting, running or waiting to restart.
-    fn held_inputs(&self) -> HashSet<i64> {
-        self.registry
-            .iter()
-            .map(|e| *e.key())
-            .chain(self.starting)
-            .chain(self.restarting.keys().copied())
-            .filter_map(|id| self.exclusive.get(&id).copied())
-            .collect()
-    }
-
-    /// Starts the next waiting flow if a slot is free (and, once it is launched, the next). A
-    /// flow of an incremental input whose other flow runs is passed over: it keeps its place.
+    /// Starts loading the next waiting flow if a slot is free (and, once it is launched, the
+    /// next).
     fn admit(&mut self, ctx: &mut Context<Self>) {
-        if self.parked || self.starting.is_some() || self.registry.len() >= self.config.max_running_flows {
-            return;
-        }
-        let held = self.held_inputs();
-        let next = self
-            .queue
-            .iter()
-            .position(|id| self.exclusive.get(id).is_none_or(|input| !held.contains(input)));
-        let Some(flow_id) = next.and_then(|i| self.queue.remove(i)) else {
+        let Some(flow_id) = self.admission.next() else {
             return;
         };
-        self.starting = Some(flow_id);
-        let load = load_flow(
-            self.db.clone(),
-            self.cipher.clone(),
-            self.engine.clone(),
-            self.persister.clone(),
-            flow_id,
-            self.config.max_log_lines,
-        );
+        let (plans, persister) = (self.plans.clone(), self.persister.clone());
+        let load = async move {
+            let live = persister.send(GetPicture { flow_id }).await.ok().flatten();
+            plans.load(flow_id, live).await
+        };
         ctx.spawn(load.into_actor(self).map(move |loaded, act, ctx| {
-            act.starting = None;
             act.launch(flow_id, loaded, ctx);
             act.admit(ctx);
         }));
     }
 
-    fn launch(&mut self, flow_id: i64, loaded: Result<Option<Loaded>, AppError>, ctx: &mut Context<Self>) {
+    fn launch(&mut self, flow_id: i64, loaded: Result<Option<LoadedFlow>, LoadFailure>, ctx: &mut Context<Self>) {
         let loaded = match loaded {
             Ok(Some(l)) => l,
-            Ok(None) => return, // already final
+            Ok(None) => return self.admission.not_started(flow_id), // already final
             Err(e) => {
                 tracing::error!(flow_id, error = %e, "cannot load flow");
-                self.fail_unloadable(flow_id, e.for_flow(flow_id), ctx);
+                self.admission.not_started(flow_id);
+                self.fail_unloadable(flow_id, e.shown, ctx);
                 return;
             }
         };
-        let Loaded {
+        let LoadedFlow {
             plan,
             picture,
             done,
@@ -180,7 +130,8 @@ impl FlowSupervisor {
             picture,
             resync,
         });
-        if self.recovered.remove(&flow_id) {
+        let started = self.admission.started(flow_id);
+        if started.recovered {
             self.record(
                 flow_id,
                 FlowEvent::Log {
@@ -200,7 +151,7 @@ impl FlowSupervisor {
             ctx.address(),
         )
         .start();
-        if self.cancel_on_start.remove(&flow_id) {
+        if started.cancel {
             actor.do_send(Cancel);
         }
         self.registry.insert(flow_id, actor);
@@ -209,15 +160,11 @@ impl FlowSupervisor {
     /// A flow whose plan cannot be loaded (its input unreadable, a store gone): FAILED, with
     /// `cause` (already safe to show) in its errors.
     fn fail_unloadable(&mut self, flow_id: i64, cause: String, ctx: &mut Context<Self>) {
-        let db = self.db.clone();
+        let plans = self.plans.clone();
         let persister = self.persister.clone();
-        let max_lines = self.config.max_log_lines;
         ctx.spawn(
             async move {
-                let Ok(Some((_, output))) = repo::get_flow(&db, flow_id).await else {
-                    return;
-                };
-                let Ok(picture) = repo::picture_from_model(output, max_lines) else {
+                let Some(picture) = plans.stored_picture(flow_id).await else {
                     return;
                 };
                 if picture.state.is_final() {
@@ -245,13 +192,12 @@ impl FlowSupervisor {
         );
     }
 
-    /// Cancels a flow that is not running (waiting in the queue or for a restart).
+    /// Cancels a flow that is not running (it waited in the queue or for a restart).
     fn cancel_idle(&mut self, flow_id: i64) -> ResponseActFuture<Self, CancelOutcome> {
         // A flow recovered or restarted may have staged outputs from an earlier run.
-        let discard = discard_staged(self.db.clone(), self.cipher.clone(), self.engine.clone(), flow_id);
-        let db = self.db.clone();
+        let discard = discard_staged(self.plans.clone(), self.engine.clone(), flow_id);
+        let plans = self.plans.clone();
         let persister = self.persister.clone();
-        let max_lines = self.config.max_log_lines;
         Box::pin(
             async move {
                 if persister
@@ -261,10 +207,7 @@ impl FlowSupervisor {
                     .flatten()
                     .is_none()
                 {
-                    let Ok(Some((_, output))) = repo::get_flow(&db, flow_id).await else {
-                        return CancelOutcome::Unknown;
-                    };
-                    let Ok(picture) = repo::picture_from_model(output, max_lines) else {
+                    let Some(picture) = plans.stored_picture(flow_id).await else {
                         return CancelOutcome::Unknown;
                     };
                     if picture.state.is_final() {
@@ -298,186 +241,78 @@ impl FlowSupervisor {
             }
             .into_actor(self)
             .map(move |outcome, act, ctx| {
-                act.restarts.remove(&flow_id);
-                act.exclusive.remove(&flow_id);
+                act.admission.forget(flow_id);
                 act.admit(ctx);
                 outcome
             }),
         )
     }
+
+    /// Sends a cancel to the actor of running flow `flow_id`.
+    fn cancel_running(&mut self, flow_id: i64) -> ResponseActFuture<Self, CancelOutcome> {
+        let Some(actor) = self.registry.get(&flow_id).map(|a| a.clone()) else {
+            return Box::pin(actix::fut::ready(CancelOutcome::Unknown));
+        };
+        Box::pin(
+            actor
+                .send(Cancel)
+                .into_actor(self)
+                .map(|reply, _, _| match reply {
+                    Ok(Ok(())) => CancelOutcome::Sent,
+                    Ok(Err(state)) if state.is_final() => CancelOutcome::AlreadyFinal(state),
+                    _ => CancelOutcome::Unknown,
+                }),
+        )
+    }
+
+    /// Restarts crashed flow `flow_id` after `delay` (unless it is cancelled meanwhile).
+    fn restart_later(&mut self, flow_id: i64, attempt: u32, delay: Duration, ctx: &mut Context<Self>) {
+        ctx.run_later(delay, move |act, ctx| {
+            if act.admission.restart_due(flow_id) {
+                tracing::warn!(flow_id, attempt, "restarting flow");
+                act.admit(ctx);
+            }
+        });
+    }
+
+    /// Fails flow `flow_id`, which crashed too often: what it staged goes, then it is FAILED.
+    fn give_up(&mut self, flow_id: i64, ctx: &mut Context<Self>) {
+        let persister = self.persister.clone();
+        let discard = discard_staged(self.plans.clone(), self.engine.clone(), flow_id);
+        ctx.spawn(
+            async move {
+                discard.await;
+                let _ = persister
+                    .send(Transition {
+                        flow_id,
+                        state: FlowState::Failed,
+                    })
+                    .await;
+            }
+            .into_actor(self)
+            .map(move |_, act, ctx| {
+                act.admission.forget(flow_id);
+                act.admit(ctx);
+                act.sweep(ctx);
+            }),
+        );
+    }
 }
 
 /// Removes whatever a flow that will not run again left staged in its target (best effort:
 /// a flow whose input or store is gone has nothing to discard that Sluice can reach).
-async fn discard_staged(db: DatabaseConnection, cipher: Cipher, engine: Arc<Engine>, flow_id: i64) {
-    let plan = async {
-        let (flow, _) = repo::get_flow(&db, flow_id).await.ok()??;
-        let input = repo::get_flow_input(&db, flow.flow_input_id).await.ok()??;
-        let (spec, _) = repo::flow_input_spec(&input).ok()?;
-        let model = repo::get_store(&db, spec.target_store_id).await.ok()??;
-        let store = repo::store_from_model(model, &cipher).ok()?;
-        Some((store, publish::loads(engine.instance(), flow_id, &spec.outputs)))
+async fn discard_staged(plans: Arc<dyn PlanLoader>, engine: Arc<Engine>, flow_id: i64) {
+    let Some(staged) = plans.staged_outputs(flow_id).await else {
+        return;
     };
-    if let Some((store, loads)) = plan.await {
-        let pools = engine.pools().clone();
-        let done = engine
-            .handle()
-            .spawn(async move { publish::discard(&store, &loads, &pools).await })
-            .await;
-        if let Ok(Err(e)) = done {
-            tracing::warn!(flow_id, error = %e, "could not remove a flow's staged outputs");
-        }
+    let pools = engine.pools().clone();
+    let done = engine
+        .handle()
+        .spawn(async move { publish::discard(&staged.store, &staged.loads, &pools).await })
+        .await;
+    if let Ok(Err(e)) = done {
+        tracing::warn!(flow_id, error = %e, "could not remove a flow's staged outputs");
     }
-}
-
-/// What a FlowActor is started with.
-struct Loaded {
-    plan: FlowPlan,
-    picture: FlowPicture,
-    done: HashSet<String>,
-    /// Whether the flow ran before (it is being restarted or recovered); a fresh retry is not.
-    restarted: bool,
-    /// Whether followers must re-read a snapshot (see `Track::resync`).
-    resync: bool,
-}
-
-/// Loads a flow's plan and picture (the Persister's, if it still tracks the flow, else the
-/// stored one) and works out which nodes an earlier run completed.
-async fn load_flow(
-    db: DatabaseConnection,
-    cipher: Cipher,
-    engine: Arc<Engine>,
-    persister: Addr<Persister>,
-    flow_id: i64,
-    max_lines: usize,
-) -> Result<Option<Loaded>, AppError> {
-    let (flow, output) = repo::get_flow(&db, flow_id)
-        .await?
-        .ok_or_else(|| AppError::not_found("flow", flow_id))?;
-    let input = repo::get_flow_input(&db, flow.flow_input_id)
-        .await?
-        .ok_or_else(|| AppError::Internal(format!("flow input {} is missing", flow.flow_input_id)))?;
-    let (spec, dag) = repo::flow_input_spec(&input)?;
-    let mut ids: Vec<i64> = spec.sources.iter().map(|s| s.store_id).collect();
-    ids.push(spec.target_store_id);
-    ids.sort_unstable();
-    ids.dedup();
-    let stores = repo::stores_by_ids(&db, &ids)
-        .await?
-        .into_iter()
-        .map(|m| repo::store_from_model(m, &cipher).map(|s| (s.id, s)))
-        .collect::<Result<_, _>>()?;
-    let mut picture = match persister.send(GetPicture { flow_id }).await.ok().flatten() {
-        Some(p) => p,
-        None => repo::picture_from_model(output, max_lines)?,
-    };
-    if picture.state.is_final() {
-        return Ok(None);
-    }
-    let run = RunPlan::new(&dag);
-    // What an earlier run finished: a materialized node with a whole checkpoint, an output
-    // staged; reading the work directory, so on a blocking thread.
-    let completed: HashSet<String> = picture
-        .tasks
-        .iter()
-        .filter(|t| t.state == TaskState::Completed)
-        .map(|t| t.name.clone())
-        .collect();
-    let work_dir = engine.work_dir(flow_id);
-    let units = run.clone();
-    // What the cursor sources of an earlier run read (saved beside the checkpoints).
-    let cursor_sources: Vec<(String, String)> = spec
-        .cursor_sources()
-        .map(|(s, column)| (s.name.clone(), column.to_string()))
-        .collect();
-    let saved: HashMap<String, CursorEntry> = {
-        let (dir, names) = (work_dir.clone(), cursor_sources.clone());
-        tokio::task::spawn_blocking(move || {
-            names
-                .into_iter()
-                .filter_map(|(name, _)| cursor_read::load(&dir, &name).map(|e| (name, e)))
-                .collect()
-        })
-        .await
-        .map_err(|e| AppError::Internal(format!("reading the cursors of flow {flow_id}: {e}")))?
-    };
-    let unsaved: HashSet<String> = cursor_sources
-        .iter()
-        .map(|(name, _)| name.clone())
-        .filter(|name| !saved.contains_key(name))
-        .collect();
-    let done = tokio::task::spawn_blocking(move || {
-        units.done_nodes(|u| {
-            // A unit that read a cursor source counts as done only once what it read is saved
-            // (the save follows the unit's own checkpoint, and nothing reads the unit before).
-            if u.nodes().any(|n| unsaved.contains(n)) {
-                return false;
-            }
-            match u.kind {
-                // A checkpoint is committed whole once its node is done, whether or not the
-                // completion was written before the process stopped.
-                UnitKind::Materialize => checkpoint::is_valid(&work_dir, &u.name),
-                UnitKind::Persist => {
-                    completed.contains(&u.name) || checkpoint::staged(&work_dir, &u.name).is_some()
-                }
-                UnitKind::Discard | UnitKind::Check => completed.contains(&u.name),
-            }
-        })
-    })
-    .await
-    .map_err(|e| AppError::Internal(format!("scanning the checkpoints of flow {flow_id}: {e}")))?;
-    let restarted = picture.started_utc.is_some();
-    let resync = picture.resume(&done);
-    // Where the cursor sources start: after what the latest completed flow of the input read
-    // (nothing for a full refresh). Computed at every start: while this flow has not completed,
-    // no other flow of its input completes (they run one at a time).
-    let mut cursor_starts = HashMap::new();
-    if !cursor_sources.is_empty() {
-        let previous = if flow.full_refresh {
-            Default::default()
-        } else {
-            repo::latest_completed_cursors(&db, flow.flow_input_id, flow_id).await?
-        };
-        let read_files = if flow.full_refresh || cursor_sources.iter().all(|(_, c)| !c.is_empty()) {
-            Default::default()
-        } else {
-            repo::completed_cursor_files(&db, flow.flow_input_id, flow_id).await?
-        };
-        for (name, column) in &cursor_sources {
-            let start = if column.is_empty() {
-                // A new_files source: the files any completed flow of the input read.
-                CursorStart {
-                    files: Some(read_files.get(name).cloned().unwrap_or_default()),
-                    ..Default::default()
-                }
-            } else {
-                previous
-                    .get(name)
-                    .filter(|e| &e.column == column)
-                    .map(CursorStart::after)
-                    .unwrap_or_default()
-            };
-            let entry = saved.get(name).cloned().unwrap_or_else(|| start.entry(column));
-            picture.cursors.insert(name.clone(), entry);
-            cursor_starts.insert(name.clone(), start);
-        }
-    }
-    let plan = FlowPlan {
-        flow_id,
-        output_id: picture.output_id,
-        spec,
-        dag,
-        run,
-        stores,
-        cursor_starts,
-    };
-    Ok(Some(Loaded {
-        plan,
-        picture,
-        done,
-        restarted,
-        resync,
-    }))
 }
 
 /// Removes every work directory that no flow needs: a COMPLETED flow's (normally gone
@@ -578,15 +413,7 @@ impl Handler<StartFlow> for FlowSupervisor {
     type Result = ();
 
     fn handle(&mut self, msg: StartFlow, ctx: &mut Self::Context) {
-        if let Some(input) = msg.exclusive_input {
-            self.exclusive.insert(msg.flow_id, input);
-        }
-        if !self.queue.contains(&msg.flow_id)
-            && !self.registry.contains_key(&msg.flow_id)
-            && self.starting != Some(msg.flow_id)
-        {
-            self.queue.push_back(msg.flow_id);
-        }
+        self.admission.submit(msg.flow_id, msg.exclusive_input);
         self.admit(ctx);
     }
 }
@@ -595,31 +422,12 @@ impl Handler<CancelFlow> for FlowSupervisor {
     type Result = ResponseActFuture<Self, CancelOutcome>;
 
     fn handle(&mut self, msg: CancelFlow, _: &mut Self::Context) -> Self::Result {
-        let flow_id = msg.flow_id;
-        if let Some(pos) = self.queue.iter().position(|id| *id == flow_id) {
-            self.queue.remove(pos);
-            return self.cancel_idle(flow_id);
+        match self.admission.cancel(msg.flow_id) {
+            CancelRoute::Idle => self.cancel_idle(msg.flow_id),
+            CancelRoute::WhenStarted => Box::pin(actix::fut::ready(CancelOutcome::Sent)),
+            CancelRoute::Running => self.cancel_running(msg.flow_id),
+            CancelRoute::Unknown => Box::pin(actix::fut::ready(CancelOutcome::Unknown)),
         }
-        if self.restarting.remove(&flow_id).is_some() {
-            return self.cancel_idle(flow_id);
-        }
-        if self.starting == Some(flow_id) {
-            self.cancel_on_start.insert(flow_id);
-            return Box::pin(actix::fut::ready(CancelOutcome::Sent));
-        }
-        if let Some(actor) = self.registry.get(&flow_id).map(|a| a.clone()) {
-            return Box::pin(
-                actor
-                    .send(Cancel)
-                    .into_actor(self)
-                    .map(|reply, _, _| match reply {
-                        Ok(Ok(())) => CancelOutcome::Sent,
-                        Ok(Err(state)) if state.is_final() => CancelOutcome::AlreadyFinal(state),
-                        _ => CancelOutcome::Unknown,
-                    }),
-            );
-        }
-        Box::pin(actix::fut::ready(CancelOutcome::Unknown))
     }
 }
 
@@ -628,10 +436,7 @@ impl Handler<FlowEnded> for FlowSupervisor {
 
     fn handle(&mut self, msg: FlowEnded, ctx: &mut Self::Context) {
         self.registry.remove(&msg.flow_id);
-        self.restarts.remove(&msg.flow_id);
-        if msg.state.is_final() {
-            self.exclusive.remove(&msg.flow_id);
-        }
+        self.admission.ended(msg.flow_id, msg.state.is_final());
         self.admit(ctx);
         if msg.state.is_final() {
             self.sweep(ctx);
@@ -644,69 +449,40 @@ impl Handler<FlowCrashed> for FlowSupervisor {
 
     fn handle(&mut self, msg: FlowCrashed, ctx: &mut Self::Context) {
         let flow_id = msg.flow_id;
-        if self.registry.remove(&flow_id).is_none() && self.starting != Some(flow_id) {
-            // A second report of the same crash (the actor's drop guard).
-            if self.restarting.contains_key(&flow_id) {
-                return;
-            }
-        }
+        self.registry.remove(&flow_id);
+        let decision = self.admission.crashed(flow_id);
         // The service log gets the whole cause; the flow's lines only what they may show.
         let logged = crate::secrets::redact_urls(msg.cause.log_text());
         let cause = crate::secrets::redact_urls(&msg.cause.public_text(flow_id));
-        let restart = self.restarts.get(&flow_id).copied().unwrap_or(0) + 1;
-        let max = self.config.max_restarts;
-        if restart <= max && !self.parked {
-            let delay = restart_delay(restart);
-            tracing::warn!(flow_id, attempt = restart, max_restarts = max, cause = %logged, delay_ms = delay.as_millis() as u64, "flow crashed; restarting from its checkpoints");
-            self.record(
-                flow_id,
-                FlowEvent::Crashed {
-                    restart,
-                    max_restarts: max,
-                    cause,
-                    retry_in: Some(delay),
-                },
-            );
-            self.restarts.insert(flow_id, restart);
-            self.restarting.insert(flow_id, restart);
-            ctx.run_later(delay, move |act, ctx| {
-                if act.restarting.remove(&flow_id).is_some() {
-                    tracing::warn!(flow_id, attempt = restart, "restarting flow");
-                    act.queue.push_front(flow_id);
-                    act.admit(ctx);
-                }
-            });
-        } else {
-            tracing::warn!(flow_id, restarts = restart - 1, cause = %logged, "flow crashed too often; failing it");
-            self.record(
-                flow_id,
-                FlowEvent::Crashed {
-                    restart,
-                    max_restarts: max,
-                    cause,
-                    retry_in: None,
-                },
-            );
-            self.restarts.remove(&flow_id);
-            let persister = self.persister.clone();
-            let discard = discard_staged(self.db.clone(), self.cipher.clone(), self.engine.clone(), flow_id);
-            ctx.spawn(
-                async move {
-                    discard.await;
-                    let _ = persister
-                        .send(Transition {
-                            flow_id,
-                            state: FlowState::Failed,
-                        })
-                        .await;
-                }
-                .into_actor(self)
-                .map(move |_, act, ctx| {
-                    act.exclusive.remove(&flow_id);
-                    act.admit(ctx);
-                    act.sweep(ctx);
-                }),
-            );
+        let max = self.admission.max_restarts();
+        match decision {
+            CrashDecision::Duplicate => return,
+            CrashDecision::Restart { attempt, delay } => {
+                tracing::warn!(flow_id, attempt, max_restarts = max, cause = %logged, delay_ms = delay.as_millis() as u64, "flow crashed; restarting from its checkpoints");
+                self.record(
+                    flow_id,
+                    FlowEvent::Crashed {
+                        restart: attempt,
+                        max_restarts: max,
+                        cause,
+                        retry_in: Some(delay),
+                    },
+                );
+                self.restart_later(flow_id, attempt, delay, ctx);
+            }
+            CrashDecision::GiveUp { attempt } => {
+                tracing::warn!(flow_id, restarts = attempt - 1, cause = %logged, "flow crashed too often; failing it");
+                self.record(
+                    flow_id,
+                    FlowEvent::Crashed {
+                        restart: attempt,
+                        max_restarts: max,
+                        cause,
+                        retry_in: None,
+                    },
+                );
+                self.give_up(flow_id, ctx);
+            }
         }
         self.admit(ctx);
     }
@@ -716,48 +492,24 @@ impl Handler<Recover> for FlowSupervisor {
     type Result = ResponseActFuture<Self, ()>;
 
     fn handle(&mut self, _: Recover, _: &mut Self::Context) -> Self::Result {
-        let db = self.db.clone();
+        let plans = self.plans.clone();
         Box::pin(
-            async move {
-                let flows = repo::unfinished_flows(&db).await?;
-                // Which of them belong to incremental inputs (one input's spec read once).
-                let mut incremental: HashMap<i64, bool> = HashMap::new();
-                for (flow, _) in &flows {
-                    if incremental.contains_key(&flow.flow_input_id) {
-                        continue;
+            async move { plans.unfinished().await }
+                .into_actor(self)
+                .map(|found, act, ctx| match found {
+                    Ok(flows) => {
+                        for flow in flows {
+                            act.admission
+                                .recover(flow.flow_id, flow.exclusive_input, flow.was_running);
+                        }
+                        if act.admission.waiting() > 0 {
+                            tracing::info!(flows = act.admission.waiting(), "recovering unfinished flows");
+                        }
+                        act.admit(ctx);
+                        act.sweep(ctx);
                     }
-                    let is = match repo::get_flow_input(&db, flow.flow_input_id).await? {
-                        Some(input) => {
-                            repo::flow_input_spec(&input).is_ok_and(|(spec, _)| spec.is_incremental())
-                        }
-                        None => false,
-                    };
-                    incremental.insert(flow.flow_input_id, is);
-                }
-                Ok::<_, AppError>((flows, incremental))
-            }
-            .into_actor(self)
-            .map(|found, act, ctx| match found {
-                Ok((flows, incremental)) => {
-                    for (flow, output) in flows {
-                        if incremental.get(&flow.flow_input_id).copied().unwrap_or(false) {
-                            act.exclusive.insert(flow.id, flow.flow_input_id);
-                        }
-                        if output.state == FlowState::Running.as_str() {
-                            act.recovered.insert(flow.id);
-                        }
-                        if !act.queue.contains(&flow.id) {
-                            act.queue.push_back(flow.id);
-                        }
-                    }
-                    if !act.queue.is_empty() {
-                        tracing::info!(flows = act.queue.len(), "recovering unfinished flows");
-                    }
-                    act.admit(ctx);
-                    act.sweep(ctx);
-                }
-                Err(e) => tracing::error!(error = %e, "cannot list unfinished flows"),
-            }),
+                    Err(e) => tracing::error!(error = %e, "cannot list unfinished flows"),
+                }),
         )
     }
 }
@@ -766,10 +518,10 @@ impl Handler<Park> for FlowSupervisor {
     type Result = ResponseFuture<()>;
 
     fn handle(&mut self, msg: Park, _: &mut Self::Context) -> Self::Result {
-        self.parked = true;
+        self.admission.park();
         tracing::info!(
             running = self.registry.len(),
-            waiting = self.queue.len(),
+            waiting = self.admission.waiting(),
             "parking flows for shutdown"
         );
         for entry in self.registry.iter() {

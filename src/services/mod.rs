@@ -1,10 +1,11 @@
 //! The business layer: create and read data stores and flow inputs (validating and planning),
-//! start, read and cancel flows. Knows nothing of HTTP; returns `AppError`.
+//! start, read and cancel flows, and load a flow's plan for the supervisor. Knows nothing of HTTP; returns `AppError`.
 
 pub mod data_stores;
 pub mod flow_inputs;
 pub mod flows;
 pub mod observe;
+pub mod plan;
 
 use std::sync::Arc;
 
