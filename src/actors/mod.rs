@@ -10,6 +10,7 @@ pub mod flow;
 pub mod flow_state;
 pub mod messages;
 pub mod persister;
+pub mod pictures;
 pub mod plan_loader;
 pub mod supervisor;
 pub mod task;

@@ -3,9 +3,9 @@
 //! change at once, and a final state before it replies (so it is durable before anyone is told
 //! the flow ended). Writes go through one writer task, in order. It also publishes what each
 //! event changed to the flow's live followers (`events::EventHub`; a final state only once it
-//! is written) and counts task metrics.
+//! is written) and counts task metrics. What is coalesced and what readers see is kept by
+//! `pictures::Pictures`; this actor does the writing and the publishing.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -14,27 +14,12 @@ use sea_orm::DatabaseConnection;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::events::{EventHub, FlowUpdate, Mark};
+use super::pictures::{Applied, Pictures, Transitioned};
 use super::messages::{FlushAll, GetLive, GetPicture, LiveStates, Record, RowsMoved, Track, Transition};
-use crate::domain::flow::{FlowEvent, FlowPicture, FlowState};
+use crate::domain::flow::{FlowPicture, FlowState};
 use crate::domain::time;
 use crate::metrics::Metrics;
 use crate::repo;
-
-struct Entry {
-    picture: FlowPicture,
-    /// Changed since the last write.
-    dirty: bool,
-    /// While a final state is being written: the picture as it was before, which readers still
-    /// get — a final state is told to nobody before it is durable.
-    shown: Option<FlowPicture>,
-}
-
-impl Entry {
-    /// What readers see now.
-    fn visible(&self) -> &FlowPicture {
-        self.shown.as_ref().unwrap_or(&self.picture)
-    }
-}
 
 struct WriteJob {
     pictures: Vec<FlowPicture>,
@@ -44,7 +29,7 @@ struct WriteJob {
 pub struct Persister {
     db: DatabaseConnection,
     interval: Duration,
-    pictures: HashMap<i64, Entry>,
+    pictures: Pictures,
     writer: Option<mpsc::UnboundedSender<WriteJob>>,
     /// Live followers of flows.
     events: Arc<EventHub>,
@@ -56,7 +41,7 @@ impl Persister {
         Persister {
             db,
             interval,
-            pictures: HashMap::new(),
+            pictures: Pictures::default(),
             writer: None,
             events: Arc::new(EventHub::new()),
             metrics: Arc::new(Metrics::new()),
@@ -95,15 +80,7 @@ impl Persister {
 
     /// Queues a write of every dirty picture.
     fn flush_dirty(&mut self) {
-        let dirty: Vec<FlowPicture> = self
-            .pictures
-            .values_mut()
-            .filter(|e| e.dirty)
-            .map(|e| {
-                e.dirty = false;
-                e.picture.clone()
-            })
-            .collect();
+        let dirty = self.pictures.take_dirty();
         self.send(dirty, None);
     }
 }
@@ -163,14 +140,7 @@ impl Handler<Track> for Persister {
     type Result = ();
 
     fn handle(&mut self, msg: Track, _: &mut Self::Context) {
-        self.pictures.insert(
-            msg.flow_id,
-            Entry {
-                picture: msg.picture,
-                dirty: false,
-                shown: None,
-            },
-        );
+        self.pictures.track(msg.flow_id, msg.picture);
         if msg.resync {
             self.events.publish(msg.flow_id, FlowUpdate::Resync);
         }
@@ -181,25 +151,19 @@ impl Handler<Record> for Persister {
     type Result = ();
 
     fn handle(&mut self, msg: Record, _: &mut Self::Context) {
-        let Some(entry) = self.pictures.get_mut(&msg.flow_id) else {
+        let Some(before) = self.pictures.current(msg.flow_id) else {
             tracing::debug!(flow_id = msg.flow_id, event = ?msg.event, "event for an untracked flow dropped");
             return;
         };
-        self.metrics.observe(&entry.picture, &msg.event);
-        let mark = self
-            .events
-            .is_followed(msg.flow_id)
-            .then(|| Mark::of(&entry.picture));
-        let state_changed = entry.picture.apply(&msg.event, time::now());
-        if let Some(mark) = mark {
-            for update in mark.changes(&entry.picture) {
+        self.metrics.observe(before, &msg.event);
+        let mark = self.events.is_followed(msg.flow_id).then(|| Mark::of(before));
+        let applied = self.pictures.apply(msg.flow_id, &msg.event, time::now());
+        if let (Some(mark), Some(after)) = (mark, self.pictures.current(msg.flow_id)) {
+            for update in mark.changes(after) {
                 self.events.publish(msg.flow_id, update);
             }
         }
-        entry.dirty = true;
-        if state_changed {
-            entry.dirty = false;
-            let picture = entry.picture.clone();
+        if let Applied::WriteNow(picture) = applied {
             self.send(vec![picture], None);
         }
     }
@@ -209,21 +173,14 @@ impl Handler<Transition> for Persister {
     type Result = ResponseActFuture<Self, Result<(), String>>;
 
     fn handle(&mut self, msg: Transition, _: &mut Self::Context) -> Self::Result {
-        let Some(entry) = self.pictures.get_mut(&msg.flow_id) else {
-            let flow_id = msg.flow_id;
+        let flow_id = msg.flow_id;
+        let Some(Transitioned { picture, is_final, mark }) = self.pictures.transition(flow_id, msg.state, time::now())
+        else {
             return Box::pin(
                 async move { Err(format!("flow {flow_id} is not tracked by the persister")) }
                     .into_actor(self),
             );
         };
-        let mark = Mark::of(&entry.picture);
-        let is_final = msg.state.is_final() && !entry.picture.state.is_final();
-        if is_final {
-            entry.shown = Some(entry.picture.clone());
-        }
-        entry.picture.apply(&FlowEvent::State(msg.state), time::now());
-        entry.dirty = false;
-        let picture = entry.picture.clone();
         // A state other than a final one is published at once; a final one, and everything it
         // changed, once it is durable.
         let updates = mark.changes(&picture);
@@ -237,7 +194,6 @@ impl Handler<Transition> for Persister {
         };
         let (tx, rx) = oneshot::channel();
         self.send(vec![picture], Some(tx));
-        let flow_id = msg.flow_id;
         Box::pin(
             async move {
                 rx.await
@@ -248,29 +204,19 @@ impl Handler<Transition> for Persister {
                 if !is_final {
                     return written;
                 }
-                match &written {
-                    Ok(()) => {
-                        for update in deferred {
-                            match update {
-                                FlowUpdate::State(s) if s.state.is_final() => {
-                                    act.events.publish_final(flow_id, FlowUpdate::State(s))
-                                }
-                                update => act.events.publish(flow_id, update),
+                if written.is_ok() {
+                    for update in deferred {
+                        match update {
+                            FlowUpdate::State(s) if s.state.is_final() => {
+                                act.events.publish_final(flow_id, FlowUpdate::State(s))
                             }
-                        }
-                        // A final picture leaves memory once it is stored: readers get it from
-                        // the database from now on.
-                        act.pictures.remove(&flow_id);
-                    }
-                    Err(_) => {
-                        // Not durable: readers keep seeing the state before it.
-                        if let Some(entry) = act.pictures.get_mut(&flow_id) {
-                            if let Some(shown) = entry.shown.take() {
-                                entry.picture = shown;
-                            }
+                            update => act.events.publish(flow_id, update),
                         }
                     }
                 }
+                // Durable: readers get the flow from the database from now on. Not durable:
+                // they keep seeing the state before it.
+                act.pictures.final_written(flow_id, written.is_ok());
                 written
             }),
         )
@@ -292,7 +238,7 @@ impl Handler<GetPicture> for Persister {
     type Result = Option<FlowPicture>;
 
     fn handle(&mut self, msg: GetPicture, _: &mut Self::Context) -> Self::Result {
-        self.pictures.get(&msg.flow_id).map(|e| e.visible().clone())
+        self.pictures.visible(msg.flow_id).cloned()
     }
 }
 
@@ -300,10 +246,7 @@ impl Handler<LiveStates> for Persister {
     type Result = Vec<(i64, FlowState)>;
 
     fn handle(&mut self, _: LiveStates, _: &mut Self::Context) -> Self::Result {
-        self.pictures
-            .iter()
-            .map(|(id, e)| (*id, e.visible().state))
-            .collect()
+        self.pictures.visible_states()
     }
 }
 
@@ -314,8 +257,8 @@ impl Handler<GetLive> for Persister {
         // Updates are published while events are applied, in this actor: the picture shows
         // every update numbered up to the channel's current number.
         self.pictures
-            .get(&msg.flow_id)
-            .map(|e| (e.visible().clone(), self.events.seq(msg.flow_id)))
+            .visible(msg.flow_id)
+            .map(|p| (p.clone(), self.events.seq(msg.flow_id)))
     }
 }
 
@@ -323,15 +266,7 @@ impl Handler<FlushAll> for Persister {
     type Result = ResponseFuture<()>;
 
     fn handle(&mut self, _: FlushAll, _: &mut Self::Context) -> Self::Result {
-        let dirty: Vec<FlowPicture> = self
-            .pictures
-            .values_mut()
-            .filter(|e| e.dirty)
-            .map(|e| {
-                e.dirty = false;
-                e.picture.clone()
-            })
-            .collect();
+        let dirty = self.pictures.take_dirty();
         let (tx, rx) = oneshot::channel();
         self.send(dirty, Some(tx));
         Box::pin(async move {
