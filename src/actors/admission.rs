@@ -344,7 +344,7 @@ mod tests {
     }
 
     #[test]
-    fn a_suspended_flow_keeps_holding_its_input() {
+    fn a_suspended_flow_no_longer_holds_its_input() {
         let mut a = Admission::new(4, 3);
         a.submit(1, Some(10));
         assert_eq!(start_all(&mut a), vec![1]);

@@ -401,7 +401,10 @@ impl FlowActor {
     }
 
     fn maybe_end(&mut self, ctx: &mut Context<Self>) {
-        if self.run.should_end(self.tasks.is_empty(), self.scheduler.is_finished()) {
+        if self
+            .run
+            .should_end(self.tasks.is_empty(), self.scheduler.is_finished())
+        {
             self.end(ctx);
         }
     }

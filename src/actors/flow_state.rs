@@ -261,7 +261,10 @@ mod tests {
         let expected = [
             (Phase::Starting, CancelDecision::Stop),
             (Phase::Running, CancelDecision::Stop),
-            (Phase::Stopping(StopReason::Cancelled), CancelDecision::AlreadyCancelling),
+            (
+                Phase::Stopping(StopReason::Cancelled),
+                CancelDecision::AlreadyCancelling,
+            ),
             (
                 Phase::Stopping(StopReason::Failed),
                 CancelDecision::Refused(FlowState::Failed),
@@ -304,11 +307,18 @@ mod tests {
     fn a_failed_task_in_each_phase() {
         for phase in PHASES {
             let mut run = in_phase(phase);
-            assert!(!run.unit_failed(false), "without fail_fast nothing stops, in {phase:?}");
+            assert!(
+                !run.unit_failed(false),
+                "without fail_fast nothing stops, in {phase:?}"
+            );
             assert_eq!(run.phase(), phase);
             let stops = run.unit_failed(true);
             assert_eq!(stops, phase == Phase::Running, "fail_fast in {phase:?}");
-            let after = if stops { Phase::Stopping(StopReason::Failed) } else { phase };
+            let after = if stops {
+                Phase::Stopping(StopReason::Failed)
+            } else {
+                phase
+            };
             assert_eq!(run.phase(), after, "after a failed task in {phase:?}");
         }
     }
@@ -387,7 +397,11 @@ mod tests {
         for phase in PHASES {
             let mut run = in_phase(phase);
             let suspends = run.suspend();
-            assert_eq!(suspends, matches!(phase, Phase::Starting | Phase::Running), "{phase:?}");
+            assert_eq!(
+                suspends,
+                matches!(phase, Phase::Starting | Phase::Running),
+                "{phase:?}"
+            );
             let mut run = in_phase(phase);
             assert_eq!(run.time_out(), phase == Phase::Running, "{phase:?}");
         }

@@ -13,11 +13,11 @@ use actix::prelude::*;
 use sea_orm::DatabaseConnection;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::events::{EventHub, FlowUpdate, Mark};
-use super::pictures::{Applied, Pictures, Transitioned};
 use super::messages::{FlushAll, GetLive, GetPicture, LiveStates, Record, RowsMoved, Track, Transition};
+use super::pictures::{Applied, Pictures, Transitioned};
 use crate::domain::flow::{FlowPicture, FlowState};
 use crate::domain::time;
+use crate::events::{EventHub, FlowUpdate, Mark};
 use crate::metrics::Metrics;
 use crate::repo;
 
@@ -174,7 +174,11 @@ impl Handler<Transition> for Persister {
 
     fn handle(&mut self, msg: Transition, _: &mut Self::Context) -> Self::Result {
         let flow_id = msg.flow_id;
-        let Some(Transitioned { picture, is_final, mark }) = self.pictures.transition(flow_id, msg.state, time::now())
+        let Some(Transitioned {
+            picture,
+            is_final,
+            mark,
+        }) = self.pictures.transition(flow_id, msg.state, time::now())
         else {
             return Box::pin(
                 async move { Err(format!("flow {flow_id} is not tracked by the persister")) }

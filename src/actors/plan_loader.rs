@@ -6,9 +6,9 @@
 
 use std::collections::HashSet;
 
+use crate::connectors::Load;
 use crate::domain::flow::FlowPicture;
 use crate::domain::store::DataStore;
-use crate::connectors::Load;
 
 use super::messages::FlowPlan;
 

@@ -107,7 +107,12 @@ impl FlowSupervisor {
         }));
     }
 
-    fn launch(&mut self, flow_id: i64, loaded: Result<Option<LoadedFlow>, LoadFailure>, ctx: &mut Context<Self>) {
+    fn launch(
+        &mut self,
+        flow_id: i64,
+        loaded: Result<Option<LoadedFlow>, LoadFailure>,
+        ctx: &mut Context<Self>,
+    ) {
         let loaded = match loaded {
             Ok(Some(l)) => l,
             Ok(None) => return self.admission.not_started(flow_id), // already final
@@ -493,24 +498,22 @@ impl Handler<Recover> for FlowSupervisor {
 
     fn handle(&mut self, _: Recover, _: &mut Self::Context) -> Self::Result {
         let plans = self.plans.clone();
-        Box::pin(
-            async move { plans.unfinished().await }
-                .into_actor(self)
-                .map(|found, act, ctx| match found {
-                    Ok(flows) => {
-                        for flow in flows {
-                            act.admission
-                                .recover(flow.flow_id, flow.exclusive_input, flow.was_running);
-                        }
-                        if act.admission.waiting() > 0 {
-                            tracing::info!(flows = act.admission.waiting(), "recovering unfinished flows");
-                        }
-                        act.admit(ctx);
-                        act.sweep(ctx);
+        Box::pin(async move { plans.unfinished().await }.into_actor(self).map(
+            |found, act, ctx| match found {
+                Ok(flows) => {
+                    for flow in flows {
+                        act.admission
+                            .recover(flow.flow_id, flow.exclusive_input, flow.was_running);
                     }
-                    Err(e) => tracing::error!(error = %e, "cannot list unfinished flows"),
-                }),
-        )
+                    if act.admission.waiting() > 0 {
+                        tracing::info!(flows = act.admission.waiting(), "recovering unfinished flows");
+                    }
+                    act.admit(ctx);
+                    act.sweep(ctx);
+                }
+                Err(e) => tracing::error!(error = %e, "cannot list unfinished flows"),
+            },
+        ))
     }
 }
 

@@ -63,7 +63,11 @@ impl StoredPlans {
             .collect()
     }
 
-    async fn load_flow(&self, flow_id: i64, live: Option<FlowPicture>) -> Result<Option<LoadedFlow>, AppError> {
+    async fn load_flow(
+        &self,
+        flow_id: i64,
+        live: Option<FlowPicture>,
+    ) -> Result<Option<LoadedFlow>, AppError> {
         let (flow, output) = repo::get_flow(&self.db, flow_id)
             .await?
             .ok_or_else(|| AppError::not_found("flow", flow_id))?;
@@ -85,10 +89,14 @@ impl StoredPlans {
             .map(|(s, column)| (s.name.clone(), column.to_string()))
             .collect();
         let saved = self.saved_cursors(flow_id, &cursor_sources).await?;
-        let done = self.done_nodes(flow_id, &run, &picture, &cursor_sources, &saved).await?;
+        let done = self
+            .done_nodes(flow_id, &run, &picture, &cursor_sources, &saved)
+            .await?;
         let restarted = picture.started_utc.is_some();
         let resync = picture.resume(&done);
-        let cursor_starts = self.cursor_starts(&flow, &cursor_sources, &saved, &mut picture).await?;
+        let cursor_starts = self
+            .cursor_starts(&flow, &cursor_sources, &saved, &mut picture)
+            .await?;
         let plan = FlowPlan {
             flow_id,
             output_id: picture.output_id,
@@ -268,7 +276,9 @@ fn failure(error: AppError, flow_id: i64) -> LoadFailure {
 #[async_trait::async_trait]
 impl PlanLoader for StoredPlans {
     async fn load(&self, flow_id: i64, live: Option<FlowPicture>) -> Result<Option<LoadedFlow>, LoadFailure> {
-        self.load_flow(flow_id, live).await.map_err(|e| failure(e, flow_id))
+        self.load_flow(flow_id, live)
+            .await
+            .map_err(|e| failure(e, flow_id))
     }
 
     async fn stored_picture(&self, flow_id: i64) -> Option<FlowPicture> {
