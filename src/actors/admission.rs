@@ -126,7 +126,7 @@ impl Admission {
 
     /// The next flow to start, if a slot is free: the first waiting one whose input is not
     /// held. It is `starting` until [`Admission::started`] or [`Admission::not_started`].
-    pub fn next(&mut self) -> Option<i64> {
+    pub fn admit_next(&mut self) -> Option<i64> {
         if self.parked || self.starting.is_some() || self.running.len() >= self.max_running {
             return None;
         }
@@ -270,7 +270,7 @@ mod tests {
     /// Starts every flow that may start now, in order.
     fn start_all(admission: &mut Admission) -> Vec<i64> {
         let mut started = Vec::new();
-        while let Some(id) = admission.next() {
+        while let Some(id) = admission.admit_next() {
             admission.started(id);
             started.push(id);
         }
@@ -297,10 +297,10 @@ mod tests {
         let mut a = Admission::new(5, 3);
         a.submit(1, None);
         a.submit(2, None);
-        assert_eq!(a.next(), Some(1));
-        assert_eq!(a.next(), None, "flow 1 is still being loaded");
+        assert_eq!(a.admit_next(), Some(1));
+        assert_eq!(a.admit_next(), None, "flow 1 is still being loaded");
         a.started(1);
-        assert_eq!(a.next(), Some(2));
+        assert_eq!(a.admit_next(), Some(2));
     }
 
     #[test]
@@ -309,7 +309,7 @@ mod tests {
         a.submit(1, None);
         a.submit(1, None);
         assert_eq!(a.waiting(), 1);
-        assert_eq!(a.next(), Some(1));
+        assert_eq!(a.admit_next(), Some(1));
         a.submit(1, None);
         assert_eq!(a.waiting(), 0, "a starting flow is not queued again");
         a.started(1);
@@ -322,10 +322,10 @@ mod tests {
         let mut a = Admission::new(1, 3);
         a.submit(1, None);
         a.submit(2, None);
-        assert_eq!(a.next(), Some(1));
+        assert_eq!(a.admit_next(), Some(1));
         a.not_started(1);
         assert_eq!(a.running(), 0);
-        assert_eq!(a.next(), Some(2));
+        assert_eq!(a.admit_next(), Some(2));
     }
 
     #[test]
@@ -431,7 +431,7 @@ mod tests {
         start_all(&mut a);
         a.submit(2, None);
         a.park();
-        assert_eq!(a.next(), None);
+        assert_eq!(a.admit_next(), None);
         assert_eq!(a.crashed(1), CrashDecision::GiveUp { attempt: 1 });
     }
 
@@ -466,7 +466,7 @@ mod tests {
     fn a_cancel_while_starting_waits_for_the_actor() {
         let mut a = Admission::new(1, 3);
         a.submit(1, None);
-        assert_eq!(a.next(), Some(1));
+        assert_eq!(a.admit_next(), Some(1));
         assert_eq!(a.cancel(1), CancelRoute::WhenStarted);
         assert_eq!(
             a.started(1),
@@ -508,14 +508,14 @@ mod tests {
         a.recover(2, Some(10), false);
         a.recover(3, Some(10), true);
         assert_eq!(a.waiting(), 3);
-        assert_eq!(a.next(), Some(1));
+        assert_eq!(a.admit_next(), Some(1));
         assert!(a.started(1).recovered);
-        assert_eq!(a.next(), Some(2));
+        assert_eq!(a.admit_next(), Some(2));
         assert!(!a.started(2).recovered);
-        assert_eq!(a.next(), None);
+        assert_eq!(a.admit_next(), None);
         a.ended(2, true);
         a.ended(1, true);
-        assert_eq!(a.next(), Some(3));
+        assert_eq!(a.admit_next(), Some(3));
         assert!(a.started(3).recovered);
     }
 }

@@ -164,7 +164,7 @@ impl Handler<Record> for Persister {
             }
         }
         if let Applied::WriteNow(picture) = applied {
-            self.send(vec![picture], None);
+            self.send(vec![*picture], None);
         }
     }
 }

@@ -33,7 +33,7 @@ pub enum Applied {
     /// Coalesced into the next periodic write.
     Coalesced,
     /// The state changed: write this picture now.
-    WriteNow(FlowPicture),
+    WriteNow(Box<FlowPicture>),
 }
 
 /// A state transition to write now.
@@ -90,7 +90,7 @@ impl Pictures {
         };
         if entry.picture.apply(event, now) {
             entry.dirty = false;
-            Applied::WriteNow(entry.picture.clone())
+            Applied::WriteNow(Box::new(entry.picture.clone()))
         } else {
             entry.dirty = true;
             Applied::Coalesced

@@ -93,7 +93,7 @@ impl FlowSupervisor {
     /// Starts loading the next waiting flow if a slot is free (and, once it is launched, the
     /// next).
     fn admit(&mut self, ctx: &mut Context<Self>) {
-        let Some(flow_id) = self.admission.next() else {
+        let Some(flow_id) = self.admission.admit_next() else {
             return;
         };
         let (plans, persister) = (self.plans.clone(), self.persister.clone());
