@@ -24,7 +24,7 @@ pub struct LoadedFlow {
     pub resync: bool,
 }
 
-/// Why a flow's plan (or the list of unfinished flows) could not be loaded.
+/// Why a flow's plan could not be loaded.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LoadFailure {
     /// The whole cause, for the service log.
@@ -69,6 +69,7 @@ pub trait PlanLoader: Send + Sync {
     /// of it (its input or store is gone).
     async fn staged_outputs(&self, flow_id: i64) -> Option<StagedOutputs>;
 
-    /// The flows a previous process left unfinished, oldest first.
-    async fn unfinished(&self) -> Result<Vec<Unfinished>, LoadFailure>;
+    /// The flows a previous process left unfinished, oldest first; the error is for the
+    /// service log.
+    async fn unfinished(&self) -> Result<Vec<Unfinished>, String>;
 }

@@ -290,10 +290,7 @@ impl PlanLoader for StoredPlans {
         self.staged_of(flow_id).await
     }
 
-    async fn unfinished(&self) -> Result<Vec<Unfinished>, LoadFailure> {
-        self.unfinished_flows().await.map_err(|e| LoadFailure {
-            shown: e.to_string(),
-            logged: e.to_string(),
-        })
+    async fn unfinished(&self) -> Result<Vec<Unfinished>, String> {
+        self.unfinished_flows().await.map_err(|e| e.to_string())
     }
 }
