@@ -13,6 +13,7 @@ pub mod persister;
 pub mod pictures;
 pub mod plan_loader;
 pub mod supervisor;
+pub mod sweep;
 pub mod task;
 
 pub use messages::FlowPlan;

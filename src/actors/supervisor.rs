@@ -5,7 +5,6 @@
 //! decides lives in [`Admission`]; plans come from the [`PlanLoader`] it is given; this actor
 //! does the messaging, the logging and the IO around them.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -18,9 +17,9 @@ use super::flow::FlowActor;
 use super::messages::*;
 use super::persister::Persister;
 use super::plan_loader::{LoadFailure, LoadedFlow, PlanLoader};
+use super::sweep::sweep_work_dirs;
 use crate::domain::flow::{FlowEvent, FlowState, Level};
 use crate::engine::{publish, Engine};
-use crate::repo;
 
 pub struct SupervisorConfig {
     pub max_running_flows: usize,
@@ -319,89 +318,6 @@ async fn discard_staged(plans: Arc<dyn PlanLoader>, engine: Arc<Engine>, flow_id
         tracing::warn!(flow_id, error = %e, "could not remove a flow's staged outputs");
     }
 }
-
-/// Removes every work directory that no flow needs: a COMPLETED flow's (normally gone
-/// already), one of a flow that no longer exists, a retry's staging directory left by a crash, and a FAILED or CANCELLED flow's kept
-/// checkpoints once `retention` has passed since it ended or a later flow of the same input
-/// has COMPLETED (a retry then has nothing to gain over a plain flow). READY and RUNNING
-/// flows keep theirs. Best effort: what fails is logged and tried again at the next sweep.
-async fn sweep_work_dirs(db: DatabaseConnection, engine: Arc<Engine>, retention: Duration) {
-    let leftovers = engine.clone();
-    let _ = tokio::task::spawn_blocking(move || {
-        for dir in leftovers.stale_retry_staging(STALE_RETRY_STAGING) {
-            if let Err(e) = std::fs::remove_dir_all(&dir) {
-                tracing::warn!(error = %e, dir = %dir.display(), "cannot remove a retry's leftover checkpoints");
-            }
-        }
-    })
-    .await;
-    let lister = engine.clone();
-    let ids = match tokio::task::spawn_blocking(move || lister.flows_with_work_dirs()).await {
-        Ok(Ok(ids)) => ids,
-        Ok(Err(e)) => return tracing::warn!(error = %e, "cannot list the work directories"),
-        Err(e) => return tracing::warn!(error = %e, "cannot list the work directories"),
-    };
-    if ids.is_empty() {
-        return;
-    }
-    let flows: HashMap<i64, (i64, FlowState, chrono::DateTime<chrono::Utc>)> =
-        match repo::flows_by_ids(&db, &ids).await {
-            Ok(rows) => rows
-                .into_iter()
-                .filter_map(|(f, o)| {
-                    let state = FlowState::parse(&o.state)?;
-                    Some((
-                        f.id,
-                        (f.flow_input_id, state, o.finished_utc.unwrap_or(o.updated_utc)),
-                    ))
-                })
-                .collect(),
-            Err(e) => return tracing::warn!(error = %e, "cannot sweep the work directories"),
-        };
-    let mut inputs: Vec<i64> = flows.values().map(|(input, _, _)| *input).collect();
-    inputs.sort_unstable();
-    inputs.dedup();
-    let latest = match repo::latest_completed_flows(&db, &inputs).await {
-        Ok(latest) => latest,
-        Err(e) => return tracing::warn!(error = %e, "cannot sweep the work directories"),
-    };
-    let now = chrono::Utc::now();
-    let retention = chrono::Duration::from_std(retention).unwrap_or(chrono::Duration::MAX);
-    let stale: Vec<i64> = ids
-        .into_iter()
-        .filter(|id| match flows.get(id) {
-            None => true,
-            Some((_, FlowState::Ready | FlowState::Running, _)) => false,
-            Some((_, FlowState::Completed, _)) => true,
-            Some((input, _, ended)) => {
-                now.signed_duration_since(*ended) >= retention
-                    || latest.get(input).is_some_and(|completed| completed > id)
-            }
-        })
-        .collect();
-    if stale.is_empty() {
-        return;
-    }
-    let remove = engine.clone();
-    let removed = tokio::task::spawn_blocking(move || {
-        for id in stale {
-            let dir = remove.work_dir(id);
-            match std::fs::remove_dir_all(&dir) {
-                Ok(()) => tracing::debug!(flow_id = id, "removed the work directory"),
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => tracing::warn!(flow_id = id, error = %e, "cannot remove the work directory"),
-            }
-        }
-    })
-    .await;
-    if let Err(e) = removed {
-        tracing::warn!(error = %e, "sweeping the work directories crashed");
-    }
-}
-
-/// Age after which a retry's staging directory is a leftover (a retry moves it into place
-/// within a request).
-const STALE_RETRY_STAGING: Duration = Duration::from_secs(3600);
 
 /// How often the supervisor sweeps the work directories besides when a flow ends.
 const SWEEP_INTERVAL: Duration = Duration::from_secs(3600);
