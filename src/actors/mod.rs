@@ -2,8 +2,9 @@
 //! owns its DAG state; one TaskActor per node run does the work on the engine runtime; the
 //! Persister is the single writer of flow outputs. Actors know nothing of HTTP or SQL
 //! dialects: they schedule, message and supervise. Their decisions live in plain structs with
-//! unit tests (`admission` for the supervisor, `flow_state` for a flow's run); a flow's plan
-//! comes through the `PlanLoader` the supervisor is given (implemented by the services).
+//! unit tests (`admission` for the supervisor, `flow_state` for a flow's run, `pictures` for
+//! the Persister's coalescing, `sweep::is_stale` for work directories); a flow's plan comes
+//! through the `PlanLoader` the supervisor is given (implemented by the services).
 
 pub mod admission;
 pub mod flow;
