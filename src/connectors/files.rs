@@ -24,7 +24,7 @@ use super::{
     store_path, ConnectorError, IoContext, Load, Opened, RowsCallback, SinkConnector, SourceConnector,
     SourceTable,
 };
-use crate::domain::paths::check_inside;
+use super::paths::check_inside;
 use crate::domain::spec::{parse_column_type, CsvOptions, Source, SourceRead, WriteMode};
 use crate::domain::store::DataStore;
 

@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use super::names::did_you_mean;
 use super::sql::analyze_query;
-use crate::error::FieldError;
+use super::field_error::FieldError;
 
 /// The most characters a check's name may have.
 pub const MAX_CHECK_NAME_CHARS: usize = 200;

@@ -34,7 +34,10 @@ use datafusion::execution::memory_pool::{FairSpillPool, MemoryPool};
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::prelude::{SessionConfig, SessionContext};
 
+use tokio_util::sync::CancellationToken;
+
 use crate::config::EngineSettings;
+use crate::connectors::IoContext;
 
 /// The engine's own runtime. Dropping it never blocks (so it may be dropped anywhere, even
 /// inside another runtime): its threads are shut down in the background.
@@ -236,8 +239,15 @@ impl Engine {
         &self.pools
     }
 
-    pub fn batch_size(&self) -> usize {
-        self.batch_size
+    /// What the connectors that a unit of a flow calls get: the flow's session, the flow's
+    /// cancellation token, the batch size and the shared connection pools.
+    pub fn io_context(&self, session: &FlowSession, cancel: CancellationToken) -> IoContext {
+        IoContext {
+            session: session.base_context(),
+            cancel,
+            batch_size: self.batch_size,
+            pools: self.pools.clone(),
+        }
     }
 
     /// Where flow `flow_id` keeps its checkpoints.

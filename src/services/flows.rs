@@ -344,7 +344,7 @@ impl Services {
             if model.kind == StoreKind::RelationalDb.as_str() {
                 continue;
             }
-            let Ok(Connection::File(file)) = serde_json::from_value::<Connection>(model.connection) else {
+            let Ok(Connection::File(file)) = repo::store_connection(&model) else {
                 continue;
             };
             roots.push((

@@ -1,0 +1,605 @@
+//! The layering rule as data, and the test that holds the code to it: it reads every file under
+//! `src/` and fails when a module uses a module of its own tier or of a tier above it, naming
+//! the file, the line and the path. Imports (`use`, with `{..}` groups, `self` and `super`) and
+//! paths written in code (`crate::x::y`, `super::super::x`) count alike; comments and string
+//! literals do not. The crate's `# Layout` doc (lib.rs) tells the same order in words.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+
+/// The layers, top to bottom. A module may use the modules of the tiers below its own; the
+/// modules of one tier do not use each other.
+const TIERS: &[&[&str]] = &[
+    // The binary: the `sluice` command (server, migrations, client commands).
+    &["main"],
+    // The composition root; the client commands (a REST/SSE client of a server).
+    &["startup", "cli"],
+    &["api"],
+    &["services"],
+    // The service boundary's error type: api and services use it, nothing below them.
+    &["error"],
+    &["actors"],
+    &["engine"],
+    &["connectors"],
+    // The data layer and the live-event hub: used by services and actors, they know neither.
+    &["repo", "events"],
+    // The bottom: the metrics registry, logging, secrets, the configuration.
+    &["metrics", "telemetry"],
+    &["secrets", "config"],
+    // Pure types and rules.
+    &["domain"],
+];
+
+/// Modules that may use less than everything below them, with all they may use: handlers call
+/// services (and read the event hub), never the actors, the engine, the connectors or the data
+/// layer; the client shares only the domain's types and the configuration with the server.
+const NARROWER: &[(&str, &[&str])] = &[
+    ("api", &["services", "error", "events", "metrics", "domain", "config"]),
+    ("cli", &["domain", "config"]),
+];
+
+/// Known breaks of the rule: (module, the path prefix it may use, why it still does).
+const KNOWN_EXCEPTIONS: &[(&str, &str, &str)] = &[(
+    "connectors",
+    "engine::errors",
+    "connectors word DataFusion errors with engine::errors (which uses connectors::ConnectorError \
+     in turn): being moved to a bottom error module",
+)];
+
+/// This file: its examples are text, and it is a test, not a layer.
+const THIS_MODULE: &str = "layers";
+
+fn tier_of(module: &str) -> Option<usize> {
+    TIERS.iter().position(|tier| tier.contains(&module))
+}
+
+/// Whether top-level module `from` may use top-level module `to`.
+fn may_use(from: &str, to: &str) -> bool {
+    if from == to {
+        return true;
+    }
+    if let Some((_, only)) = NARROWER.iter().find(|(m, _)| *m == from) {
+        return only.contains(&to);
+    }
+    matches!((tier_of(from), tier_of(to)), (Some(f), Some(t)) if f < t)
+}
+
+/// The known exception that allows `from` to use `path` (a path below `crate`), if any.
+fn exception_for(from: &str, path: &[String]) -> Option<usize> {
+    let joined = path.join("::");
+    KNOWN_EXCEPTIONS.iter().position(|(module, prefix, _)| {
+        *module == from && (joined == *prefix || joined.starts_with(&format!("{prefix}::")))
+    })
+}
+
+// ---- reading Rust source ---------------------------------------------------------------------
+
+/// `text` with comments and the contents of string and character literals blanked out (each
+/// becomes spaces; line breaks stay, so line numbers do too).
+fn code_only(text: &str) -> String {
+    let chars: Vec<char> = text.chars().collect();
+    let mut out = String::with_capacity(text.len());
+    let mut i = 0;
+    let blank = |c: char| if c == '\n' { '\n' } else { ' ' };
+    let is_ident = |c: char| c.is_alphanumeric() || c == '_';
+    while i < chars.len() {
+        let c = chars[i];
+        let next = chars.get(i + 1).copied();
+        let prev_ident = i > 0 && is_ident(chars[i - 1]);
+        if c == '/' && next == Some('/') {
+            while i < chars.len() && chars[i] != '\n' {
+                out.push(' ');
+                i += 1;
+            }
+        } else if c == '/' && next == Some('*') {
+            let mut depth = 0;
+            while i < chars.len() {
+                if chars[i] == '/' && chars.get(i + 1) == Some(&'*') {
+                    depth += 1;
+                    out.push_str("  ");
+                    i += 2;
+                } else if chars[i] == '*' && chars.get(i + 1) == Some(&'/') {
+                    depth -= 1;
+                    out.push_str("  ");
+                    i += 2;
+                    if depth == 0 {
+                        break;
+                    }
+                } else {
+                    out.push(blank(chars[i]));
+                    i += 1;
+                }
+            }
+        } else if (c == 'r' || (c == 'b' && next == Some('r'))) && !prev_ident && raw_string_at(&chars, i) {
+            // r"..", r#".."#, br"..": ends at a quote followed by as many hashes.
+            let start = if c == 'b' { i + 2 } else { i + 1 };
+            let hashes = chars[start..].iter().take_while(|&&h| h == '#').count();
+            let mut j = start + hashes + 1;
+            while j < chars.len() {
+                if chars[j] == '"' && chars[j + 1..].iter().take(hashes).filter(|&&h| h == '#').count() == hashes {
+                    j += 1 + hashes;
+                    break;
+                }
+                j += 1;
+            }
+            out.extend(chars[i..j.min(chars.len())].iter().map(|&ch| blank(ch)));
+            i = j;
+        } else if c == '"' {
+            out.push(' ');
+            i += 1;
+            while i < chars.len() && chars[i] != '"' {
+                if chars[i] == '\\' {
+                    out.push(' ');
+                    i += 1;
+                }
+                if i < chars.len() {
+                    out.push(blank(chars[i]));
+                    i += 1;
+                }
+            }
+            out.push(' ');
+            i += 1;
+        } else if c == '\'' && (next == Some('\\') || chars.get(i + 2) == Some(&'\'')) {
+            // A character literal ('a', '\n', '\u{1F600}'); a lifetime ('a) has no closing quote.
+            let mut j = i + 1;
+            if chars.get(j) == Some(&'\\') {
+                j += 2;
+            } else {
+                j += 1;
+            }
+            while j < chars.len() && chars[j] != '\'' {
+                j += 1;
+            }
+            out.extend(chars[i..(j + 1).min(chars.len())].iter().map(|&ch| blank(ch)));
+            i = j + 1;
+        } else {
+            out.push(c);
+            i += 1;
+        }
+    }
+    out
+}
+
+/// Whether a raw string literal (not a raw identifier such as `r#type`) starts at `i`.
+fn raw_string_at(chars: &[char], i: usize) -> bool {
+    let start = if chars[i] == 'b' { i + 2 } else { i + 1 };
+    let hashes = chars[start..].iter().take_while(|&&h| h == '#').count();
+    chars.get(start + hashes) == Some(&'"')
+}
+
+#[derive(Debug, Clone, PartialEq)]
+enum Kind {
+    Ident(String),
+    PathSep,
+    Open,
+    Close,
+    Comma,
+    Semi,
+    Star,
+    Other,
+}
+
+#[derive(Debug, Clone)]
+struct Token {
+    kind: Kind,
+    line: usize,
+}
+
+/// The tokens of code that `code_only` cleaned (only what paths are made of is told apart).
+fn tokens(code: &str) -> Vec<Token> {
+    let chars: Vec<char> = code.chars().collect();
+    let mut out = Vec::new();
+    let (mut i, mut line) = (0, 1);
+    while i < chars.len() {
+        let c = chars[i];
+        let kind = if c == '\n' {
+            line += 1;
+            i += 1;
+            continue;
+        } else if c.is_whitespace() {
+            i += 1;
+            continue;
+        } else if c.is_alphanumeric() || c == '_' {
+            let start = i;
+            while i < chars.len() && (chars[i].is_alphanumeric() || chars[i] == '_') {
+                i += 1;
+            }
+            let word: String = chars[start..i].iter().collect();
+            // A raw identifier (`r#type`) is the identifier.
+            if word == "r" && chars.get(i) == Some(&'#') {
+                i += 1;
+                continue;
+            }
+            out.push(Token {
+                kind: Kind::Ident(word),
+                line,
+            });
+            continue;
+        } else if c == ':' && chars.get(i + 1) == Some(&':') {
+            i += 1;
+            Kind::PathSep
+        } else {
+            match c {
+                '{' => Kind::Open,
+                '}' => Kind::Close,
+                ',' => Kind::Comma,
+                ';' => Kind::Semi,
+                '*' => Kind::Star,
+                _ => Kind::Other,
+            }
+        };
+        out.push(Token { kind, line });
+        i += 1;
+    }
+    out
+}
+
+/// A path found in a file: as written, where, and whether it was imported or named in code.
+#[derive(Debug, Clone, PartialEq)]
+struct Found {
+    line: usize,
+    written: Vec<String>,
+    /// The module the path was written in (the file's module and the inline modules around it).
+    module: Vec<String>,
+    imported: bool,
+}
+
+fn ident(tokens: &[Token], i: usize) -> Option<&str> {
+    match tokens.get(i).map(|t| &t.kind) {
+        Some(Kind::Ident(name)) => Some(name),
+        _ => None,
+    }
+}
+
+fn kind(tokens: &[Token], i: usize) -> Option<&Kind> {
+    tokens.get(i).map(|t| &t.kind)
+}
+
+/// Reads the use tree at `i` under `prefix`; every leaf path goes to `out`. Returns where the
+/// tree ends.
+fn use_tree(tokens: &[Token], mut i: usize, mut path: Vec<String>, out: &mut Vec<Vec<String>>) -> usize {
+    if kind(tokens, i) == Some(&Kind::PathSep) {
+        i += 1;
+    }
+    loop {
+        match kind(tokens, i) {
+            Some(Kind::Ident(name)) => {
+                path.push(name.clone());
+                i += 1;
+                if kind(tokens, i) == Some(&Kind::PathSep) {
+                    i += 1;
+                    continue;
+                }
+                if ident(tokens, i) == Some("as") {
+                    i += 2;
+                }
+                out.push(path);
+                return i;
+            }
+            Some(Kind::Star) => {
+                out.push(path);
+                return i + 1;
+            }
+            Some(Kind::Open) => {
+                i += 1;
+                loop {
+                    match kind(tokens, i) {
+                        None => return i,
+                        Some(Kind::Close) => return i + 1,
+                        Some(Kind::Comma) => i += 1,
+                        Some(_) => {
+                            let end = use_tree(tokens, i, path.clone(), out);
+                            i = if end > i { end } else { i + 1 };
+                        }
+                    }
+                }
+            }
+            _ => return i,
+        }
+    }
+}
+
+/// Every path into the crate that `text` (the file of module `module`) imports or names.
+fn crate_paths(text: &str, module: &[String]) -> Vec<Found> {
+    let tokens = tokens(&code_only(text));
+    let mut found = Vec::new();
+    // Inline modules (`mod tests { .. }`) open around the code, with the depth they opened at.
+    let mut inline: Vec<(String, usize)> = Vec::new();
+    let mut depth = 0;
+    let here = |inline: &[(String, usize)]| -> Vec<String> {
+        module.iter().cloned().chain(inline.iter().map(|(m, _)| m.clone())).collect()
+    };
+    let mut i = 0;
+    while i < tokens.len() {
+        match &tokens[i].kind {
+            Kind::Open => depth += 1,
+            Kind::Close => {
+                if inline.last().is_some_and(|(_, d)| *d == depth) {
+                    inline.pop();
+                }
+                depth -= 1;
+            }
+            Kind::Ident(word) if word == "mod" => {
+                if let (Some(name), Some(Kind::Open)) = (ident(&tokens, i + 1), kind(&tokens, i + 2)) {
+                    inline.push((name.to_string(), depth + 1));
+                    depth += 1;
+                    i += 3;
+                    continue;
+                }
+            }
+            Kind::Ident(word) if word == "use" => {
+                let line = tokens[i].line;
+                let mut paths = Vec::new();
+                let end = use_tree(&tokens, i + 1, Vec::new(), &mut paths);
+                found.extend(paths.into_iter().map(|written| Found {
+                    line,
+                    written,
+                    module: here(&inline),
+                    imported: true,
+                }));
+                i = end.max(i + 1);
+                continue;
+            }
+            Kind::Ident(word)
+                if matches!(word.as_str(), "crate" | "super" | "self")
+                    && kind(&tokens, i + 1) == Some(&Kind::PathSep) =>
+            {
+                let line = tokens[i].line;
+                let mut written = vec![word.clone()];
+                let mut j = i + 1;
+                while kind(&tokens, j) == Some(&Kind::PathSep) {
+                    match ident(&tokens, j + 1) {
+                        Some(name) => written.push(name.to_string()),
+                        None => break,
+                    }
+                    j += 2;
+                }
+                found.push(Found {
+                    line,
+                    written,
+                    module: here(&inline),
+                    imported: false,
+                });
+                i = j;
+                continue;
+            }
+            _ => {}
+        }
+        i += 1;
+    }
+    found
+}
+
+/// `written` (a path in module `module`) as a path below `crate`; `None` when it does not
+/// start in the crate (another crate, or a name in scope).
+fn resolve(written: &[String], module: &[String]) -> Option<Vec<String>> {
+    let (first, rest) = written.split_first()?;
+    let mut path: Vec<String> = match first.as_str() {
+        "crate" => Vec::new(),
+        "self" => module.to_vec(),
+        "super" => {
+            let mut up = module.to_vec();
+            up.pop()?;
+            up
+        }
+        _ => return None,
+    };
+    let mut rest = rest.iter().peekable();
+    while rest.peek().is_some_and(|s| *s == "super") {
+        rest.next();
+        path.pop()?;
+    }
+    path.extend(rest.filter(|s| *s != "self").cloned());
+    Some(path)
+}
+
+/// The module a file under `src/` holds (`lib.rs` the crate root, `main.rs` the binary).
+fn module_of(relative: &Path) -> Vec<String> {
+    let mut parts: Vec<String> = relative
+        .iter()
+        .map(|p| p.to_string_lossy().trim_end_matches(".rs").to_string())
+        .collect();
+    if parts.last().is_some_and(|p| p == "mod" || p == "lib") {
+        parts.pop();
+    }
+    parts
+}
+
+fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
+    let mut entries: Vec<PathBuf> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    entries.sort();
+    for path in entries {
+        if path.is_dir() {
+            rust_files(&path, out);
+        } else if path.extension().is_some_and(|e| e == "rs") {
+            out.push(path);
+        }
+    }
+}
+
+/// What breaks the rule in file `shown` (of module `module`, text `text`); every known
+/// exception it uses goes to `excused`.
+fn violations(shown: &str, module: &[String], text: &str, excused: &mut BTreeSet<usize>) -> Vec<String> {
+    let Some(layer) = module.first() else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for found in crate_paths(text, module) {
+        let Some(path) = resolve(&found.written, &found.module) else {
+            continue;
+        };
+        let Some(target) = path.first() else { continue };
+        if may_use(layer, target) {
+            continue;
+        }
+        if let Some(n) = exception_for(layer, &path) {
+            excused.insert(n);
+            continue;
+        }
+        let verb = if found.imported { "imports" } else { "uses" };
+        let written = found.written.join("::");
+        let resolved = format!("crate::{}", path.join("::"));
+        let what = if written == resolved {
+            resolved
+        } else {
+            format!("{written} ({resolved})")
+        };
+        let why = if tier_of(target).is_none() {
+            format!("{target} is in no layer (add it to TIERS in src/layers.rs)")
+        } else {
+            format!("{layer} may not use {target}")
+        };
+        out.push(format!("{shown}:{} {verb} {what}: {why}", found.line));
+    }
+    out
+}
+
+/// The top-level modules lib.rs declares.
+fn declared_modules(lib: &str) -> Vec<String> {
+    let tokens = tokens(&code_only(lib));
+    (0..tokens.len())
+        .filter(|&i| ident(&tokens, i) == Some("mod") && kind(&tokens, i + 2) == Some(&Kind::Semi))
+        .filter_map(|i| ident(&tokens, i + 1).map(str::to_string))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn src() -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("src")
+    }
+
+    fn module(path: &str) -> Vec<String> {
+        path.split("::").map(str::to_string).collect()
+    }
+
+    #[test]
+    fn every_module_uses_only_the_layers_below_it() {
+        let root = src();
+        let mut files = Vec::new();
+        rust_files(&root, &mut files);
+        let mut excused = BTreeSet::new();
+        let mut problems = Vec::new();
+        for file in &files {
+            let relative = file.strip_prefix(&root).unwrap();
+            let module = module_of(relative);
+            if module.first().is_some_and(|m| m == THIS_MODULE) {
+                continue;
+            }
+            let shown = format!("src/{}", relative.display());
+            let text = std::fs::read_to_string(file).unwrap();
+            problems.extend(violations(&shown, &module, &text, &mut excused));
+        }
+        for (n, (module, prefix, why)) in KNOWN_EXCEPTIONS.iter().enumerate() {
+            if !excused.contains(&n) {
+                problems.push(format!(
+                    "the known exception {module} -> {prefix} ({why}) is not needed any more: remove it from src/layers.rs"
+                ));
+            }
+        }
+        assert!(
+            problems.is_empty(),
+            "layers point down only (src/layers.rs):\n{}",
+            problems.join("\n")
+        );
+    }
+
+    #[test]
+    fn every_module_of_the_crate_has_a_layer() {
+        let lib = std::fs::read_to_string(src().join("lib.rs")).unwrap();
+        let declared = declared_modules(&lib);
+        assert!(declared.contains(&"domain".to_string()), "{declared:?}");
+        for module in declared.iter().filter(|m| *m != THIS_MODULE) {
+            assert!(tier_of(module).is_some(), "module {module} is in no layer: add it to TIERS");
+        }
+        for name in TIERS.iter().flat_map(|t| t.iter()).filter(|m| **m != "main") {
+            assert!(declared.iter().any(|m| m == name), "TIERS names {name}, which lib.rs does not declare");
+        }
+    }
+
+    #[test]
+    fn the_order_is_top_to_bottom() {
+        assert!(may_use("api", "services"));
+        assert!(may_use("actors", "repo"));
+        assert!(may_use("engine", "engine"));
+        assert!(!may_use("services", "api"));
+        assert!(!may_use("repo", "events"), "one tier's modules do not use each other");
+        assert!(!may_use("domain", "config"));
+        assert!(may_use("cli", "domain"));
+        assert!(!may_use("cli", "repo"), "the client is narrower than its tier");
+        assert!(!may_use("api", "repo"), "handlers call services");
+        assert!(!may_use("repo", "error"), "the boundary's error is not the data layer's");
+    }
+
+    #[test]
+    fn comments_strings_and_characters_are_not_code() {
+        let text = "let a = \"crate::api\"; // crate::api\n/* crate::api /* nested */ */ let c = '\"';\n\
+                    let r = r#\"crate::api \"still\" \"#; let l: &'static str = x; crate::repo::f();";
+        let code = code_only(text);
+        assert!(!code.contains("api"), "{code}");
+        assert!(code.contains("crate::repo::f()"), "{code}");
+        assert!(code.contains("'static"), "a lifetime stays: {code}");
+        assert_eq!(code.lines().count(), text.lines().count());
+    }
+
+    #[test]
+    fn use_groups_are_read_leaf_by_leaf() {
+        let text = "use crate::{a::b, c::{d, e as f, self}, g::*};\nuse std::fmt;\nuse ::serde::Serialize;";
+        let paths: Vec<String> = crate_paths(text, &module("x"))
+            .into_iter()
+            .map(|f| f.written.join("::"))
+            .collect();
+        assert_eq!(
+            paths,
+            ["crate::a::b", "crate::c::d", "crate::c::e", "crate::c::self", "crate::g", "std::fmt", "serde::Serialize"]
+        );
+    }
+
+    #[test]
+    fn super_paths_resolve_from_the_module_they_are_written_in() {
+        let m = module("actors::task");
+        assert_eq!(resolve(&module("super::flow::FlowActor"), &m), Some(module("actors::flow::FlowActor")));
+        assert_eq!(resolve(&module("super::super::api::x"), &m), Some(module("api::x")));
+        assert_eq!(resolve(&module("self::y"), &m), Some(module("actors::task::y")));
+        assert_eq!(resolve(&module("crate::c::self"), &m), Some(module("c")));
+        assert_eq!(resolve(&module("std::fmt"), &m), None);
+        // Inside `mod tests` of src/repo.rs, `super` is repo itself.
+        let found = crate_paths("mod tests {\n use super::*;\n}\nfn f() { super::api::g(); }", &module("repo"));
+        assert_eq!(resolve(&found[0].written, &found[0].module), Some(module("repo")));
+        assert_eq!(resolve(&found[1].written, &found[1].module), Some(module("api::g")));
+    }
+
+    #[test]
+    fn a_violation_names_the_file_the_line_and_the_path() {
+        let text = "//! doc\nuse crate::domain::store::DataStore;\nuse crate::{config, engine::{Engine, unit}};\n\
+                    fn f() { let _ = crate::services::Services::new(); }\nmod tests { use super::super::super::api; }";
+        let mut excused = BTreeSet::new();
+        let found = violations("src/connectors/x.rs", &module("connectors::x"), text, &mut excused);
+        assert_eq!(
+            found,
+            [
+                "src/connectors/x.rs:3 imports crate::engine::Engine: connectors may not use engine",
+                "src/connectors/x.rs:3 imports crate::engine::unit: connectors may not use engine",
+                "src/connectors/x.rs:4 uses crate::services::Services::new: connectors may not use services",
+                "src/connectors/x.rs:5 imports super::super::super::api (crate::api): connectors may not use api",
+            ]
+        );
+        let excused_use = violations("src/connectors/y.rs", &module("connectors::y"), "use crate::engine::errors::clean_message;", &mut excused);
+        assert!(excused_use.is_empty());
+        assert!(excused.contains(&0));
+    }
+
+    #[test]
+    fn files_hold_the_modules_their_paths_say() {
+        assert_eq!(module_of(Path::new("lib.rs")), Vec::<String>::new());
+        assert_eq!(module_of(Path::new("main.rs")), module("main"));
+        assert_eq!(module_of(Path::new("api/mod.rs")), module("api"));
+        assert_eq!(module_of(Path::new("domain/flow.rs")), module("domain::flow"));
+        assert_eq!(declared_modules("pub mod a;\n#[cfg(test)]\nmod b;\nmod c { }"), ["a", "b"]);
+    }
+}
