@@ -34,7 +34,10 @@ const TIERS: &[&[&str]] = &[
 /// services (and read the event hub), never the actors, the engine, the connectors or the data
 /// layer; the client shares only the domain's types and the configuration with the server.
 const NARROWER: &[(&str, &[&str])] = &[
-    ("api", &["services", "error", "events", "metrics", "domain", "config"]),
+    (
+        "api",
+        &["services", "error", "events", "metrics", "domain", "config"],
+    ),
     ("cli", &["domain", "config"]),
 ];
 
@@ -116,7 +119,9 @@ fn code_only(text: &str) -> String {
             let hashes = chars[start..].iter().take_while(|&&h| h == '#').count();
             let mut j = start + hashes + 1;
             while j < chars.len() {
-                if chars[j] == '"' && chars[j + 1..].iter().take(hashes).filter(|&&h| h == '#').count() == hashes {
+                if chars[j] == '"'
+                    && chars[j + 1..].iter().take(hashes).filter(|&&h| h == '#').count() == hashes
+                {
                     j += 1 + hashes;
                     break;
                 }
@@ -307,7 +312,11 @@ fn crate_paths(text: &str, module: &[String]) -> Vec<Found> {
     let mut inline: Vec<(String, usize)> = Vec::new();
     let mut depth = 0;
     let here = |inline: &[(String, usize)]| -> Vec<String> {
-        module.iter().cloned().chain(inline.iter().map(|(m, _)| m.clone())).collect()
+        module
+            .iter()
+            .cloned()
+            .chain(inline.iter().map(|(m, _)| m.clone()))
+            .collect()
     };
     let mut i = 0;
     while i < tokens.len() {
@@ -515,10 +524,16 @@ mod tests {
         let declared = declared_modules(&lib);
         assert!(declared.contains(&"domain".to_string()), "{declared:?}");
         for module in declared.iter().filter(|m| *m != THIS_MODULE) {
-            assert!(tier_of(module).is_some(), "module {module} is in no layer: add it to TIERS");
+            assert!(
+                tier_of(module).is_some(),
+                "module {module} is in no layer: add it to TIERS"
+            );
         }
         for name in TIERS.iter().flat_map(|t| t.iter()).filter(|m| **m != "main") {
-            assert!(declared.iter().any(|m| m == name), "TIERS names {name}, which lib.rs does not declare");
+            assert!(
+                declared.iter().any(|m| m == name),
+                "TIERS names {name}, which lib.rs does not declare"
+            );
         }
     }
 
@@ -528,12 +543,18 @@ mod tests {
         assert!(may_use("actors", "repo"));
         assert!(may_use("engine", "engine"));
         assert!(!may_use("services", "api"));
-        assert!(!may_use("repo", "events"), "one tier's modules do not use each other");
+        assert!(
+            !may_use("repo", "events"),
+            "one tier's modules do not use each other"
+        );
         assert!(!may_use("domain", "config"));
         assert!(may_use("cli", "domain"));
         assert!(!may_use("cli", "repo"), "the client is narrower than its tier");
         assert!(!may_use("api", "repo"), "handlers call services");
-        assert!(!may_use("repo", "error"), "the boundary's error is not the data layer's");
+        assert!(
+            !may_use("repo", "error"),
+            "the boundary's error is not the data layer's"
+        );
     }
 
     #[test]
@@ -556,22 +577,42 @@ mod tests {
             .collect();
         assert_eq!(
             paths,
-            ["crate::a::b", "crate::c::d", "crate::c::e", "crate::c::self", "crate::g", "std::fmt", "serde::Serialize"]
+            [
+                "crate::a::b",
+                "crate::c::d",
+                "crate::c::e",
+                "crate::c::self",
+                "crate::g",
+                "std::fmt",
+                "serde::Serialize"
+            ]
         );
     }
 
     #[test]
     fn super_paths_resolve_from_the_module_they_are_written_in() {
         let m = module("actors::task");
-        assert_eq!(resolve(&module("super::flow::FlowActor"), &m), Some(module("actors::flow::FlowActor")));
-        assert_eq!(resolve(&module("super::super::api::x"), &m), Some(module("api::x")));
+        assert_eq!(
+            resolve(&module("super::flow::FlowActor"), &m),
+            Some(module("actors::flow::FlowActor"))
+        );
+        assert_eq!(
+            resolve(&module("super::super::api::x"), &m),
+            Some(module("api::x"))
+        );
         assert_eq!(resolve(&module("self::y"), &m), Some(module("actors::task::y")));
         assert_eq!(resolve(&module("crate::c::self"), &m), Some(module("c")));
         assert_eq!(resolve(&module("std::fmt"), &m), None);
         // Inside `mod tests` of src/repo.rs, `super` is repo itself.
-        let found = crate_paths("mod tests {\n use super::*;\n}\nfn f() { super::api::g(); }", &module("repo"));
+        let found = crate_paths(
+            "mod tests {\n use super::*;\n}\nfn f() { super::api::g(); }",
+            &module("repo"),
+        );
         assert_eq!(resolve(&found[0].written, &found[0].module), Some(module("repo")));
-        assert_eq!(resolve(&found[1].written, &found[1].module), Some(module("api::g")));
+        assert_eq!(
+            resolve(&found[1].written, &found[1].module),
+            Some(module("api::g"))
+        );
     }
 
     #[test]
@@ -579,7 +620,12 @@ mod tests {
         let text = "//! doc\nuse crate::domain::store::DataStore;\nuse crate::{config, engine::{Engine, unit}};\n\
                     fn f() { let _ = crate::services::Services::new(); }\nmod tests { use super::super::super::api; }";
         let mut excused = BTreeSet::new();
-        let found = violations("src/connectors/x.rs", &module("connectors::x"), text, &mut excused);
+        let found = violations(
+            "src/connectors/x.rs",
+            &module("connectors::x"),
+            text,
+            &mut excused,
+        );
         assert_eq!(
             found,
             [
@@ -589,7 +635,12 @@ mod tests {
                 "src/connectors/x.rs:5 imports super::super::super::api (crate::api): connectors may not use api",
             ]
         );
-        let excused_use = violations("src/connectors/y.rs", &module("connectors::y"), "use crate::engine::errors::clean_message;", &mut excused);
+        let excused_use = violations(
+            "src/connectors/y.rs",
+            &module("connectors::y"),
+            "use crate::engine::errors::clean_message;",
+            &mut excused,
+        );
         assert!(excused_use.is_empty());
         assert!(excused.contains(&0));
     }
@@ -600,6 +651,9 @@ mod tests {
         assert_eq!(module_of(Path::new("main.rs")), module("main"));
         assert_eq!(module_of(Path::new("api/mod.rs")), module("api"));
         assert_eq!(module_of(Path::new("domain/flow.rs")), module("domain::flow"));
-        assert_eq!(declared_modules("pub mod a;\n#[cfg(test)]\nmod b;\nmod c { }"), ["a", "b"]);
+        assert_eq!(
+            declared_modules("pub mod a;\n#[cfg(test)]\nmod b;\nmod c { }"),
+            ["a", "b"]
+        );
     }
 }

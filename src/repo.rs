@@ -579,7 +579,10 @@ mod tests {
     fn database_errors_are_redacted_but_keep_their_source() {
         let err = RepoError::from(DbErr::Custom("cannot reach postgres://app:s3cret@db/meta".into()));
         assert!(matches!(err, RepoError::Db(_)));
-        assert_eq!(err.to_string(), "metadata database: Custom Error: cannot reach postgres://app:***@db/meta");
+        assert_eq!(
+            err.to_string(),
+            "metadata database: Custom Error: cannot reach postgres://app:***@db/meta"
+        );
         assert!(std::error::Error::source(&err).is_some());
     }
 
@@ -597,6 +600,9 @@ mod tests {
     #[test]
     fn unreadable_json_names_what_it_is() {
         let err = from_json::<Progress>(serde_json::json!("nope"), "progress").unwrap_err();
-        assert!(err.to_string().starts_with("stored progress is unreadable: "), "{err}");
+        assert!(
+            err.to_string().starts_with("stored progress is unreadable: "),
+            "{err}"
+        );
     }
 }

@@ -28,7 +28,10 @@ mod tests {
         let outside = tempfile::tempdir().unwrap();
         let file = root.path().join("a.csv");
         std::fs::write(&file, "x\n1\n").unwrap();
-        assert_eq!(check_inside(&file, root.path()).unwrap(), file.canonicalize().unwrap());
+        assert_eq!(
+            check_inside(&file, root.path()).unwrap(),
+            file.canonicalize().unwrap()
+        );
         assert!(check_inside(&root.path().join("gone.csv"), root.path()).is_err());
         #[cfg(unix)]
         {

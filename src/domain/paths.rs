@@ -80,7 +80,10 @@ mod tests {
         assert!(check_in_roots("a", Path::new("/srv/a"), &roots).is_ok());
         // A prefix of the text is not a path inside.
         let err = check_in_roots("/srv/ab", Path::new("/srv/ab"), &roots).unwrap_err();
-        assert_eq!(err, "\"/srv/ab\" is outside the allowed roots (files.allowed_roots)");
+        assert_eq!(
+            err,
+            "\"/srv/ab\" is outside the allowed roots (files.allowed_roots)"
+        );
         assert!(check_in_roots("x", Path::new("/srv/a"), &[]).is_err());
     }
 
@@ -88,7 +91,8 @@ mod tests {
     fn resolved_files_must_lie_inside_their_store() {
         let root = Path::new("/srv/lake");
         assert!(check_file_in_root(Path::new("link.csv"), Path::new("/srv/lake/x/f.csv"), root).is_ok());
-        let err = check_file_in_root(Path::new("/srv/lake/link.csv"), Path::new("/etc/passwd"), root).unwrap_err();
+        let err =
+            check_file_in_root(Path::new("/srv/lake/link.csv"), Path::new("/etc/passwd"), root).unwrap_err();
         assert_eq!(err, "/srv/lake/link.csv leads outside its store's path");
     }
 }

@@ -90,7 +90,9 @@ impl Services {
             .await
             .map_err(|e| match e {
                 // Two creations racing for one name: the unique index decides.
-                RepoError::Duplicate(_) => AppError::Conflict("a data store with this name already exists".into()),
+                RepoError::Duplicate(_) => {
+                    AppError::Conflict("a data store with this name already exists".into())
+                }
                 other => other.into(),
             })?;
         Ok(DataStoreRecord::from_model(model)?)

@@ -19,10 +19,7 @@ pub fn resolve_in_roots(path: &str, roots: &[PathBuf]) -> Result<PathBuf, String
             .join(raw)
     };
     let resolved = canonicalize_existing_prefix(&absolute)?;
-    let roots: Vec<PathBuf> = roots
-        .iter()
-        .filter_map(|root| root.canonicalize().ok())
-        .collect();
+    let roots: Vec<PathBuf> = roots.iter().filter_map(|root| root.canonicalize().ok()).collect();
     check_in_roots(path, &resolved, &roots)?;
     Ok(resolved)
 }
