@@ -1,5 +1,7 @@
 //! The one error type at the service boundary. Its variants separate the caller's mistakes
-//! (4xx) from broken invariants (5xx); `api::problem` maps it to problem+json once.
+//! (4xx) from broken invariants (5xx); `api::problem` maps it to problem+json once. Only api
+//! and services use it: below them, the data layer fails with `repo::RepoError` and the
+//! supervisor's loading with `actors::errors::LoadError`.
 
 pub use crate::domain::field_error::FieldError;
 

@@ -365,3 +365,26 @@ impl Engine {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_unit_gets_its_flows_session_and_token_and_the_configured_batch_size() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut settings = crate::config::Settings::load_with(None, Vec::new())
+            .unwrap()
+            .engine;
+        settings.threads = 1;
+        settings.batch_size = 1234;
+        let engine = Engine::new(&settings, dir.path()).unwrap();
+        let session = engine.session(7, 64).await.unwrap();
+        let cancel = CancellationToken::new();
+        let io = engine.io_context(&session, cancel.clone());
+        assert_eq!(io.batch_size, 1234);
+        assert_eq!(io.session.state().config().batch_size(), 1234);
+        cancel.cancel();
+        assert!(io.cancel.is_cancelled(), "the flow's token, not a copy");
+    }
+}
