@@ -49,6 +49,24 @@ const KNOWN_EXCEPTIONS: &[(&str, &str, &str)] = &[(
      in turn): being moved to a bottom error module",
 )];
 
+/// What a pure layer may use of the package's dependencies (path prefixes): the domain's rules
+/// may serialize, describe their schema, parse SQL and name Arrow types, never run anything
+/// or touch a database, a runtime or the network.
+const PURE: &[(&str, &[&str])] = &[(
+    "domain",
+    &[
+        "serde",
+        "serde_json",
+        "chrono",
+        "utoipa",
+        "regex",
+        "strsim",
+        "glob",
+        "datafusion::sql",
+        "datafusion::arrow",
+    ],
+)];
+
 /// This file: its examples are text, and it is a test, not a layer.
 const THIS_MODULE: &str = "layers";
 
@@ -304,7 +322,8 @@ fn use_tree(tokens: &[Token], mut i: usize, mut path: Vec<String>, out: &mut Vec
     }
 }
 
-/// Every path into the crate that `text` (the file of module `module`) imports or names.
+/// Every path that `text` (the file of module `module`) imports or names: into the crate,
+/// into a dependency, or from a name in scope.
 fn crate_paths(text: &str, module: &[String]) -> Vec<Found> {
     let tokens = tokens(&code_only(text));
     let mut found = Vec::new();
@@ -349,9 +368,10 @@ fn crate_paths(text: &str, module: &[String]) -> Vec<Found> {
                 i = end.max(i + 1);
                 continue;
             }
+            // The start of a path (not a segment inside one).
             Kind::Ident(word)
-                if matches!(word.as_str(), "crate" | "super" | "self")
-                    && kind(&tokens, i + 1) == Some(&Kind::PathSep) =>
+                if kind(&tokens, i + 1) == Some(&Kind::PathSep)
+                    && (i == 0 || kind(&tokens, i - 1) != Some(&Kind::PathSep)) =>
             {
                 let line = tokens[i].line;
                 let mut written = vec![word.clone()];
@@ -431,13 +451,24 @@ fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
 
 /// What breaks the rule in file `shown` (of module `module`, text `text`); every known
 /// exception it uses goes to `excused`.
-fn violations(shown: &str, module: &[String], text: &str, excused: &mut BTreeSet<usize>) -> Vec<String> {
+fn violations(
+    shown: &str,
+    module: &[String],
+    text: &str,
+    dependencies: &[String],
+    excused: &mut BTreeSet<usize>,
+) -> Vec<String> {
     let Some(layer) = module.first() else {
         return Vec::new();
     };
     let mut out = Vec::new();
     for found in crate_paths(text, module) {
+        let verb = if found.imported { "imports" } else { "uses" };
         let Some(path) = resolve(&found.written, &found.module) else {
+            if let Some(why) = impure(layer, &found.written, dependencies) {
+                let written = found.written.join("::");
+                out.push(format!("{shown}:{} {verb} {written}: {why}", found.line));
+            }
             continue;
         };
         let Some(target) = path.first() else { continue };
@@ -448,7 +479,6 @@ fn violations(shown: &str, module: &[String], text: &str, excused: &mut BTreeSet
             excused.insert(n);
             continue;
         }
-        let verb = if found.imported { "imports" } else { "uses" };
         let written = found.written.join("::");
         let resolved = format!("crate::{}", path.join("::"));
         let what = if written == resolved {
@@ -464,6 +494,48 @@ fn violations(shown: &str, module: &[String], text: &str, excused: &mut BTreeSet
         out.push(format!("{shown}:{} {verb} {what}: {why}", found.line));
     }
     out
+}
+
+/// Why `layer` may not use path `written` of a dependency (`None` when it may, or when the
+/// path is no dependency's).
+fn impure(layer: &str, written: &[String], dependencies: &[String]) -> Option<String> {
+    let (_, allowed) = PURE.iter().find(|(m, _)| *m == layer)?;
+    let root = written.first()?;
+    if !dependencies.contains(root) {
+        return None;
+    }
+    let joined = written.join("::");
+    let ok = allowed
+        .iter()
+        .any(|prefix| joined == *prefix || joined.starts_with(&format!("{prefix}::")));
+    (!ok).then(|| {
+        format!(
+            "{layer} is pure: of the dependencies it may use only {}",
+            allowed.join(", ")
+        )
+    })
+}
+
+/// The package's dependencies as paths name them (`sea-orm` is `sea_orm`), from Cargo.toml.
+fn dependencies(manifest: &str) -> Vec<String> {
+    let mut names = Vec::new();
+    let mut in_dependencies = false;
+    for line in manifest.lines().map(str::trim) {
+        if line.starts_with('[') {
+            in_dependencies = line == "[dependencies]" || line.ends_with(".dependencies]");
+            continue;
+        }
+        if !in_dependencies || line.starts_with('#') {
+            continue;
+        }
+        if let Some((key, _)) = line.split_once('=') {
+            let name = key.trim().split('.').next().unwrap_or_default();
+            if !name.is_empty() {
+                names.push(name.replace('-', "_"));
+            }
+        }
+    }
+    names
 }
 
 /// The top-level modules lib.rs declares.
@@ -492,6 +564,9 @@ mod tests {
         let root = src();
         let mut files = Vec::new();
         rust_files(&root, &mut files);
+        let manifest = std::fs::read_to_string(root.with_file_name("Cargo.toml")).unwrap();
+        let dependencies = dependencies(&manifest);
+        assert!(dependencies.contains(&"sea_orm".to_string()), "{dependencies:?}");
         let mut excused = BTreeSet::new();
         let mut problems = Vec::new();
         for file in &files {
@@ -502,7 +577,7 @@ mod tests {
             }
             let shown = format!("src/{}", relative.display());
             let text = std::fs::read_to_string(file).unwrap();
-            problems.extend(violations(&shown, &module, &text, &mut excused));
+            problems.extend(violations(&shown, &module, &text, &dependencies, &mut excused));
         }
         for (n, (module, prefix, why)) in KNOWN_EXCEPTIONS.iter().enumerate() {
             if !excused.contains(&n) {
@@ -624,6 +699,7 @@ mod tests {
             "src/connectors/x.rs",
             &module("connectors::x"),
             text,
+            &[],
             &mut excused,
         );
         assert_eq!(
@@ -639,10 +715,42 @@ mod tests {
             "src/connectors/y.rs",
             &module("connectors::y"),
             "use crate::engine::errors::clean_message;",
+            &[],
             &mut excused,
         );
         assert!(excused_use.is_empty());
         assert!(excused.contains(&0));
+    }
+
+    #[test]
+    fn the_domain_uses_only_pure_dependencies() {
+        let deps: Vec<String> = ["tokio", "datafusion", "serde", "config"]
+            .map(String::from)
+            .to_vec();
+        let text = "use serde::Serialize;\nuse datafusion::arrow::datatypes::DataType;\n\
+                    use datafusion::prelude::SessionContext;\nfn f() { tokio::fs::read(\"x\"); fmt::x(); }";
+        let found = violations(
+            "src/domain/x.rs",
+            &module("domain::x"),
+            text,
+            &deps,
+            &mut BTreeSet::new(),
+        );
+        assert_eq!(found.len(), 2, "{found:?}");
+        assert!(found[0]
+            .starts_with("src/domain/x.rs:3 imports datafusion::prelude::SessionContext: domain is pure"));
+        assert!(found[1].starts_with("src/domain/x.rs:4 uses tokio::fs::read: domain is pure"));
+        assert!(violations(
+            "src/engine/x.rs",
+            &module("engine::x"),
+            text,
+            &deps,
+            &mut BTreeSet::new()
+        )
+        .is_empty());
+        let manifest = "[package]\nname = \"x\"\n[dependencies]\nsea-orm.workspace = true\ntokio = { version = \"1\" }\n\
+                        # a comment\n[dev-dependencies]\nproptest = \"1\"\n[target.'cfg(unix)'.dependencies]\nrustix = \"1\"";
+        assert_eq!(dependencies(manifest), ["sea_orm", "tokio", "rustix"]);
     }
 
     #[test]
