@@ -1,5 +1,6 @@
 //! The layering rule as data, and the test that holds the code to it: it reads every file under
-//! `src/` and fails when a module uses a module of its own tier or of a tier above it, naming
+//! `src/` and fails when a module uses a module of its own tier or of a tier above it (or more
+//! than a narrower module may, or, in the pure domain, a dependency that is not pure), naming
 //! the file, the line and the path. Imports (`use`, with `{..}` groups, `self` and `super`) and
 //! paths written in code (`crate::x::y`, `super::super::x`) count alike; comments and string
 //! literals do not. The crate's `# Layout` doc (lib.rs) tells the same order in words.
@@ -95,99 +96,112 @@ fn exception_for(from: &str, path: &[String]) -> Option<usize> {
 
 // ---- reading Rust source ---------------------------------------------------------------------
 
-/// `text` with comments and the contents of string and character literals blanked out (each
-/// becomes spaces; line breaks stay, so line numbers do too).
+/// `text` with comments and string and character literals blanked out (each becomes spaces;
+/// line breaks stay, so line numbers do too).
 fn code_only(text: &str) -> String {
     let chars: Vec<char> = text.chars().collect();
     let mut out = String::with_capacity(text.len());
     let mut i = 0;
-    let blank = |c: char| if c == '\n' { '\n' } else { ' ' };
-    let is_ident = |c: char| c.is_alphanumeric() || c == '_';
     while i < chars.len() {
-        let c = chars[i];
-        let next = chars.get(i + 1).copied();
-        let prev_ident = i > 0 && is_ident(chars[i - 1]);
-        if c == '/' && next == Some('/') {
-            while i < chars.len() && chars[i] != '\n' {
-                out.push(' ');
+        match literal_or_comment_end(&chars, i) {
+            Some(end) => {
+                out.extend(chars[i..end].iter().map(|&c| if c == '\n' { '\n' } else { ' ' }));
+                i = end;
+            }
+            None => {
+                out.push(chars[i]);
                 i += 1;
             }
-        } else if c == '/' && next == Some('*') {
-            let mut depth = 0;
-            while i < chars.len() {
-                if chars[i] == '/' && chars.get(i + 1) == Some(&'*') {
-                    depth += 1;
-                    out.push_str("  ");
-                    i += 2;
-                } else if chars[i] == '*' && chars.get(i + 1) == Some(&'/') {
-                    depth -= 1;
-                    out.push_str("  ");
-                    i += 2;
-                    if depth == 0 {
-                        break;
-                    }
-                } else {
-                    out.push(blank(chars[i]));
-                    i += 1;
-                }
-            }
-        } else if (c == 'r' || (c == 'b' && next == Some('r'))) && !prev_ident && raw_string_at(&chars, i) {
-            // r"..", r#".."#, br"..": ends at a quote followed by as many hashes.
-            let start = if c == 'b' { i + 2 } else { i + 1 };
-            let hashes = chars[start..].iter().take_while(|&&h| h == '#').count();
-            let mut j = start + hashes + 1;
-            while j < chars.len() {
-                if chars[j] == '"'
-                    && chars[j + 1..].iter().take(hashes).filter(|&&h| h == '#').count() == hashes
-                {
-                    j += 1 + hashes;
-                    break;
-                }
-                j += 1;
-            }
-            out.extend(chars[i..j.min(chars.len())].iter().map(|&ch| blank(ch)));
-            i = j;
-        } else if c == '"' {
-            out.push(' ');
-            i += 1;
-            while i < chars.len() && chars[i] != '"' {
-                if chars[i] == '\\' {
-                    out.push(' ');
-                    i += 1;
-                }
-                if i < chars.len() {
-                    out.push(blank(chars[i]));
-                    i += 1;
-                }
-            }
-            out.push(' ');
-            i += 1;
-        } else if c == '\'' && (next == Some('\\') || chars.get(i + 2) == Some(&'\'')) {
-            // A character literal ('a', '\n', '\u{1F600}'); a lifetime ('a) has no closing quote.
-            let mut j = i + 1;
-            if chars.get(j) == Some(&'\\') {
-                j += 2;
-            } else {
-                j += 1;
-            }
-            while j < chars.len() && chars[j] != '\'' {
-                j += 1;
-            }
-            out.extend(chars[i..(j + 1).min(chars.len())].iter().map(|&ch| blank(ch)));
-            i = j + 1;
-        } else {
-            out.push(c);
-            i += 1;
         }
     }
     out
 }
 
-/// Whether a raw string literal (not a raw identifier such as `r#type`) starts at `i`.
-fn raw_string_at(chars: &[char], i: usize) -> bool {
+fn is_ident_char(c: char) -> bool {
+    c.is_alphanumeric() || c == '_'
+}
+
+/// Where the comment or literal that starts at `i` ends (`None` when none starts there).
+fn literal_or_comment_end(chars: &[char], i: usize) -> Option<usize> {
+    let after_ident = i > 0 && is_ident_char(chars[i - 1]);
+    match (chars[i], chars.get(i + 1).copied()) {
+        ('/', Some('/')) => Some(
+            chars[i..]
+                .iter()
+                .position(|&c| c == '\n')
+                .map_or(chars.len(), |n| i + n),
+        ),
+        ('/', Some('*')) => Some(block_comment_end(chars, i)),
+        ('r', _) | ('b', Some('r')) if !after_ident => raw_string_end(chars, i),
+        ('"', _) => Some(string_end(chars, i + 1)),
+        ('\'', _) => char_literal_end(chars, i),
+        _ => None,
+    }
+}
+
+/// The end of the block comment at `i` (block comments nest).
+fn block_comment_end(chars: &[char], mut i: usize) -> usize {
+    let mut depth = 0;
+    while i < chars.len() {
+        match (chars[i], chars.get(i + 1).copied()) {
+            ('/', Some('*')) => {
+                depth += 1;
+                i += 2;
+            }
+            ('*', Some('/')) => {
+                depth -= 1;
+                i += 2;
+                if depth == 0 {
+                    return i;
+                }
+            }
+            _ => i += 1,
+        }
+    }
+    chars.len()
+}
+
+/// The end of the raw string (`r".."`, `r#".."#`, `br".."`) at `i`; `None` when `i` starts a
+/// raw identifier (`r#type`) or a plain one.
+fn raw_string_end(chars: &[char], i: usize) -> Option<usize> {
     let start = if chars[i] == 'b' { i + 2 } else { i + 1 };
     let hashes = chars[start..].iter().take_while(|&&h| h == '#').count();
-    chars.get(start + hashes) == Some(&'"')
+    if chars.get(start + hashes) != Some(&'"') {
+        return None;
+    }
+    let closing: Vec<char> = std::iter::once('"')
+        .chain(std::iter::repeat_n('#', hashes))
+        .collect();
+    let body = start + hashes + 1;
+    Some(
+        (body..chars.len())
+            .find(|&j| chars[j..].starts_with(&closing))
+            .map_or(chars.len(), |j| j + closing.len()),
+    )
+}
+
+/// The end of the string whose text starts at `i` (after its opening quote).
+fn string_end(chars: &[char], mut i: usize) -> usize {
+    while i < chars.len() {
+        match chars[i] {
+            '\\' => i += 2,
+            '"' => return i + 1,
+            _ => i += 1,
+        }
+    }
+    chars.len()
+}
+
+/// The end of the character literal at `i` (`'a'`, `'\n'`, `'\u{1F600}'`); `None` for a
+/// lifetime or a label (`'a`), which has no closing quote.
+fn char_literal_end(chars: &[char], i: usize) -> Option<usize> {
+    let escaped = chars.get(i + 1) == Some(&'\\');
+    if !escaped && chars.get(i + 2) != Some(&'\'') {
+        return None;
+    }
+    let from = if escaped { i + 3 } else { i + 2 };
+    let close = (from..chars.len()).find(|&j| chars[j] == '\'')?;
+    Some(close + 1)
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -222,9 +236,9 @@ fn tokens(code: &str) -> Vec<Token> {
         } else if c.is_whitespace() {
             i += 1;
             continue;
-        } else if c.is_alphanumeric() || c == '_' {
+        } else if is_ident_char(c) {
             let start = i;
-            while i < chars.len() && (chars[i].is_alphanumeric() || chars[i] == '_') {
+            while i < chars.len() && is_ident_char(chars[i]) {
                 i += 1;
             }
             let word: String = chars[start..i].iter().collect();
