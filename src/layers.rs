@@ -336,6 +336,19 @@ fn use_tree(tokens: &[Token], mut i: usize, mut path: Vec<String>, out: &mut Vec
     }
 }
 
+/// The path in code that starts with `first` at `i` (`a::b::c`, up to what is not a segment:
+/// `<`, `(`, `!`), and where it ends.
+fn code_path(tokens: &[Token], i: usize, first: &str) -> (Vec<String>, usize) {
+    let mut written = vec![first.to_string()];
+    let mut j = i + 1;
+    while kind(tokens, j) == Some(&Kind::PathSep) {
+        let Some(name) = ident(tokens, j + 1) else { break };
+        written.push(name.to_string());
+        j += 2;
+    }
+    (written, j)
+}
+
 /// Every path that `text` (the file of module `module`) imports or names: into the crate,
 /// into a dependency, or from a name in scope.
 fn crate_paths(text: &str, module: &[String]) -> Vec<Found> {
@@ -387,23 +400,14 @@ fn crate_paths(text: &str, module: &[String]) -> Vec<Found> {
                 if kind(&tokens, i + 1) == Some(&Kind::PathSep)
                     && (i == 0 || kind(&tokens, i - 1) != Some(&Kind::PathSep)) =>
             {
-                let line = tokens[i].line;
-                let mut written = vec![word.clone()];
-                let mut j = i + 1;
-                while kind(&tokens, j) == Some(&Kind::PathSep) {
-                    match ident(&tokens, j + 1) {
-                        Some(name) => written.push(name.to_string()),
-                        None => break,
-                    }
-                    j += 2;
-                }
+                let (written, end) = code_path(&tokens, i, word);
                 found.push(Found {
-                    line,
+                    line: tokens[i].line,
                     written,
                     module: here(&inline),
                     imported: false,
                 });
-                i = j;
+                i = end;
                 continue;
             }
             _ => {}
