@@ -19,8 +19,8 @@ use crate::domain::flow::{FlowEvent, FlowPicture, FlowState, Level, TaskState};
 use crate::domain::plan::{RunPlan, UnitKind};
 use crate::engine::{checkpoint, cursor_read, publish, Engine};
 use crate::error::AppError;
-use crate::secrets::Cipher;
 use crate::repo;
+use crate::secrets::Cipher;
 
 /// Delay before restart `n` (1-based): 0.5 s, 1 s, 2 s, ... capped at 30 s.
 pub fn restart_delay(n: u32) -> Duration {

@@ -11,8 +11,8 @@ use crate::domain::spec::{FlowInputSpec, FlowOptions, Output, Source, Transform}
 use crate::domain::store::Connection;
 use crate::domain::time::rfc3339;
 use crate::error::AppError;
-use crate::services::flows::FlowRecord;
 use crate::repo::{self, Page};
+use crate::services::flows::FlowRecord;
 
 #[derive(Serialize)]
 pub struct List<T: Serialize> {

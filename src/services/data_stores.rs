@@ -2,12 +2,12 @@
 
 use entity::data_store;
 
-use crate::repo::{self, NewStore, Page};
 use super::Services;
 use crate::domain::paths::resolve_in_roots;
 use crate::domain::store::{validate_new_store, Connection, FileConnection, NewDataStoreRequest};
 use crate::domain::time;
 use crate::error::{AppError, FieldError};
+use crate::repo::{self, NewStore, Page};
 
 impl Services {
     #[tracing::instrument(skip_all, fields(name = %req.name))]

@@ -4,7 +4,6 @@ use std::collections::HashMap;
 
 use entity::flow_input;
 
-use crate::repo::{self, Page};
 use super::Services;
 use crate::domain::dag::Dag;
 use crate::domain::spec::{FlowInputRequest, FlowInputSpec};
@@ -12,6 +11,7 @@ use crate::domain::store::DataStore;
 use crate::domain::time;
 use crate::domain::validate::{validate_flow_input, ValidationContext};
 use crate::error::AppError;
+use crate::repo::{self, Page};
 
 impl Services {
     #[tracing::instrument(skip_all, fields(name = %req.name))]

@@ -11,9 +11,9 @@ use std::sync::Arc;
 use actix::Addr;
 use sea_orm::DatabaseConnection;
 
-use crate::events::EventHub;
 use crate::actors::{FlowSupervisor, Persister};
 use crate::config::Settings;
+use crate::events::EventHub;
 use crate::metrics::Metrics;
 use crate::secrets::Cipher;
 

@@ -3,9 +3,9 @@
 
 use super::flows::FlowRecord;
 use super::Services;
-use crate::repo;
 use crate::actors::messages::{GetLive, LiveStates};
 use crate::error::AppError;
+use crate::repo;
 
 impl Services {
     /// Every metric in Prometheus text format.
