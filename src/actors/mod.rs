@@ -7,6 +7,7 @@
 //! through the `PlanLoader` the supervisor is given (implemented by the services).
 
 pub mod admission;
+pub mod errors;
 pub mod flow;
 pub mod flow_state;
 pub mod messages;

@@ -6,11 +6,12 @@
 
 use std::collections::HashSet;
 
+use super::errors::LoadError;
+use super::messages::FlowPlan;
 use crate::connectors::Load;
 use crate::domain::flow::FlowPicture;
 use crate::domain::store::DataStore;
-
-use super::messages::FlowPlan;
+use crate::repo::RepoError;
 
 /// What a FlowActor is started with.
 pub struct LoadedFlow {
@@ -22,21 +23,6 @@ pub struct LoadedFlow {
     pub restarted: bool,
     /// Whether followers must re-read a snapshot (see `Track::resync`).
     pub resync: bool,
-}
-
-/// Why a flow's plan could not be loaded.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct LoadFailure {
-    /// The whole cause, for the service log.
-    pub logged: String,
-    /// What the flow's own (public) lines may say.
-    pub shown: String,
-}
-
-impl std::fmt::Display for LoadFailure {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.logged)
-    }
 }
 
 /// What a flow may have left staged in its target store.
@@ -60,7 +46,7 @@ pub struct Unfinished {
 pub trait PlanLoader: Send + Sync {
     /// Flow `flow_id`'s plan and picture (`live`, the Persister's, when it still tracks the
     /// flow; else the stored one); `None` when the flow has already ended.
-    async fn load(&self, flow_id: i64, live: Option<FlowPicture>) -> Result<Option<LoadedFlow>, LoadFailure>;
+    async fn load(&self, flow_id: i64, live: Option<FlowPicture>) -> Result<Option<LoadedFlow>, LoadError>;
 
     /// The picture stored for flow `flow_id`, if the flow exists and it can be read.
     async fn stored_picture(&self, flow_id: i64) -> Option<FlowPicture>;
@@ -69,7 +55,6 @@ pub trait PlanLoader: Send + Sync {
     /// of it (its input or store is gone).
     async fn staged_outputs(&self, flow_id: i64) -> Option<StagedOutputs>;
 
-    /// The flows a previous process left unfinished, oldest first; the error is for the
-    /// service log.
-    async fn unfinished(&self) -> Result<Vec<Unfinished>, String>;
+    /// The flows a previous process left unfinished, oldest first.
+    async fn unfinished(&self) -> Result<Vec<Unfinished>, RepoError>;
 }

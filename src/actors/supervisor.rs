@@ -13,10 +13,11 @@ use dashmap::DashMap;
 use sea_orm::DatabaseConnection;
 
 use super::admission::{Admission, CancelRoute, CrashDecision};
+use super::errors::LoadError;
 use super::flow::FlowActor;
 use super::messages::*;
 use super::persister::Persister;
-use super::plan_loader::{LoadFailure, LoadedFlow, PlanLoader};
+use super::plan_loader::{LoadedFlow, PlanLoader};
 use super::sweep::sweep_work_dirs;
 use crate::domain::flow::{FlowEvent, FlowState, Level};
 use crate::engine::{publish, Engine};
@@ -109,7 +110,7 @@ impl FlowSupervisor {
     fn launch(
         &mut self,
         flow_id: i64,
-        loaded: Result<Option<LoadedFlow>, LoadFailure>,
+        loaded: Result<Option<LoadedFlow>, LoadError>,
         ctx: &mut Context<Self>,
     ) {
         let loaded = match loaded {
@@ -118,7 +119,7 @@ impl FlowSupervisor {
             Err(e) => {
                 tracing::error!(flow_id, error = %e, "cannot load flow");
                 self.admission.not_started(flow_id);
-                self.fail_unloadable(flow_id, e.shown, ctx);
+                self.fail_unloadable(flow_id, e.for_flow(flow_id), ctx);
                 return;
             }
         };

@@ -20,11 +20,11 @@ use tokio::io::AsyncWriteExt;
 
 use super::fsutil::{StagedDir, StagedFile, STAGING_PREFIX};
 use super::mapped::{MapBatch, MapError, MappedTable};
+use super::paths::check_inside;
 use super::{
     store_path, ConnectorError, IoContext, Load, Opened, RowsCallback, SinkConnector, SourceConnector,
     SourceTable,
 };
-use crate::domain::paths::check_inside;
 use crate::domain::spec::{parse_column_type, CsvOptions, Source, SourceRead, WriteMode};
 use crate::domain::store::DataStore;
 

@@ -18,6 +18,7 @@ pub mod fsutil;
 pub mod mapped;
 pub mod merge;
 pub mod mysql;
+pub mod paths;
 pub mod pools;
 pub mod postgres;
 pub mod relational;

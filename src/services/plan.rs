@@ -10,7 +10,8 @@ use std::sync::Arc;
 use entity::flow;
 use sea_orm::DatabaseConnection;
 
-use crate::actors::plan_loader::{LoadFailure, LoadedFlow, PlanLoader, StagedOutputs, Unfinished};
+use crate::actors::errors::LoadError;
+use crate::actors::plan_loader::{LoadedFlow, PlanLoader, StagedOutputs, Unfinished};
 use crate::actors::FlowPlan;
 use crate::domain::cursor::{CursorEntry, CursorStart};
 use crate::domain::dag::Dag;
@@ -19,8 +20,7 @@ use crate::domain::plan::{RunPlan, UnitKind};
 use crate::domain::spec::FlowInputSpec;
 use crate::domain::store::DataStore;
 use crate::engine::{checkpoint, cursor_read, publish, Engine};
-use crate::error::AppError;
-use crate::repo;
+use crate::repo::{self, RepoError};
 use crate::secrets::Cipher;
 
 /// Flow plans from the metadata database and the engine's work directories.
@@ -43,7 +43,7 @@ impl StoredPlans {
     }
 
     /// The spec and DAG of flow input `flow_input_id`, if it exists.
-    async fn spec_of(&self, flow_input_id: i64) -> Result<Option<(FlowInputSpec, Dag)>, AppError> {
+    async fn spec_of(&self, flow_input_id: i64) -> Result<Option<(FlowInputSpec, Dag)>, RepoError> {
         match repo::get_flow_input(&self.db, flow_input_id).await? {
             Some(input) => Ok(Some(repo::flow_input_spec(&input)?)),
             None => Ok(None),
@@ -51,7 +51,7 @@ impl StoredPlans {
     }
 
     /// The stores `spec` reads and writes, by id, passwords opened.
-    async fn stores_of(&self, spec: &FlowInputSpec) -> Result<HashMap<i64, DataStore>, AppError> {
+    async fn stores_of(&self, spec: &FlowInputSpec) -> Result<HashMap<i64, DataStore>, RepoError> {
         let mut ids: Vec<i64> = spec.sources.iter().map(|s| s.store_id).collect();
         ids.push(spec.target_store_id);
         ids.sort_unstable();
@@ -67,14 +67,14 @@ impl StoredPlans {
         &self,
         flow_id: i64,
         live: Option<FlowPicture>,
-    ) -> Result<Option<LoadedFlow>, AppError> {
+    ) -> Result<Option<LoadedFlow>, LoadError> {
         let (flow, output) = repo::get_flow(&self.db, flow_id)
             .await?
-            .ok_or_else(|| AppError::not_found("flow", flow_id))?;
+            .ok_or(LoadError::FlowMissing(flow_id))?;
         let (spec, dag) = self
             .spec_of(flow.flow_input_id)
             .await?
-            .ok_or_else(|| AppError::Internal(format!("flow input {} is missing", flow.flow_input_id)))?;
+            .ok_or(LoadError::InputMissing(flow.flow_input_id))?;
         let stores = self.stores_of(&spec).await?;
         let mut picture = match live {
             Some(p) => p,
@@ -121,7 +121,7 @@ impl StoredPlans {
         &self,
         flow_id: i64,
         cursor_sources: &[(String, String)],
-    ) -> Result<HashMap<String, CursorEntry>, AppError> {
+    ) -> Result<HashMap<String, CursorEntry>, LoadError> {
         let (dir, names) = (self.engine.work_dir(flow_id), cursor_sources.to_vec());
         tokio::task::spawn_blocking(move || {
             names
@@ -130,7 +130,7 @@ impl StoredPlans {
                 .collect()
         })
         .await
-        .map_err(|e| AppError::Internal(format!("reading the cursors of flow {flow_id}: {e}")))
+        .map_err(|e| LoadError::crashed(format!("reading the cursors of flow {flow_id}"), e))
     }
 
     /// The nodes an earlier run of flow `flow_id` finished: a materialized node with a whole
@@ -143,7 +143,7 @@ impl StoredPlans {
         picture: &FlowPicture,
         cursor_sources: &[(String, String)],
         saved: &HashMap<String, CursorEntry>,
-    ) -> Result<HashSet<String>, AppError> {
+    ) -> Result<HashSet<String>, LoadError> {
         let completed: HashSet<String> = picture
             .tasks
             .iter()
@@ -177,7 +177,7 @@ impl StoredPlans {
             })
         })
         .await
-        .map_err(|e| AppError::Internal(format!("scanning the checkpoints of flow {flow_id}: {e}")))
+        .map_err(|e| LoadError::crashed(format!("scanning the checkpoints of flow {flow_id}"), e))
     }
 
     /// Where the cursor sources of `flow` start: after what the latest completed flow of the
@@ -190,7 +190,7 @@ impl StoredPlans {
         cursor_sources: &[(String, String)],
         saved: &HashMap<String, CursorEntry>,
         picture: &mut FlowPicture,
-    ) -> Result<HashMap<String, CursorStart>, AppError> {
+    ) -> Result<HashMap<String, CursorStart>, RepoError> {
         let mut cursor_starts = HashMap::new();
         if cursor_sources.is_empty() {
             return Ok(cursor_starts);
@@ -235,7 +235,7 @@ impl StoredPlans {
         Some(StagedOutputs { store, loads })
     }
 
-    async fn unfinished_flows(&self) -> Result<Vec<Unfinished>, AppError> {
+    async fn unfinished_flows(&self) -> Result<Vec<Unfinished>, RepoError> {
         let flows = repo::unfinished_flows(&self.db).await?;
         // Which of them belong to incremental inputs (one input's spec read once).
         let mut incremental: HashMap<i64, bool> = HashMap::new();
@@ -265,20 +265,10 @@ impl StoredPlans {
     }
 }
 
-/// `error` as the supervisor reports it for flow `flow_id`.
-fn failure(error: AppError, flow_id: i64) -> LoadFailure {
-    LoadFailure {
-        shown: error.for_flow(flow_id),
-        logged: error.to_string(),
-    }
-}
-
 #[async_trait::async_trait]
 impl PlanLoader for StoredPlans {
-    async fn load(&self, flow_id: i64, live: Option<FlowPicture>) -> Result<Option<LoadedFlow>, LoadFailure> {
-        self.load_flow(flow_id, live)
-            .await
-            .map_err(|e| failure(e, flow_id))
+    async fn load(&self, flow_id: i64, live: Option<FlowPicture>) -> Result<Option<LoadedFlow>, LoadError> {
+        self.load_flow(flow_id, live).await
     }
 
     async fn stored_picture(&self, flow_id: i64) -> Option<FlowPicture> {
@@ -290,7 +280,7 @@ impl PlanLoader for StoredPlans {
         self.staged_of(flow_id).await
     }
 
-    async fn unfinished(&self) -> Result<Vec<Unfinished>, String> {
-        self.unfinished_flows().await.map_err(|e| e.to_string())
+    async fn unfinished(&self) -> Result<Vec<Unfinished>, RepoError> {
+        self.unfinished_flows().await
     }
 }
