@@ -39,6 +39,9 @@ pub enum CrashDecision {
     /// Crashed too often (or shutting down): the flow becomes FAILED, then call
     /// [`Admission::forget`]. `attempt` is the restart it would have been.
     GiveUp { attempt: u32 },
+    /// Crashed after its actor accepted a cancel: the flow becomes CANCELLED (a restart would
+    /// run what the user stopped), then call [`Admission::forget`].
+    Cancelled,
 }
 
 /// What to do once a flow's actor has been started (see [`Admission::started`]).
@@ -66,6 +69,8 @@ pub struct Admission {
     running: HashSet<i64>,
     /// Cancels that arrived while the flow was starting.
     cancel_on_start: HashSet<i64>,
+    /// Running flows whose actor accepted a cancel.
+    cancelled: HashSet<i64>,
     /// Crashed flows waiting out their restart delay, with the restart number.
     restarting: HashMap<i64, u32>,
     /// Restarts so far, per flow (reset when the flow ends).
@@ -88,6 +93,7 @@ impl Admission {
             starting: None,
             running: HashSet::new(),
             cancel_on_start: HashSet::new(),
+            cancelled: HashSet::new(),
             restarting: HashMap::new(),
             restarts: HashMap::new(),
             recovered: HashSet::new(),
@@ -155,8 +161,13 @@ impl Admission {
     pub fn started(&mut self, flow_id: i64) -> Started {
         self.end_start(flow_id);
         self.running.insert(flow_id);
+        let cancel = self.cancel_on_start.remove(&flow_id);
+        if cancel {
+            // A starting actor always accepts the cancel it is sent.
+            self.cancelled.insert(flow_id);
+        }
         Started {
-            cancel: self.cancel_on_start.remove(&flow_id),
+            cancel,
             recovered: self.recovered.remove(&flow_id),
         }
     }
@@ -198,6 +209,7 @@ impl Admission {
     /// for shutdown and stays RUNNING for the next process).
     pub fn ended(&mut self, flow_id: i64, is_final: bool) {
         self.running.remove(&flow_id);
+        self.cancelled.remove(&flow_id);
         self.restarts.remove(&flow_id);
         if is_final {
             self.exclusive.remove(&flow_id);
@@ -211,6 +223,10 @@ impl Admission {
             // A second report of the same crash (the actor's drop guard).
             return CrashDecision::Duplicate;
         }
+        if self.cancelled.remove(&flow_id) {
+            self.restarts.remove(&flow_id);
+            return CrashDecision::Cancelled;
+        }
         let attempt = self.restarts.get(&flow_id).copied().unwrap_or(0) + 1;
         if attempt <= self.max_restarts && !self.parked {
             self.restarts.insert(flow_id, attempt);
@@ -222,6 +238,14 @@ impl Admission {
         } else {
             self.restarts.remove(&flow_id);
             CrashDecision::GiveUp { attempt }
+        }
+    }
+
+    /// The actor of running flow `flow_id` accepted a cancel (a crash from now on ends it
+    /// CANCELLED).
+    pub fn cancel_accepted(&mut self, flow_id: i64) {
+        if self.running.contains(&flow_id) {
+            self.cancelled.insert(flow_id);
         }
     }
 
@@ -490,9 +514,28 @@ mod tests {
     }
 
     #[test]
-    fn a_crash_during_a_cancel_restarts_the_flow() {
-        // The cancel went to the actor; its crash report comes first: as for any crash, the
-        // flow restarts from its checkpoints (its state is still RUNNING).
+    fn a_crash_after_an_accepted_cancel_ends_the_flow_cancelled() {
+        // The cancel went to the actor, which accepted it; its crash report comes first: the
+        // flow ends CANCELLED instead of restarting (a restart would run what was stopped).
+        let mut a = Admission::new(1, 3);
+        a.submit(1, None);
+        start_all(&mut a);
+        assert_eq!(a.cancel(1), CancelRoute::Running);
+        a.cancel_accepted(1);
+        assert_eq!(a.crashed(1), CrashDecision::Cancelled);
+        assert_eq!(a.cancel(1), CancelRoute::Unknown, "nothing left to cancel");
+        // A cancel sent on start counts as accepted too.
+        a.submit(2, None);
+        assert_eq!(a.admit_next(), Some(2));
+        assert_eq!(a.cancel(2), CancelRoute::WhenStarted);
+        assert!(a.started(2).cancel);
+        assert_eq!(a.crashed(2), CrashDecision::Cancelled);
+    }
+
+    #[test]
+    fn a_crash_after_a_refused_cancel_restarts_the_flow() {
+        // The route was Running but the actor did not accept (it was already ending): a
+        // crash restarts the flow as any crash does.
         let mut a = Admission::new(1, 3);
         a.submit(1, None);
         start_all(&mut a);

@@ -186,12 +186,7 @@ impl FlowSupervisor {
                         message: format!("cannot start: {cause}"),
                     },
                 });
-                let _ = persister
-                    .send(Transition {
-                        flow_id,
-                        state: FlowState::Failed,
-                    })
-                    .await;
+                let _ = persister.send(Transition { flow_id, state }).await;
             }
             .into_actor(self),
         );
@@ -262,8 +257,11 @@ impl FlowSupervisor {
             actor
                 .send(Cancel)
                 .into_actor(self)
-                .map(|reply, _, _| match reply {
-                    Ok(Ok(())) => CancelOutcome::Sent,
+                .map(move |reply, act, _| match reply {
+                    Ok(Ok(())) => {
+                        act.admission.cancel_accepted(flow_id);
+                        CancelOutcome::Sent
+                    }
                     Ok(Err(state)) if state.is_final() => CancelOutcome::AlreadyFinal(state),
                     _ => CancelOutcome::Unknown,
                 }),
@@ -280,19 +278,15 @@ impl FlowSupervisor {
         });
     }
 
-    /// Fails flow `flow_id`, which crashed too often: what it staged goes, then it is FAILED.
-    fn give_up(&mut self, flow_id: i64, ctx: &mut Context<Self>) {
+    /// Ends crashed flow `flow_id` for good (FAILED: it crashed too often; CANCELLED: it
+    /// crashed while being cancelled): what it staged goes, then it gets `state`.
+    fn give_up(&mut self, flow_id: i64, state: FlowState, ctx: &mut Context<Self>) {
         let persister = self.persister.clone();
         let discard = discard_staged(self.plans.clone(), self.engine.clone(), flow_id);
         ctx.spawn(
             async move {
                 discard.await;
-                let _ = persister
-                    .send(Transition {
-                        flow_id,
-                        state: FlowState::Failed,
-                    })
-                    .await;
+                let _ = persister.send(Transition { flow_id, state }).await;
             }
             .into_actor(self)
             .map(move |_, act, ctx| {
@@ -403,7 +397,21 @@ impl Handler<FlowCrashed> for FlowSupervisor {
                         retry_in: None,
                     },
                 );
-                self.give_up(flow_id, ctx);
+                self.give_up(flow_id, FlowState::Failed, ctx);
+            }
+            CrashDecision::Cancelled => {
+                tracing::warn!(flow_id, cause = %logged, "flow crashed while it was being cancelled; it ends CANCELLED");
+                self.record(
+                    flow_id,
+                    FlowEvent::Log {
+                        level: Level::Warn,
+                        task: None,
+                        message: format!(
+                            "the flow crashed while it was being cancelled ({cause}); it is not restarted"
+                        ),
+                    },
+                );
+                self.give_up(flow_id, FlowState::Cancelled, ctx);
             }
         }
         self.admit(ctx);
