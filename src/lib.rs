@@ -5,15 +5,15 @@
 //!
 //! # Layout
 //!
-//! The list goes from top to bottom: a module uses only the ones below it. Not yet only: the
-//! connectors use [`engine::errors`] to word DataFusion errors, and [`domain`] validation reads
-//! its limits from [`config`].
+//! The list goes from top to bottom: a module uses only the ones below it. Not yet only:
+//! [`domain`] validation reads its limits from [`config`].
 //!
 //! - [`api`]: HTTP routes and handlers, DTOs, auth, problem+json errors.
 //! - [`services`]: the business layer (validate, plan, start and cancel flows).
 //! - [`actors`]: FlowSupervisor, FlowActor, TaskActor and the Persister.
 //! - [`engine`]: DataFusion sessions on a dedicated runtime, node execution, checkpoints.
-//! - [`connectors`]: sources and sinks per store engine.
+//! - [`connectors`]: sources and sinks per store engine, and the errors of both bottom layers
+//!   ([`connectors::error`]: connector errors, the wording of DataFusion errors).
 //! - [`repo`]: the data layer, repositories over SeaORM (the `entity` and `migration` crates);
 //!   used by services and actors.
 //! - [`events`]: the live-event hub and the SSE wire types (the Persister feeds it, api reads it).

@@ -100,7 +100,7 @@ fn urls(files: &[PathBuf]) -> Vec<String> {
 }
 
 fn df_error(context: &str, e: DataFusionError) -> ConnectorError {
-    ConnectorError::permanent(format!("{context}: {}", crate::engine::errors::clean_message(&e)))
+    ConnectorError::permanent(format!("{context}: {}", super::error::clean_message(&e)))
 }
 
 /// Wraps a DataFusion stream so its errors become connector errors that name the source.
@@ -110,7 +110,7 @@ fn checked_stream(stream: SendableRecordBatchStream, label: String) -> SendableR
         r.map_err(|e| {
             DataFusionError::External(Box::new(ConnectorError::permanent(format!(
                 "{label}: {}",
-                crate::engine::errors::clean_message(&e)
+                super::error::clean_message(&e)
             ))))
         })
     });
@@ -309,7 +309,7 @@ impl CsvSource {
         };
         let full = Arc::clone(&schema);
         let map_error: MapError = Arc::new(move |e: DataFusionError| {
-            if crate::engine::errors::find_connector_error(&e).is_some() {
+            if super::error::find_connector_error(&e).is_some() {
                 return e;
             }
             DataFusionError::External(Box::new(csv_error(e, &files, &o, Some(&full))))
@@ -467,7 +467,7 @@ fn csv_error(
     o: &CsvOptions,
     schema: Option<&Schema>,
 ) -> ConnectorError {
-    let text = crate::engine::errors::clean_message(&e);
+    let text = super::error::clean_message(&e);
     let looks_like_parse_error =
         text.contains("line") || text.contains("CSV") || text.contains("Csv") || text.contains("parsing");
     if looks_like_parse_error {
@@ -758,7 +758,7 @@ async fn write_csv(
         .map(|batch| {
             tokio::task::spawn(async move {
                 let batch = batch
-                    .map_err(|e| crate::engine::errors::to_connector_error(e, "reading rows to write"))?;
+                    .map_err(|e| super::error::to_connector_error(e, "reading rows to write"))?;
                 let mut w = datafusion::arrow::csv::WriterBuilder::new()
                     .with_header(false)
                     .build(Vec::with_capacity(batch.get_array_memory_size()));
@@ -1037,7 +1037,7 @@ pub async fn write_parquet_file(
     let mut rows = 0u64;
     while let Some(batch) = input.next().await {
         let batch =
-            batch.map_err(|e| crate::engine::errors::to_connector_error(e, "reading rows to write"))?;
+            batch.map_err(|e| super::error::to_connector_error(e, "reading rows to write"))?;
         rows += batch.num_rows() as u64;
         writer
             .write(&batch)
@@ -1162,7 +1162,7 @@ impl SinkConnector for ParquetFileSink {
             let stream = input
                 .execute_stream()
                 .await
-                .map_err(|e| crate::engine::errors::to_connector_error(e, "running the query to write"))?;
+                .map_err(|e| super::error::to_connector_error(e, "running the query to write"))?;
             return self.stage(load, stream, ctx, on_rows).await;
         }
         let dest = self.root.join(format!("{}.parquet", load.table));
@@ -1194,7 +1194,7 @@ impl SinkConnector for ParquetFileSink {
                 None,
             )
             .await
-            .map_err(|e| crate::engine::errors::to_connector_error(e, "writing parquet"))?;
+            .map_err(|e| super::error::to_connector_error(e, "writing parquet"))?;
         if !staged.path().exists() {
             // No rows: the file still has its columns.
             let empty = Box::pin(RecordBatchStreamAdapter::new(schema, futures::stream::empty()));
@@ -1497,7 +1497,7 @@ impl SinkConnector for ParquetDatasetSink {
         let partitions = input
             .execute_stream_partitioned()
             .await
-            .map_err(|e| crate::engine::errors::to_connector_error(e, "running the query to write"))?;
+            .map_err(|e| super::error::to_connector_error(e, "running the query to write"))?;
         self.stage_partitions(load, partitions, ctx).await
     }
 
@@ -1615,7 +1615,7 @@ mod tests {
         let batches: Vec<_> = opened.stream.collect().await;
         batches
             .into_iter()
-            .map(|b| b.map_err(|e| crate::engine::errors::clean_message(&e)))
+            .map(|b| b.map_err(|e| super::error::clean_message(&e)))
             .collect()
     }
 

@@ -832,7 +832,7 @@ impl SinkConnector for SqliteSink {
         let mut total = 0u64;
         while let Some(batch) = input.next().await {
             let batch =
-                batch.map_err(|e| crate::engine::errors::to_connector_error(e, "reading rows to write"))?;
+                batch.map_err(|e| super::error::to_connector_error(e, "reading rows to write"))?;
             let arrays = batch.columns();
             let mut start = 0;
             while start < batch.num_rows() {

@@ -15,7 +15,7 @@ use datafusion::prelude::SessionContext;
 use futures::StreamExt;
 use serde_json::{Map, Value};
 
-use super::errors;
+use crate::connectors::error;
 use super::unit::query_only;
 use crate::domain::checks::{cut_value, Check, MAX_SAMPLE_ROWS};
 use crate::domain::names::did_you_mean;
@@ -74,20 +74,20 @@ pub async fn evaluate(ctx: &SessionContext, check: &Check) -> Result<CheckOutcom
             return Ok(CheckOutcome::problem(format!(
                 "check {}: {}",
                 check.name,
-                errors::clean_message(&e)
+                error::clean_message(&e)
             )))
         }
     };
     let plan = match df.create_physical_plan().await {
         Ok(plan) => plan,
-        Err(e) if errors::find_connector_error(&e).is_some() || errors::is_resources_exhausted(&e) => {
+        Err(e) if error::find_connector_error(&e).is_some() || error::is_resources_exhausted(&e) => {
             return Err(e)
         }
         Err(e) => {
             return Ok(CheckOutcome::problem(format!(
                 "check {}: {}",
                 check.name,
-                errors::clean_message(&e)
+                error::clean_message(&e)
             )))
         }
     };
