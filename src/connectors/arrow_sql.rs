@@ -319,7 +319,8 @@ impl ColumnBuilder {
     }
 }
 
-fn micros_of_day(t: NaiveTime) -> i64 {
+/// Microseconds since midnight (Arrow's `Time64(Microsecond)`).
+pub fn micros_of_day(t: NaiveTime) -> i64 {
     use chrono::Timelike;
     i64::from(t.num_seconds_from_midnight()) * 1_000_000 + i64::from(t.nanosecond() / 1000)
 }

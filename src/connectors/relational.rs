@@ -4,12 +4,12 @@
 
 use std::sync::Arc;
 
-use chrono::{NaiveDate, NaiveDateTime, NaiveTime, Timelike};
+use chrono::{NaiveDate, NaiveDateTime, NaiveTime};
 use datafusion::arrow::array::*;
 use datafusion::arrow::datatypes::{DataType, Date32Type, Field, Schema, SchemaRef, TimeUnit};
 use datafusion::arrow::record_batch::RecordBatch;
 
-use super::arrow_sql::parse_decimal_text;
+use super::arrow_sql::{micros_of_day, parse_decimal_text};
 use super::{ConnectorError, Load};
 use crate::secrets::{redact, Secret};
 
@@ -165,6 +165,7 @@ pub fn display_strings(array: &ArrayRef) -> Result<ArrayRef, String> {
     Ok(Arc::new(b.finish()))
 }
 
+/// What `rx` receives, as a stream (sources decode on a task of their own and send batches).
 pub fn stream_from<T: Send + 'static>(
     mut rx: tokio::sync::mpsc::Receiver<T>,
 ) -> impl futures::Stream<Item = T> + Send {
@@ -342,10 +343,6 @@ impl Col {
         }
         Ok(())
     }
-}
-
-pub fn micros_of_day(t: NaiveTime) -> i64 {
-    i64::from(t.num_seconds_from_midnight()) * 1_000_000 + i64::from(t.nanosecond() / 1000)
 }
 
 /// A PostgreSQL binary `numeric` as an integer scaled by `scale`, checked against `precision`.

@@ -20,6 +20,7 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteConnection, SqliteRow, SqliteValu
 use sqlx::{AssertSqlSafe, Column, ConnectOptions, Connection, Decode, Row, TypeInfo, ValueRef};
 
 use super::arrow_sql::{value_at, ColumnBuilder, SqlValue};
+use super::relational::{split_table, stream_from};
 use super::{
     store_path, ConnectorError, CursorFilter, IoContext, Load, Opened, RowsCallback, SinkConnector,
     SourceConnector,
@@ -65,13 +66,6 @@ pub fn quote_ident(name: &str) -> String {
         .map(|p| format!("\"{}\"", p.replace('"', "\"\"")))
         .collect::<Vec<_>>()
         .join(".")
-}
-
-fn split_table(name: &str) -> (Option<&str>, &str) {
-    match name.split_once('.') {
-        Some((schema, table)) => (Some(schema), table),
-        None => (None, name),
-    }
 }
 
 /// The Arrow type for a declared SQLite column type, `None` when it says nothing (an
@@ -257,9 +251,7 @@ impl SqliteSource {
                 let declared = declared_types(&mut conn, table).await?;
                 if declared.is_empty() {
                     let known = table_names(&mut conn).await;
-                    let hint = crate::domain::names::did_you_mean(table, known.iter().map(String::as_str))
-                        .map(|s| format!(" (did you mean {s:?}?)"))
-                        .unwrap_or_default();
+                    let hint = crate::domain::names::did_you_mean_hint(table, known.iter().map(String::as_str));
                     return Err(ConnectorError::permanent(format!(
                         "table {table:?} does not exist in {}{hint}",
                         self.path.display()
@@ -374,7 +366,7 @@ impl SqliteSource {
         let schema = schema_rx.await.map_err(|_| {
             ConnectorError::permanent("the SQLite reader stopped before it produced a schema")
         })??;
-        let stream = tokio_stream_from(rx).map(|r| r.map_err(|e| DataFusionError::External(Box::new(e))));
+        let stream = stream_from(rx).map(|r| r.map_err(|e| DataFusionError::External(Box::new(e))));
         Ok(Opened {
             stream: Box::pin(RecordBatchStreamAdapter::new(schema, stream)),
             estimated_rows,
@@ -505,12 +497,6 @@ fn one_statement(sql: &str) -> Result<&str, String> {
         Some(at) => &sql[..at],
         None => sql,
     })
-}
-
-fn tokio_stream_from<T: Send + 'static>(
-    mut rx: tokio::sync::mpsc::Receiver<T>,
-) -> impl futures::Stream<Item = T> + Send {
-    futures::stream::poll_fn(move |cx| rx.poll_recv(cx))
 }
 
 /// Column types from declarations when there are any, else from the first chunk's values.

@@ -18,7 +18,7 @@ use serde_json::{Map, Value};
 use crate::connectors::error;
 use super::unit::query_only;
 use crate::domain::checks::{cut_value, Check, MAX_SAMPLE_ROWS};
-use crate::domain::names::did_you_mean;
+use crate::domain::names::did_you_mean_hint;
 
 /// What a check found.
 #[derive(Debug, Clone, PartialEq)]
@@ -53,9 +53,7 @@ pub async fn evaluate(ctx: &SessionContext, check: &Check) -> Result<CheckOutcom
         let df = ctx.table(node).await?;
         let names: Vec<&str> = df.schema().fields().iter().map(|f| f.name().as_str()).collect();
         if !names.contains(&column) {
-            let hint = did_you_mean(column, names.iter().copied())
-                .map(|s| format!(" (did you mean {s:?}?)"))
-                .unwrap_or_default();
+            let hint = did_you_mean_hint(column, names.iter().copied());
             let mut listed: Vec<&str> = names.iter().copied().take(20).collect();
             if names.len() > listed.len() {
                 listed.push("...");

@@ -55,9 +55,7 @@ impl ParquetDatasetSource {
             ]);
         }
         let known = self.tables().unwrap_or_default();
-        let hint = crate::domain::names::did_you_mean(table, known.iter().map(String::as_str))
-            .map(|s| format!(" (did you mean {s:?}?)"))
-            .unwrap_or_default();
+        let hint = crate::domain::names::did_you_mean_hint(table, known.iter().map(String::as_str));
         Err(ConnectorError::permanent(format!(
             "table {table:?} does not exist in {}{hint}",
             self.root.display()

@@ -118,9 +118,7 @@ impl MysqlSource {
                     .fetch_all(&mut *conn)
                     .await
                     .unwrap_or_default();
-                    let hint = crate::domain::names::did_you_mean(table, known.iter().map(String::as_str))
-                        .map(|s| format!(" (did you mean {s:?}?)"))
-                        .unwrap_or_default();
+                    let hint = crate::domain::names::did_you_mean_hint(table, known.iter().map(String::as_str));
                     return Err(ConnectorError::permanent(format!(
                         "table {table:?} does not exist in {}{hint}",
                         pools::describe(&self.conn.store)
@@ -265,9 +263,7 @@ impl MysqlSource {
         if let Some(f) = filter {
             let Some((name, ty)) = declared.iter().find(|(n, _)| n.eq_ignore_ascii_case(&f.column)) else {
                 let names: Vec<&str> = declared.iter().map(|(n, _)| n.as_str()).collect();
-                let hint = crate::domain::names::did_you_mean(&f.column, names.iter().copied())
-                    .map(|s| format!(" (did you mean {s:?}?)"))
-                    .unwrap_or_default();
+                let hint = crate::domain::names::did_you_mean_hint(&f.column, names.iter().copied());
                 return Err(ConnectorError::permanent(format!(
                     "cursor column {:?}{hint} is not a column of source {} (its columns: {})",
                     f.column,

@@ -138,9 +138,7 @@ impl PostgresSource {
                     .map_err(self.conn.err("looking up the table"))?;
                 let Some(oid) = oid else {
                     let known = known_tables(conn).await;
-                    let hint = crate::domain::names::did_you_mean(table, known.iter().map(String::as_str))
-                        .map(|s| format!(" (did you mean {s:?}?)"))
-                        .unwrap_or_default();
+                    let hint = crate::domain::names::did_you_mean_hint(table, known.iter().map(String::as_str));
                     return Err(ConnectorError::permanent(format!(
                         "table {table:?} does not exist in {}{hint}",
                         pools::describe(&self.conn.store)
@@ -259,9 +257,7 @@ impl PostgresSource {
             Some(f) => {
                 let Some(column) = columns.iter().find(|c| c.name == f.column) else {
                     let names: Vec<&str> = columns.iter().map(|c| c.name.as_str()).collect();
-                    let hint = crate::domain::names::did_you_mean(&f.column, names.iter().copied())
-                        .map(|s| format!(" (did you mean {s:?}?)"))
-                        .unwrap_or_default();
+                    let hint = crate::domain::names::did_you_mean_hint(&f.column, names.iter().copied());
                     return Err(ConnectorError::permanent(format!(
                         "cursor column {:?}{hint} is not a column of source {} (its columns: {})",
                         f.column,
