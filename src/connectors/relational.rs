@@ -1,16 +1,23 @@
 //! What the PostgreSQL and MySQL connectors share: error classification (transient or not,
-//! never a password in the text), typed Arrow column builders fed straight from the wire
-//! (no per-value allocation), table names and staging names.
+//! never a password in the text), the skeleton of a source's read (a task that sends batches,
+//! stopped on the server when the reader goes away), typed Arrow column builders fed straight
+//! from the wire (no per-value allocation), table names and staging names.
 
+use std::future::Future;
 use std::sync::Arc;
 
 use chrono::{NaiveDate, NaiveDateTime, NaiveTime};
 use datafusion::arrow::array::*;
 use datafusion::arrow::datatypes::{DataType, Date32Type, Field, Schema, SchemaRef, TimeUnit};
 use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::error::DataFusionError;
+use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
+use futures::StreamExt;
 
 use super::arrow_sql::{micros_of_day, parse_decimal_text};
-use super::{ConnectorError, Load};
+use super::{ConnectorError, CursorFilter, Load, Opened};
+use crate::domain::names::did_you_mean_hint;
+use crate::domain::spec::Source;
 use crate::secrets::{redact, Secret};
 
 /// PostgreSQL SQLSTATEs worth another attempt: serialization failure, deadlock, too many
@@ -142,6 +149,55 @@ impl<DB: sqlx::Database> DbConn<DB> {
         let context = context.to_string();
         move |e| sql_error(&context, e, self.store.password.as_ref())
     }
+}
+
+/// Where a database source's reading task sends its batches.
+pub type BatchSender = tokio::sync::mpsc::Sender<Result<RecordBatch, ConnectorError>>;
+
+/// The skeleton every database source's read shares: `read`, given the sender, reads the rows
+/// into it on a task of its own and gives the connection back with `Ok(true)` when it read
+/// everything (the connection returns to the pool), `Ok(false)` when it stopped early because
+/// of cancellation or because nobody reads any more (then `stop` cancels the query on the
+/// server, and the connection is closed); an error is the stream's last item.
+pub fn spawn_read<DB, R, S>(
+    schema: SchemaRef,
+    estimated_rows: Option<u64>,
+    read: impl FnOnce(BatchSender) -> R,
+    stop: S,
+) -> Opened
+where
+    DB: sqlx::Database,
+    R: Future<Output = (Guarded<DB>, Result<bool, ConnectorError>)> + Send + 'static,
+    S: Future<Output = ()> + Send + 'static,
+{
+    let (tx, rx) = tokio::sync::mpsc::channel(2);
+    let reading = read(tx.clone());
+    tokio::spawn(async move {
+        let (mut conn, outcome) = reading.await;
+        match outcome {
+            Ok(true) => conn.finished(),
+            Ok(false) => stop.await,
+            Err(e) => {
+                let _ = tx.send(Err(e)).await;
+            }
+        }
+    });
+    let stream = stream_from(rx).map(|r| r.map_err(|e| DataFusionError::External(Box::new(e))));
+    Opened {
+        stream: Box::pin(RecordBatchStreamAdapter::new(schema, stream)),
+        estimated_rows,
+    }
+}
+
+/// The error for a cursor column that is not among the source's columns (`names`).
+pub fn unknown_cursor_column(filter: &CursorFilter, source: &Source, names: &[&str]) -> ConnectorError {
+    let hint = did_you_mean_hint(&filter.column, names.iter().copied());
+    ConnectorError::permanent(format!(
+        "cursor column {:?}{hint} is not a column of source {} (its columns: {})",
+        filter.column,
+        source.name,
+        names.join(", ")
+    ))
 }
 
 /// A user's query, ready to be wrapped as a subquery: without trailing semicolons.

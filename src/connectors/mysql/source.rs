@@ -18,7 +18,8 @@ use sqlx::{
 use super::{bytes_of, connect, quote_ident, quote_part, show_columns, table_exists, Conn};
 use crate::connectors::pools::{self, Pools};
 use crate::connectors::relational::{
-    bare_query, source_query_error, sql_error, stream_from, timestamp, BatchBuilder, Guarded,
+    bare_query, source_query_error, spawn_read, sql_error, timestamp, unknown_cursor_column, BatchBuilder,
+    BatchSender, Guarded,
 };
 use crate::connectors::{ConnectorError, CursorFilter, IoContext, Opened, SourceConnector};
 use crate::domain::spec::{Source, SourceRead};
@@ -263,13 +264,7 @@ impl MysqlSource {
         if let Some(f) = filter {
             let Some((name, ty)) = declared.iter().find(|(n, _)| n.eq_ignore_ascii_case(&f.column)) else {
                 let names: Vec<&str> = declared.iter().map(|(n, _)| n.as_str()).collect();
-                let hint = crate::domain::names::did_you_mean_hint(&f.column, names.iter().copied());
-                return Err(ConnectorError::permanent(format!(
-                    "cursor column {:?}{hint} is not a column of source {} (its columns: {})",
-                    f.column,
-                    source.name,
-                    names.join(", ")
-                )));
+                return Err(unknown_cursor_column(f, source, &names));
             };
             if let Some(after) = f.after_text() {
                 let cast = cursor_cast(ty).ok_or_else(|| {
@@ -296,32 +291,22 @@ impl MysqlSource {
         } else {
             format!("SELECT {} FROM (\n{inner}\n) AS q{predicate}", exprs.join(", "))
         };
-        let mut builder = BatchBuilder::new(fields, ctx.batch_size);
+        let builder = BatchBuilder::new(fields, ctx.batch_size);
         let schema = builder.schema.clone();
-        let (tx, rx) = tokio::sync::mpsc::channel::<Result<RecordBatch, ConnectorError>>(2);
         let cancel = ctx.cancel.clone();
         let pool = self.conn.pool.clone();
         let secret = self.conn.store.password.clone();
-        tokio::spawn(async move {
+        let read = |tx: BatchSender| async move {
+            let mut builder = builder;
             let outcome = read_rows(&mut conn.conn, sql, &mut builder, &tx, &cancel, secret.as_ref()).await;
-            match outcome {
-                Ok(true) => conn.finished(),
-                Ok(false) => {
-                    // Stopped early: kill the query on the server; the connection is closed.
-                    let _ = sqlx::raw_sql(AssertSqlSafe(format!("KILL QUERY {id}")))
-                        .execute(&pool)
-                        .await;
-                }
-                Err(e) => {
-                    let _ = tx.send(Err(e)).await;
-                }
-            }
-        });
-        let stream = stream_from(rx).map(|r| r.map_err(|e| DataFusionError::External(Box::new(e))));
-        Ok(Opened {
-            stream: Box::pin(RecordBatchStreamAdapter::new(schema, stream)),
-            estimated_rows,
-        })
+            (conn, outcome)
+        };
+        let kill_on_server = async move {
+            let _ = sqlx::raw_sql(AssertSqlSafe(format!("KILL QUERY {id}")))
+                .execute(&pool)
+                .await;
+        };
+        Ok(spawn_read(schema, estimated_rows, read, kill_on_server))
     }
 }
 
@@ -333,7 +318,7 @@ async fn read_rows(
     conn: &mut MySqlConnection,
     sql: String,
     builder: &mut BatchBuilder,
-    tx: &tokio::sync::mpsc::Sender<Result<RecordBatch, ConnectorError>>,
+    tx: &BatchSender,
     cancel: &tokio_util::sync::CancellationToken,
     secret: Option<&crate::secrets::Secret>,
 ) -> Result<bool, ConnectorError> {
@@ -359,7 +344,7 @@ async fn fetch_batches(
     conn: &mut MySqlConnection,
     sql: String,
     builder: &mut BatchBuilder,
-    tx: &tokio::sync::mpsc::Sender<Result<RecordBatch, ConnectorError>>,
+    tx: &BatchSender,
     cancel: &tokio_util::sync::CancellationToken,
     secret: Option<&crate::secrets::Secret>,
 ) -> Result<bool, ConnectorError> {

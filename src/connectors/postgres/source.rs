@@ -14,7 +14,8 @@ use super::copy_codec::{decode_row, next_tuple, parse_header, Fields};
 use super::{connect, quote_ident, quote_ident_part, Conn};
 use crate::connectors::pools::{self, Pools};
 use crate::connectors::relational::{
-    bare_query, source_query_error, sql_error, stream_from, timestamp, BatchBuilder, Guarded,
+    bare_query, source_query_error, spawn_read, sql_error, timestamp, unknown_cursor_column, BatchBuilder,
+    BatchSender, Guarded,
 };
 use crate::connectors::{ConnectorError, CursorFilter, IoContext, Opened, SourceConnector};
 use crate::domain::spec::{Source, SourceRead};
@@ -257,13 +258,7 @@ impl PostgresSource {
             Some(f) => {
                 let Some(column) = columns.iter().find(|c| c.name == f.column) else {
                     let names: Vec<&str> = columns.iter().map(|c| c.name.as_str()).collect();
-                    let hint = crate::domain::names::did_you_mean_hint(&f.column, names.iter().copied());
-                    return Err(ConnectorError::permanent(format!(
-                        "cursor column {:?}{hint} is not a column of source {} (its columns: {})",
-                        f.column,
-                        source.name,
-                        names.join(", ")
-                    )));
+                    return Err(unknown_cursor_column(f, source, &names));
                 };
                 match f.after_text() {
                     // Every row, NULL cursors too: they are counted, then skipped.
@@ -283,13 +278,13 @@ impl PostgresSource {
             "COPY (SELECT {} FROM (\n{inner}\n) AS q{predicate}) TO STDOUT (FORMAT binary)",
             exprs.join(", ")
         );
-        let mut builder = BatchBuilder::new(fields, ctx.batch_size);
+        let builder = BatchBuilder::new(fields, ctx.batch_size);
         let schema = builder.schema.clone();
-        let (tx, rx) = tokio::sync::mpsc::channel::<Result<RecordBatch, ConnectorError>>(2);
         let cancel = ctx.cancel.clone();
         let pool = self.conn.pool.clone();
         let secret = self.conn.store.password.clone();
-        tokio::spawn(async move {
+        let read = |tx: BatchSender| async move {
+            let mut builder = builder;
             let outcome = read_copy(
                 &mut conn.conn,
                 &copy,
@@ -300,25 +295,15 @@ impl PostgresSource {
                 secret.as_ref(),
             )
             .await;
-            match outcome {
-                Ok(true) => conn.finished(),
-                Ok(false) => {
-                    // Stopped early: cancel the query on the server, close the connection.
-                    let _ = sqlx::query("SELECT pg_cancel_backend($1)")
-                        .bind(pid)
-                        .execute(&pool)
-                        .await;
-                }
-                Err(e) => {
-                    let _ = tx.send(Err(e)).await;
-                }
-            }
-        });
-        let stream = stream_from(rx).map(|r| r.map_err(|e| DataFusionError::External(Box::new(e))));
-        Ok(Opened {
-            stream: Box::pin(RecordBatchStreamAdapter::new(schema, stream)),
-            estimated_rows,
-        })
+            (conn, outcome)
+        };
+        let cancel_on_server = async move {
+            let _ = sqlx::query("SELECT pg_cancel_backend($1)")
+                .bind(pid)
+                .execute(&pool)
+                .await;
+        };
+        Ok(spawn_read(schema, estimated_rows, read, cancel_on_server))
     }
 }
 
@@ -331,7 +316,7 @@ async fn read_copy(
     copy: &str,
     after: Option<&str>,
     builder: &mut BatchBuilder,
-    tx: &tokio::sync::mpsc::Sender<Result<RecordBatch, ConnectorError>>,
+    tx: &BatchSender,
     cancel: &tokio_util::sync::CancellationToken,
     secret: Option<&crate::secrets::Secret>,
 ) -> Result<bool, ConnectorError> {
@@ -365,7 +350,7 @@ async fn copy_batches(
     conn: &mut sqlx::PgConnection,
     copy: &str,
     builder: &mut BatchBuilder,
-    tx: &tokio::sync::mpsc::Sender<Result<RecordBatch, ConnectorError>>,
+    tx: &BatchSender,
     cancel: &tokio_util::sync::CancellationToken,
     secret: Option<&crate::secrets::Secret>,
 ) -> Result<bool, ConnectorError> {
