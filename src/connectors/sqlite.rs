@@ -19,8 +19,8 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteConnection, SqliteRow, SqliteValu
 // and fails at once with "database is locked" when another flow is writing.
 use sqlx::{AssertSqlSafe, Column, ConnectOptions, Connection, Decode, Row, TypeInfo, ValueRef};
 
-use super::arrow_sql::{value_at, ColumnBuilder, SqlValue};
-use super::relational::{split_table, stream_from};
+use super::arrow_sql::{value_at, SqlValue};
+use super::relational::{split_table, stream_from, BatchBuilder};
 use super::{
     store_path, ConnectorError, CursorFilter, IoContext, Load, Opened, RowsCallback, SinkConnector,
     SourceConnector,
@@ -308,7 +308,7 @@ impl SqliteSource {
             let mut rows = query.fetch(&mut conn);
             let mut chunk: Vec<SqliteRow> = Vec::with_capacity(batch_size);
             let mut schema_tx = Some(schema_tx);
-            let mut builders: Option<(SchemaRef, Vec<ColumnBuilder>)> = None;
+            let mut builder: Option<BatchBuilder> = None;
             loop {
                 let next = tokio::select! {
                     _ = cancel.cancelled() => return,
@@ -336,23 +336,19 @@ impl SqliteSource {
                 if chunk.len() < batch_size && !done {
                     continue;
                 }
-                if builders.is_none() {
+                if builder.is_none() {
                     let schema = infer_schema(&chunk, declared.as_deref());
-                    let b = schema
-                        .fields()
-                        .iter()
-                        .map(|f| ColumnBuilder::new(f.name(), f.data_type(), batch_size))
-                        .collect();
                     if let Some(stx) = schema_tx.take() {
                         let _ = stx.send(Ok(schema.clone()));
                     }
-                    builders = Some((schema, b));
+                    let fields = schema.fields().iter().map(|f| f.as_ref().clone()).collect();
+                    builder = Some(BatchBuilder::new(fields, batch_size));
                 }
-                let Some((schema, b)) = builders.as_mut() else {
+                let Some(b) = builder.as_mut() else {
                     return;
                 };
                 if !chunk.is_empty() {
-                    let batch = to_batch(&chunk, schema, b);
+                    let batch = to_batch(&chunk, b);
                     chunk.clear();
                     if tx.send(batch).await.is_err() {
                         return;
@@ -552,20 +548,18 @@ fn value_type(chunk: &[SqliteRow], i: usize) -> DataType {
     seen.unwrap_or(DataType::Utf8)
 }
 
-fn to_batch(
-    chunk: &[SqliteRow],
-    schema: &SchemaRef,
-    builders: &mut [ColumnBuilder],
-) -> Result<RecordBatch, ConnectorError> {
+/// The rows of `chunk` as one batch.
+fn to_batch(chunk: &[SqliteRow], builder: &mut BatchBuilder) -> Result<RecordBatch, ConnectorError> {
     for row in chunk {
-        for (i, b) in builders.iter_mut().enumerate() {
+        for i in 0..builder.cols.len() {
             let v = read_cell(row, i).map_err(ConnectorError::permanent)?;
-            b.append(v).map_err(ConnectorError::permanent)?;
+            if let Err(why) = builder.cols[i].append_sql_value(v) {
+                return Err(builder.value_error(i, why));
+            }
         }
+        builder.rows += 1;
     }
-    let columns = builders.iter_mut().map(ColumnBuilder::finish).collect();
-    RecordBatch::try_new(schema.clone(), columns)
-        .map_err(|e| ConnectorError::permanent(format!("building a batch: {e}")))
+    builder.finish()
 }
 
 pub struct SqliteSink {
