@@ -9,39 +9,69 @@
 //! because the wording must see through it.
 
 use std::fmt;
+use std::sync::Arc;
 
 use datafusion::error::DataFusionError;
 
-/// Why a connector failed, and whether trying again may help.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Whether another attempt may help: the distinction retries are decided by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// Connection refused or reset, deadlock, serialization failure, too many connections, a
+    /// locked database: another attempt may succeed.
+    Transient,
+    /// The input, the store or the data is wrong: trying again gives the same answer.
+    Permanent,
+}
+
+/// Why a connector failed, worded for people (the message is all they see), whether trying
+/// again may help, and the driver's error it came from when there is one.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{message}")]
 pub struct ConnectorError {
+    pub kind: ErrorKind,
     pub message: String,
-    /// Connection refused or reset, deadlock, serialization failure, too many connections.
-    pub transient: bool,
+    /// The driver's error (its codes classified `kind`); never shown: the message is.
+    #[source]
+    source: Option<Arc<dyn std::error::Error + Send + Sync>>,
 }
 
 impl ConnectorError {
+    pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
+        ConnectorError {
+            kind,
+            message: message.into(),
+            source: None,
+        }
+    }
+
     pub fn permanent(message: impl Into<String>) -> Self {
-        ConnectorError {
-            message: message.into(),
-            transient: false,
-        }
+        Self::new(ErrorKind::Permanent, message)
     }
+
     pub fn transient(message: impl Into<String>) -> Self {
-        ConnectorError {
-            message: message.into(),
-            transient: true,
-        }
+        Self::new(ErrorKind::Transient, message)
+    }
+
+    /// This error, caused by `source`.
+    pub fn caused_by(mut self, source: impl std::error::Error + Send + Sync + 'static) -> Self {
+        self.source = Some(Arc::new(source));
+        self
+    }
+
+    /// Whether another attempt may succeed.
+    pub fn is_transient(&self) -> bool {
+        self.kind == ErrorKind::Transient
     }
 }
 
-impl fmt::Display for ConnectorError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.message)
+/// Equal when they say the same and classify the same (the source is not compared).
+impl PartialEq for ConnectorError {
+    fn eq(&self, other: &Self) -> bool {
+        self.kind == other.kind && self.message == other.message
     }
 }
 
-impl std::error::Error for ConnectorError {}
+impl Eq for ConnectorError {}
 
 /// A DataFusion error raised inside the plan node `node` (the engine's node boundaries tag
 /// errors with it, so a failing inlined node is still named).
@@ -182,6 +212,20 @@ pub fn to_connector_error(e: DataFusionError, context: &str) -> ConnectorError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_kind_is_data_and_the_source_is_kept() {
+        use std::error::Error as _;
+        let io = std::io::Error::new(std::io::ErrorKind::ConnectionReset, "reset by peer");
+        let e = ConnectorError::transient("reading orders: reset by peer").caused_by(io);
+        assert!(e.is_transient());
+        assert_eq!(e.kind, ErrorKind::Transient);
+        assert_eq!(e.to_string(), "reading orders: reset by peer");
+        assert_eq!(e.source().map(|s| s.to_string()).as_deref(), Some("reset by peer"));
+        assert_eq!(e, ConnectorError::transient("reading orders: reset by peer"));
+        assert_ne!(e, ConnectorError::permanent("reading orders: reset by peer"));
+        assert!(ConnectorError::permanent("x").source().is_none());
+    }
 
     #[test]
     fn prefixes_are_stripped() {

@@ -18,6 +18,7 @@ use futures::StreamExt;
 use super::arrow_sql::{
     describe, micros_of_day, parse_date, parse_decimal_text, parse_timestamp, text_of, SqlValue,
 };
+use super::error::ErrorKind;
 use super::{ConnectorError, CursorFilter, Load, Opened};
 use crate::domain::names::did_you_mean_hint;
 use crate::domain::spec::Source;
@@ -62,10 +63,12 @@ pub fn sql_error(context: &str, e: sqlx::Error, secret: Option<&Secret>) -> Conn
         other => (other.to_string(), false),
     };
     let secrets: Vec<&Secret> = secret.into_iter().collect();
-    ConnectorError {
-        message: redact(&format!("{context}: {text}"), &secrets),
-        transient,
-    }
+    let kind = if transient {
+        ErrorKind::Transient
+    } else {
+        ErrorKind::Permanent
+    };
+    ConnectorError::new(kind, redact(&format!("{context}: {text}"), &secrets)).caused_by(e)
 }
 
 /// The SQLSTATE of a statement refused because its transaction is read-only: PostgreSQL's

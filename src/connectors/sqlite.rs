@@ -20,6 +20,7 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteConnection, SqliteRow, SqliteValu
 use sqlx::{AssertSqlSafe, Column, ConnectOptions, Connection, Decode, Row, TypeInfo, ValueRef};
 
 use super::arrow_sql::{value_at, SqlValue};
+use super::error::ErrorKind;
 use super::relational::{split_table, stream_from, BatchBuilder};
 use super::{
     store_path, ConnectorError, CursorFilter, IoContext, Load, Opened, RowsCallback, SinkConnector,
@@ -30,28 +31,39 @@ use crate::domain::store::DataStore;
 
 const BUSY_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// SQLite's primary result codes for a database another connection holds (`SQLITE_BUSY`,
+/// `SQLITE_LOCKED`): worth another attempt. Extended codes carry the primary one in their low
+/// byte.
+const SQLITE_BUSY: i64 = 5;
+const SQLITE_LOCKED: i64 = 6;
+
+/// SQLite's result code of a database error, primary (the low byte of an extended code).
+fn primary_code(e: &sqlx::Error) -> Option<i64> {
+    match e {
+        sqlx::Error::Database(db) => db.code().and_then(|c| c.parse::<i64>().ok()).map(|c| c & 0xff),
+        _ => None,
+    }
+}
+
+/// A driver error as a connector error: SQLite's own message, transient when the database
+/// was busy or locked (by its result code).
 fn db_error(context: &str, e: sqlx::Error) -> ConnectorError {
     let text = match &e {
         sqlx::Error::Database(db) => db.message().to_string(),
         other => other.to_string(),
     };
-    // A locked database is worth another attempt; anything else is the user's to fix.
-    let transient = text.contains("database is locked") || text.contains("busy");
-    ConnectorError {
-        message: format!("{context}: {text}"),
-        transient,
-    }
+    let kind = match primary_code(&e) {
+        Some(SQLITE_BUSY | SQLITE_LOCKED) => ErrorKind::Transient,
+        _ => ErrorKind::Permanent,
+    };
+    ConnectorError::new(kind, format!("{context}: {text}")).caused_by(e)
 }
 
 /// A failure of a source's query: a write that the read-only connection refused
 /// (`SQLITE_READONLY` and its extended codes) says that sources only read.
 fn source_query_error(e: sqlx::Error) -> ConnectorError {
     const SQLITE_READONLY: i64 = 8;
-    let refused_write = matches!(
-        &e,
-        sqlx::Error::Database(db)
-            if db.code().and_then(|c| c.parse::<i64>().ok()).is_some_and(|c| c & 0xff == SQLITE_READONLY)
-    );
+    let refused_write = primary_code(&e) == Some(SQLITE_READONLY);
     let context = if refused_write {
         "the query tried to write (sources are read on a read-only connection)"
     } else {

@@ -47,7 +47,7 @@ use datafusion::physical_plan::{
 use datafusion::physical_planner::{DefaultPhysicalPlanner, ExtensionPlanner, PhysicalPlanner};
 use futures::{Stream, StreamExt};
 
-use crate::connectors::error::{self, NodeFailure};
+use crate::connectors::error::{self, ConnectorError, NodeFailure};
 use crate::connectors::RowsCallback;
 
 /// The rows one DAG node has produced so far in a running unit, reported as they move.
@@ -90,7 +90,7 @@ impl Failure {
         };
         Failure {
             message,
-            transient: connector.is_some_and(|c| c.transient),
+            transient: connector.is_some_and(ConnectorError::is_transient),
             resources,
         }
     }

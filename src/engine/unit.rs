@@ -145,7 +145,7 @@ impl UnitError {
         UnitError {
             node: node.to_string(),
             message: e.message,
-            transient: e.transient,
+            transient: e.is_transient(),
             resources: false,
         }
     }

@@ -5,6 +5,7 @@
 use std::path::PathBuf;
 
 use datafusion::arrow::datatypes::Schema;
+use datafusion::arrow::error::ArrowError;
 use datafusion::error::DataFusionError;
 use datafusion::execution::SendableRecordBatchStream;
 
@@ -41,14 +42,30 @@ pub(super) fn csv_error(
     schema: Option<&Schema>,
 ) -> ConnectorError {
     let text = error::clean_message(&e);
-    let looks_like_parse_error =
-        text.contains("line") || text.contains("CSV") || text.contains("Csv") || text.contains("parsing");
-    if looks_like_parse_error {
+    if is_parse_error(&e) {
         if let Some(located) = locate_csv_error(files, o, schema) {
             return ConnectorError::permanent(located);
         }
     }
     ConnectorError::permanent(format!("reading csv: {text}"))
+}
+
+/// Whether `e` is the CSV reader's complaint about the text (a record of the wrong width, a
+/// value that does not parse), by the Arrow error's kind: then it is worth locating.
+fn is_parse_error(e: &DataFusionError) -> bool {
+    let arrow_parse_error =
+        |a: &ArrowError| matches!(a, ArrowError::CsvError(_) | ArrowError::ParseError(_));
+    match e {
+        DataFusionError::ArrowError(inner, _) => arrow_parse_error(inner),
+        DataFusionError::External(inner) => inner
+            .downcast_ref::<ArrowError>()
+            .map(arrow_parse_error)
+            .or_else(|| inner.downcast_ref::<DataFusionError>().map(is_parse_error))
+            .unwrap_or(false),
+        DataFusionError::Context(_, inner) | DataFusionError::Diagnostic(_, inner) => is_parse_error(inner),
+        DataFusionError::Shared(inner) => is_parse_error(inner),
+        _ => false,
+    }
 }
 
 /// Reads `files` one by one with the same options until one fails; says which file and line.
