@@ -3,8 +3,6 @@
 //! (the column builders themselves are `relational::Col`, one layer for every database).
 //! Exact by construction: decimals travel as text, never through floats.
 
-use std::sync::Arc;
-
 use chrono::{DateTime, NaiveDate, NaiveDateTime, NaiveTime, Utc};
 use datafusion::arrow::array::*;
 use datafusion::arrow::datatypes::*;

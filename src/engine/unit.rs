@@ -144,8 +144,8 @@ impl UnitError {
     fn connector(node: &str, e: ConnectorError) -> Self {
         UnitError {
             node: node.to_string(),
-            message: e.message,
             transient: e.is_transient(),
+            message: e.message,
             resources: false,
         }
     }

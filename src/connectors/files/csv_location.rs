@@ -3,13 +3,15 @@
 //! say which file and line.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use datafusion::arrow::datatypes::Schema;
 use datafusion::arrow::error::ArrowError;
 use datafusion::error::DataFusionError;
 use datafusion::execution::SendableRecordBatchStream;
+use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
+use futures::StreamExt;
 
-use super::checked_stream;
 use super::csv::null_regex;
 use crate::connectors::error;
 use crate::connectors::ConnectorError;
@@ -161,4 +163,23 @@ fn describe_csv_problem(text: &str) -> String {
         return head.replace("Error while parsing value", "cannot parse value");
     }
     text.to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parse_errors_are_told_by_their_kind_not_their_text() {
+        let csv = |e: ArrowError| DataFusionError::ArrowError(Box::new(e), None);
+        assert!(is_parse_error(&csv(ArrowError::CsvError("incorrect number of fields".into()))));
+        assert!(is_parse_error(&csv(ArrowError::ParseError("Error while parsing value".into()))));
+        let external = DataFusionError::External(Box::new(ArrowError::ParseError("x".into())));
+        assert!(is_parse_error(&external));
+        let wrapped = DataFusionError::Context("scan".into(), Box::new(csv(ArrowError::CsvError("x".into()))));
+        assert!(is_parse_error(&wrapped));
+        // Words in a message do not make it a parse error.
+        assert!(!is_parse_error(&DataFusionError::Execution("CSV line 3 parsing".into())));
+        assert!(!is_parse_error(&csv(ArrowError::IoError("line".into(), std::io::Error::other("x")))));
+    }
 }

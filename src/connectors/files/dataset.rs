@@ -8,7 +8,9 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use datafusion::dataframe::DataFrame;
 use datafusion::execution::SendableRecordBatchStream;
+use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::prelude::{ParquetReadOptions, SessionContext};
+use futures::StreamExt;
 
 use super::parquet::{open_parquet, parquet_table, stage_parquet_merge, write_parquet_file};
 use super::{checked_stream, df_error, resolve_files, urls};

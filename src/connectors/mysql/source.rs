@@ -6,19 +6,17 @@ use std::collections::HashMap;
 
 use async_trait::async_trait;
 use datafusion::arrow::datatypes::*;
-use datafusion::arrow::record_batch::RecordBatch;
-use datafusion::error::DataFusionError;
-use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
-use futures::{StreamExt, TryStreamExt};
+use futures::TryStreamExt;
 use sqlx::mysql::MySqlTypeInfo;
 use sqlx::{
-    AssertSqlSafe, Column, ColumnOrigin, Connection, Executor, MySqlConnection, SqlSafeStr, Statement, TypeInfo,
+    AssertSqlSafe, Column, ColumnOrigin, Connection, Executor, MySql, MySqlConnection, SqlSafeStr, Statement,
+    TypeInfo,
 };
 
 use super::{bytes_of, connect, quote_ident, quote_part, show_columns, table_exists, Conn};
 use crate::connectors::pools::{self, Pools};
 use crate::connectors::relational::{
-    bare_query, source_query_error, spawn_read, sql_error, timestamp, unknown_cursor_column, BatchBuilder,
+    bare_query, source_query_error, spawn_read, split_table, sql_error, timestamp, unknown_cursor_column, BatchBuilder,
     BatchSender, Guarded,
 };
 use crate::connectors::{ConnectorError, CursorFilter, IoContext, Opened, SourceConnector};

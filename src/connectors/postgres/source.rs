@@ -4,9 +4,6 @@
 
 use async_trait::async_trait;
 use datafusion::arrow::datatypes::{DataType, Field, TimeUnit};
-use datafusion::arrow::record_batch::RecordBatch;
-use datafusion::error::DataFusionError;
-use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use futures::StreamExt;
 use sqlx::{AssertSqlSafe, Connection, Row};
 
