@@ -221,7 +221,10 @@ mod tests {
         assert!(e.is_transient());
         assert_eq!(e.kind, ErrorKind::Transient);
         assert_eq!(e.to_string(), "reading orders: reset by peer");
-        assert_eq!(e.source().map(|s| s.to_string()).as_deref(), Some("reset by peer"));
+        assert_eq!(
+            e.source().map(|s| s.to_string()).as_deref(),
+            Some("reset by peer")
+        );
         assert_eq!(e, ConnectorError::transient("reading orders: reset by peer"));
         assert_ne!(e, ConnectorError::permanent("reading orders: reset by peer"));
         assert!(ConnectorError::permanent("x").source().is_none());
@@ -248,7 +251,10 @@ mod tests {
             error: inner,
         }));
         assert_eq!(clean_message(&tagged), "reset");
-        assert_eq!(find_connector_error(&tagged), Some(&ConnectorError::transient("reset")));
+        assert_eq!(
+            find_connector_error(&tagged),
+            Some(&ConnectorError::transient("reset"))
+        );
         let plain = DataFusionError::External(Box::new(NodeFailure {
             node: "orders".into(),
             error: DataFusionError::Execution("Arrow error: bad cast".into()),
@@ -260,7 +266,10 @@ mod tests {
     #[test]
     fn exhausted_memory_is_found_inside_wrappers() {
         let e = DataFusionError::ResourcesExhausted("pool".into());
-        let tagged = DataFusionError::External(Box::new(NodeFailure { node: "n".into(), error: e }));
+        let tagged = DataFusionError::External(Box::new(NodeFailure {
+            node: "n".into(),
+            error: e,
+        }));
         let wrapped = DataFusionError::Context("ctx".into(), Box::new(tagged));
         assert!(is_resources_exhausted(&wrapped));
         assert!(!is_resources_exhausted(&DataFusionError::Plan("x".into())));

@@ -357,17 +357,21 @@ impl Col {
             },
             (Col::I64(b), SqlValue::Int(v)) => b.append_value(v),
             (Col::I64(b), SqlValue::Bool(v)) => b.append_value(i64::from(v)),
-            (Col::I64(b), SqlValue::Float(f)) if f.fract() == 0.0 && f.abs() < 9.0e15 => b.append_value(f as i64),
+            (Col::I64(b), SqlValue::Float(f)) if f.fract() == 0.0 && f.abs() < 9.0e15 => {
+                b.append_value(f as i64)
+            }
             (Col::I64(b), SqlValue::Text(t)) => match t.trim().parse::<i64>() {
                 Ok(v) => b.append_value(v),
                 Err(_) => return Err(mismatch("an integer", &SqlValue::Text(t))),
             },
             (Col::F64(b), SqlValue::Float(v)) => b.append_value(v),
             (Col::F64(b), SqlValue::Int(v)) => b.append_value(v as f64),
-            (Col::F64(b), SqlValue::Decimal(t)) | (Col::F64(b), SqlValue::Text(t)) => match t.trim().parse::<f64>() {
-                Ok(v) => b.append_value(v),
-                Err(_) => return Err(mismatch("a number", &SqlValue::Text(t))),
-            },
+            (Col::F64(b), SqlValue::Decimal(t)) | (Col::F64(b), SqlValue::Text(t)) => {
+                match t.trim().parse::<f64>() {
+                    Ok(v) => b.append_value(v),
+                    Err(_) => return Err(mismatch("a number", &SqlValue::Text(t))),
+                }
+            }
             (Col::Text(b), v) => b.append_value(text_of(&v)),
             (Col::Bin(b), SqlValue::Blob(v)) => b.append_value(&v),
             (Col::Bin(b), SqlValue::Text(t)) => b.append_value(t.as_bytes()),
@@ -699,7 +703,9 @@ mod tests {
         b.append_sql_value(SqlValue::Int(7)).unwrap();
         b.append_sql_value(SqlValue::Null).unwrap();
         let arr = b.finish();
-        let values: Vec<SqlValue> = (0..4).map(|i| super::super::arrow_sql::value_at(&arr, i)).collect();
+        let values: Vec<SqlValue> = (0..4)
+            .map(|i| super::super::arrow_sql::value_at(&arr, i))
+            .collect();
         assert_eq!(
             values,
             [
@@ -715,12 +721,16 @@ mod tests {
     fn mismatches_name_the_column() {
         let fields = vec![Field::new("qty", DataType::Int64, true)];
         let mut b = BatchBuilder::new(fields, 1);
-        let why = b.cols[0].append_sql_value(SqlValue::Text("many".into())).unwrap_err();
+        let why = b.cols[0]
+            .append_sql_value(SqlValue::Text("many".into()))
+            .unwrap_err();
         assert_eq!(
             b.value_error(0, why).message,
             "column \"qty\": cannot read text \"many\" as an integer"
         );
-        let why = b.cols[0].append_sql_value(SqlValue::Blob(vec![1, 2])).unwrap_err();
+        let why = b.cols[0]
+            .append_sql_value(SqlValue::Blob(vec![1, 2]))
+            .unwrap_err();
         assert_eq!(why, "cannot read a blob of 2 bytes as Int64");
     }
 

@@ -263,7 +263,8 @@ impl SqliteSource {
                 let declared = declared_types(&mut conn, table).await?;
                 if declared.is_empty() {
                     let known = table_names(&mut conn).await;
-                    let hint = crate::domain::names::did_you_mean_hint(table, known.iter().map(String::as_str));
+                    let hint =
+                        crate::domain::names::did_you_mean_hint(table, known.iter().map(String::as_str));
                     return Err(ConnectorError::permanent(format!(
                         "table {table:?} does not exist in {}{hint}",
                         self.path.display()
@@ -823,8 +824,7 @@ impl SinkConnector for SqliteSink {
         let rows_per_insert = (30_000 / ncols).clamp(1, 500);
         let mut total = 0u64;
         while let Some(batch) = input.next().await {
-            let batch =
-                batch.map_err(|e| super::error::to_connector_error(e, "reading rows to write"))?;
+            let batch = batch.map_err(|e| super::error::to_connector_error(e, "reading rows to write"))?;
             let arrays = batch.columns();
             let mut start = 0;
             while start < batch.num_rows() {

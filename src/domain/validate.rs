@@ -52,9 +52,20 @@ pub fn validate_flow_input(
 
     let mut claims = NameClaims::default();
     check_count(&mut p, "sources", req.sources.len(), ctx.limits.max_sources);
-    let sources = validate_sources(req.sources, &req.source_store_ids, ctx.stores, &mut claims, &mut p);
+    let sources = validate_sources(
+        req.sources,
+        &req.source_store_ids,
+        ctx.stores,
+        &mut claims,
+        &mut p,
+    );
 
-    check_count(&mut p, "transforms", req.transforms.len(), ctx.limits.max_transforms);
+    check_count(
+        &mut p,
+        "transforms",
+        req.transforms.len(),
+        ctx.limits.max_transforms,
+    );
     for (i, t) in req.transforms.iter().enumerate() {
         claims.claim(&mut p, &t.name, format!("transforms[{i}].name"));
     }
@@ -67,7 +78,15 @@ pub fn validate_flow_input(
         .transforms
         .iter()
         .enumerate()
-        .map(|(i, t)| transform_reads(&t.sql, &format!("transforms[{i}].sql"), &node_names, ctx.limits.max_sql_length, &mut p))
+        .map(|(i, t)| {
+            transform_reads(
+                &t.sql,
+                &format!("transforms[{i}].sql"),
+                &node_names,
+                ctx.limits.max_sql_length,
+                &mut p,
+            )
+        })
         .collect();
 
     let outputs = match req.outputs {
@@ -78,7 +97,13 @@ pub fn validate_flow_input(
     let options = validate_options(req.options, ctx.engine, &mut p);
 
     check_count(&mut p, "checks", req.checks.len(), ctx.limits.max_checks);
-    let checks = validate_flow_checks(req.checks, &node_names, &outputs, ctx.limits.max_sql_length, &mut p);
+    let checks = validate_flow_checks(
+        req.checks,
+        &node_names,
+        &outputs,
+        ctx.limits.max_sql_length,
+        &mut p,
+    );
 
     let nodes = dag_nodes(&sources, &req.transforms, &transform_deps, &outputs, &checks);
     let dag = plan_dag(nodes, &req.transforms, &checks, claims.duplicates, &mut p);
@@ -238,7 +263,10 @@ fn transform_reads(
         if r.qualified {
             p.add(
                 path,
-                format!("table {:?}{at}: transforms read sources and other transforms by their plain name", r.name),
+                format!(
+                    "table {:?}{at}: transforms read sources and other transforms by their plain name",
+                    r.name
+                ),
             );
         } else if node_names.contains(&r.name.as_str()) {
             deps.push(r.name);
@@ -246,7 +274,10 @@ fn transform_reads(
             let hint = did_you_mean_hint(&r.name, node_names.iter().copied());
             p.add(
                 path,
-                format!("unknown table {:?}{at}{hint}; a transform can read the flow's sources and transforms", r.name),
+                format!(
+                    "unknown table {:?}{at}{hint}; a transform can read the flow's sources and transforms",
+                    r.name
+                ),
             );
         }
     }
@@ -255,7 +286,11 @@ fn transform_reads(
 
 /// The outputs of a flow that lists none: every transform no other transform reads, replacing
 /// a table of its name.
-fn default_outputs(transforms: &[Transform], transform_deps: &[Vec<String>], p: &mut Problems) -> Vec<Output> {
+fn default_outputs(
+    transforms: &[Transform],
+    transform_deps: &[Vec<String>],
+    p: &mut Problems,
+) -> Vec<Output> {
     let read_by_transforms: HashSet<&str> = transform_deps.iter().flatten().map(String::as_str).collect();
     if transforms.is_empty() {
         p.add(

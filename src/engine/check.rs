@@ -15,8 +15,8 @@ use datafusion::prelude::SessionContext;
 use futures::StreamExt;
 use serde_json::{Map, Value};
 
-use crate::connectors::error;
 use super::unit::query_only;
+use crate::connectors::error;
 use crate::domain::checks::{cut_value, Check, MAX_SAMPLE_ROWS};
 use crate::domain::names::did_you_mean_hint;
 

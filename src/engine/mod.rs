@@ -166,7 +166,12 @@ impl FlowSession {
     pub async fn restore(&self, name: &str) -> Result<(), String> {
         let table = checkpoint::table(&self.base, &self.work_dir, name)
             .await
-            .map_err(|e| format!("reading the checkpoint of {name}: {}", crate::connectors::error::clean_message(&e)))?;
+            .map_err(|e| {
+                format!(
+                    "reading the checkpoint of {name}: {}",
+                    crate::connectors::error::clean_message(&e)
+                )
+            })?;
         self.add_table(name, table);
         Ok(())
     }

@@ -350,6 +350,8 @@ mod tests {
     use datafusion::arrow::datatypes::{Decimal128Type, Int64Type};
 
     use super::*;
+    use datafusion::prelude::SessionContext;
+
     use crate::domain::store::{Connection, FileConnection, StoreEngine, StoreKind};
 
     fn csv_store(dir: &Path) -> DataStore {

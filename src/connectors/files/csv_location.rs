@@ -55,8 +55,7 @@ pub(super) fn csv_error(
 /// Whether `e` is the CSV reader's complaint about the text (a record of the wrong width, a
 /// value that does not parse), by the Arrow error's kind: then it is worth locating.
 fn is_parse_error(e: &DataFusionError) -> bool {
-    let arrow_parse_error =
-        |a: &ArrowError| matches!(a, ArrowError::CsvError(_) | ArrowError::ParseError(_));
+    let arrow_parse_error = |a: &ArrowError| matches!(a, ArrowError::CsvError(_) | ArrowError::ParseError(_));
     match e {
         DataFusionError::ArrowError(inner, _) => arrow_parse_error(inner),
         DataFusionError::External(inner) => inner
@@ -172,14 +171,24 @@ mod tests {
     #[test]
     fn parse_errors_are_told_by_their_kind_not_their_text() {
         let csv = |e: ArrowError| DataFusionError::ArrowError(Box::new(e), None);
-        assert!(is_parse_error(&csv(ArrowError::CsvError("incorrect number of fields".into()))));
-        assert!(is_parse_error(&csv(ArrowError::ParseError("Error while parsing value".into()))));
+        assert!(is_parse_error(&csv(ArrowError::CsvError(
+            "incorrect number of fields".into()
+        ))));
+        assert!(is_parse_error(&csv(ArrowError::ParseError(
+            "Error while parsing value".into()
+        ))));
         let external = DataFusionError::External(Box::new(ArrowError::ParseError("x".into())));
         assert!(is_parse_error(&external));
-        let wrapped = DataFusionError::Context("scan".into(), Box::new(csv(ArrowError::CsvError("x".into()))));
+        let wrapped =
+            DataFusionError::Context("scan".into(), Box::new(csv(ArrowError::CsvError("x".into()))));
         assert!(is_parse_error(&wrapped));
         // Words in a message do not make it a parse error.
-        assert!(!is_parse_error(&DataFusionError::Execution("CSV line 3 parsing".into())));
-        assert!(!is_parse_error(&csv(ArrowError::IoError("line".into(), std::io::Error::other("x")))));
+        assert!(!is_parse_error(&DataFusionError::Execution(
+            "CSV line 3 parsing".into()
+        )));
+        assert!(!is_parse_error(&csv(ArrowError::IoError(
+            "line".into(),
+            std::io::Error::other("x")
+        ))));
     }
 }

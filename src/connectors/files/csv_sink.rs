@@ -13,7 +13,9 @@ use futures::StreamExt;
 use tokio::io::AsyncWriteExt;
 
 use super::csv::text_schema;
-use super::{df_error, discard_files, merge_frames, merge_input_file, publish_files, staged_file, RemoveOnDrop};
+use super::{
+    df_error, discard_files, merge_frames, merge_input_file, publish_files, staged_file, RemoveOnDrop,
+};
 use crate::connectors::error;
 use crate::connectors::fsutil::StagedFile;
 use crate::connectors::{store_path, ConnectorError, IoContext, Load, RowsCallback, SinkConnector};
@@ -134,8 +136,7 @@ async fn write_csv(
     let mut encoded = input
         .map(|batch| {
             tokio::task::spawn(async move {
-                let batch = batch
-                    .map_err(|e| error::to_connector_error(e, "reading rows to write"))?;
+                let batch = batch.map_err(|e| error::to_connector_error(e, "reading rows to write"))?;
                 let mut w = datafusion::arrow::csv::WriterBuilder::new()
                     .with_header(false)
                     .build(Vec::with_capacity(batch.get_array_memory_size()));

@@ -24,7 +24,8 @@ use super::{
 use crate::connectors::error;
 use crate::connectors::fsutil::StagedFile;
 use crate::connectors::{
-    store_path, ConnectorError, IoContext, Load, Opened, RowsCallback, SinkConnector, SourceConnector, SourceTable,
+    store_path, ConnectorError, IoContext, Load, Opened, RowsCallback, SinkConnector, SourceConnector,
+    SourceTable,
 };
 use crate::domain::spec::{Source, SourceRead, WriteMode};
 use crate::domain::store::DataStore;
@@ -50,7 +51,11 @@ pub(super) fn parquet_rows(files: &[PathBuf]) -> Option<u64> {
     Some(total)
 }
 
-pub(super) async fn open_parquet(files: Vec<PathBuf>, ctx: &IoContext, label: &str) -> Result<Opened, ConnectorError> {
+pub(super) async fn open_parquet(
+    files: Vec<PathBuf>,
+    ctx: &IoContext,
+    label: &str,
+) -> Result<Opened, ConnectorError> {
     let df = ctx
         .session
         .read_parquet(urls(&files), ParquetReadOptions::default().file_extension(""))
@@ -133,8 +138,7 @@ pub async fn write_parquet_file(
         .map_err(|e| ConnectorError::permanent(format!("writing parquet: {e}")))?;
     let mut rows = 0u64;
     while let Some(batch) = input.next().await {
-        let batch =
-            batch.map_err(|e| error::to_connector_error(e, "reading rows to write"))?;
+        let batch = batch.map_err(|e| error::to_connector_error(e, "reading rows to write"))?;
         rows += batch.num_rows() as u64;
         writer
             .write(&batch)

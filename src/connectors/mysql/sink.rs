@@ -291,8 +291,7 @@ impl SinkConnector for MysqlSink {
         let mut sql = String::with_capacity(STATEMENT_BYTES + 4096);
         let mut total = 0u64;
         while let Some(batch) = input.next().await {
-            let batch =
-                batch.map_err(|e| error::to_connector_error(e, "reading rows to write"))?;
+            let batch = batch.map_err(|e| error::to_connector_error(e, "reading rows to write"))?;
             let arrays: Vec<ArrayRef> = batch
                 .columns()
                 .iter()

@@ -16,8 +16,8 @@ use sqlx::{
 use super::{bytes_of, connect, quote_ident, quote_part, show_columns, table_exists, Conn};
 use crate::connectors::pools::{self, Pools};
 use crate::connectors::relational::{
-    bare_query, source_query_error, spawn_read, split_table, sql_error, timestamp, unknown_cursor_column, BatchBuilder,
-    BatchSender, Guarded,
+    bare_query, source_query_error, spawn_read, split_table, sql_error, timestamp, unknown_cursor_column,
+    BatchBuilder, BatchSender, Guarded,
 };
 use crate::connectors::{ConnectorError, CursorFilter, IoContext, Opened, SourceConnector};
 use crate::domain::spec::{Source, SourceRead};
@@ -117,7 +117,8 @@ impl MysqlSource {
                     .fetch_all(&mut *conn)
                     .await
                     .unwrap_or_default();
-                    let hint = crate::domain::names::did_you_mean_hint(table, known.iter().map(String::as_str));
+                    let hint =
+                        crate::domain::names::did_you_mean_hint(table, known.iter().map(String::as_str));
                     return Err(ConnectorError::permanent(format!(
                         "table {table:?} does not exist in {}{hint}",
                         pools::describe(&self.conn.store)

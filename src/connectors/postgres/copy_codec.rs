@@ -271,7 +271,11 @@ fn numeric_field(
 }
 
 /// Appends the batch's rows in COPY binary format.
-pub(super) fn encode_batch(batch: &RecordBatch, wires: &[Wire], out: &mut Vec<u8>) -> Result<(), ConnectorError> {
+pub(super) fn encode_batch(
+    batch: &RecordBatch,
+    wires: &[Wire],
+    out: &mut Vec<u8>,
+) -> Result<(), ConnectorError> {
     let name = |i: usize| batch.schema().field(i).name().clone();
     let arrays: Vec<ArrayRef> = batch
         .columns()
@@ -367,10 +371,30 @@ mod tests {
     #[test]
     fn booleans_and_integers_keep_their_extremes_and_nulls() {
         same(vec![
-            Arc::new(BooleanArray::from(vec![Some(true), Some(false), None, Some(true)])),
-            Arc::new(Int16Array::from(vec![Some(i16::MIN), Some(i16::MAX), None, Some(0)])),
-            Arc::new(Int32Array::from(vec![Some(i32::MIN), None, Some(i32::MAX), Some(-1)])),
-            Arc::new(Int64Array::from(vec![None, Some(i64::MIN), Some(i64::MAX), Some(1)])),
+            Arc::new(BooleanArray::from(vec![
+                Some(true),
+                Some(false),
+                None,
+                Some(true),
+            ])),
+            Arc::new(Int16Array::from(vec![
+                Some(i16::MIN),
+                Some(i16::MAX),
+                None,
+                Some(0),
+            ])),
+            Arc::new(Int32Array::from(vec![
+                Some(i32::MIN),
+                None,
+                Some(i32::MAX),
+                Some(-1),
+            ])),
+            Arc::new(Int64Array::from(vec![
+                None,
+                Some(i64::MIN),
+                Some(i64::MAX),
+                Some(1),
+            ])),
         ]);
     }
 
@@ -412,7 +436,10 @@ mod tests {
                 Some(0.1),
             ])),
         ]);
-        let nan = round_trip(vec![Arc::new(Float64Array::from(vec![f64::NAN]))], vec![DataType::Float64]);
+        let nan = round_trip(
+            vec![Arc::new(Float64Array::from(vec![f64::NAN]))],
+            vec![DataType::Float64],
+        );
         assert!(nan[0].as_primitive::<Float64Type>().value(0).is_nan());
     }
 
@@ -420,11 +447,19 @@ mod tests {
     fn decimals_are_exact_at_every_scale() {
         let widest = 10i128.pow(38) - 1;
         let decimal = |values: Vec<Option<i128>>, p: u8, s: i8| -> ArrayRef {
-            Arc::new(Decimal128Array::from(values).with_precision_and_scale(p, s).unwrap())
+            Arc::new(
+                Decimal128Array::from(values)
+                    .with_precision_and_scale(p, s)
+                    .unwrap(),
+            )
         };
         same(vec![
             decimal(vec![Some(widest), Some(-widest), Some(0), None, Some(1)], 38, 0),
-            decimal(vec![Some(123_400), Some(-5), None, Some(widest), Some(10_000)], 38, 4),
+            decimal(
+                vec![Some(123_400), Some(-5), None, Some(widest), Some(10_000)],
+                38,
+                4,
+            ),
             decimal(vec![Some(1), Some(-99_999), Some(100_000), None, Some(0)], 10, 5),
             decimal(vec![Some(widest), Some(-1), None, Some(0), Some(12)], 38, 38),
         ]);
@@ -444,7 +479,13 @@ mod tests {
 
     #[test]
     fn text_and_bytes_round_trip_from_plain_and_view_arrays() {
-        let text = vec![Some(""), Some("héllo, wörld"), None, Some("a\"b\nc\t\\"), Some("日本")];
+        let text = vec![
+            Some(""),
+            Some("héllo, wörld"),
+            None,
+            Some("a\"b\nc\t\\"),
+            Some("日本"),
+        ];
         let bytes: Vec<Option<&[u8]>> = vec![Some(b""), Some(&[0, 255, 1]), None, Some(b"\\x00")];
         let out = round_trip(
             vec![
@@ -457,7 +498,15 @@ mod tests {
         );
         let expected_text: ArrayRef = Arc::new(StringArray::from(text));
         let expected_bytes: ArrayRef = Arc::new(BinaryArray::from(bytes));
-        assert_eq!(out, vec![expected_text.clone(), expected_text, expected_bytes.clone(), expected_bytes]);
+        assert_eq!(
+            out,
+            vec![
+                expected_text.clone(),
+                expected_text,
+                expected_bytes.clone(),
+                expected_bytes
+            ]
+        );
     }
 
     #[test]
@@ -488,8 +537,14 @@ mod tests {
                 Some(253_402_300_799_999_999), // 9999-12-31 23:59:59.999999
             ])),
             Arc::new(
-                TimestampMicrosecondArray::from(vec![Some(-1), None, Some(1), Some(PG_EPOCH_MICROS), Some(0)])
-                    .with_timezone("UTC"),
+                TimestampMicrosecondArray::from(vec![
+                    Some(-1),
+                    None,
+                    Some(1),
+                    Some(PG_EPOCH_MICROS),
+                    Some(0),
+                ])
+                .with_timezone("UTC"),
             ),
         ]);
     }
@@ -506,7 +561,10 @@ mod tests {
 
     #[test]
     fn a_batch_without_rows_is_a_header_and_a_trailer() {
-        let out = round_trip(vec![Arc::new(Int32Array::from(Vec::<i32>::new()))], vec![DataType::Int32]);
+        let out = round_trip(
+            vec![Arc::new(Int32Array::from(Vec::<i32>::new()))],
+            vec![DataType::Int32],
+        );
         assert_eq!(out[0].len(), 0);
         let mut stream = header();
         stream.extend_from_slice(&TRAILER);
@@ -529,7 +587,11 @@ mod tests {
         let first_tuple_len = 2 + (4 + 8) + (4 + 3);
         let mut fields = Fields::new();
         for cut in 0..first_tuple_len {
-            assert_eq!(next_tuple(&tuples[..cut], 0, &mut fields).unwrap(), None, "cut at {cut}");
+            assert_eq!(
+                next_tuple(&tuples[..cut], 0, &mut fields).unwrap(),
+                None,
+                "cut at {cut}"
+            );
         }
         assert_eq!(
             next_tuple(&tuples, 0, &mut fields).unwrap(),
@@ -583,8 +645,16 @@ mod tests {
     #[test]
     fn infinite_dates_and_timestamps_are_refused() {
         for (value, dt, why) in [
-            (i32::MAX.to_be_bytes().to_vec(), DataType::Date32, "an infinite date cannot be carried"),
-            (i64::MIN.to_be_bytes().to_vec(), timestamp(true), "an infinite timestamp cannot be carried"),
+            (
+                i32::MAX.to_be_bytes().to_vec(),
+                DataType::Date32,
+                "an infinite date cannot be carried",
+            ),
+            (
+                i64::MIN.to_be_bytes().to_vec(),
+                timestamp(true),
+                "an infinite timestamp cannot be carried",
+            ),
         ] {
             let mut stream = header();
             stream.extend_from_slice(&1i16.to_be_bytes());

@@ -240,8 +240,7 @@ impl SinkConnector for PostgresSink {
         buf.extend_from_slice(&header());
         let mut total = 0u64;
         while let Some(batch) = input.next().await {
-            let batch =
-                batch.map_err(|e| error::to_connector_error(e, "reading rows to write"))?;
+            let batch = batch.map_err(|e| error::to_connector_error(e, "reading rows to write"))?;
             encode_batch(&batch, &wires, &mut buf)?;
             if buf.len() >= 1 << 20 {
                 // The buffer is reused: one allocation for the whole load.

@@ -94,7 +94,10 @@ async fn columns_of(conn: &mut sqlx::PgConnection, oid: i64) -> Result<Vec<PgCol
         .collect())
 }
 
-pub(super) async fn relation_oid(conn: &mut sqlx::PgConnection, table: &str) -> Result<Option<i64>, sqlx::Error> {
+pub(super) async fn relation_oid(
+    conn: &mut sqlx::PgConnection,
+    table: &str,
+) -> Result<Option<i64>, sqlx::Error> {
     sqlx::query_scalar("SELECT to_regclass($1)::oid::bigint")
         .bind(quote_ident(table))
         .fetch_one(&mut *conn)
@@ -136,7 +139,8 @@ impl PostgresSource {
                     .map_err(self.conn.err("looking up the table"))?;
                 let Some(oid) = oid else {
                     let known = known_tables(conn).await;
-                    let hint = crate::domain::names::did_you_mean_hint(table, known.iter().map(String::as_str));
+                    let hint =
+                        crate::domain::names::did_you_mean_hint(table, known.iter().map(String::as_str));
                     return Err(ConnectorError::permanent(format!(
                         "table {table:?} does not exist in {}{hint}",
                         pools::describe(&self.conn.store)
