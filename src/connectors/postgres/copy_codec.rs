@@ -486,7 +486,13 @@ mod tests {
             Some("a\"b\nc\t\\"),
             Some("日本"),
         ];
-        let bytes: Vec<Option<&[u8]>> = vec![Some(b""), Some(&[0, 255, 1]), None, Some(b"\\x00")];
+        let bytes: Vec<Option<&[u8]>> = vec![
+            Some(b""),
+            Some(&[0, 255, 1]),
+            None,
+            Some(b"\\x00"),
+            Some(&[0; 300]),
+        ];
         let out = round_trip(
             vec![
                 Arc::new(StringArray::from(text.clone())),
