@@ -281,12 +281,18 @@ mod tests {
             for (n, line) in text.lines().enumerate() {
                 let code = line.split("//").next().unwrap_or_default();
                 for layer in ABOVE {
-                    if code.contains(&format!("crate::{layer}::")) || code.contains(&format!("crate::{layer};")) {
+                    if code.contains(&format!("crate::{layer}::"))
+                        || code.contains(&format!("crate::{layer};"))
+                    {
                         found.push(format!("{}:{}: {}", file.display(), n + 1, line.trim()));
                     }
                 }
             }
         }
-        assert!(found.is_empty(), "connectors use a layer above them:\n{}", found.join("\n"));
+        assert!(
+            found.is_empty(),
+            "connectors use a layer above them:\n{}",
+            found.join("\n")
+        );
     }
 }

@@ -5,10 +5,10 @@
 //! connector errors, and how a file sink stages, publishes and discards (a hidden file beside
 //! its target, renamed over it). Each format is a module of its own:
 //!
-//! - [`csv`]: the CSV source (typing, null values, parallel reads), with [`csv_location`]
-//!   (which file and line a CSV read failed at) and [`csv_sink`] (writing, appending, merging);
-//! - [`parquet`]: Parquet file sources and sinks, and the Parquet writer checkpoints use too;
-//! - [`dataset`]: Parquet datasets (a table a directory of Parquet files).
+//! - `csv`: the CSV source (typing, null values, parallel reads), with `csv_location`
+//!   (which file and line a CSV read failed at) and `csv_sink` (writing, appending, merging);
+//! - `parquet`: Parquet file sources and sinks, and the Parquet writer checkpoints use too;
+//! - `dataset`: Parquet datasets (a table a directory of Parquet files).
 
 mod csv;
 mod csv_location;

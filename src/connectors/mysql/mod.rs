@@ -10,7 +10,7 @@
 //! resumed publish never appends twice) and swaps in the staged tables of `replace` loads with
 //! one `RENAME TABLE` statement.
 //!
-//! [`source`] reads, [`sink`] stages and publishes, [`literals`] writes Arrow values as the
+//! `source` reads, `sink` stages and publishes, `literals` writes Arrow values as the
 //! SQL literals the loads' `INSERT`s carry; this module holds the catalog look-ups both use.
 
 mod literals;

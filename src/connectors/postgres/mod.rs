@@ -10,7 +10,7 @@
 //! table created in the same transaction; publishing swaps (`replace`) or inserts (`append`)
 //! every staged table of the flow in one transaction.
 //!
-//! [`source`] reads, [`sink`] stages and publishes, [`copy_codec`] is the binary COPY format
+//! `source` reads, `sink` stages and publishes, `copy_codec` is the binary COPY format
 //! both speak (tuples in, Arrow columns out: the column decoders are shared with MySQL's in
 //! `relational`).
 
