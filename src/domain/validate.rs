@@ -909,6 +909,129 @@ mod tests {
     use crate::domain::store::{Connection, DbConnection, FileConnection};
     use serde_json::json;
 
+    fn problems(p: &Problems) -> Vec<(&str, &str)> {
+        p.0.iter()
+            .map(|e| (e.path.as_str(), e.message.as_str()))
+            .collect()
+    }
+
+    fn transform(name: &str, sql: &str) -> Transform {
+        Transform {
+            name: name.into(),
+            sql: sql.into(),
+            materialize: None,
+        }
+    }
+
+    #[test]
+    fn counts_over_their_limit_are_reported_under_their_field() {
+        let mut p = Problems(Vec::new());
+        check_count(&mut p, "sources", 3, 3);
+        check_count(&mut p, "checks", 4, 3);
+        assert_eq!(problems(&p), [("checks", "at most 3 checks are allowed")]);
+    }
+
+    #[test]
+    fn a_name_claimed_twice_is_a_duplicate_naming_the_first() {
+        let mut p = Problems(Vec::new());
+        let mut claims = NameClaims::default();
+        claims.claim(&mut p, "orders", "sources[0].name".into());
+        claims.claim(&mut p, "Bad Name", "sources[1].name".into());
+        assert!(!claims.duplicates);
+        claims.claim(&mut p, "orders", "transforms[0].name".into());
+        assert!(claims.duplicates);
+        assert_eq!(p.0.len(), 2);
+        assert_eq!(p.0[0].path, "sources[1].name");
+        assert_eq!(
+            problems(&p)[1],
+            (
+                "transforms[0].name",
+                "duplicate name \"orders\": already used by sources[0]"
+            )
+        );
+    }
+
+    #[test]
+    fn transforms_read_known_nodes_by_their_plain_name() {
+        let mut p = Problems(Vec::new());
+        let nodes = ["orders", "customers"];
+        let deps = transform_reads(
+            "SELECT * FROM orders JOIN customers USING (id)",
+            "transforms[0].sql",
+            &nodes,
+            1000,
+            &mut p,
+        );
+        assert_eq!(deps, ["orders", "customers"]);
+        assert!(p.0.is_empty());
+        let deps = transform_reads("SELECT * FROM ordrs", "transforms[1].sql", &nodes, 1000, &mut p);
+        assert!(deps.is_empty());
+        assert_eq!(p.0[0].path, "transforms[1].sql");
+        assert!(
+            p.0[0].message.contains("(did you mean \"orders\"?)"),
+            "{}",
+            p.0[0].message
+        );
+        let deps = transform_reads("SELECT 1", "transforms[2].sql", &nodes, 5, &mut p);
+        assert!(deps.is_empty());
+        assert_eq!(
+            problems(&p)[1],
+            (
+                "transforms[2].sql",
+                "the SQL is 8 characters long; at most 5 are allowed"
+            )
+        );
+    }
+
+    #[test]
+    fn without_outputs_every_final_transform_replaces_its_table() {
+        let mut p = Problems(Vec::new());
+        let transforms = [
+            transform("stg", "SELECT 1"),
+            transform("fct", "SELECT * FROM stg"),
+        ];
+        let deps = vec![vec![], vec!["stg".to_string()]];
+        let outputs = default_outputs(&transforms, &deps, &mut p);
+        assert!(p.0.is_empty());
+        assert_eq!(outputs.len(), 1);
+        assert_eq!(
+            (outputs[0].node.as_str(), outputs[0].table.as_str()),
+            ("fct", "fct")
+        );
+        assert_eq!(outputs[0].mode, WriteMode::Replace);
+        assert!(default_outputs(&[], &[], &mut p).is_empty());
+        assert_eq!(p.0[0].path, "outputs");
+    }
+
+    #[test]
+    fn write_modes_default_to_replace_and_unknown_ones_are_reported() {
+        let mut p = Problems(Vec::new());
+        assert_eq!(
+            parse_write_mode(None, "outputs[0].mode", &mut p),
+            WriteMode::Replace
+        );
+        assert_eq!(
+            parse_write_mode(Some("append"), "outputs[0].mode", &mut p),
+            WriteMode::Append
+        );
+        assert_eq!(
+            parse_write_mode(Some("merge"), "outputs[0].mode", &mut p),
+            WriteMode::Merge
+        );
+        assert!(p.0.is_empty());
+        assert_eq!(
+            parse_write_mode(Some("upsert"), "outputs[1].mode", &mut p),
+            WriteMode::Replace
+        );
+        assert_eq!(
+            problems(&p),
+            [(
+                "outputs[1].mode",
+                "unknown mode \"upsert\": use replace, append or merge"
+            )]
+        );
+    }
+
     fn store(id: i64, kind: StoreKind, engine: StoreEngine) -> DataStore {
         let connection = match engine {
             StoreEngine::Postgres | StoreEngine::Mysql => Connection::Db(DbConnection {
