@@ -7,6 +7,7 @@
 use std::future::Future;
 use std::sync::Arc;
 
+use async_trait::async_trait;
 use chrono::{NaiveDate, NaiveDateTime, NaiveTime};
 use datafusion::arrow::array::*;
 use datafusion::arrow::datatypes::{DataType, Date32Type, Field, Schema, SchemaRef, TimeUnit};
@@ -19,7 +20,7 @@ use super::arrow_sql::{
     describe, micros_of_day, parse_date, parse_decimal_text, parse_timestamp, text_of, SqlValue,
 };
 use super::error::ErrorKind;
-use super::{ConnectorError, CursorFilter, Load, Opened};
+use super::{ConnectorError, CursorFilter, IoContext, Load, Opened, SourceConnector};
 use crate::domain::names::did_you_mean_hint;
 use crate::domain::spec::Source;
 use crate::secrets::{redact, Secret};
@@ -154,6 +155,35 @@ impl<DB: sqlx::Database> DbConn<DB> {
     pub fn err(&self, context: &str) -> impl Fn(sqlx::Error) -> ConnectorError + '_ {
         let context = context.to_string();
         move |e| sql_error(&context, e, self.store.password.as_ref())
+    }
+}
+
+/// A database source: it reads with a cursor filter or without one in the same way, and is a
+/// [`SourceConnector`] by that.
+#[async_trait]
+pub trait CursorSource: Send + Sync {
+    /// The rows of `source`, those that pass `filter` when there is one.
+    async fn read(
+        &self,
+        source: &Source,
+        filter: Option<&CursorFilter>,
+        ctx: &IoContext,
+    ) -> Result<Opened, ConnectorError>;
+}
+
+#[async_trait]
+impl<T: CursorSource> SourceConnector for T {
+    async fn open(&self, source: &Source, ctx: &IoContext) -> Result<Opened, ConnectorError> {
+        self.read(source, None, ctx).await
+    }
+
+    async fn open_filtered(
+        &self,
+        source: &Source,
+        filter: &CursorFilter,
+        ctx: &IoContext,
+    ) -> Result<Opened, ConnectorError> {
+        self.read(source, Some(filter), ctx).await
     }
 }
 

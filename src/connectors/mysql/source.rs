@@ -17,9 +17,9 @@ use super::{bytes_of, connect, quote_ident, quote_part, show_columns, table_exis
 use crate::connectors::pools::{self, Pools};
 use crate::connectors::relational::{
     bare_query, source_query_error, spawn_read, split_table, sql_error, timestamp, unknown_cursor_column,
-    BatchBuilder, BatchSender, Guarded,
+    BatchBuilder, BatchSender, CursorSource, Guarded,
 };
-use crate::connectors::{ConnectorError, CursorFilter, IoContext, Opened, SourceConnector};
+use crate::connectors::{ConnectorError, CursorFilter, IoContext, Opened};
 use crate::domain::spec::{Source, SourceRead};
 use crate::domain::store::DataStore;
 
@@ -195,22 +195,6 @@ impl MysqlSource {
     }
 }
 
-#[async_trait]
-impl SourceConnector for MysqlSource {
-    async fn open(&self, source: &Source, ctx: &IoContext) -> Result<Opened, ConnectorError> {
-        self.read(source, None, ctx).await
-    }
-
-    async fn open_filtered(
-        &self,
-        source: &Source,
-        filter: &CursorFilter,
-        ctx: &IoContext,
-    ) -> Result<Opened, ConnectorError> {
-        self.read(source, Some(filter), ctx).await
-    }
-}
-
 /// The type a cursor's mark is cast to before it is compared with a column declared `declared`.
 fn cursor_cast(declared: &str) -> Option<String> {
     let d = declared.trim().to_ascii_lowercase();
@@ -227,7 +211,8 @@ fn cursor_cast(declared: &str) -> Option<String> {
     })
 }
 
-impl MysqlSource {
+#[async_trait]
+impl CursorSource for MysqlSource {
     async fn read(
         &self,
         source: &Source,

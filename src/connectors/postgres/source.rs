@@ -12,9 +12,9 @@ use super::{connect, quote_ident, quote_ident_part, Conn};
 use crate::connectors::pools::{self, Pools};
 use crate::connectors::relational::{
     bare_query, source_query_error, spawn_read, sql_error, timestamp, unknown_cursor_column, BatchBuilder,
-    BatchSender, Guarded,
+    BatchSender, CursorSource, Guarded,
 };
-use crate::connectors::{ConnectorError, CursorFilter, IoContext, Opened, SourceConnector};
+use crate::connectors::{ConnectorError, CursorFilter, IoContext, Opened};
 use crate::domain::spec::{Source, SourceRead};
 use crate::domain::store::DataStore;
 
@@ -211,27 +211,12 @@ impl PostgresSource {
     }
 }
 
-#[async_trait]
-impl SourceConnector for PostgresSource {
-    async fn open(&self, source: &Source, ctx: &IoContext) -> Result<Opened, ConnectorError> {
-        self.read(source, None, ctx).await
-    }
-
-    async fn open_filtered(
-        &self,
-        source: &Source,
-        filter: &CursorFilter,
-        ctx: &IoContext,
-    ) -> Result<Opened, ConnectorError> {
-        self.read(source, Some(filter), ctx).await
-    }
-}
-
 /// The setting that carries a cursor source's mark into its `COPY` (which takes no
 /// parameters): set with a bound value, local to the read's transaction.
 const CURSOR_SETTING: &str = "sluice.cursor_after";
 
-impl PostgresSource {
+#[async_trait]
+impl CursorSource for PostgresSource {
     async fn read(
         &self,
         source: &Source,

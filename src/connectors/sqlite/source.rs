@@ -16,8 +16,8 @@ use sqlx::{AssertSqlSafe, Column, ConnectOptions, Decode, Row, TypeInfo, ValueRe
 
 use super::{arrow_type_for_decl, db_error, declared_types, quote_ident, source_query_error, BUSY_TIMEOUT};
 use crate::connectors::arrow_sql::SqlValue;
-use crate::connectors::relational::{stream_from, BatchBuilder};
-use crate::connectors::{store_path, ConnectorError, CursorFilter, IoContext, Opened, SourceConnector};
+use crate::connectors::relational::{stream_from, BatchBuilder, CursorSource};
+use crate::connectors::{store_path, ConnectorError, CursorFilter, IoContext, Opened};
 use crate::domain::spec::{Source, SourceRead};
 use crate::domain::store::DataStore;
 
@@ -85,22 +85,7 @@ async fn table_names(conn: &mut SqliteConnection) -> Vec<String> {
 }
 
 #[async_trait]
-impl SourceConnector for SqliteSource {
-    async fn open(&self, source: &Source, ctx: &IoContext) -> Result<Opened, ConnectorError> {
-        self.read(source, None, ctx).await
-    }
-
-    async fn open_filtered(
-        &self,
-        source: &Source,
-        filter: &CursorFilter,
-        ctx: &IoContext,
-    ) -> Result<Opened, ConnectorError> {
-        self.read(source, Some(filter), ctx).await
-    }
-}
-
-impl SqliteSource {
+impl CursorSource for SqliteSource {
     async fn read(
         &self,
         source: &Source,
