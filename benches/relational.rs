@@ -6,9 +6,13 @@
 //!    on the same data (rows/s for both, and the ratio);
 //! 2. PostgreSQL → Parquet rows/s;
 //! 3. PostgreSQL → MySQL and MySQL → PostgreSQL rows/s (M rows);
-//! 4. peak RSS of a fresh server process ingesting 200k and 2M PostgreSQL rows into Parquet.
+//! 4. peak RSS of a fresh server process ingesting 200k and 2M PostgreSQL rows into Parquet;
+//! 5. incremental: a PostgreSQL table (`SLUICE_BENCH_INC_ROWS`, default 5000000) with 1% of its
+//!    rows changed between runs, read through a cursor source into a merge output, beside the
+//!    full `replace` of the same table (time and rows read of both, and the ratio).
 //!
-//! `SLUICE_BENCH_POSTGRES_URL` (default `postgres://postgres@127.0.0.1:5432/sluice_bench`, created
+//! `SLUICE_BENCH_SECTIONS` picks sections (comma-separated: `copy`, `parquet`, `mysql`, `rss`,
+//! `incremental`; default all). `SLUICE_BENCH_POSTGRES_URL` (default `postgres://postgres@127.0.0.1:5432/sluice_bench`, created
 //! if missing), `SLUICE_BENCH_MYSQL_URL` (default `mysql://root@127.0.0.1:3306/sluice_bench`),
 //! `SLUICE_BENCH_ROWS` (default 5000000), `SLUICE_BENCH_MYSQL_ROWS` (default 1000000).
 
@@ -187,6 +191,127 @@ async fn flow_through(
     server.run_flow(input).await.0
 }
 
+/// `bench.inc`: `rows` rows with a primary key and an indexed `updated_at` cursor column.
+async fn ensure_inc_table(conn: &mut sqlx::PgConnection, rows: u64) {
+    let have: Option<i64> = sqlx::query_scalar(
+        "SELECT CASE WHEN to_regclass('bench.inc') IS NULL THEN NULL ELSE (SELECT count(*) FROM bench.inc) END",
+    )
+    .fetch_one(&mut *conn)
+    .await
+    .ok()
+    .flatten();
+    if have == Some(rows as i64) {
+        return;
+    }
+    eprintln!("generating bench.inc ({rows} rows)…");
+    sqlx::raw_sql(AssertSqlSafe(format!(
+        "DROP TABLE IF EXISTS bench.inc; \
+         CREATE TABLE bench.inc AS SELECT g::bigint AS id, (g % 1000)::int AS customer, \
+           (g * 1.25)::numeric(14,2) AS amount, md5(g::text) AS label, \
+           timestamptz '2026-01-01' + g * interval '1 second' AS updated_at \
+         FROM generate_series(1, {rows}) g; \
+         ALTER TABLE bench.inc ADD PRIMARY KEY (id); \
+         CREATE INDEX inc_updated_at ON bench.inc (updated_at); ANALYZE bench.inc"
+    )))
+    .execute(&mut *conn)
+    .await
+    .expect("generate bench.inc");
+}
+
+/// Changes 1% of `bench.inc` (the ids ≡ `round` mod 100): a new amount and `updated_at`.
+async fn change_one_percent(conn: &mut sqlx::PgConnection, round: u64) -> u64 {
+    sqlx::raw_sql(AssertSqlSafe(format!(
+        "UPDATE bench.inc SET amount = amount + 1, updated_at = clock_timestamp() WHERE id % 100 = {round}"
+    )))
+    .execute(&mut *conn)
+    .await
+    .expect("update 1%")
+    .rows_affected()
+}
+
+/// `(count, sum(amount))` of a table, to check a merge target equals its source.
+async fn fingerprint(conn: &mut sqlx::PgConnection, table: &str) -> (i64, String) {
+    sqlx::query_as(AssertSqlSafe(format!(
+        "SELECT count(*), coalesce(sum(amount), 0)::text FROM {table}"
+    )))
+    .fetch_one(&mut *conn)
+    .await
+    .expect("fingerprint")
+}
+
+/// Section 5: incremental (cursor source → merge output) beside a full replace, 1% changed.
+async fn incremental_section(server: &Server, conn: &mut sqlx::PgConnection, pg_id: i64, rows: u64) {
+    ensure_inc_table(conn, rows).await;
+    sqlx::raw_sql("DROP TABLE IF EXISTS bench.inc_full; DROP TABLE IF EXISTS bench.inc_merge")
+        .execute(&mut *conn)
+        .await
+        .expect("drop targets");
+    let options = json!({"task_timeout_s": 3600, "flow_timeout_s": 7200});
+    let full = server
+        .post(
+            "/flow-inputs",
+            json!({"name": "inc_full", "source_store_ids": [pg_id], "target_store_id": pg_id,
+                "sources": [{"name": "s", "store_id": pg_id, "table": "bench.inc"}],
+                "outputs": [{"node": "s", "table": "bench.inc_full", "mode": "replace"}],
+                "options": options}),
+        )
+        .await["id"]
+        .as_i64()
+        .expect("input id");
+    let inc = server
+        .post(
+            "/flow-inputs",
+            json!({"name": "inc_merge", "source_store_ids": [pg_id], "target_store_id": pg_id,
+                "sources": [{"name": "s", "store_id": pg_id, "table": "bench.inc",
+                             "incremental": {"cursor": "updated_at"}}],
+                "outputs": [{"node": "s", "table": "bench.inc_merge", "mode": "merge",
+                             "unique_key": ["id"]}],
+                "options": options}),
+        )
+        .await["id"]
+        .as_i64()
+        .expect("input id");
+    let rows_read = |f: &Value| f["output"]["cursors"]["s"]["rows"].as_u64().unwrap_or(0);
+
+    let (first, _, f) = server.run(json!({"flow_input_id": inc})).await;
+    println!(
+        "  first incremental run (reads all)   {:>8.2} s  {:>9} rows read",
+        first.as_secs_f64(),
+        rows_read(&f)
+    );
+    let (mut fulls, mut incs, mut reads, mut changed) = (Vec::new(), Vec::new(), Vec::new(), 0);
+    for round in 1..=3 {
+        changed = change_one_percent(conn, round).await;
+        fulls.push(server.run_flow(full).await.0);
+        let (took, _, f) = server.run(json!({"flow_input_id": inc})).await;
+        incs.push(took);
+        reads.push(rows_read(&f));
+        let (source, target) = (
+            fingerprint(conn, "bench.inc").await,
+            fingerprint(conn, "bench.inc_merge").await,
+        );
+        assert_eq!(
+            source, target,
+            "the merge target differs from its source after round {round}"
+        );
+    }
+    let (full_t, inc_t) = (median(fulls), median(incs));
+    reads.sort_unstable();
+    let read = reads[reads.len() / 2];
+    println!(
+        "  full replace                        {:>8.2} s  {rows:>9} rows read",
+        full_t.as_secs_f64()
+    );
+    println!(
+        "  {:<35} {:>8.2} s  {read:>9} rows read  {:.3}× the full run's time, {:.3}× its rows",
+        format!("incremental, {changed} rows changed"),
+        inc_t.as_secs_f64(),
+        inc_t.as_secs_f64() / full_t.as_secs_f64(),
+        read as f64 / rows as f64
+    );
+    println!("  (after each incremental run the merge target equalled the source: count and sum checked)");
+}
+
 fn median(mut v: Vec<Duration>) -> Duration {
     v.sort();
     v[v.len() / 2]
@@ -269,6 +394,9 @@ fn main() {
     let my_rows: u64 = env_or("SLUICE_BENCH_MYSQL_ROWS", "1000000")
         .parse()
         .expect("rows");
+    let inc_rows: u64 = env_or("SLUICE_BENCH_INC_ROWS", "5000000").parse().expect("rows");
+    let sections = env_or("SLUICE_BENCH_SECTIONS", "copy,parquet,mysql,rss,incremental");
+    let on = |name: &str| sections.split(',').any(|s| s.trim() == name);
     println!(
         "machine: {} cores; {}",
         std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
@@ -291,10 +419,12 @@ fn main() {
         .expect("rt");
     rt.block_on(async {
         let mut conn = pg_setup(&pg, rows).await;
-        ensure_pg_table(&mut conn, "rss_200000", 200_000).await;
-        ensure_pg_table(&mut conn, "rss_2000000", 2_000_000).await;
-        ensure_pg_table(&mut conn, "my_src", my_rows).await;
-        {
+        if on("rss") {
+            ensure_pg_table(&mut conn, "rss_200000", 200_000).await;
+            ensure_pg_table(&mut conn, "rss_2000000", 2_000_000).await;
+        }
+        if on("mysql") {
+            ensure_pg_table(&mut conn, "my_src", my_rows).await;
             let mut admin = sqlx::MySqlConnection::connect(&my.url("mysql"))
                 .await
                 .expect("mysql");
@@ -311,9 +441,6 @@ fn main() {
         let pg_id = server.post("/data-stores", pg.store("pg", "postgres")).await["id"]
             .as_i64()
             .unwrap();
-        let my_id = server.post("/data-stores", my.store("my", "mysql")).await["id"]
-            .as_i64()
-            .unwrap();
         let lake = server
             .post(
                 "/data-stores",
@@ -324,6 +451,7 @@ fn main() {
             .as_i64()
             .unwrap();
 
+        if on("copy") {
         println!("\n== PostgreSQL → PostgreSQL, {rows} rows (interleaved, 3 runs each, medians) ==");
         let (mut raws, mut directs, mut throughs) = (Vec::new(), Vec::new(), Vec::new());
         for _ in 0..3 {
@@ -350,6 +478,8 @@ fn main() {
             raw.as_secs_f64() / through.as_secs_f64()
         );
 
+        }
+        if on("parquet") {
         println!("\n== PostgreSQL → Parquet, {rows} rows ==");
         let t = flow(&server, "pg2parquet", pg_id, "bench.src", lake, "src").await;
         println!(
@@ -358,6 +488,11 @@ fn main() {
             rate(rows, t)
         );
 
+        }
+        if on("mysql") {
+        let my_id = server.post("/data-stores", my.store("my", "mysql")).await["id"]
+            .as_i64()
+            .unwrap();
         println!("\n== PostgreSQL → MySQL and MySQL → PostgreSQL, {my_rows} rows ==");
         let t = flow(&server, "pg2my", pg_id, "bench.my_src", my_id, "bench_src").await;
         println!(
@@ -371,9 +506,19 @@ fn main() {
             t.as_secs_f64(),
             rate(my_rows, t)
         );
+        }
+        if on("incremental") {
+            println!(
+                "\n== Incremental: cursor source → merge output vs full replace, {inc_rows} rows, 1% changed per run (interleaved, 3 runs each, medians) =="
+            );
+            incremental_section(&server, &mut conn, pg_id, inc_rows).await;
+        }
         server.handle.stop(true).await;
     });
 
+    if !on("rss") {
+        return;
+    }
     println!("\n== Peak RSS of a fresh server ingesting PostgreSQL → Parquet ==");
     for n in [200_000u64, 2_000_000] {
         let (kib, secs) = rss_of(n);

@@ -1,23 +1,13 @@
 //! The one error type at the service boundary. Its variants separate the caller's mistakes
-//! (4xx) from broken invariants (5xx); `api::problem` maps it to problem+json once.
+//! (4xx) from broken invariants (5xx); `api::problem` maps it to problem+json once. Only api
+//! and services use it: below them, the data layer fails with `repo::RepoError` and the
+//! supervisor's loading with `actors::errors::LoadError`.
 
-use serde::Serialize;
+pub use crate::domain::field_error::FieldError;
 
-/// One problem found in a request, located by a JSON path such as `transforms[2].sql`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
-pub struct FieldError {
-    pub path: String,
-    pub message: String,
-}
-
-impl FieldError {
-    pub fn new(path: impl Into<String>, message: impl Into<String>) -> Self {
-        Self {
-            path: path.into(),
-            message: message.into(),
-        }
-    }
-}
+/// The source of an internal error, kept for whoever walks the chain (the text is in the
+/// message already).
+pub type InternalSource = Box<dyn std::error::Error + Send + Sync>;
 
 #[derive(Debug, thiserror::Error)]
 pub enum AppError {
@@ -53,29 +43,17 @@ pub enum AppError {
     /// A dependency is not ready (503).
     #[error("{0}")]
     Unavailable(String),
-    /// A broken invariant or an infrastructure failure (500). The text goes to the service log,
-    /// never to the client.
-    #[error("internal error: {0}")]
-    Internal(String),
-}
-
-/// What a flow's own lines (public: anyone who may read the flow sees them) say about an
-/// internal error: not its text, which goes to the service log with the flow id, but where to
-/// look.
-pub fn internal_error_for_flow(flow_id: i64) -> String {
-    format!("an internal error occurred (see the service log, flow {flow_id})")
+    /// A broken invariant or an infrastructure failure (500). The message goes to the service
+    /// log, never to the client; `source` is the error it came from, where there is one.
+    #[error("internal error: {message}")]
+    Internal {
+        message: String,
+        #[source]
+        source: Option<InternalSource>,
+    },
 }
 
 impl AppError {
-    /// This error as flow `flow_id`'s lines may show it: an internal one only points to the
-    /// service log (the caller logs it there).
-    pub fn for_flow(&self, flow_id: i64) -> String {
-        match self {
-            AppError::Internal(_) => internal_error_for_flow(flow_id),
-            other => other.to_string(),
-        }
-    }
-
     pub fn not_found(what: &'static str, id: impl ToString) -> Self {
         AppError::NotFound {
             what,
@@ -87,22 +65,35 @@ impl AppError {
         AppError::Invalid(vec![FieldError::new(path, message)])
     }
 
-    pub fn internal(context: &str, error: impl std::fmt::Display) -> Self {
-        AppError::Internal(format!("{context}: {error}"))
-    }
-}
-
-impl From<sea_orm::DbErr> for AppError {
-    fn from(err: sea_orm::DbErr) -> Self {
-        AppError::Internal(crate::secrets::redact_urls(&format!("metadata database: {err}")))
-    }
-}
-
-impl From<sea_orm::TransactionError<AppError>> for AppError {
-    fn from(err: sea_orm::TransactionError<AppError>) -> Self {
-        match err {
-            sea_orm::TransactionError::Connection(db) => db.into(),
-            sea_orm::TransactionError::Transaction(app) => app,
+    /// An internal error caused by `error`, which is kept as the source.
+    pub fn internal(context: &str, error: impl std::error::Error + Send + Sync + 'static) -> Self {
+        AppError::Internal {
+            message: format!("{context}: {error}"),
+            source: Some(Box::new(error)),
         }
+    }
+
+    /// An internal error with no error behind it (a broken invariant, or a cause that is only
+    /// text).
+    pub fn internal_text(message: impl Into<String>) -> Self {
+        AppError::Internal {
+            message: message.into(),
+            source: None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_internal_error_keeps_its_source() {
+        let cause = std::io::Error::other("disk full");
+        let err = AppError::internal("writing checkpoints", cause);
+        assert_eq!(err.to_string(), "internal error: writing checkpoints: disk full");
+        let source = std::error::Error::source(&err).map(ToString::to_string);
+        assert_eq!(source.as_deref(), Some("disk full"));
+        assert!(std::error::Error::source(&AppError::internal_text("no output row")).is_none());
     }
 }

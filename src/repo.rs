@@ -1,24 +1,76 @@
 //! The data layer: SeaORM queries over the metadata database, and conversions between rows and
-//! domain values. Functions take `&impl ConnectionTrait` so they work inside a transaction.
+//! domain values. Functions take `&impl ConnectionTrait` so they work inside a transaction, and
+//! fail with [`RepoError`], classified by the driver's error codes (SeaORM's `sql_err()`), never
+//! by message text. It knows nothing of HTTP: services decide what a failure means to a client.
 
 use chrono::{DateTime, Utc};
 use entity::{data_store, flow, flow_input, flow_output};
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, ConnectionTrait, DbErr, EntityTrait, QueryFilter, QueryOrder, QuerySelect,
-    Set, TransactionTrait,
+    Set, SqlErr, TransactionTrait,
 };
 
 use crate::domain::dag::Dag;
 use crate::domain::flow::{CheckStatus, FlowPicture, FlowState, Lines, Progress, TaskStatus};
 use crate::domain::spec::FlowInputSpec;
 use crate::domain::store::{Connection, DataStore, StoreEngine, StoreKind};
-use crate::error::AppError;
-use crate::secrets::Cipher;
+use crate::secrets::{redact_urls, Cipher};
+
+/// What the data layer fails with. None of it is the caller's mistake except `Duplicate`, which
+/// services may turn into a conflict.
+#[derive(Debug, thiserror::Error)]
+pub enum RepoError {
+    /// The metadata database failed (its text redacted: it may carry a connection URL).
+    #[error("metadata database: {}", redact_urls(&.0.to_string()))]
+    Db(#[source] DbErr),
+    /// A unique index refused the row (classified by the driver's error code).
+    #[error("metadata database: {}", redact_urls(&.0.to_string()))]
+    Duplicate(#[source] DbErr),
+    /// A value cannot be written as JSON, or a stored one cannot be read back.
+    #[error("{what}: {source}")]
+    Json {
+        what: String,
+        #[source]
+        source: serde_json::Error,
+    },
+    /// A stored row breaks an invariant: an unknown state, a missing output row, a password
+    /// that does not open.
+    #[error("{0}")]
+    Corrupt(String),
+}
+
+impl From<DbErr> for RepoError {
+    fn from(err: DbErr) -> Self {
+        match err.sql_err() {
+            Some(SqlErr::UniqueConstraintViolation(_)) => RepoError::Duplicate(err),
+            _ => RepoError::Db(err),
+        }
+    }
+}
+
+impl From<sea_orm::TransactionError<RepoError>> for RepoError {
+    fn from(err: sea_orm::TransactionError<RepoError>) -> Self {
+        match err {
+            sea_orm::TransactionError::Connection(db) => db.into(),
+            sea_orm::TransactionError::Transaction(repo) => repo,
+        }
+    }
+}
 
 /// A page of a keyset-paged list, newest first.
 pub struct Page<T> {
     pub items: Vec<T>,
     pub next_before_id: Option<i64>,
+}
+
+impl<T> Page<T> {
+    /// The same page with every item converted by `f`.
+    pub fn try_map<U, E>(self, f: impl FnMut(T) -> Result<U, E>) -> Result<Page<U>, E> {
+        Ok(Page {
+            items: self.items.into_iter().map(f).collect::<Result<_, _>>()?,
+            next_before_id: self.next_before_id,
+        })
+    }
 }
 
 fn page<T>(mut rows: Vec<T>, limit: u64, id: impl Fn(&T) -> i64) -> Page<T> {
@@ -31,12 +83,18 @@ fn page<T>(mut rows: Vec<T>, limit: u64, id: impl Fn(&T) -> i64) -> Page<T> {
     }
 }
 
-fn json<T: serde::Serialize>(value: &T) -> Result<serde_json::Value, AppError> {
-    serde_json::to_value(value).map_err(|e| AppError::internal("serializing", e))
+fn json<T: serde::Serialize>(value: &T) -> Result<serde_json::Value, RepoError> {
+    serde_json::to_value(value).map_err(|source| RepoError::Json {
+        what: "serializing".into(),
+        source,
+    })
 }
 
-fn from_json<T: serde::de::DeserializeOwned>(value: serde_json::Value, what: &str) -> Result<T, AppError> {
-    serde_json::from_value(value).map_err(|e| AppError::internal(&format!("stored {what} is unreadable"), e))
+fn from_json<T: serde::de::DeserializeOwned>(value: serde_json::Value, what: &str) -> Result<T, RepoError> {
+    serde_json::from_value(value).map_err(|source| RepoError::Json {
+        what: format!("stored {what} is unreadable"),
+        source,
+    })
 }
 
 // ---- data stores ----------------------------------------------------------------------------
@@ -53,7 +111,7 @@ pub async fn insert_store(
     db: &impl ConnectionTrait,
     new: NewStore,
     now: DateTime<Utc>,
-) -> Result<data_store::Model, AppError> {
+) -> Result<data_store::Model, RepoError> {
     let model = data_store::ActiveModel {
         created_utc: Set(now),
         name: Set(new.name),
@@ -66,7 +124,7 @@ pub async fn insert_store(
     Ok(model.insert(db).await?)
 }
 
-pub async fn store_name_taken(db: &impl ConnectionTrait, name: &str) -> Result<bool, AppError> {
+pub async fn store_name_taken(db: &impl ConnectionTrait, name: &str) -> Result<bool, RepoError> {
     Ok(data_store::Entity::find()
         .filter(data_store::Column::Name.eq(name))
         .one(db)
@@ -74,14 +132,14 @@ pub async fn store_name_taken(db: &impl ConnectionTrait, name: &str) -> Result<b
         .is_some())
 }
 
-pub async fn get_store(db: &impl ConnectionTrait, id: i64) -> Result<Option<data_store::Model>, AppError> {
+pub async fn get_store(db: &impl ConnectionTrait, id: i64) -> Result<Option<data_store::Model>, RepoError> {
     Ok(data_store::Entity::find_by_id(id).one(db).await?)
 }
 
 pub async fn stores_by_ids(
     db: &impl ConnectionTrait,
     ids: &[i64],
-) -> Result<Vec<data_store::Model>, AppError> {
+) -> Result<Vec<data_store::Model>, RepoError> {
     if ids.is_empty() {
         return Ok(vec![]);
     }
@@ -95,7 +153,7 @@ pub async fn list_stores(
     db: &impl ConnectionTrait,
     limit: u64,
     before_id: Option<i64>,
-) -> Result<Page<data_store::Model>, AppError> {
+) -> Result<Page<data_store::Model>, RepoError> {
     let mut q = data_store::Entity::find()
         .order_by_desc(data_store::Column::Id)
         .limit(limit + 1);
@@ -105,19 +163,24 @@ pub async fn list_stores(
     Ok(page(q.all(db).await?, limit, |m| m.id))
 }
 
+/// A stored data store's connection (its password stays sealed).
+pub fn store_connection(m: &data_store::Model) -> Result<Connection, RepoError> {
+    from_json(m.connection.clone(), "connection")
+}
+
 /// A stored data store as a domain value, its password opened with `cipher`.
-pub fn store_from_model(m: data_store::Model, cipher: &Cipher) -> Result<DataStore, AppError> {
+pub fn store_from_model(m: data_store::Model, cipher: &Cipher) -> Result<DataStore, RepoError> {
     let kind = StoreKind::parse(&m.kind)
-        .ok_or_else(|| AppError::Internal(format!("store {} has unknown kind {}", m.id, m.kind)))?;
+        .ok_or_else(|| RepoError::Corrupt(format!("store {} has unknown kind {}", m.id, m.kind)))?;
     let engine = StoreEngine::parse(&m.engine)
-        .ok_or_else(|| AppError::Internal(format!("store {} has unknown engine {}", m.id, m.engine)))?;
+        .ok_or_else(|| RepoError::Corrupt(format!("store {} has unknown engine {}", m.id, m.engine)))?;
     let password = m
         .password_sealed
         .as_deref()
         .map(|sealed| {
             cipher
                 .open(sealed)
-                .map_err(|e| AppError::Internal(format!("store {}: {e}", m.id)))
+                .map_err(|e| RepoError::Corrupt(format!("store {}: {e}", m.id)))
         })
         .transpose()?;
     Ok(DataStore {
@@ -138,7 +201,7 @@ pub async fn insert_flow_input(
     spec: &FlowInputSpec,
     dag: &Dag,
     now: DateTime<Utc>,
-) -> Result<flow_input::Model, AppError> {
+) -> Result<flow_input::Model, RepoError> {
     let model = flow_input::ActiveModel {
         created_utc: Set(now),
         name: Set(spec.name.clone()),
@@ -160,7 +223,7 @@ pub async fn insert_flow_input(
 pub async fn get_flow_input(
     db: &impl ConnectionTrait,
     id: i64,
-) -> Result<Option<flow_input::Model>, AppError> {
+) -> Result<Option<flow_input::Model>, RepoError> {
     Ok(flow_input::Entity::find_by_id(id).one(db).await?)
 }
 
@@ -168,7 +231,7 @@ pub async fn list_flow_inputs(
     db: &impl ConnectionTrait,
     limit: u64,
     before_id: Option<i64>,
-) -> Result<Page<flow_input::Model>, AppError> {
+) -> Result<Page<flow_input::Model>, RepoError> {
     let mut q = flow_input::Entity::find()
         .order_by_desc(flow_input::Column::Id)
         .limit(limit + 1);
@@ -179,7 +242,7 @@ pub async fn list_flow_inputs(
 }
 
 /// A stored flow input's spec and DAG.
-pub fn flow_input_spec(m: &flow_input::Model) -> Result<(FlowInputSpec, Dag), AppError> {
+pub fn flow_input_spec(m: &flow_input::Model) -> Result<(FlowInputSpec, Dag), RepoError> {
     let spec = FlowInputSpec {
         name: m.name.clone(),
         source_store_ids: from_json(m.source_store_ids.clone(), "source_store_ids")?,
@@ -215,9 +278,9 @@ pub async fn create_flow(
     flow_input_id: i64,
     picture: FlowPicture,
     full_refresh: bool,
-) -> Result<(flow::Model, flow_output::Model), AppError> {
+) -> Result<(flow::Model, flow_output::Model), RepoError> {
     let result = db
-        .transaction::<_, _, AppError>(move |txn| {
+        .transaction::<_, _, RepoError>(move |txn| {
             Box::pin(async move {
                 let mut active = picture_to_active(&picture)?;
                 active.id = sea_orm::ActiveValue::NotSet;
@@ -241,14 +304,14 @@ pub async fn create_flow(
 pub async fn get_flow(
     db: &impl ConnectionTrait,
     id: i64,
-) -> Result<Option<(flow::Model, flow_output::Model)>, AppError> {
+) -> Result<Option<(flow::Model, flow_output::Model)>, RepoError> {
     let Some(f) = flow::Entity::find_by_id(id).one(db).await? else {
         return Ok(None);
     };
     let output = flow_output::Entity::find_by_id(f.flow_output_id)
         .one(db)
         .await?
-        .ok_or_else(|| AppError::Internal(format!("flow {id} has no output row {}", f.flow_output_id)))?;
+        .ok_or_else(|| RepoError::Corrupt(format!("flow {id} has no output row {}", f.flow_output_id)))?;
     Ok(Some((f, output)))
 }
 
@@ -257,7 +320,7 @@ pub async fn list_flows(
     state: Option<FlowState>,
     limit: u64,
     before_id: Option<i64>,
-) -> Result<Page<(flow::Model, flow_output::Model)>, AppError> {
+) -> Result<Page<(flow::Model, flow_output::Model)>, RepoError> {
     let mut q = flow::Entity::find()
         .find_also_related(flow_output::Entity)
         .order_by_desc(flow::Column::Id)
@@ -280,7 +343,7 @@ pub async fn list_flows(
 /// Flows a previous process left READY or RUNNING, oldest first.
 pub async fn unfinished_flows(
     db: &impl ConnectionTrait,
-) -> Result<Vec<(flow::Model, flow_output::Model)>, AppError> {
+) -> Result<Vec<(flow::Model, flow_output::Model)>, RepoError> {
     let rows = flow::Entity::find()
         .find_also_related(flow_output::Entity)
         .filter(flow_output::Column::State.is_in([FlowState::Ready.as_str(), FlowState::Running.as_str()]))
@@ -294,7 +357,7 @@ pub async fn unfinished_flows(
 pub async fn flows_by_ids(
     db: &impl ConnectionTrait,
     ids: &[i64],
-) -> Result<Vec<(flow::Model, flow_output::Model)>, AppError> {
+) -> Result<Vec<(flow::Model, flow_output::Model)>, RepoError> {
     if ids.is_empty() {
         return Ok(vec![]);
     }
@@ -310,7 +373,7 @@ pub async fn flows_by_ids(
 pub async fn latest_completed_flows(
     db: &impl ConnectionTrait,
     input_ids: &[i64],
-) -> Result<std::collections::HashMap<i64, i64>, AppError> {
+) -> Result<std::collections::HashMap<i64, i64>, RepoError> {
     if input_ids.is_empty() {
         return Ok(Default::default());
     }
@@ -329,12 +392,12 @@ pub async fn latest_completed_flows(
 }
 
 /// Writes pictures; the Persister's only way to the database.
-pub async fn save_pictures(db: &impl TransactionTrait, pictures: Vec<FlowPicture>) -> Result<(), AppError> {
+pub async fn save_pictures(db: &impl TransactionTrait, pictures: Vec<FlowPicture>) -> Result<(), RepoError> {
     let models = pictures
         .iter()
         .map(picture_to_active)
         .collect::<Result<Vec<_>, _>>()?;
-    db.transaction::<_, _, AppError>(move |txn| {
+    db.transaction::<_, _, RepoError>(move |txn| {
         Box::pin(async move {
             for m in models {
                 m.update(txn).await?;
@@ -346,7 +409,7 @@ pub async fn save_pictures(db: &impl TransactionTrait, pictures: Vec<FlowPicture
     Ok(())
 }
 
-pub fn picture_to_active(p: &FlowPicture) -> Result<flow_output::ActiveModel, AppError> {
+pub fn picture_to_active(p: &FlowPicture) -> Result<flow_output::ActiveModel, RepoError> {
     Ok(flow_output::ActiveModel {
         id: Set(p.output_id),
         created_utc: Set(p.created_utc),
@@ -374,7 +437,7 @@ pub async fn latest_completed_cursors(
     db: &impl ConnectionTrait,
     flow_input_id: i64,
     before: i64,
-) -> Result<crate::domain::cursor::Cursors, AppError> {
+) -> Result<crate::domain::cursor::Cursors, RepoError> {
     let row = flow::Entity::find()
         .find_also_related(flow_output::Entity)
         .filter(flow::Column::FlowInputId.eq(flow_input_id))
@@ -397,7 +460,7 @@ pub async fn completed_cursor_files(
     before: i64,
 ) -> Result<
     std::collections::HashMap<String, std::collections::BTreeSet<crate::domain::cursor::FileMark>>,
-    AppError,
+    RepoError,
 > {
     let rows = flow::Entity::find()
         .find_also_related(flow_output::Entity)
@@ -418,9 +481,9 @@ pub async fn completed_cursor_files(
     Ok(read)
 }
 
-pub fn picture_from_model(m: flow_output::Model, max_lines: usize) -> Result<FlowPicture, AppError> {
+pub fn picture_from_model(m: flow_output::Model, max_lines: usize) -> Result<FlowPicture, RepoError> {
     let state = FlowState::parse(&m.state)
-        .ok_or_else(|| AppError::Internal(format!("output {} has unknown state {}", m.id, m.state)))?;
+        .ok_or_else(|| RepoError::Corrupt(format!("output {} has unknown state {}", m.id, m.state)))?;
     let progress: Progress = from_json(m.progress, "progress")?;
     let logs: Lines = from_json(m.logs, "logs")?;
     let errors: Lines = from_json(m.errors, "errors")?;
@@ -456,7 +519,7 @@ pub fn picture_from_model(m: flow_output::Model, max_lines: usize) -> Result<Flo
 pub async fn count_flows_by_state(
     db: &impl ConnectionTrait,
     except: &[i64],
-) -> Result<Vec<(FlowState, i64)>, AppError> {
+) -> Result<Vec<(FlowState, i64)>, RepoError> {
     let rows: Vec<(String, i64)> = flow_output::Entity::find()
         .filter(flow_output::Column::Id.is_not_in(except.iter().copied()))
         .select_only()
@@ -473,6 +536,73 @@ pub async fn count_flows_by_state(
 }
 
 /// Whether the metadata database answers.
-pub async fn ping(db: &sea_orm::DatabaseConnection) -> Result<(), DbErr> {
-    db.ping().await
+pub async fn ping(db: &sea_orm::DatabaseConnection) -> Result<(), RepoError> {
+    Ok(db.ping().await?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A fresh metadata database in memory, migrated like a real one.
+    async fn metadata_db() -> sea_orm::DatabaseConnection {
+        let mut options = sea_orm::ConnectOptions::new("sqlite::memory:");
+        options.max_connections(1).sqlx_logging(false);
+        let db = sea_orm::Database::connect(options).await.unwrap();
+        <migration::Migrator as migration::MigratorTrait>::up(&db, None)
+            .await
+            .unwrap();
+        db
+    }
+
+    fn file_store(name: &str) -> NewStore {
+        NewStore {
+            name: name.into(),
+            kind: StoreKind::File,
+            engine: StoreEngine::Csv,
+            connection: Connection::File(crate::domain::store::FileConnection { path: "/data".into() }),
+            password_sealed: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_taken_name_is_a_duplicate_by_its_error_code() {
+        let db = metadata_db().await;
+        let now = crate::domain::time::now();
+        insert_store(&db, file_store("lake"), now).await.unwrap();
+        let err = insert_store(&db, file_store("lake"), now).await.unwrap_err();
+        assert!(matches!(err, RepoError::Duplicate(_)), "{err:?}");
+        insert_store(&db, file_store("lake2"), now).await.unwrap();
+    }
+
+    #[test]
+    fn database_errors_are_redacted_but_keep_their_source() {
+        let err = RepoError::from(DbErr::Custom("cannot reach postgres://app:s3cret@db/meta".into()));
+        assert!(matches!(err, RepoError::Db(_)));
+        assert_eq!(
+            err.to_string(),
+            "metadata database: Custom Error: cannot reach postgres://app:***@db/meta"
+        );
+        assert!(std::error::Error::source(&err).is_some());
+    }
+
+    #[test]
+    fn a_page_maps_its_items_and_keeps_its_cursor() {
+        let rows = vec![5i64, 4, 3];
+        let p = page(rows, 2, |id| *id);
+        assert_eq!(p.next_before_id, Some(4));
+        let mapped = p.try_map(|id| Ok::<_, String>(id * 10)).unwrap();
+        assert_eq!((mapped.items, mapped.next_before_id), (vec![50, 40], Some(4)));
+        let failed = page(vec![1i64], 5, |id| *id).try_map(|_| Err::<i64, _>("no"));
+        assert_eq!(failed.err(), Some("no"));
+    }
+
+    #[test]
+    fn unreadable_json_names_what_it_is() {
+        let err = from_json::<Progress>(serde_json::json!("nope"), "progress").unwrap_err();
+        assert!(
+            err.to_string().starts_with("stored progress is unreadable: "),
+            "{err}"
+        );
+    }
 }

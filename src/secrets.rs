@@ -1,6 +1,7 @@
-//! Secrets: store passwords sealed at rest with an AEAD cipher, a `Secret` type that never
-//! prints, and redaction of anything that looks like credentials in text headed for a log or a
-//! client.
+//! Secrets: store passwords sealed at rest with an AEAD cipher (its key read from the
+//! environment or the data directory), and redaction of anything that looks like credentials in
+//! text headed for a log or a client. The `Secret` type itself is the domain's
+//! ([`crate::domain::secret`]), re-exported here.
 
 use std::path::Path;
 use std::sync::LazyLock;
@@ -10,31 +11,7 @@ use chacha20poly1305::aead::{Aead, KeyInit};
 use chacha20poly1305::{XChaCha20Poly1305, XNonce};
 use rand::RngCore;
 
-/// A value that must never be shown: `Debug` and `Display` print `***`.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Secret(String);
-
-impl Secret {
-    pub fn new(value: String) -> Self {
-        Secret(value)
-    }
-    /// The plain value, for the one place that needs it (a database driver).
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl std::fmt::Debug for Secret {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("***")
-    }
-}
-
-impl std::fmt::Display for Secret {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("***")
-    }
-}
+pub use crate::domain::secret::Secret;
 
 /// Seals and opens store passwords. The key comes from `SLUICE_SECRET_KEY` (base64 of 32 bytes)
 /// or from `secret.key` in the data directory, created with mode 0600 on first start.
@@ -115,7 +92,7 @@ impl Cipher {
             .decrypt(XNonce::from_slice(nonce), data)
             .map_err(|_| "cannot decrypt a stored password: the secret key changed (check SLUICE_SECRET_KEY or data_dir/secret.key)")?;
         String::from_utf8(plain)
-            .map(Secret)
+            .map(Secret::new)
             .map_err(|_| "decrypted password is not UTF-8".to_string())
     }
 }
@@ -217,6 +194,5 @@ mod tests {
         );
         let s = Secret::new("hunter22".into());
         assert_eq!(redact("bad hunter22!", &[&s]), "bad ***!");
-        assert_eq!(format!("{s:?} {s}"), "*** ***");
     }
 }

@@ -12,13 +12,13 @@ use migration::MigratorTrait;
 use sea_orm::{ConnectOptions, Database, DatabaseConnection};
 use tracing_actix_web::TracingLogger;
 
-use crate::events::EventHub;
 use crate::actors::messages::{Park, Recover};
 use crate::actors::supervisor::SupervisorConfig;
 use crate::actors::{FlowSupervisor, Persister};
 use crate::api::{self, auth::Tokens, extract::BodyLimit};
 use crate::config::Settings;
 use crate::engine::Engine;
+use crate::events::EventHub;
 use crate::metrics::Metrics;
 use crate::secrets::Cipher;
 use crate::services::Services;

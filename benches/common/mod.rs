@@ -68,10 +68,15 @@ impl Server {
     /// Starts a flow and waits for it; returns (wall time from the request, started→finished
     /// as recorded by the flow).
     pub async fn run_flow(&self, input: i64) -> (Duration, Duration) {
+        let (wall, recorded, _) = self.run(json!({"flow_input_id": input})).await;
+        (wall, recorded)
+    }
+
+    /// Starts a flow with this `POST /flows` body and waits for it; returns the two durations of
+    /// `run_flow` and the finished flow (`GET /flows/{id}`).
+    pub async fn run(&self, body: Value) -> (Duration, Duration, Value) {
         let t0 = Instant::now();
-        let id = self.post("/flows", json!({"flow_input_id": input})).await["id"]
-            .as_i64()
-            .expect("id");
+        let id = self.post("/flows", body).await["id"].as_i64().expect("id");
         loop {
             let f = self.get(&format!("/flows/{id}")).await;
             match f["output"]["state"].as_str() {
@@ -83,7 +88,7 @@ impl Server {
                     let recorded = (ts("finished_utc") - ts("started_utc"))
                         .to_std()
                         .unwrap_or_default();
-                    return (wall, recorded);
+                    return (wall, recorded, f);
                 }
                 Some("FAILED") | Some("CANCELLED") => panic!("flow ended {}", f["output"]),
                 _ => tokio::time::sleep(Duration::from_millis(2)).await,

@@ -162,7 +162,7 @@ impl CrashCause {
     pub fn public_text(&self, flow_id: i64) -> String {
         match self {
             CrashCause::Panic(text) => text.clone(),
-            CrashCause::Internal(_) => crate::error::internal_error_for_flow(flow_id),
+            CrashCause::Internal(_) => crate::domain::flow::internal_error_for_flow(flow_id),
         }
     }
 }

@@ -3,6 +3,7 @@
 //! Persister is the single writer of flow outputs. Actors know nothing of HTTP or SQL
 //! dialects: they schedule, message and supervise.
 
+pub mod errors;
 pub mod flow;
 pub mod messages;
 pub mod persister;

@@ -13,10 +13,10 @@ use actix::prelude::*;
 use sea_orm::DatabaseConnection;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::events::{EventHub, FlowUpdate, Mark};
 use super::messages::{FlushAll, GetLive, GetPicture, LiveStates, Record, RowsMoved, Track, Transition};
 use crate::domain::flow::{FlowEvent, FlowPicture, FlowState};
 use crate::domain::time;
+use crate::events::{EventHub, FlowUpdate, Mark};
 use crate::metrics::Metrics;
 use crate::repo;
 

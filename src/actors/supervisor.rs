@@ -11,6 +11,7 @@ use actix::prelude::*;
 use dashmap::DashMap;
 use sea_orm::DatabaseConnection;
 
+use super::errors::LoadError;
 use super::flow::FlowActor;
 use super::messages::*;
 use super::persister::Persister;
@@ -18,9 +19,8 @@ use crate::domain::cursor::{CursorEntry, CursorStart};
 use crate::domain::flow::{FlowEvent, FlowPicture, FlowState, Level, TaskState};
 use crate::domain::plan::{RunPlan, UnitKind};
 use crate::engine::{checkpoint, cursor_read, publish, Engine};
-use crate::error::AppError;
+use crate::repo::{self, RepoError};
 use crate::secrets::Cipher;
-use crate::repo;
 
 /// Delay before restart `n` (1-based): 0.5 s, 1 s, 2 s, ... capped at 30 s.
 pub fn restart_delay(n: u32) -> Duration {
@@ -158,7 +158,7 @@ impl FlowSupervisor {
         }));
     }
 
-    fn launch(&mut self, flow_id: i64, loaded: Result<Option<Loaded>, AppError>, ctx: &mut Context<Self>) {
+    fn launch(&mut self, flow_id: i64, loaded: Result<Option<Loaded>, LoadError>, ctx: &mut Context<Self>) {
         let loaded = match loaded {
             Ok(Some(l)) => l,
             Ok(None) => return, // already final
@@ -350,13 +350,13 @@ async fn load_flow(
     persister: Addr<Persister>,
     flow_id: i64,
     max_lines: usize,
-) -> Result<Option<Loaded>, AppError> {
+) -> Result<Option<Loaded>, LoadError> {
     let (flow, output) = repo::get_flow(&db, flow_id)
         .await?
-        .ok_or_else(|| AppError::not_found("flow", flow_id))?;
+        .ok_or(LoadError::FlowMissing(flow_id))?;
     let input = repo::get_flow_input(&db, flow.flow_input_id)
         .await?
-        .ok_or_else(|| AppError::Internal(format!("flow input {} is missing", flow.flow_input_id)))?;
+        .ok_or(LoadError::InputMissing(flow.flow_input_id))?;
     let (spec, dag) = repo::flow_input_spec(&input)?;
     let mut ids: Vec<i64> = spec.sources.iter().map(|s| s.store_id).collect();
     ids.push(spec.target_store_id);
@@ -399,7 +399,7 @@ async fn load_flow(
                 .collect()
         })
         .await
-        .map_err(|e| AppError::Internal(format!("reading the cursors of flow {flow_id}: {e}")))?
+        .map_err(|e| LoadError::crashed(format!("reading the cursors of flow {flow_id}"), e))?
     };
     let unsaved: HashSet<String> = cursor_sources
         .iter()
@@ -425,7 +425,7 @@ async fn load_flow(
         })
     })
     .await
-    .map_err(|e| AppError::Internal(format!("scanning the checkpoints of flow {flow_id}: {e}")))?;
+    .map_err(|e| LoadError::crashed(format!("scanning the checkpoints of flow {flow_id}"), e))?;
     let restarted = picture.started_utc.is_some();
     let resync = picture.resume(&done);
     // Where the cursor sources start: after what the latest completed flow of the input read
@@ -734,7 +734,7 @@ impl Handler<Recover> for FlowSupervisor {
                     };
                     incremental.insert(flow.flow_input_id, is);
                 }
-                Ok::<_, AppError>((flows, incremental))
+                Ok::<_, RepoError>((flows, incremental))
             }
             .into_actor(self)
             .map(|found, act, ctx| match found {

@@ -16,7 +16,7 @@ use tokio_util::sync::CancellationToken;
 use super::flow::FlowActor;
 use super::messages::{Record, RowsMoved, SharedSession, TaskDone, TaskOutcome};
 use super::persister::Persister;
-use crate::connectors::{IoContext, RowsCallback};
+use crate::connectors::RowsCallback;
 use crate::domain::flow::{FlowEvent, Level};
 use crate::engine::boundary::NodeTracker;
 use crate::engine::unit::{self, NodeWork, Strategy, UnitError, UnitWork};
@@ -152,12 +152,7 @@ async fn run_attempts(
             (name.to_string(), NodeTracker::new(name, sql, Some(reporter)))
         })
         .collect();
-    let io = IoContext {
-        session: session.base_context(),
-        cancel: cancel.clone(),
-        batch_size: engine.batch_size(),
-        pools: engine.pools().clone(),
-    };
+    let io = engine.io_context(&session, cancel.clone());
     let mut strategy = Strategy::default();
     let mut attempt = 0;
     loop {

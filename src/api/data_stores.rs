@@ -21,8 +21,7 @@ pub async fn create(
     services: web::Data<Services>,
     body: Json<NewDataStoreRequest>,
 ) -> Result<HttpResponse, AppError> {
-    let model = services.create_data_store(body.0).await?;
-    let view = DataStoreView::from_model(model)?;
+    let view = DataStoreView::from(services.create_data_store(body.0).await?);
     Ok(HttpResponse::Created()
         .insert_header(("Location", format!("{BASE}/data-stores/{}", view.id)))
         .json(view))
@@ -34,8 +33,8 @@ pub async fn create(
     responses((status = 200, description = "The store (never its password)", body = DataStoreView))
 )]
 pub async fn get(services: web::Data<Services>, id: web::Path<i64>) -> Result<HttpResponse, AppError> {
-    let model = services.get_data_store(id.into_inner()).await?;
-    Ok(HttpResponse::Ok().json(DataStoreView::from_model(model)?))
+    let record = services.get_data_store(id.into_inner()).await?;
+    Ok(HttpResponse::Ok().json(DataStoreView::from(record)))
 }
 
 #[utoipa::path(
@@ -47,7 +46,7 @@ pub async fn list(services: web::Data<Services>, paging: Query<Paging>) -> Resul
     let page = services
         .list_data_stores(paging.limit()?, paging.before_id)
         .await?;
-    Ok(HttpResponse::Ok().json(List::from_page(page, DataStoreView::from_model)?))
+    Ok(HttpResponse::Ok().json(List::from_page(page, DataStoreView::from)))
 }
 
 #[utoipa::path(

@@ -1,5 +1,5 @@
-//! Response bodies, exactly as API.md shows them. Built from models and domain values; never
-//! carry a secret.
+//! Response bodies, exactly as API.md shows them. Built from what the services return (decoded
+//! records and domain values); never carry a secret.
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
@@ -10,9 +10,10 @@ use crate::domain::flow::{CheckStatus, FlowPicture, FlowState, Lines, Progress, 
 use crate::domain::spec::{FlowInputSpec, FlowOptions, Output, Source, Transform};
 use crate::domain::store::Connection;
 use crate::domain::time::rfc3339;
-use crate::error::AppError;
+use crate::services::data_stores::{CheckReport, DataStoreRecord};
+use crate::services::flow_inputs::FlowInputRecord;
 use crate::services::flows::FlowRecord;
-use crate::repo::{self, Page};
+use crate::services::Page;
 
 #[derive(Serialize)]
 pub struct List<T: Serialize> {
@@ -21,11 +22,11 @@ pub struct List<T: Serialize> {
 }
 
 impl<T: Serialize> List<T> {
-    pub fn from_page<M>(page: Page<M>, f: impl Fn(M) -> Result<T, AppError>) -> Result<Self, AppError> {
-        Ok(List {
-            items: page.items.into_iter().map(f).collect::<Result<_, _>>()?,
+    pub fn from_page<M>(page: Page<M>, f: impl Fn(M) -> T) -> Self {
+        List {
+            items: page.items.into_iter().map(f).collect(),
             next_before_id: page.next_before_id,
-        })
+        }
     }
 }
 
@@ -55,28 +56,26 @@ pub enum ConnectionView {
     },
 }
 
-impl DataStoreView {
-    pub fn from_model(m: entity::data_store::Model) -> Result<Self, AppError> {
-        let connection: Connection = serde_json::from_value(m.connection)
-            .map_err(|e| AppError::internal(&format!("data store {} connection", m.id), e))?;
-        let connection = match connection {
+impl From<DataStoreRecord> for DataStoreView {
+    fn from(r: DataStoreRecord) -> Self {
+        let connection = match r.connection {
             Connection::Db(db) => ConnectionView::Db {
                 host: db.host,
                 port: db.port,
                 user: db.user,
-                password_set: m.password_sealed.is_some(),
+                password_set: r.password_set,
                 db_name: db.db_name,
             },
             Connection::File(f) => ConnectionView::File { path: f.path },
         };
-        Ok(DataStoreView {
-            id: m.id,
-            created_utc: m.created_utc,
-            name: m.name,
-            kind: m.kind,
-            engine: m.engine,
+        DataStoreView {
+            id: r.id,
+            created_utc: r.created_utc,
+            name: r.name,
+            kind: r.kind,
+            engine: r.engine,
             connection,
-        })
+        }
     }
 }
 
@@ -88,8 +87,8 @@ pub struct StoreCheckView {
     pub server_version: Option<String>,
 }
 
-impl From<crate::connectors::CheckReport> for StoreCheckView {
-    fn from(r: crate::connectors::CheckReport) -> Self {
+impl From<CheckReport> for StoreCheckView {
+    fn from(r: CheckReport) -> Self {
         StoreCheckView {
             latency_ms: r.latency_ms,
             server_version: r.server_version,
@@ -115,12 +114,17 @@ pub struct FlowInputView {
     pub dag: Dag,
 }
 
-impl FlowInputView {
-    pub fn from_model(m: entity::flow_input::Model) -> Result<Self, AppError> {
-        let (spec, dag) = repo::flow_input_spec(&m)?;
-        Ok(FlowInputView {
-            id: m.id,
-            created_utc: m.created_utc,
+impl From<FlowInputRecord> for FlowInputView {
+    fn from(r: FlowInputRecord) -> Self {
+        let FlowInputRecord {
+            id,
+            created_utc,
+            spec,
+            dag,
+        } = r;
+        FlowInputView {
+            id,
+            created_utc,
             name: spec.name,
             source_store_ids: spec.source_store_ids,
             target_store_id: spec.target_store_id,
@@ -130,7 +134,7 @@ impl FlowInputView {
             options: spec.options,
             checks: spec.checks,
             dag,
-        })
+        }
     }
 }
 
@@ -184,19 +188,19 @@ pub struct FlowInputSummary {
     pub output_count: usize,
 }
 
-impl FlowInputSummary {
-    pub fn from_model(m: entity::flow_input::Model) -> Result<Self, AppError> {
-        let (spec, _) = repo::flow_input_spec(&m)?;
-        Ok(FlowInputSummary {
-            id: m.id,
-            created_utc: m.created_utc,
-            name: spec.name,
-            source_store_ids: spec.source_store_ids,
-            target_store_id: spec.target_store_id,
+impl From<FlowInputRecord> for FlowInputSummary {
+    fn from(r: FlowInputRecord) -> Self {
+        let spec = r.spec;
+        FlowInputSummary {
+            id: r.id,
+            created_utc: r.created_utc,
             source_count: spec.sources.len(),
             transform_count: spec.transforms.len(),
             output_count: spec.outputs.len(),
-        })
+            name: spec.name,
+            source_store_ids: spec.source_store_ids,
+            target_store_id: spec.target_store_id,
+        }
     }
 }
 

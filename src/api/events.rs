@@ -21,9 +21,9 @@ use tokio::sync::broadcast::{self, error::RecvError};
 use tokio::time::Instant;
 
 use super::dto::FlowView;
-use crate::events::{EventHub, FlowUpdate, ProgressUpdate, Sequenced};
 use crate::domain::flow::FlowState;
 use crate::error::AppError;
+use crate::events::{EventHub, FlowUpdate, ProgressUpdate, Sequenced};
 use crate::metrics::Metrics;
 use crate::services::Services;
 

@@ -39,8 +39,7 @@ pub async fn create(
         let (spec, dag) = services.plan_flow_input(body.0).await?;
         return Ok(HttpResponse::Ok().json(PlannedFlowInputView::new(spec, dag, time::now())));
     }
-    let model = services.create_flow_input(body.0).await?;
-    let view = FlowInputView::from_model(model)?;
+    let view = FlowInputView::from(services.create_flow_input(body.0).await?);
     Ok(HttpResponse::Created()
         .insert_header(("Location", format!("{BASE}/flow-inputs/{}", view.id)))
         .json(view))
@@ -52,8 +51,8 @@ pub async fn create(
     responses((status = 200, description = "The flow input", body = FlowInputView))
 )]
 pub async fn get(services: web::Data<Services>, id: web::Path<i64>) -> Result<HttpResponse, AppError> {
-    let model = services.get_flow_input(id.into_inner()).await?;
-    Ok(HttpResponse::Ok().json(FlowInputView::from_model(model)?))
+    let record = services.get_flow_input(id.into_inner()).await?;
+    Ok(HttpResponse::Ok().json(FlowInputView::from(record)))
 }
 
 #[utoipa::path(
@@ -65,5 +64,5 @@ pub async fn list(services: web::Data<Services>, paging: Query<Paging>) -> Resul
     let page = services
         .list_flow_inputs(paging.limit()?, paging.before_id)
         .await?;
-    Ok(HttpResponse::Ok().json(List::from_page(page, FlowInputSummary::from_model)?))
+    Ok(HttpResponse::Ok().json(List::from_page(page, FlowInputSummary::from)))
 }

@@ -103,7 +103,7 @@ pub async fn list(services: web::Data<Services>, query: Query<FlowQuery>) -> Res
         return Err(AppError::Invalid(errors));
     }
     let page = services.list_flows(state, limit, paging.before_id).await?;
-    Ok(HttpResponse::Ok().json(List::from_page(page, |r| Ok(FlowSummary::from(r)))?))
+    Ok(HttpResponse::Ok().json(List::from_page(page, FlowSummary::from)))
 }
 
 /// `?state=`: a state's name in any case, or empty for every state.

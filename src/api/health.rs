@@ -3,7 +3,6 @@
 use actix_web::{web, HttpResponse};
 
 use crate::error::AppError;
-use crate::repo;
 use crate::services::Services;
 
 #[utoipa::path(
@@ -24,12 +23,8 @@ pub async fn healthz() -> HttpResponse {
     )
 )]
 pub async fn readyz(services: web::Data<Services>) -> Result<HttpResponse, AppError> {
-    match repo::ping(&services.db).await {
-        Ok(()) => Ok(HttpResponse::Ok()
-            .content_type("text/plain; charset=utf-8")
-            .body("ready")),
-        Err(_) => Err(AppError::Unavailable(
-            "the metadata database does not answer".into(),
-        )),
-    }
+    services.ping().await?;
+    Ok(HttpResponse::Ok()
+        .content_type("text/plain; charset=utf-8")
+        .body("ready"))
 }

@@ -51,7 +51,7 @@ impl ResponseError for AppError {
             AppError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             AppError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             AppError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
-            AppError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            AppError::Internal { .. } => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 
@@ -105,10 +105,10 @@ impl ResponseError for AppError {
             AppError::Unavailable(detail) => {
                 Problem::new(status, "unavailable", "Not ready", detail.clone(), vec![])
             }
-            AppError::Internal(detail) => {
+            AppError::Internal { message, .. } => {
                 // The cause goes to the service log (already redacted); the client gets no
                 // internals.
-                tracing::error!(error = %detail, "internal error");
+                tracing::error!(error = %message, "internal error");
                 Problem::new(
                     status,
                     "internal",

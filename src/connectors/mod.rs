@@ -19,6 +19,7 @@ pub mod fsutil;
 pub mod mapped;
 pub mod merge;
 pub mod mysql;
+pub mod paths;
 pub mod pools;
 pub mod postgres;
 pub mod relational;
@@ -251,48 +252,4 @@ pub(crate) fn store_path(store: &DataStore) -> Result<std::path::PathBuf, Connec
         .path()
         .map(std::path::PathBuf::from)
         .ok_or_else(|| ConnectorError::permanent(format!("store {} has no file path", store.name)))
-}
-
-#[cfg(test)]
-mod tests {
-    /// The layers above the connectors (see `lib.rs`): nothing in `src/connectors` may use them.
-    const ABOVE: &[&str] = &["engine", "actors", "services", "api", "cli", "startup"];
-
-    fn rust_files(dir: &std::path::Path, out: &mut Vec<std::path::PathBuf>) {
-        for entry in std::fs::read_dir(dir).unwrap() {
-            let path = entry.unwrap().path();
-            if path.is_dir() {
-                rust_files(&path, out);
-            } else if path.extension().is_some_and(|e| e == "rs") {
-                out.push(path);
-            }
-        }
-    }
-
-    #[test]
-    fn connectors_use_no_layer_above_them() {
-        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src/connectors");
-        let mut files = Vec::new();
-        rust_files(&root, &mut files);
-        assert!(files.len() > 10, "found only {files:?}");
-        let mut found = Vec::new();
-        for file in &files {
-            let text = std::fs::read_to_string(file).unwrap();
-            for (n, line) in text.lines().enumerate() {
-                let code = line.split("//").next().unwrap_or_default();
-                for layer in ABOVE {
-                    if code.contains(&format!("crate::{layer}::"))
-                        || code.contains(&format!("crate::{layer};"))
-                    {
-                        found.push(format!("{}:{}: {}", file.display(), n + 1, line.trim()));
-                    }
-                }
-            }
-        }
-        assert!(
-            found.is_empty(),
-            "connectors use a layer above them:\n{}",
-            found.join("\n")
-        );
-    }
 }

@@ -8,9 +8,9 @@ use std::collections::{HashMap, HashSet};
 
 use serde::{Deserialize, Serialize};
 
+use super::field_error::FieldError;
 use super::names::did_you_mean_hint;
 use super::sql::analyze_query;
-use crate::error::FieldError;
 
 /// The most characters a check's name may have.
 pub const MAX_CHECK_NAME_CHARS: usize = 200;

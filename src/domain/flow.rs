@@ -12,6 +12,13 @@ use super::checks::{Check, CheckType, Severity};
 use super::dag::{Dag, NodeKind};
 use super::time::{self, rfc3339};
 
+/// What a flow's own lines (public: anyone who may read the flow sees them) say about an
+/// internal error: not its text, which goes to the service log with the flow id, but where to
+/// look.
+pub fn internal_error_for_flow(flow_id: i64) -> String {
+    format!("an internal error occurred (see the service log, flow {flow_id})")
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "UPPERCASE")]
 pub enum FlowState {

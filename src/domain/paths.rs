@@ -1,5 +1,7 @@
-//! File paths: store paths must resolve inside the configured allowed roots; source paths are
-//! relative patterns that may not climb out of their store.
+//! File path rules: store paths must lie inside the configured allowed roots; source paths are
+//! relative patterns that may not climb out of their store. Pure: the callers resolve paths on
+//! the file system (`services` a store's path, `connectors` the files a glob found) and ask
+//! these rules about the result.
 
 use std::path::{Component, Path, PathBuf};
 
@@ -19,28 +21,22 @@ pub fn check_relative_pattern(pattern: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// Resolves a store path to an absolute, symlink-free path inside one of `roots`. The path need
-/// not exist yet (a target directory is created on first write), but its existing part is
-/// resolved through symlinks so that a link cannot lead outside the roots.
-pub fn resolve_in_roots(path: &str, roots: &[PathBuf]) -> Result<PathBuf, String> {
-    let raw = Path::new(path);
-    if raw.components().any(|c| matches!(c, Component::ParentDir)) {
+/// Checks that store path `path` does not climb with `..` (before anything is resolved).
+pub fn check_no_parent_dir(path: &str) -> Result<(), String> {
+    if Path::new(path)
+        .components()
+        .any(|c| matches!(c, Component::ParentDir))
+    {
         return Err(format!("{path:?} may not contain '..'"));
     }
-    let absolute = if raw.is_absolute() {
-        raw.to_path_buf()
-    } else {
-        std::env::current_dir()
-            .map_err(|e| format!("current directory: {e}"))?
-            .join(raw)
-    };
-    let resolved = canonicalize_existing_prefix(&absolute)?;
-    let inside = roots
-        .iter()
-        .filter_map(|root| root.canonicalize().ok())
-        .any(|root| resolved.starts_with(&root));
-    if inside {
-        Ok(resolved)
+    Ok(())
+}
+
+/// Checks that `resolved` (store path `path`, absolute and symlink-free) lies inside one of
+/// `roots` (resolved the same way).
+pub fn check_in_roots(path: &str, resolved: &Path, roots: &[PathBuf]) -> Result<(), String> {
+    if roots.iter().any(|root| resolved.starts_with(root)) {
+        Ok(())
     } else {
         Err(format!(
             "{path:?} is outside the allowed roots (files.allowed_roots)"
@@ -48,43 +44,11 @@ pub fn resolve_in_roots(path: &str, roots: &[PathBuf]) -> Result<PathBuf, String
     }
 }
 
-/// Canonicalizes the longest existing ancestor and appends the rest unchanged.
-fn canonicalize_existing_prefix(path: &Path) -> Result<PathBuf, String> {
-    let mut existing = path.to_path_buf();
-    let mut rest = Vec::new();
-    loop {
-        match existing.canonicalize() {
-            Ok(canonical) => {
-                let mut out = canonical;
-                for part in rest.iter().rev() {
-                    out.push(part);
-                }
-                return Ok(out);
-            }
-            Err(_) => {
-                let Some(name) = existing.file_name().map(|n| n.to_os_string()) else {
-                    return Err(format!("{} cannot be resolved", path.display()));
-                };
-                rest.push(name);
-                if !existing.pop() {
-                    return Err(format!("{} cannot be resolved", path.display()));
-                }
-            }
-        }
-    }
-}
-
-/// Checks that `file` (an existing file found by a glob) lies inside `root` once symlinks are
-/// resolved.
-pub fn check_inside(file: &Path, root: &Path) -> Result<PathBuf, String> {
-    let resolved = file
-        .canonicalize()
-        .map_err(|e| format!("{}: {e}", file.display()))?;
-    let root = root
-        .canonicalize()
-        .map_err(|e| format!("{}: {e}", root.display()))?;
-    if resolved.starts_with(&root) {
-        Ok(resolved)
+/// Checks that `resolved` (`file`, found by a glob, with symlinks resolved) lies inside its
+/// store's path `root` (resolved the same way).
+pub fn check_file_in_root(file: &Path, resolved: &Path, root: &Path) -> Result<(), String> {
+    if resolved.starts_with(root) {
+        Ok(())
     } else {
         Err(format!("{} leads outside its store's path", file.display()))
     }
@@ -103,26 +67,32 @@ mod tests {
     }
 
     #[test]
-    fn store_paths_stay_inside_roots_even_through_symlinks() {
-        let root = tempfile::tempdir().unwrap();
-        let outside = tempfile::tempdir().unwrap();
-        let roots = vec![root.path().to_path_buf()];
-        let inside = root.path().join("data");
-        std::fs::create_dir(&inside).unwrap();
+    fn store_paths_may_not_climb() {
+        assert!(check_no_parent_dir("/data/lake").is_ok());
+        let err = check_no_parent_dir("/data/../etc").unwrap_err();
+        assert_eq!(err, "\"/data/../etc\" may not contain '..'");
+    }
+
+    #[test]
+    fn resolved_store_paths_must_lie_inside_a_root() {
+        let roots = vec![PathBuf::from("/srv/a"), PathBuf::from("/srv/b")];
+        assert!(check_in_roots("b/x", Path::new("/srv/b/x"), &roots).is_ok());
+        assert!(check_in_roots("a", Path::new("/srv/a"), &roots).is_ok());
+        // A prefix of the text is not a path inside.
+        let err = check_in_roots("/srv/ab", Path::new("/srv/ab"), &roots).unwrap_err();
         assert_eq!(
-            resolve_in_roots(inside.to_str().unwrap(), &roots).unwrap(),
-            inside.canonicalize().unwrap()
+            err,
+            "\"/srv/ab\" is outside the allowed roots (files.allowed_roots)"
         );
-        let not_yet = root.path().join("out/new");
-        assert!(resolve_in_roots(not_yet.to_str().unwrap(), &roots).is_ok());
-        assert!(resolve_in_roots(outside.path().to_str().unwrap(), &roots).is_err());
-        assert!(resolve_in_roots(&format!("{}/../x", root.path().display()), &roots).is_err());
-        #[cfg(unix)]
-        {
-            let link = root.path().join("escape");
-            std::os::unix::fs::symlink(outside.path(), &link).unwrap();
-            let err = resolve_in_roots(link.join("f.csv").to_str().unwrap(), &roots).unwrap_err();
-            assert!(err.contains("outside the allowed roots"), "{err}");
-        }
+        assert!(check_in_roots("x", Path::new("/srv/a"), &[]).is_err());
+    }
+
+    #[test]
+    fn resolved_files_must_lie_inside_their_store() {
+        let root = Path::new("/srv/lake");
+        assert!(check_file_in_root(Path::new("link.csv"), Path::new("/srv/lake/x/f.csv"), root).is_ok());
+        let err =
+            check_file_in_root(Path::new("/srv/lake/link.csv"), Path::new("/etc/passwd"), root).unwrap_err();
+        assert_eq!(err, "/srv/lake/link.csv leads outside its store's path");
     }
 }

@@ -90,6 +90,53 @@ pub fn plan_materialization(dag: &mut Dag, transforms: &[Transform], checks: &[C
         node.materialize = Some(materialize);
         node.why = Some(why);
     }
+    cap_inline_depth(dag, &marked);
+}
+
+/// The most nodes inlined one into the next that one query holds. DataFusion's time to plan a
+/// node grows with the depth of the plan beneath it (every level's projection is merged into
+/// and pushed through the ones below), so a long chain of nodes read once each is cut: every
+/// `MAX_INLINE_DEPTH + 1`-th node is materialized, and its readers start a new query from its
+/// checkpoint. Real DAGs rarely chain this many models read once each; where one does, a
+/// checkpoint every few dozen nodes costs less than planning the whole chain as one query.
+pub const MAX_INLINE_DEPTH: usize = 16;
+
+/// Materializes the node at which a chain of inlined nodes would grow deeper than
+/// `MAX_INLINE_DEPTH` (unless the flow input marks it `materialize: false`).
+fn cap_inline_depth(dag: &mut Dag, marked: &HashMap<&str, Option<bool>>) {
+    // depth[node] = how many inlined nodes a reader of `node` would hold in its query through
+    // it (0 for a materialized node).
+    let mut depth: HashMap<String, usize> = HashMap::new();
+    let order = dag.order.clone();
+    for name in &order {
+        let Some(node) = dag.nodes.iter_mut().find(|n| &n.name == name) else {
+            continue;
+        };
+        if matches!(node.kind, NodeKind::Persist | NodeKind::Check) {
+            continue;
+        }
+        let below = node
+            .depends_on
+            .iter()
+            .filter_map(|d| depth.get(d))
+            .max()
+            .copied()
+            .unwrap_or(0);
+        let inlined = node.materialize == Some(false);
+        let here = if !inlined {
+            0
+        } else if below >= MAX_INLINE_DEPTH && marked.get(name.as_str()).copied().flatten() != Some(false) {
+            node.materialize = Some(true);
+            node.why = Some(format!(
+                "ends a chain of {} nodes inlined one into the next (longer chains cost more to plan than a checkpoint)",
+                below + 1
+            ));
+            0
+        } else {
+            below + 1
+        };
+        depth.insert(name.clone(), here);
+    }
 }
 
 /// What a unit of work ends with.
@@ -415,6 +462,51 @@ mod tests {
         assert_eq!(
             plan.as_dag().node("row_count(lonely)").unwrap().kind,
             NodeKind::Check
+        );
+    }
+
+    #[test]
+    fn a_long_chain_of_inlined_nodes_is_cut() {
+        let n = 2 * MAX_INLINE_DEPTH + 5;
+        let mut nodes = Vec::new();
+        let mut transforms = Vec::new();
+        for i in 0..n {
+            let (sql, deps) = if i == 0 {
+                ("SELECT 0 AS n".to_string(), vec![])
+            } else {
+                (
+                    format!("SELECT n + 1 AS n FROM t{}", i - 1),
+                    vec![format!("t{}", i - 1)],
+                )
+            };
+            transforms.push(t(&format!("t{i}"), &sql));
+            nodes.push(DagNode::new(format!("t{i}"), NodeKind::Transform, deps));
+        }
+        nodes.push(DagNode::new(
+            "out",
+            NodeKind::Persist,
+            vec![format!("t{}", n - 1)],
+        ));
+        let mut dag = Dag::build(nodes).unwrap();
+        plan_materialization(&mut dag, &transforms, &[]);
+        let cut: Vec<usize> = (0..n)
+            .filter(|i| dag.node(&format!("t{i}")).unwrap().materialize == Some(true))
+            .collect();
+        // t0..t15 inlined, t16 ends the chain; t17..t32 inlined, t33 ends the next.
+        assert_eq!(cut, vec![MAX_INLINE_DEPTH, 2 * MAX_INLINE_DEPTH + 1]);
+        let (_, why) = decision(&dag, &format!("t{MAX_INLINE_DEPTH}"));
+        assert!(why.starts_with("ends a chain of 17 nodes inlined"), "{why}");
+        let plan = RunPlan::new(&dag);
+        assert!(plan.units.iter().all(|u| u.inlined.len() <= MAX_INLINE_DEPTH));
+        assert_eq!(plan.units.len(), 3);
+
+        // A node marked materialize: false is never cut.
+        transforms[MAX_INLINE_DEPTH].materialize = Some(false);
+        plan_materialization(&mut dag, &transforms, &[]);
+        assert_eq!(decision(&dag, &format!("t{MAX_INLINE_DEPTH}")).0, Some(false));
+        assert_eq!(
+            decision(&dag, &format!("t{}", MAX_INLINE_DEPTH + 1)).0,
+            Some(true)
         );
     }
 

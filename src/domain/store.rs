@@ -3,7 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::error::FieldError;
+use super::field_error::FieldError;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -131,7 +131,7 @@ pub struct DataStore {
     pub engine: StoreEngine,
     pub connection: Connection,
     /// The password in plain text, only in memory, only for connectors.
-    pub password: Option<crate::secrets::Secret>,
+    pub password: Option<super::secret::Secret>,
 }
 
 impl std::fmt::Debug for DataStore {

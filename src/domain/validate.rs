@@ -3,11 +3,9 @@
 
 use std::collections::{HashMap, HashSet};
 
-use crate::config::{EngineSettings, LimitSettings};
-use crate::error::FieldError;
-
 use super::checks::{Check, CheckRequest};
 use super::dag::{Dag, DagNode, NodeKind};
+use super::field_error::FieldError;
 use super::names::{check_flow_input_name, check_node_name, did_you_mean_hint};
 use super::spec::*;
 use super::sql::{analyze_query, statement_count};
@@ -17,8 +15,21 @@ use super::store::{DataStore, StoreEngine, StoreKind};
 pub struct ValidationContext<'a> {
     /// Every store the request mentions that exists.
     pub stores: &'a HashMap<i64, DataStore>,
-    pub limits: &'a LimitSettings,
-    pub engine: &'a EngineSettings,
+    pub limits: Limits,
+}
+
+/// The configured limits a flow input must keep (services build them from the configuration).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    pub max_sources: usize,
+    pub max_transforms: usize,
+    /// The longest SQL text of a transform or a check, in characters.
+    pub max_sql_length: usize,
+    pub max_checks: usize,
+    /// `options.max_parallel_tasks` when the input does not say.
+    pub default_parallel_tasks: u32,
+    /// The most memory a flow may ask for (`options.memory_limit_mb`), and its default.
+    pub memory_limit_mb: u64,
 }
 
 pub const MAX_TASK_TIMEOUT_S: u64 = 7 * 24 * 3600;
@@ -94,7 +105,7 @@ pub fn validate_flow_input(
         Some(list) => validate_outputs(list, &node_names, target, &mut p),
     };
 
-    let options = validate_options(req.options, ctx.engine, &mut p);
+    let options = validate_options(req.options, &ctx.limits, &mut p);
 
     check_count(&mut p, "checks", req.checks.len(), ctx.limits.max_checks);
     let checks = validate_flow_checks(
@@ -794,7 +805,7 @@ fn validate_contract(
     out
 }
 
-fn validate_options(req: OptionsRequest, engine: &EngineSettings, p: &mut Problems) -> FlowOptions {
+fn validate_options(req: OptionsRequest, limits: &Limits, p: &mut Problems) -> FlowOptions {
     let mut range = |name: &str, value: Option<u64>, min: u64, max: u64, default: u64| -> u64 {
         match value {
             None => default,
@@ -813,7 +824,7 @@ fn validate_options(req: OptionsRequest, engine: &EngineSettings, p: &mut Proble
         req.max_parallel_tasks.map(u64::from),
         1,
         64,
-        u64::from(engine.max_parallel_tasks),
+        u64::from(limits.default_parallel_tasks),
     ) as u32;
     let task_timeout_s = range("task_timeout_s", req.task_timeout_s, 1, MAX_TASK_TIMEOUT_S, 3600);
     let flow_timeout_s = req
@@ -830,8 +841,8 @@ fn validate_options(req: OptionsRequest, engine: &EngineSettings, p: &mut Proble
         "memory_limit_mb",
         req.memory_limit_mb,
         16,
-        engine.memory_limit_mb,
-        engine.memory_limit_mb,
+        limits.memory_limit_mb,
+        limits.memory_limit_mb,
     );
     FlowOptions {
         max_parallel_tasks,
@@ -1053,8 +1064,16 @@ mod tests {
         }
     }
 
-    fn settings() -> crate::config::Settings {
-        crate::config::Settings::load_with(None, Vec::new()).unwrap()
+    /// The limits of the default configuration (`config/default.toml`).
+    fn limits() -> Limits {
+        Limits {
+            max_sources: 200,
+            max_transforms: 500,
+            max_sql_length: 100_000,
+            max_checks: 500,
+            default_parallel_tasks: 4,
+            memory_limit_mb: 2048,
+        }
     }
 
     fn run(req: serde_json::Value) -> Result<(FlowInputSpec, Dag), Vec<FieldError>> {
@@ -1066,11 +1085,9 @@ mod tests {
         .into_iter()
         .map(|s| (s.id, s))
         .collect();
-        let s = settings();
         let ctx = ValidationContext {
             stores: &stores,
-            limits: &s.limits,
-            engine: &s.engine,
+            limits: limits(),
         };
         validate_flow_input(serde_json::from_value(req).unwrap(), &ctx)
     }

@@ -34,7 +34,10 @@ use datafusion::execution::memory_pool::{FairSpillPool, MemoryPool};
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::prelude::{SessionConfig, SessionContext};
 
+use tokio_util::sync::CancellationToken;
+
 use crate::config::EngineSettings;
+use crate::connectors::IoContext;
 
 /// The engine's own runtime. Dropping it never blocks (so it may be dropped anywhere, even
 /// inside another runtime): its threads are shut down in the background.
@@ -241,8 +244,15 @@ impl Engine {
         &self.pools
     }
 
-    pub fn batch_size(&self) -> usize {
-        self.batch_size
+    /// What the connectors that a unit of a flow calls get: the flow's session, the flow's
+    /// cancellation token, the batch size and the shared connection pools.
+    pub fn io_context(&self, session: &FlowSession, cancel: CancellationToken) -> IoContext {
+        IoContext {
+            session: session.base_context(),
+            cancel,
+            batch_size: self.batch_size,
+            pools: self.pools.clone(),
+        }
     }
 
     /// Where flow `flow_id` keeps its checkpoints.
@@ -358,5 +368,28 @@ impl Engine {
             tables: Default::default(),
             memory_gate: Default::default(),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_unit_gets_its_flows_session_and_token_and_the_configured_batch_size() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut settings = crate::config::Settings::load_with(None, Vec::new())
+            .unwrap()
+            .engine;
+        settings.threads = 1;
+        settings.batch_size = 1234;
+        let engine = Engine::new(&settings, dir.path()).unwrap();
+        let session = engine.session(7, 64).await.unwrap();
+        let cancel = CancellationToken::new();
+        let io = engine.io_context(&session, cancel.clone());
+        assert_eq!(io.batch_size, 1234);
+        assert_eq!(io.session.state().config().batch_size(), 1234);
+        cancel.cancel();
+        assert!(io.cancel.is_cancelled(), "the flow's token, not a copy");
     }
 }

@@ -1,17 +1,49 @@
-//! Data stores: validate, resolve file paths inside the allowed roots, seal the password, store.
+//! Data stores: validate, resolve file paths inside the allowed roots, seal the password, store;
+//! read them back as [`DataStoreRecord`]s; check that a store can be used.
 
+use chrono::{DateTime, Utc};
 use entity::data_store;
 
-use crate::repo::{self, NewStore, Page};
-use super::Services;
-use crate::domain::paths::resolve_in_roots;
+use super::store_paths::resolve_in_roots;
+use super::{Page, Services};
 use crate::domain::store::{validate_new_store, Connection, FileConnection, NewDataStoreRequest};
 use crate::domain::time;
 use crate::error::{AppError, FieldError};
+use crate::repo::{self, NewStore, RepoError};
+
+pub use crate::connectors::CheckReport;
+
+/// A stored data store as clients may see it: its connection decoded, of its password only
+/// whether one is set.
+pub struct DataStoreRecord {
+    pub id: i64,
+    pub created_utc: DateTime<Utc>,
+    pub name: String,
+    /// As stored (`relational_db`, `columnar_db`, `file`).
+    pub kind: String,
+    /// As stored (`postgres`, `csv`, ...).
+    pub engine: String,
+    pub connection: Connection,
+    pub password_set: bool,
+}
+
+impl DataStoreRecord {
+    fn from_model(m: data_store::Model) -> Result<Self, RepoError> {
+        Ok(DataStoreRecord {
+            connection: repo::store_connection(&m)?,
+            password_set: m.password_sealed.is_some(),
+            id: m.id,
+            created_utc: m.created_utc,
+            name: m.name,
+            kind: m.kind,
+            engine: m.engine,
+        })
+    }
+}
 
 impl Services {
     #[tracing::instrument(skip_all, fields(name = %req.name))]
-    pub async fn create_data_store(&self, req: NewDataStoreRequest) -> Result<data_store::Model, AppError> {
+    pub async fn create_data_store(&self, req: NewDataStoreRequest) -> Result<DataStoreRecord, AppError> {
         let roots = &self.settings.files.allowed_roots;
         let file_path = (req.connection.conn_type == "file")
             .then(|| req.connection.path.clone())
@@ -46,7 +78,7 @@ impl Services {
             .as_deref()
             .map(|p| self.cipher.seal(p))
             .transpose()
-            .map_err(AppError::Internal)?;
+            .map_err(AppError::internal_text)?;
         let new = NewStore {
             name: valid.name,
             kind: valid.kind,
@@ -54,18 +86,23 @@ impl Services {
             connection: valid.connection,
             password_sealed,
         };
-        repo::insert_store(&self.db, new, time::now())
+        let model = repo::insert_store(&self.db, new, time::now())
             .await
             .map_err(|e| match e {
                 // Two creations racing for one name: the unique index decides.
-                AppError::Internal(text) if text.contains("UNIQUE") || text.contains("unique") => {
+                RepoError::Duplicate(_) => {
                     AppError::Conflict("a data store with this name already exists".into())
                 }
-                other => other,
-            })
+                other => other.into(),
+            })?;
+        Ok(DataStoreRecord::from_model(model)?)
     }
 
-    pub async fn get_data_store(&self, id: i64) -> Result<data_store::Model, AppError> {
+    pub async fn get_data_store(&self, id: i64) -> Result<DataStoreRecord, AppError> {
+        Ok(DataStoreRecord::from_model(self.data_store_model(id).await?)?)
+    }
+
+    async fn data_store_model(&self, id: i64) -> Result<data_store::Model, AppError> {
         repo::get_store(&self.db, id)
             .await?
             .ok_or_else(|| AppError::not_found("data store", id))
@@ -74,8 +111,8 @@ impl Services {
     /// Connects to the store (on the engine's runtime, through its pool) and reports latency
     /// and server version, or why it cannot be used.
     #[tracing::instrument(skip(self))]
-    pub async fn check_data_store(&self, id: i64) -> Result<crate::connectors::CheckReport, AppError> {
-        let model = self.get_data_store(id).await?;
+    pub async fn check_data_store(&self, id: i64) -> Result<CheckReport, AppError> {
+        let model = self.data_store_model(id).await?;
         let store = repo::store_from_model(model, &self.cipher)?;
         let pools = self.engine.pools().clone();
         let checked = self
@@ -94,7 +131,7 @@ impl Services {
                 })
             })
             .await
-            .map_err(|e| AppError::Internal(format!("the store check crashed: {e}")))?;
+            .map_err(|e| AppError::internal("the store check crashed", e))?;
         checked.map_err(|e| AppError::StoreCheck(e.message))
     }
 
@@ -102,7 +139,8 @@ impl Services {
         &self,
         limit: u64,
         before_id: Option<i64>,
-    ) -> Result<Page<data_store::Model>, AppError> {
-        repo::list_stores(&self.db, limit, before_id).await
+    ) -> Result<Page<DataStoreRecord>, AppError> {
+        let page = repo::list_stores(&self.db, limit, before_id).await?;
+        Ok(page.try_map(DataStoreRecord::from_model)?)
     }
 }

@@ -5,7 +5,6 @@ use std::collections::HashSet;
 
 use entity::flow;
 
-use crate::repo::{self, Page};
 use super::Services;
 use crate::actors::messages::{CancelFlow, CancelOutcome, GetPicture, StartFlow};
 use crate::domain::dag::Dag;
@@ -15,6 +14,7 @@ use crate::domain::spec::{FlowInputSpec, SourceRead};
 use crate::domain::store::{Connection, StoreKind};
 use crate::engine::checkpoint;
 use crate::error::AppError;
+use crate::repo::{self, Page};
 
 /// A flow and its output.
 pub struct FlowRecord {
@@ -344,7 +344,7 @@ impl Services {
             if model.kind == StoreKind::RelationalDb.as_str() {
                 continue;
             }
-            let Ok(Connection::File(file)) = serde_json::from_value::<Connection>(model.connection) else {
+            let Ok(Connection::File(file)) = repo::store_connection(&model) else {
                 continue;
             };
             roots.push((

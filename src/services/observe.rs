@@ -1,13 +1,21 @@
-//! What operators watch: the metrics exposition (with flows by state as `GET /flows/{id}`
-//! would show them: the Persister's live state where it holds one, else the stored one).
+//! What operators watch: readiness, and the metrics exposition (with flows by state as
+//! `GET /flows/{id}` would show them: the Persister's live state where it holds one, else the
+//! stored one).
 
 use super::flows::FlowRecord;
 use super::Services;
-use crate::repo;
 use crate::actors::messages::{GetLive, LiveStates};
 use crate::error::AppError;
+use crate::repo;
 
 impl Services {
+    /// Ready when the metadata database answers; 503 when it does not.
+    pub async fn ping(&self) -> Result<(), AppError> {
+        repo::ping(&self.db)
+            .await
+            .map_err(|_| AppError::Unavailable("the metadata database does not answer".into()))
+    }
+
     /// Every metric in Prometheus text format.
     pub async fn metrics_text(&self) -> Result<String, AppError> {
         let live = self.persister.send(LiveStates).await.unwrap_or_default();

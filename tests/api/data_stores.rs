@@ -457,6 +457,22 @@ async fn a_duplicate_name_is_a_409_and_leaves_the_first_store_unchanged() {
     app.post("/data-stores", &again).await.expect(201);
 }
 
+/// Creations racing for one name may all pass the check for a taken name: the unique index
+/// lets one in, and every other one is a 409 (told by the driver's error code), never a 500.
+#[tokio::test]
+async fn creations_racing_for_one_name_make_one_store_and_409s() {
+    let app = spawn_app().await;
+    let body = pg("raced_db");
+    let replies = futures::future::join_all((0..8).map(|_| app.post("/data-stores", &body))).await;
+    let statuses: Vec<u16> = replies.iter().map(|r| r.status.as_u16()).collect();
+    assert_eq!(statuses.iter().filter(|s| **s == 201).count(), 1, "{statuses:?}");
+    for r in replies.iter().filter(|r| r.status.as_u16() != 201) {
+        assert_problem(r, 409);
+        assert_no_secret(r, PASSWORD);
+    }
+    assert_eq!(ids(&app.get("/data-stores").await.body).len(), 1);
+}
+
 /// Posts a data store and asserts a 422 with exactly `expected`; never the password.
 async fn rejects(app: &TestApp, body: Value, expected: &[(&str, &str)]) -> Reply {
     let r = assert_rejected(app, "/data-stores", &body, expected).await;

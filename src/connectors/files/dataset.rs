@@ -16,11 +16,11 @@ use super::parquet::{open_parquet, parquet_table, stage_parquet_merge, write_par
 use super::{checked_stream, df_error, resolve_files, urls};
 use crate::connectors::error;
 use crate::connectors::fsutil::{self, StagedDir, STAGING_PREFIX};
+use crate::connectors::paths::check_inside;
 use crate::connectors::{
     store_path, ConnectorError, IoContext, Load, Opened, RowsCallback, SinkConnector, SourceConnector,
     SourceTable,
 };
-use crate::domain::paths::check_inside;
 use crate::domain::spec::{Source, SourceRead, WriteMode};
 use crate::domain::store::DataStore;
 

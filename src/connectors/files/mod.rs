@@ -29,8 +29,8 @@ pub use self::csv_sink::CsvFileSink;
 pub use self::dataset::{ParquetDatasetSink, ParquetDatasetSource};
 pub use self::parquet::{parquet_properties, write_parquet_file, ParquetFileSink, ParquetFileSource};
 use super::fsutil::STAGING_PREFIX;
+use super::paths::check_inside;
 use super::{ConnectorError, Load};
-use crate::domain::paths::check_inside;
 use crate::domain::spec::Source;
 
 /// Expands `pattern` (relative to `root`, `None` = the root itself) into the files it names,
