@@ -6,9 +6,7 @@
 //! # Layout
 //!
 //! Top to bottom: a module uses only the modules below it, never one beside it or above it.
-//! The `layers` test reads every file under `src/` and holds the code to this order (one known
-//! exception, named there: the connectors word DataFusion errors with `engine::errors` until
-//! that moves into a bottom error module).
+//! The `layers` test reads every file under `src/` and holds the code to this order.
 //!
 //! - `main` (the binary) and [`startup`], the composition root: metadata database, actors,
 //!   HTTP server. Beside it, [`cli`]: the client commands of the `sluice` binary, a REST/SSE
@@ -22,7 +20,8 @@
 //! - [`actors`]: FlowSupervisor, FlowActor, TaskActor and the Persister.
 //! - [`engine`]: DataFusion sessions on a dedicated runtime, node execution, checkpoints,
 //!   connection pools and what connectors are called with.
-//! - [`connectors`]: sources and sinks per store engine.
+//! - [`connectors`]: sources and sinks per store engine, and the errors of both bottom layers
+//!   ([`connectors::error`]: connector errors, the wording of DataFusion errors).
 //! - [`repo`] and [`events`]: the data layer, repositories over SeaORM (the `entity` and
 //!   `migration` crates) with its own [`repo::RepoError`], used by services and actors; the
 //!   live-event hub and the SSE wire types (the Persister feeds it, api reads it).

@@ -13,6 +13,7 @@
 //! | mysql   | table or query, text protocol  | multi-row INSERTs in one txn; RENAME TABLE |
 
 pub mod arrow_sql;
+pub mod error;
 pub mod files;
 pub mod fsutil;
 pub mod mapped;
@@ -33,39 +34,10 @@ use datafusion::execution::SendableRecordBatchStream;
 use datafusion::prelude::SessionContext;
 use tokio_util::sync::CancellationToken;
 
+pub use error::ConnectorError;
+
 use crate::domain::spec::{Source, WriteMode};
 use crate::domain::store::{DataStore, StoreEngine, StoreKind};
-
-/// Why a connector failed, and whether trying again may help.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ConnectorError {
-    pub message: String,
-    /// Connection refused or reset, deadlock, serialization failure, too many connections.
-    pub transient: bool,
-}
-
-impl ConnectorError {
-    pub fn permanent(message: impl Into<String>) -> Self {
-        ConnectorError {
-            message: message.into(),
-            transient: false,
-        }
-    }
-    pub fn transient(message: impl Into<String>) -> Self {
-        ConnectorError {
-            message: message.into(),
-            transient: true,
-        }
-    }
-}
-
-impl std::fmt::Display for ConnectorError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.message)
-    }
-}
-
-impl std::error::Error for ConnectorError {}
 
 /// Reports rows moved so far, and the expected total when known.
 pub type RowsCallback = Arc<dyn Fn(u64, Option<u64>) + Send + Sync>;
@@ -182,7 +154,7 @@ pub trait SinkConnector: Send + Sync {
         let stream = input
             .execute_stream()
             .await
-            .map_err(|e| crate::engine::errors::to_connector_error(e, "running the query to write"))?;
+            .map_err(|e| error::to_connector_error(e, "running the query to write"))?;
         self.stage(load, stream, ctx, on_rows).await
     }
 

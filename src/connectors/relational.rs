@@ -1,16 +1,28 @@
-//! What the PostgreSQL and MySQL connectors share: error classification (transient or not,
-//! never a password in the text), typed Arrow column builders fed straight from the wire
-//! (no per-value allocation), table names and staging names.
+//! What the database connectors share (PostgreSQL and MySQL all of it, SQLite the column
+//! builders and table names): error classification (transient or not,
+//! never a password in the text), the skeleton of a source's read (a task that sends batches,
+//! stopped on the server when the reader goes away), typed Arrow column builders fed straight
+//! from the wire (no per-value allocation), table names and staging names.
 
+use std::future::Future;
 use std::sync::Arc;
 
-use chrono::{NaiveDate, NaiveDateTime, NaiveTime, Timelike};
+use async_trait::async_trait;
+use chrono::{NaiveDate, NaiveDateTime, NaiveTime};
 use datafusion::arrow::array::*;
 use datafusion::arrow::datatypes::{DataType, Date32Type, Field, Schema, SchemaRef, TimeUnit};
 use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::error::DataFusionError;
+use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
+use futures::StreamExt;
 
-use super::arrow_sql::parse_decimal_text;
-use super::{ConnectorError, Load};
+use super::arrow_sql::{
+    describe, micros_of_day, parse_date, parse_decimal_text, parse_timestamp, text_of, SqlValue,
+};
+use super::error::ErrorKind;
+use super::{ConnectorError, CursorFilter, IoContext, Load, Opened, SourceConnector};
+use crate::domain::names::did_you_mean_hint;
+use crate::domain::spec::Source;
 use crate::secrets::{redact, Secret};
 
 /// PostgreSQL SQLSTATEs worth another attempt: serialization failure, deadlock, too many
@@ -52,10 +64,12 @@ pub fn sql_error(context: &str, e: sqlx::Error, secret: Option<&Secret>) -> Conn
         other => (other.to_string(), false),
     };
     let secrets: Vec<&Secret> = secret.into_iter().collect();
-    ConnectorError {
-        message: redact(&format!("{context}: {text}"), &secrets),
-        transient,
-    }
+    let kind = if transient {
+        ErrorKind::Transient
+    } else {
+        ErrorKind::Permanent
+    };
+    ConnectorError::new(kind, redact(&format!("{context}: {text}"), &secrets)).caused_by(e)
 }
 
 /// The SQLSTATE of a statement refused because its transaction is read-only: PostgreSQL's
@@ -144,6 +158,84 @@ impl<DB: sqlx::Database> DbConn<DB> {
     }
 }
 
+/// A database source: it reads with a cursor filter or without one in the same way, and is a
+/// [`SourceConnector`] by that.
+#[async_trait]
+pub trait CursorSource: Send + Sync {
+    /// The rows of `source`, those that pass `filter` when there is one.
+    async fn read(
+        &self,
+        source: &Source,
+        filter: Option<&CursorFilter>,
+        ctx: &IoContext,
+    ) -> Result<Opened, ConnectorError>;
+}
+
+#[async_trait]
+impl<T: CursorSource> SourceConnector for T {
+    async fn open(&self, source: &Source, ctx: &IoContext) -> Result<Opened, ConnectorError> {
+        self.read(source, None, ctx).await
+    }
+
+    async fn open_filtered(
+        &self,
+        source: &Source,
+        filter: &CursorFilter,
+        ctx: &IoContext,
+    ) -> Result<Opened, ConnectorError> {
+        self.read(source, Some(filter), ctx).await
+    }
+}
+
+/// Where a database source's reading task sends its batches.
+pub type BatchSender = tokio::sync::mpsc::Sender<Result<RecordBatch, ConnectorError>>;
+
+/// The skeleton every database source's read shares: `read`, given the sender, reads the rows
+/// into it on a task of its own and gives the connection back with `Ok(true)` when it read
+/// everything (the connection returns to the pool), `Ok(false)` when it stopped early because
+/// of cancellation or because nobody reads any more (then `stop` cancels the query on the
+/// server, and the connection is closed); an error is the stream's last item.
+pub fn spawn_read<DB, R, S>(
+    schema: SchemaRef,
+    estimated_rows: Option<u64>,
+    read: impl FnOnce(BatchSender) -> R,
+    stop: S,
+) -> Opened
+where
+    DB: sqlx::Database,
+    R: Future<Output = (Guarded<DB>, Result<bool, ConnectorError>)> + Send + 'static,
+    S: Future<Output = ()> + Send + 'static,
+{
+    let (tx, rx) = tokio::sync::mpsc::channel(2);
+    let reading = read(tx.clone());
+    tokio::spawn(async move {
+        let (mut conn, outcome) = reading.await;
+        match outcome {
+            Ok(true) => conn.finished(),
+            Ok(false) => stop.await,
+            Err(e) => {
+                let _ = tx.send(Err(e)).await;
+            }
+        }
+    });
+    let stream = stream_from(rx).map(|r| r.map_err(|e| DataFusionError::External(Box::new(e))));
+    Opened {
+        stream: Box::pin(RecordBatchStreamAdapter::new(schema, stream)),
+        estimated_rows,
+    }
+}
+
+/// The error for a cursor column that is not among the source's columns (`names`).
+pub fn unknown_cursor_column(filter: &CursorFilter, source: &Source, names: &[&str]) -> ConnectorError {
+    let hint = did_you_mean_hint(&filter.column, names.iter().copied());
+    ConnectorError::permanent(format!(
+        "cursor column {:?}{hint} is not a column of source {} (its columns: {})",
+        filter.column,
+        source.name,
+        names.join(", ")
+    ))
+}
+
 /// A user's query, ready to be wrapped as a subquery: without trailing semicolons.
 pub fn bare_query(q: &str) -> &str {
     q.trim().trim_end_matches(|c: char| c == ';' || c.is_whitespace())
@@ -165,6 +257,7 @@ pub fn display_strings(array: &ArrayRef) -> Result<ArrayRef, String> {
     Ok(Arc::new(b.finish()))
 }
 
+/// What `rx` receives, as a stream (sources decode on a task of their own and send batches).
 pub fn stream_from<T: Send + 'static>(
     mut rx: tokio::sync::mpsc::Receiver<T>,
 ) -> impl futures::Stream<Item = T> + Send {
@@ -194,7 +287,7 @@ pub enum Col {
 }
 
 impl Col {
-    /// A builder for one of the types the database connectors produce.
+    /// A builder for one of the types the database connectors produce (exactly that type).
     pub fn new(dt: &DataType, cap: usize) -> Col {
         match dt {
             DataType::Boolean => Col::Bool(BooleanBuilder::with_capacity(cap)),
@@ -255,6 +348,107 @@ impl Col {
             Col::Time(b) => Arc::new(b.finish()),
             Col::Ts(b) => Arc::new(b.finish()),
         }
+    }
+
+    /// The Arrow type this column builds.
+    pub fn data_type(&self) -> DataType {
+        match self {
+            Col::Bool(_) => DataType::Boolean,
+            Col::I8(_) => DataType::Int8,
+            Col::I16(_) => DataType::Int16,
+            Col::I32(_) => DataType::Int32,
+            Col::I64(_) => DataType::Int64,
+            Col::F32(_) => DataType::Float32,
+            Col::F64(_) => DataType::Float64,
+            Col::Dec(_, p, s) => DataType::Decimal128(*p, *s),
+            Col::Text(_) => DataType::Utf8,
+            Col::Bin(_) => DataType::Binary,
+            Col::Date(_) => DataType::Date32,
+            Col::Time(_) => DataType::Time64(TimeUnit::Microsecond),
+            Col::Ts(b) => b.finish_cloned().data_type().clone(),
+        }
+    }
+
+    /// Appends a value a loosely typed database (SQLite) gave, coercing what fits the column
+    /// (an integer in a REAL column, ISO text in a DATE column); says why a value does not.
+    pub fn append_sql_value(&mut self, value: SqlValue) -> Result<(), String> {
+        if value == SqlValue::Null {
+            self.append_null();
+            return Ok(());
+        }
+        let mismatch = |what: &str, v: &SqlValue| format!("cannot read {} as {what}", describe(v));
+        match (&mut *self, value) {
+            (Col::Bool(b), SqlValue::Bool(v)) => b.append_value(v),
+            (Col::Bool(b), SqlValue::Int(v)) if v == 0 || v == 1 => b.append_value(v == 1),
+            (Col::Bool(b), SqlValue::Text(t)) => match t.to_ascii_lowercase().as_str() {
+                "true" | "t" | "1" | "yes" => b.append_value(true),
+                "false" | "f" | "0" | "no" => b.append_value(false),
+                _ => return Err(mismatch("a boolean", &SqlValue::Text(t))),
+            },
+            (Col::I64(b), SqlValue::Int(v)) => b.append_value(v),
+            (Col::I64(b), SqlValue::Bool(v)) => b.append_value(i64::from(v)),
+            (Col::I64(b), SqlValue::Float(f)) if f.fract() == 0.0 && f.abs() < 9.0e15 => {
+                b.append_value(f as i64)
+            }
+            (Col::I64(b), SqlValue::Text(t)) => match t.trim().parse::<i64>() {
+                Ok(v) => b.append_value(v),
+                Err(_) => return Err(mismatch("an integer", &SqlValue::Text(t))),
+            },
+            (Col::F64(b), SqlValue::Float(v)) => b.append_value(v),
+            (Col::F64(b), SqlValue::Int(v)) => b.append_value(v as f64),
+            (Col::F64(b), SqlValue::Decimal(t)) | (Col::F64(b), SqlValue::Text(t)) => {
+                match t.trim().parse::<f64>() {
+                    Ok(v) => b.append_value(v),
+                    Err(_) => return Err(mismatch("a number", &SqlValue::Text(t))),
+                }
+            }
+            (Col::Text(b), v) => b.append_value(text_of(&v)),
+            (Col::Bin(b), SqlValue::Blob(v)) => b.append_value(&v),
+            (Col::Bin(b), SqlValue::Text(t)) => b.append_value(t.as_bytes()),
+            (Col::Date(b), SqlValue::Date(d)) => b.append_value(Date32Type::from_naive_date(d)),
+            (Col::Date(b), SqlValue::Timestamp(t)) => b.append_value(Date32Type::from_naive_date(t.date())),
+            (Col::Date(b), SqlValue::Text(t)) => match parse_date(&t) {
+                Some(d) => b.append_value(Date32Type::from_naive_date(d)),
+                None => return Err(mismatch("a date (YYYY-MM-DD)", &SqlValue::Text(t))),
+            },
+            (Col::Time(b), SqlValue::Time(t)) => b.append_value(micros_of_day(t)),
+            (Col::Time(b), SqlValue::Text(t)) => match NaiveTime::parse_from_str(t.trim(), "%H:%M:%S%.f") {
+                Ok(time) => b.append_value(micros_of_day(time)),
+                Err(_) => return Err(mismatch("a time (HH:MM:SS)", &SqlValue::Text(t))),
+            },
+            (Col::Ts(b), SqlValue::Timestamp(t)) => b.append_value(t.and_utc().timestamp_micros()),
+            (Col::Ts(b), SqlValue::TimestampTz(t)) => b.append_value(t.timestamp_micros()),
+            (Col::Ts(b), SqlValue::Date(d)) => b.append_value(
+                d.and_hms_opt(0, 0, 0)
+                    .map(|t| t.and_utc().timestamp_micros())
+                    .unwrap_or(0),
+            ),
+            (Col::Ts(b), SqlValue::Text(t)) => match parse_timestamp(&t) {
+                Some(ts) => b.append_value(ts.timestamp_micros()),
+                None => return Err(mismatch("a timestamp (YYYY-MM-DD HH:MM:SS)", &SqlValue::Text(t))),
+            },
+            (Col::Ts(b), SqlValue::Int(secs)) => b.append_value(secs.saturating_mul(1_000_000)),
+            (
+                Col::Dec(b, p, s),
+                v @ (SqlValue::Decimal(_) | SqlValue::Text(_) | SqlValue::Int(_) | SqlValue::Float(_)),
+            ) => {
+                let text = match &v {
+                    // A float read from a NUMERIC column: its shortest round-trip text, then
+                    // rounded to the scale by the exact decimal parser.
+                    SqlValue::Float(f) => format!("{f}"),
+                    other => text_of(other),
+                };
+                match parse_decimal_text(&text, *p, *s) {
+                    Some(d) => b.append_value(d),
+                    None => return Err(mismatch(&format!("decimal({p},{s})"), &v)),
+                }
+            }
+            (col, v) => {
+                let want = col.data_type();
+                return Err(mismatch(&format!("{want}"), &v));
+            }
+        }
+        Ok(())
     }
 
     /// Appends a value in PostgreSQL's binary format for the type this column was made for.
@@ -342,10 +536,6 @@ impl Col {
         }
         Ok(())
     }
-}
-
-pub fn micros_of_day(t: NaiveTime) -> i64 {
-    i64::from(t.num_seconds_from_midnight()) * 1_000_000 + i64::from(t.nanosecond() / 1000)
 }
 
 /// A PostgreSQL binary `numeric` as an integer scaled by `scale`, checked against `precision`.
@@ -534,6 +724,45 @@ pub fn timestamp(utc: bool) -> DataType {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn decimals_round_trip_exactly() {
+        let mut b = Col::new(&DataType::Decimal128(12, 2), 4);
+        b.append_sql_value(SqlValue::Text("12.30".into())).unwrap();
+        b.append_sql_value(SqlValue::Float(12.3)).unwrap();
+        b.append_sql_value(SqlValue::Int(7)).unwrap();
+        b.append_sql_value(SqlValue::Null).unwrap();
+        let arr = b.finish();
+        let values: Vec<SqlValue> = (0..4)
+            .map(|i| super::super::arrow_sql::value_at(&arr, i))
+            .collect();
+        assert_eq!(
+            values,
+            [
+                SqlValue::Decimal("12.30".into()),
+                SqlValue::Decimal("12.30".into()),
+                SqlValue::Decimal("7.00".into()),
+                SqlValue::Null
+            ]
+        );
+    }
+
+    #[test]
+    fn mismatches_name_the_column() {
+        let fields = vec![Field::new("qty", DataType::Int64, true)];
+        let mut b = BatchBuilder::new(fields, 1);
+        let why = b.cols[0]
+            .append_sql_value(SqlValue::Text("many".into()))
+            .unwrap_err();
+        assert_eq!(
+            b.value_error(0, why).message,
+            "column \"qty\": cannot read text \"many\" as an integer"
+        );
+        let why = b.cols[0]
+            .append_sql_value(SqlValue::Blob(vec![1, 2]))
+            .unwrap_err();
+        assert_eq!(why, "cannot read a blob of 2 bytes as Int64");
+    }
 
     fn round_trip(text: &str, p: u8, s: i8) -> i128 {
         let mut buf = Vec::new();

@@ -9,7 +9,7 @@ use std::collections::{HashMap, HashSet};
 use serde::{Deserialize, Serialize};
 
 use super::field_error::FieldError;
-use super::names::did_you_mean;
+use super::names::did_you_mean_hint;
 use super::sql::analyze_query;
 
 /// The most characters a check's name may have.
@@ -387,9 +387,7 @@ pub fn validate_checks(
         let mut add = |path: String, message: String| problems.push(FieldError::new(path, message));
         let known = |name: &str| ctx.nodes.contains(&name);
         let unknown = |name: &str| {
-            let hint = did_you_mean(name, ctx.nodes.iter().copied())
-                .map(|s| format!(" (did you mean {s:?}?)"))
-                .unwrap_or_default();
+            let hint = did_you_mean_hint(name, ctx.nodes.iter().copied());
             format!("unknown node {name:?}{hint}; a check reads a source or a transform")
         };
         if !known(&r.node) {
@@ -397,9 +395,7 @@ pub fn validate_checks(
         }
         let Some(check_type) = CheckType::parse(&r.check_type) else {
             let all: Vec<&str> = CheckType::ALL.iter().map(|t| t.as_str()).collect();
-            let hint = did_you_mean(&r.check_type, all.iter().copied())
-                .map(|s| format!(" (did you mean {s:?}?)"))
-                .unwrap_or_default();
+            let hint = did_you_mean_hint(&r.check_type, all.iter().copied());
             add(
                 at("type"),
                 format!(
@@ -592,9 +588,7 @@ pub fn validate_checks(
                             for t in refs {
                                 let place = t.position.map(|p| format!(" (at {p})")).unwrap_or_default();
                                 if t.qualified || !known(&t.name) {
-                                    let hint = did_you_mean(&t.name, ctx.nodes.iter().copied())
-                                        .map(|s| format!(" (did you mean {s:?}?)"))
-                                        .unwrap_or_default();
+                                    let hint = did_you_mean_hint(&t.name, ctx.nodes.iter().copied());
                                     problems_here.push((
                                         at("sql"),
                                         format!("unknown table {:?}{place}{hint}; a check can read the flow's sources and transforms", t.name),

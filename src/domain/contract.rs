@@ -5,7 +5,7 @@
 
 use datafusion::arrow::datatypes::{DataType, Schema, TimeUnit};
 
-use super::names::did_you_mean;
+use super::names::did_you_mean_hint;
 use super::spec::ColumnContract;
 
 /// The type names a contract accepts, for messages and the documentation.
@@ -82,9 +82,7 @@ pub fn parse_contract_type(text: &str) -> Result<DataType, String> {
             "type {text:?}: decimal(p,s) takes a precision of 1 to 38 and a scale of 0 to the precision"
         )),
         None => {
-            let hint = did_you_mean(&t, SIMPLE_NAMES.iter().copied())
-                .map(|s| format!(" (did you mean {s:?}?)"))
-                .unwrap_or_default();
+            let hint = did_you_mean_hint(&t, SIMPLE_NAMES.iter().copied());
             Err(format!("unknown type {text:?}{hint}: use {CONTRACT_TYPES}"))
         }
     }

@@ -76,6 +76,14 @@ pub fn did_you_mean<'a>(wanted: &str, candidates: impl IntoIterator<Item = &'a s
         .map(|(c, _)| c)
 }
 
+/// The " (did you mean \"orders\"?)" that follows an unknown name in a message, or nothing when
+/// no candidate is close.
+pub fn did_you_mean_hint<'a>(wanted: &str, candidates: impl IntoIterator<Item = &'a str>) -> String {
+    did_you_mean(wanted, candidates)
+        .map(|s| format!(" (did you mean {s:?}?)"))
+        .unwrap_or_default()
+}
+
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
@@ -149,5 +157,10 @@ pub(crate) mod tests {
     fn suggestions_pick_near_misses_only() {
         assert_eq!(did_you_mean("ordrs", ["orders", "customers"]), Some("orders"));
         assert_eq!(did_you_mean("zzz", ["orders", "customers"]), None);
+        assert_eq!(
+            did_you_mean_hint("ordrs", ["orders", "customers"]),
+            " (did you mean \"orders\"?)"
+        );
+        assert_eq!(did_you_mean_hint("zzz", ["orders"]), "");
     }
 }

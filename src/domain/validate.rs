@@ -3,9 +3,10 @@
 
 use std::collections::{HashMap, HashSet};
 
+use super::checks::{Check, CheckRequest};
 use super::dag::{Dag, DagNode, NodeKind};
 use super::field_error::FieldError;
-use super::names::{check_flow_input_name, check_node_name, did_you_mean};
+use super::names::{check_flow_input_name, check_node_name, did_you_mean_hint};
 use super::spec::*;
 use super::sql::{analyze_query, statement_count};
 use super::store::{DataStore, StoreEngine, StoreKind};
@@ -57,278 +58,66 @@ pub fn validate_flow_input(
     if let Err(msg) = check_flow_input_name(&req.name) {
         p.add("name", msg);
     }
+    validate_source_stores(&req.source_store_ids, ctx.stores, &mut p);
+    let target = validate_target_store(req.target_store_id, ctx.stores, &mut p);
 
-    // Stores.
-    let mut seen_ids = HashSet::new();
-    for (i, id) in req.source_store_ids.iter().enumerate() {
-        let path = format!("source_store_ids[{i}]");
-        if !seen_ids.insert(*id) {
-            p.add(path, format!("data store {id} is listed twice"));
-            continue;
-        }
-        match ctx.stores.get(id) {
-            None => p.add(path, format!("data store {id} does not exist")),
-            Some(store) if !store.is_readable() => p.add(
-                path,
-                format!("data store {id} ({}) cannot be read by this server", store.name),
-            ),
-            Some(_) => {}
-        }
-    }
-    let target = ctx.stores.get(&req.target_store_id);
-    match target {
-        None => p.add(
-            "target_store_id",
-            format!("data store {} does not exist", req.target_store_id),
-        ),
-        Some(store) if !store.is_writable() => p.add(
-            "target_store_id",
-            format!(
-                "data store {} ({}) cannot be written by this server",
-                store.id, store.name
-            ),
-        ),
-        Some(_) => {}
-    }
+    let mut claims = NameClaims::default();
+    check_count(&mut p, "sources", req.sources.len(), ctx.limits.max_sources);
+    let sources = validate_sources(
+        req.sources,
+        &req.source_store_ids,
+        ctx.stores,
+        &mut claims,
+        &mut p,
+    );
 
-    // Names shared by sources and transforms.
-    let mut names: HashMap<String, String> = HashMap::new();
-    // With a name used twice, references are ambiguous and a cycle check would mislead.
-    let mut duplicates = false;
-    let mut claim = |p: &mut Problems, name: &str, path: String| {
-        if let Err(msg) = check_node_name(name) {
-            p.add(path, msg);
-        } else if let Some(first) = names.get(name) {
-            duplicates = true;
-            p.add(path, format!("duplicate name {name:?}: already used by {first}"));
-        } else {
-            names.insert(name.to_string(), path.trim_end_matches(".name").to_string());
-        }
-    };
-
-    // Sources.
-    if req.sources.len() > ctx.limits.max_sources {
-        p.add(
-            "sources",
-            format!("at most {} sources are allowed", ctx.limits.max_sources),
-        );
-    }
-    let mut sources = Vec::with_capacity(req.sources.len());
-    for (i, s) in req.sources.into_iter().enumerate() {
-        let at = |field: &str| format!("sources[{i}].{field}");
-        claim(&mut p, &s.name, at("name"));
-        if !req.source_store_ids.contains(&s.store_id) {
-            p.add(
-                at("store_id"),
-                format!("data store {} is not listed in source_store_ids", s.store_id),
-            );
-        }
-        let store = ctx.stores.get(&s.store_id);
-        if store.is_none() && req.source_store_ids.contains(&s.store_id) {
-            // Already reported under source_store_ids.
-        } else if store.is_none() {
-            p.add(
-                at("store_id"),
-                format!("data store {} does not exist", s.store_id),
-            );
-        }
-        if let Some(source) = validate_source(s, store, i, &mut p) {
-            sources.push(source);
-        }
-    }
-
-    // Transforms: names, SQL, references.
-    if req.transforms.len() > ctx.limits.max_transforms {
-        p.add(
-            "transforms",
-            format!("at most {} transforms are allowed", ctx.limits.max_transforms),
-        );
-    }
+    check_count(
+        &mut p,
+        "transforms",
+        req.transforms.len(),
+        ctx.limits.max_transforms,
+    );
     for (i, t) in req.transforms.iter().enumerate() {
-        claim(&mut p, &t.name, format!("transforms[{i}].name"));
+        claims.claim(&mut p, &t.name, format!("transforms[{i}].name"));
     }
     let node_names: Vec<&str> = sources
         .iter()
         .map(|s: &Source| s.name.as_str())
         .chain(req.transforms.iter().map(|t| t.name.as_str()))
         .collect();
-    let mut transform_deps: Vec<Vec<String>> = Vec::with_capacity(req.transforms.len());
-    for (i, t) in req.transforms.iter().enumerate() {
-        let path = format!("transforms[{i}].sql");
-        let mut deps = Vec::new();
-        // Characters, as the message and the OpenAPI document (`maxLength`) count them.
-        let length = t.sql.chars().count();
-        if length > ctx.limits.max_sql_length {
-            p.add(
-                path,
-                format!(
-                    "the SQL is {length} characters long; at most {} are allowed",
-                    ctx.limits.max_sql_length
-                ),
-            );
-            transform_deps.push(deps);
-            continue;
-        }
-        match analyze_query(&t.sql) {
-            Err(problem) => p.add(path, problem.to_string()),
-            Ok(refs) => {
-                for r in refs {
-                    let at = r.position.map(|pos| format!(" (at {pos})")).unwrap_or_default();
-                    if r.qualified {
-                        p.add(
-                            &path,
-                            format!("table {:?}{at}: transforms read sources and other transforms by their plain name", r.name),
-                        );
-                    } else if node_names.contains(&r.name.as_str()) {
-                        deps.push(r.name);
-                    } else {
-                        let hint = did_you_mean(&r.name, node_names.iter().copied())
-                            .map(|s| format!(" (did you mean {s:?}?)"))
-                            .unwrap_or_default();
-                        p.add(
-                            &path,
-                            format!("unknown table {:?}{at}{hint}; a transform can read the flow's sources and transforms", r.name),
-                        );
-                    }
-                }
-            }
-        }
-        transform_deps.push(deps);
-    }
+    let transform_deps: Vec<Vec<String>> = req
+        .transforms
+        .iter()
+        .enumerate()
+        .map(|(i, t)| {
+            transform_reads(
+                &t.sql,
+                &format!("transforms[{i}].sql"),
+                &node_names,
+                ctx.limits.max_sql_length,
+                &mut p,
+            )
+        })
+        .collect();
 
-    // Outputs.
-    let read_by_transforms: HashSet<&str> = transform_deps.iter().flatten().map(String::as_str).collect();
-    let outputs: Vec<Output> = match req.outputs {
-        None => {
-            let outs: Vec<Output> = req
-                .transforms
-                .iter()
-                .filter(|t| !read_by_transforms.contains(t.name.as_str()))
-                .map(|t| Output {
-                    node: t.name.clone(),
-                    table: t.name.clone(),
-                    mode: WriteMode::Replace,
-                    unique_key: None,
-                    columns: vec![],
-                })
-                .collect();
-            if outs.is_empty() && req.transforms.is_empty() {
-                p.add(
-                    "outputs",
-                    "nothing to persist: add transforms, or list outputs naming sources",
-                );
-            }
-            outs
-        }
-        Some(list) => {
-            if list.is_empty() {
-                p.add(
-                    "outputs",
-                    "must not be empty (omit it to persist every final transform)",
-                );
-            }
-            let mut outs = Vec::with_capacity(list.len());
-            let mut tables = HashSet::new();
-            for (i, o) in list.into_iter().enumerate() {
-                let at = |field: &str| format!("outputs[{i}].{field}");
-                if !node_names.contains(&o.node.as_str()) {
-                    let hint = did_you_mean(&o.node, node_names.iter().copied())
-                        .map(|s| format!(" (did you mean {s:?}?)"))
-                        .unwrap_or_default();
-                    p.add(at("node"), format!("unknown node {:?}{hint}", o.node));
-                }
-                let table = o.table.unwrap_or_else(|| o.node.clone());
-                if let Some(target) = target {
-                    if let Err(msg) = check_target_table(&table, target.engine) {
-                        p.add(at("table"), msg);
-                    }
-                }
-                if !tables.insert(table.clone()) {
-                    p.add(at("table"), format!("{table:?} is written by another output too"));
-                }
-                let mode = match o.mode.as_deref() {
-                    None | Some("replace") => WriteMode::Replace,
-                    Some("append") => WriteMode::Append,
-                    Some("merge") => WriteMode::Merge,
-                    Some(other) => {
-                        p.add(
-                            at("mode"),
-                            format!("unknown mode {other:?}: use replace, append or merge"),
-                        );
-                        WriteMode::Replace
-                    }
-                };
-                let unique_key = validate_unique_key(o.unique_key, mode, &at("unique_key"), &mut p);
-                let columns = validate_contract(o.columns, i, &mut p);
-                outs.push(Output {
-                    node: o.node,
-                    table,
-                    mode,
-                    unique_key,
-                    columns,
-                });
-            }
-            outs
-        }
+    let outputs = match req.outputs {
+        None => default_outputs(&req.transforms, &transform_deps, &mut p),
+        Some(list) => validate_outputs(list, &node_names, target, &mut p),
     };
 
     let options = validate_options(req.options, &ctx.limits, &mut p);
 
-    // Checks: their names must not repeat any node's.
-    if req.checks.len() > ctx.limits.max_checks {
-        p.add(
-            "checks",
-            format!("at most {} checks are allowed", ctx.limits.max_checks),
-        );
-    }
-    let mut taken: HashSet<String> = node_names.iter().map(|n| n.to_string()).collect();
-    taken.extend(outputs.iter().map(Output::node_name));
-    let checks = super::checks::validate_checks(
+    check_count(&mut p, "checks", req.checks.len(), ctx.limits.max_checks);
+    let checks = validate_flow_checks(
         req.checks,
-        &super::checks::CheckContext {
-            nodes: &node_names,
-            taken: &taken,
-            max_sql_length: ctx.limits.max_sql_length,
-        },
-        &mut p.0,
+        &node_names,
+        &outputs,
+        ctx.limits.max_sql_length,
+        &mut p,
     );
 
-    // The DAG (cycles are only meaningful once names resolve).
-    let mut nodes: Vec<DagNode> = sources
-        .iter()
-        .map(|s| DagNode::new(s.name.clone(), NodeKind::Ingest, vec![]))
-        .collect();
-    for (t, deps) in req.transforms.iter().zip(&transform_deps) {
-        nodes.push(DagNode::new(t.name.clone(), NodeKind::Transform, deps.clone()));
-    }
-    for o in &outputs {
-        nodes.push(DagNode::new(
-            o.node_name(),
-            NodeKind::Persist,
-            vec![o.node.clone()],
-        ));
-    }
-    for c in &checks {
-        nodes.push(DagNode::new(c.name.clone(), NodeKind::Check, c.reads()));
-    }
-    let dag = match Dag::build(nodes) {
-        Ok(mut dag) => {
-            super::plan::plan_materialization(&mut dag, &req.transforms, &checks);
-            Some(dag)
-        }
-        Err(_) if duplicates => None,
-        Err(cycle) => {
-            let first = req.transforms.iter().position(|t| Some(&t.name) == cycle.first());
-            let path = first
-                .map(|i| format!("transforms[{i}].sql"))
-                .unwrap_or_else(|| "transforms".into());
-            p.add(
-                path,
-                format!("cycle: {} (each reads the next)", cycle.join(" -> ")),
-            );
-            None
-        }
-    };
+    let nodes = dag_nodes(&sources, &req.transforms, &transform_deps, &outputs, &checks);
+    let dag = plan_dag(nodes, &req.transforms, &checks, claims.duplicates, &mut p);
 
     match (p.0.is_empty(), dag) {
         (true, Some(dag)) => Ok((
@@ -345,6 +134,336 @@ pub fn validate_flow_input(
             dag,
         )),
         _ => Err(p.0),
+    }
+}
+
+/// Each store a source may read is listed once, exists and can be read.
+fn validate_source_stores(ids: &[i64], stores: &HashMap<i64, DataStore>, p: &mut Problems) {
+    let mut seen_ids = HashSet::new();
+    for (i, id) in ids.iter().enumerate() {
+        let path = format!("source_store_ids[{i}]");
+        if !seen_ids.insert(*id) {
+            p.add(path, format!("data store {id} is listed twice"));
+            continue;
+        }
+        match stores.get(id) {
+            None => p.add(path, format!("data store {id} does not exist")),
+            Some(store) if !store.is_readable() => p.add(
+                path,
+                format!("data store {id} ({}) cannot be read by this server", store.name),
+            ),
+            Some(_) => {}
+        }
+    }
+}
+
+/// The target store, when it exists (reported when it does not, or cannot be written).
+fn validate_target_store<'a>(
+    id: i64,
+    stores: &'a HashMap<i64, DataStore>,
+    p: &mut Problems,
+) -> Option<&'a DataStore> {
+    let target = stores.get(&id);
+    match target {
+        None => p.add("target_store_id", format!("data store {id} does not exist")),
+        Some(store) if !store.is_writable() => p.add(
+            "target_store_id",
+            format!(
+                "data store {} ({}) cannot be written by this server",
+                store.id, store.name
+            ),
+        ),
+        Some(_) => {}
+    }
+    target
+}
+
+/// `at most {max} {what} are allowed` under `what` when there are more.
+fn check_count(p: &mut Problems, what: &str, count: usize, max: usize) {
+    if count > max {
+        p.add(what, format!("at most {max} {what} are allowed"));
+    }
+}
+
+/// The names sources and transforms share: each valid and used once.
+#[derive(Default)]
+struct NameClaims {
+    /// Each name claimed so far, and the path of what claimed it (`sources[0]`).
+    names: HashMap<String, String>,
+    /// A name was used twice: references are then ambiguous and a cycle check would mislead.
+    duplicates: bool,
+}
+
+impl NameClaims {
+    /// Claims `name` for the node at `path` (its `.name` field).
+    fn claim(&mut self, p: &mut Problems, name: &str, path: String) {
+        if let Err(msg) = check_node_name(name) {
+            p.add(path, msg);
+        } else if let Some(first) = self.names.get(name) {
+            self.duplicates = true;
+            p.add(path, format!("duplicate name {name:?}: already used by {first}"));
+        } else {
+            self.names
+                .insert(name.to_string(), path.trim_end_matches(".name").to_string());
+        }
+    }
+}
+
+/// The sources, each claiming its name and reading a store listed in `source_store_ids`.
+fn validate_sources(
+    requests: Vec<SourceRequest>,
+    source_store_ids: &[i64],
+    stores: &HashMap<i64, DataStore>,
+    claims: &mut NameClaims,
+    p: &mut Problems,
+) -> Vec<Source> {
+    let mut sources = Vec::with_capacity(requests.len());
+    for (i, s) in requests.into_iter().enumerate() {
+        let at = |field: &str| format!("sources[{i}].{field}");
+        claims.claim(p, &s.name, at("name"));
+        let listed = source_store_ids.contains(&s.store_id);
+        if !listed {
+            p.add(
+                at("store_id"),
+                format!("data store {} is not listed in source_store_ids", s.store_id),
+            );
+        }
+        let store = stores.get(&s.store_id);
+        // A listed store that does not exist is reported under source_store_ids already.
+        if store.is_none() && !listed {
+            p.add(
+                at("store_id"),
+                format!("data store {} does not exist", s.store_id),
+            );
+        }
+        if let Some(source) = validate_source(s, store, i, p) {
+            sources.push(source);
+        }
+    }
+    sources
+}
+
+/// The nodes a transform's SQL (at `path`) reads: each a source or transform of the flow,
+/// by its plain name.
+fn transform_reads(
+    sql: &str,
+    path: &str,
+    node_names: &[&str],
+    max_sql_length: usize,
+    p: &mut Problems,
+) -> Vec<String> {
+    let mut deps = Vec::new();
+    // Characters, as the message and the OpenAPI document (`maxLength`) count them.
+    let length = sql.chars().count();
+    if length > max_sql_length {
+        p.add(
+            path,
+            format!("the SQL is {length} characters long; at most {max_sql_length} are allowed"),
+        );
+        return deps;
+    }
+    let refs = match analyze_query(sql) {
+        Err(problem) => {
+            p.add(path, problem.to_string());
+            return deps;
+        }
+        Ok(refs) => refs,
+    };
+    for r in refs {
+        let at = r.position.map(|pos| format!(" (at {pos})")).unwrap_or_default();
+        if r.qualified {
+            p.add(
+                path,
+                format!(
+                    "table {:?}{at}: transforms read sources and other transforms by their plain name",
+                    r.name
+                ),
+            );
+        } else if node_names.contains(&r.name.as_str()) {
+            deps.push(r.name);
+        } else {
+            let hint = did_you_mean_hint(&r.name, node_names.iter().copied());
+            p.add(
+                path,
+                format!(
+                    "unknown table {:?}{at}{hint}; a transform can read the flow's sources and transforms",
+                    r.name
+                ),
+            );
+        }
+    }
+    deps
+}
+
+/// The outputs of a flow that lists none: every transform no other transform reads, replacing
+/// a table of its name.
+fn default_outputs(
+    transforms: &[Transform],
+    transform_deps: &[Vec<String>],
+    p: &mut Problems,
+) -> Vec<Output> {
+    let read_by_transforms: HashSet<&str> = transform_deps.iter().flatten().map(String::as_str).collect();
+    if transforms.is_empty() {
+        p.add(
+            "outputs",
+            "nothing to persist: add transforms, or list outputs naming sources",
+        );
+    }
+    transforms
+        .iter()
+        .filter(|t| !read_by_transforms.contains(t.name.as_str()))
+        .map(|t| Output {
+            node: t.name.clone(),
+            table: t.name.clone(),
+            mode: WriteMode::Replace,
+            unique_key: None,
+            columns: vec![],
+        })
+        .collect()
+}
+
+/// The listed outputs: each of a known node, into a table no other output writes.
+fn validate_outputs(
+    list: Vec<OutputRequest>,
+    node_names: &[&str],
+    target: Option<&DataStore>,
+    p: &mut Problems,
+) -> Vec<Output> {
+    if list.is_empty() {
+        p.add(
+            "outputs",
+            "must not be empty (omit it to persist every final transform)",
+        );
+    }
+    let mut tables = HashSet::new();
+    list.into_iter()
+        .enumerate()
+        .map(|(i, o)| validate_output(o, i, node_names, target, &mut tables, p))
+        .collect()
+}
+
+/// Output `i`; `tables` holds the tables of the outputs before it.
+fn validate_output(
+    o: OutputRequest,
+    i: usize,
+    node_names: &[&str],
+    target: Option<&DataStore>,
+    tables: &mut HashSet<String>,
+    p: &mut Problems,
+) -> Output {
+    let at = |field: &str| format!("outputs[{i}].{field}");
+    if !node_names.contains(&o.node.as_str()) {
+        let hint = did_you_mean_hint(&o.node, node_names.iter().copied());
+        p.add(at("node"), format!("unknown node {:?}{hint}", o.node));
+    }
+    let table = o.table.unwrap_or_else(|| o.node.clone());
+    if let Some(target) = target {
+        if let Err(msg) = check_target_table(&table, target.engine) {
+            p.add(at("table"), msg);
+        }
+    }
+    if !tables.insert(table.clone()) {
+        p.add(at("table"), format!("{table:?} is written by another output too"));
+    }
+    let mode = parse_write_mode(o.mode.as_deref(), &at("mode"), p);
+    let unique_key = validate_unique_key(o.unique_key, mode, &at("unique_key"), p);
+    let columns = validate_contract(o.columns, i, p);
+    Output {
+        node: o.node,
+        table,
+        mode,
+        unique_key,
+        columns,
+    }
+}
+
+/// An output's `mode` (absent: `replace`).
+fn parse_write_mode(mode: Option<&str>, path: &str, p: &mut Problems) -> WriteMode {
+    match mode {
+        None | Some("replace") => WriteMode::Replace,
+        Some("append") => WriteMode::Append,
+        Some("merge") => WriteMode::Merge,
+        Some(other) => {
+            p.add(
+                path,
+                format!("unknown mode {other:?}: use replace, append or merge"),
+            );
+            WriteMode::Replace
+        }
+    }
+}
+
+/// The flow's checks, whose names must not repeat any node's.
+fn validate_flow_checks(
+    requests: Vec<CheckRequest>,
+    node_names: &[&str],
+    outputs: &[Output],
+    max_sql_length: usize,
+    p: &mut Problems,
+) -> Vec<Check> {
+    let mut taken: HashSet<String> = node_names.iter().map(|n| n.to_string()).collect();
+    taken.extend(outputs.iter().map(Output::node_name));
+    super::checks::validate_checks(
+        requests,
+        &super::checks::CheckContext {
+            nodes: node_names,
+            taken: &taken,
+            max_sql_length,
+        },
+        &mut p.0,
+    )
+}
+
+/// The nodes of the flow's DAG: ingests, transforms, persists, checks.
+fn dag_nodes(
+    sources: &[Source],
+    transforms: &[Transform],
+    transform_deps: &[Vec<String>],
+    outputs: &[Output],
+    checks: &[Check],
+) -> Vec<DagNode> {
+    let ingests = sources
+        .iter()
+        .map(|s| DagNode::new(s.name.clone(), NodeKind::Ingest, vec![]));
+    let transforms = transforms
+        .iter()
+        .zip(transform_deps)
+        .map(|(t, deps)| DagNode::new(t.name.clone(), NodeKind::Transform, deps.clone()));
+    let persists = outputs
+        .iter()
+        .map(|o| DagNode::new(o.node_name(), NodeKind::Persist, vec![o.node.clone()]));
+    let checks = checks
+        .iter()
+        .map(|c| DagNode::new(c.name.clone(), NodeKind::Check, c.reads()));
+    ingests.chain(transforms).chain(persists).chain(checks).collect()
+}
+
+/// The DAG, planned, or `None` with the cycle reported (cycles are only meaningful once names
+/// resolve: with `duplicates`, none is reported).
+fn plan_dag(
+    nodes: Vec<DagNode>,
+    transforms: &[Transform],
+    checks: &[Check],
+    duplicates: bool,
+    p: &mut Problems,
+) -> Option<Dag> {
+    match Dag::build(nodes) {
+        Ok(mut dag) => {
+            super::plan::plan_materialization(&mut dag, transforms, checks);
+            Some(dag)
+        }
+        Err(_) if duplicates => None,
+        Err(cycle) => {
+            let first = transforms.iter().position(|t| Some(&t.name) == cycle.first());
+            let path = first
+                .map(|i| format!("transforms[{i}].sql"))
+                .unwrap_or_else(|| "transforms".into());
+            p.add(
+                path,
+                format!("cycle: {} (each reads the next)", cycle.join(" -> ")),
+            );
+            None
+        }
     }
 }
 
@@ -800,6 +919,129 @@ mod tests {
     use super::*;
     use crate::domain::store::{Connection, DbConnection, FileConnection};
     use serde_json::json;
+
+    fn problems(p: &Problems) -> Vec<(&str, &str)> {
+        p.0.iter()
+            .map(|e| (e.path.as_str(), e.message.as_str()))
+            .collect()
+    }
+
+    fn transform(name: &str, sql: &str) -> Transform {
+        Transform {
+            name: name.into(),
+            sql: sql.into(),
+            materialize: None,
+        }
+    }
+
+    #[test]
+    fn counts_over_their_limit_are_reported_under_their_field() {
+        let mut p = Problems(Vec::new());
+        check_count(&mut p, "sources", 3, 3);
+        check_count(&mut p, "checks", 4, 3);
+        assert_eq!(problems(&p), [("checks", "at most 3 checks are allowed")]);
+    }
+
+    #[test]
+    fn a_name_claimed_twice_is_a_duplicate_naming_the_first() {
+        let mut p = Problems(Vec::new());
+        let mut claims = NameClaims::default();
+        claims.claim(&mut p, "orders", "sources[0].name".into());
+        claims.claim(&mut p, "Bad Name", "sources[1].name".into());
+        assert!(!claims.duplicates);
+        claims.claim(&mut p, "orders", "transforms[0].name".into());
+        assert!(claims.duplicates);
+        assert_eq!(p.0.len(), 2);
+        assert_eq!(p.0[0].path, "sources[1].name");
+        assert_eq!(
+            problems(&p)[1],
+            (
+                "transforms[0].name",
+                "duplicate name \"orders\": already used by sources[0]"
+            )
+        );
+    }
+
+    #[test]
+    fn transforms_read_known_nodes_by_their_plain_name() {
+        let mut p = Problems(Vec::new());
+        let nodes = ["orders", "customers"];
+        let deps = transform_reads(
+            "SELECT * FROM orders JOIN customers USING (id)",
+            "transforms[0].sql",
+            &nodes,
+            1000,
+            &mut p,
+        );
+        assert_eq!(deps, ["orders", "customers"]);
+        assert!(p.0.is_empty());
+        let deps = transform_reads("SELECT * FROM ordrs", "transforms[1].sql", &nodes, 1000, &mut p);
+        assert!(deps.is_empty());
+        assert_eq!(p.0[0].path, "transforms[1].sql");
+        assert!(
+            p.0[0].message.contains("(did you mean \"orders\"?)"),
+            "{}",
+            p.0[0].message
+        );
+        let deps = transform_reads("SELECT 1", "transforms[2].sql", &nodes, 5, &mut p);
+        assert!(deps.is_empty());
+        assert_eq!(
+            problems(&p)[1],
+            (
+                "transforms[2].sql",
+                "the SQL is 8 characters long; at most 5 are allowed"
+            )
+        );
+    }
+
+    #[test]
+    fn without_outputs_every_final_transform_replaces_its_table() {
+        let mut p = Problems(Vec::new());
+        let transforms = [
+            transform("stg", "SELECT 1"),
+            transform("fct", "SELECT * FROM stg"),
+        ];
+        let deps = vec![vec![], vec!["stg".to_string()]];
+        let outputs = default_outputs(&transforms, &deps, &mut p);
+        assert!(p.0.is_empty());
+        assert_eq!(outputs.len(), 1);
+        assert_eq!(
+            (outputs[0].node.as_str(), outputs[0].table.as_str()),
+            ("fct", "fct")
+        );
+        assert_eq!(outputs[0].mode, WriteMode::Replace);
+        assert!(default_outputs(&[], &[], &mut p).is_empty());
+        assert_eq!(p.0[0].path, "outputs");
+    }
+
+    #[test]
+    fn write_modes_default_to_replace_and_unknown_ones_are_reported() {
+        let mut p = Problems(Vec::new());
+        assert_eq!(
+            parse_write_mode(None, "outputs[0].mode", &mut p),
+            WriteMode::Replace
+        );
+        assert_eq!(
+            parse_write_mode(Some("append"), "outputs[0].mode", &mut p),
+            WriteMode::Append
+        );
+        assert_eq!(
+            parse_write_mode(Some("merge"), "outputs[0].mode", &mut p),
+            WriteMode::Merge
+        );
+        assert!(p.0.is_empty());
+        assert_eq!(
+            parse_write_mode(Some("upsert"), "outputs[1].mode", &mut p),
+            WriteMode::Replace
+        );
+        assert_eq!(
+            problems(&p),
+            [(
+                "outputs[1].mode",
+                "unknown mode \"upsert\": use replace, append or merge"
+            )]
+        );
+    }
 
     fn store(id: i64, kind: StoreKind, engine: StoreEngine) -> DataStore {
         let connection = match engine {

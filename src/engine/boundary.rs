@@ -8,7 +8,7 @@
 //!
 //! - the node's rows (the rows its reader drew from it) and live progress, through a
 //!   [`NodeTracker`];
-//! - errors raised inside the node carry its name ([`NodeFailure`]), so a failing inlined node
+//! - errors raised inside the node carry its name ([`NodeFailure`], from `connectors::error`), so a failing inlined node
 //!   is named in the flow's errors, not its reader.
 
 use std::cmp::Ordering as CmpOrdering;
@@ -47,6 +47,7 @@ use datafusion::physical_plan::{
 use datafusion::physical_planner::{DefaultPhysicalPlanner, ExtensionPlanner, PhysicalPlanner};
 use futures::{Stream, StreamExt};
 
+use crate::connectors::error::{self, ConnectorError, NodeFailure};
 use crate::connectors::RowsCallback;
 
 /// The rows one DAG node has produced so far in a running unit, reported as they move.
@@ -78,18 +79,18 @@ pub struct Failure {
 impl Failure {
     /// `e` as people read it; `sql` gives SQL errors their position.
     pub fn of(e: &DataFusionError, sql: Option<&str>) -> Failure {
-        let connector = super::errors::find_connector_error(e);
-        let resources = super::errors::is_resources_exhausted(e);
+        let connector = error::find_connector_error(e);
+        let resources = error::is_resources_exhausted(e);
         let message = match (connector, sql) {
             (Some(c), _) => c.message.clone(),
             // Not the SQL's fault: no position.
-            _ if resources => format!("out of memory: {}", super::errors::clean_message(e)),
+            _ if resources => format!("out of memory: {}", error::clean_message(e)),
             (None, Some(sql)) => super::errors::sql_error_message(e, sql),
-            (None, None) => super::errors::clean_message(e),
+            (None, None) => error::clean_message(e),
         };
         Failure {
             message,
-            transient: connector.is_some_and(|c| c.transient),
+            transient: connector.is_some_and(ConnectorError::is_transient),
             resources,
         }
     }
@@ -180,25 +181,6 @@ impl NodeTracker {
     pub fn reset(&self) {
         self.rows.store(0, Ordering::Relaxed);
         *self.failure.lock().unwrap_or_else(|p| p.into_inner()) = None;
-    }
-}
-
-/// An error raised inside node `node` of a unit.
-#[derive(Debug)]
-pub struct NodeFailure {
-    pub node: String,
-    pub error: DataFusionError,
-}
-
-impl fmt::Display for NodeFailure {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: {}", self.node, self.error)
-    }
-}
-
-impl std::error::Error for NodeFailure {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        Some(&self.error)
     }
 }
 

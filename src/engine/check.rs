@@ -15,10 +15,10 @@ use datafusion::prelude::SessionContext;
 use futures::StreamExt;
 use serde_json::{Map, Value};
 
-use super::errors;
 use super::unit::query_only;
+use crate::connectors::error;
 use crate::domain::checks::{cut_value, Check, MAX_SAMPLE_ROWS};
-use crate::domain::names::did_you_mean;
+use crate::domain::names::did_you_mean_hint;
 
 /// What a check found.
 #[derive(Debug, Clone, PartialEq)]
@@ -53,9 +53,7 @@ pub async fn evaluate(ctx: &SessionContext, check: &Check) -> Result<CheckOutcom
         let df = ctx.table(node).await?;
         let names: Vec<&str> = df.schema().fields().iter().map(|f| f.name().as_str()).collect();
         if !names.contains(&column) {
-            let hint = did_you_mean(column, names.iter().copied())
-                .map(|s| format!(" (did you mean {s:?}?)"))
-                .unwrap_or_default();
+            let hint = did_you_mean_hint(column, names.iter().copied());
             let mut listed: Vec<&str> = names.iter().copied().take(20).collect();
             if names.len() > listed.len() {
                 listed.push("...");
@@ -74,20 +72,20 @@ pub async fn evaluate(ctx: &SessionContext, check: &Check) -> Result<CheckOutcom
             return Ok(CheckOutcome::problem(format!(
                 "check {}: {}",
                 check.name,
-                errors::clean_message(&e)
+                error::clean_message(&e)
             )))
         }
     };
     let plan = match df.create_physical_plan().await {
         Ok(plan) => plan,
-        Err(e) if errors::find_connector_error(&e).is_some() || errors::is_resources_exhausted(&e) => {
+        Err(e) if error::find_connector_error(&e).is_some() || error::is_resources_exhausted(&e) => {
             return Err(e)
         }
         Err(e) => {
             return Ok(CheckOutcome::problem(format!(
                 "check {}: {}",
                 check.name,
-                errors::clean_message(&e)
+                error::clean_message(&e)
             )))
         }
     };

@@ -83,9 +83,7 @@ impl CursorRead {
             .position(|f| f.name() == &self.column)
             .ok_or_else(|| {
                 let names: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
-                let hint = crate::domain::names::did_you_mean(&self.column, names.iter().copied())
-                    .map(|s| format!(" (did you mean {s:?}?)"))
-                    .unwrap_or_default();
+                let hint = crate::domain::names::did_you_mean_hint(&self.column, names.iter().copied());
                 format!(
                     "cursor column {:?}{hint} is not a column of source {}",
                     self.column, self.source

@@ -1,126 +1,10 @@
-//! Turning DataFusion errors into messages for people: no Rust type names, the position in the
-//! SQL where the engine knows it, and connector errors passed through unchanged.
+//! The wording of errors in a transform's SQL: the position in the SQL where the engine knows
+//! it (or can find it). The wording of DataFusion errors in general is the connectors' (see
+//! [`crate::connectors::error`]), shared by both layers.
 
 use datafusion::error::DataFusionError;
 
-use super::boundary::NodeFailure;
-use crate::connectors::ConnectorError;
-
-/// The innermost meaningful message of `e`, without DataFusion's category prefixes.
-pub fn clean_message(e: &DataFusionError) -> String {
-    if let Some(c) = find_connector_error(e) {
-        return c.message.clone();
-    }
-    if let DataFusionError::External(inner) = e {
-        if let Some(failure) = inner.downcast_ref::<NodeFailure>() {
-            return clean_message(&failure.error);
-        }
-    }
-    let text = match e {
-        DataFusionError::Diagnostic(_, inner) => return clean_message(inner),
-        DataFusionError::Context(ctx, inner) => format!("{ctx}: {}", clean_message(inner)),
-        DataFusionError::Shared(inner) => return clean_message(inner),
-        DataFusionError::ArrowError(inner, _) => inner.to_string(),
-        DataFusionError::ParquetError(inner) => inner.to_string(),
-        other => other.to_string(),
-    };
-    strip_prefixes(&text)
-}
-
-fn strip_prefixes(text: &str) -> String {
-    const PREFIXES: &[&str] = &[
-        "Error during planning: ",
-        "Schema error: ",
-        "Arrow error: ",
-        "Execution error: ",
-        "External error: ",
-        "Parquet error: ",
-        "Optimizer rule ",
-        "Invalid argument error: ",
-        "Internal error: ",
-        "SQL error: ",
-        "This feature is not implemented: ",
-        "Resources exhausted: ",
-        "Object Store error: ",
-        "IO error: ",
-        "Csv error: ",
-        "Parser error: ",
-        "Cast error: ",
-        "Compute error: ",
-        "Divide by zero error",
-    ];
-    let mut t = text.trim();
-    loop {
-        let before = t;
-        for p in PREFIXES {
-            if *p == "Divide by zero error" {
-                continue;
-            }
-            t = t.strip_prefix(p).unwrap_or(t);
-        }
-        if t == before {
-            break;
-        }
-    }
-    // DataFusion appends a backtrace hint and sometimes a trailing period-less context.
-    let t = t.split("\n\nbacktrace").next().unwrap_or(t);
-    t.trim().to_string()
-}
-
-/// A connector error carried inside a DataFusion error (streams can only fail with those).
-pub fn find_connector_error(e: &DataFusionError) -> Option<&ConnectorError> {
-    match e {
-        DataFusionError::External(inner) => inner.downcast_ref::<ConnectorError>().or_else(|| {
-            inner
-                .downcast_ref::<DataFusionError>()
-                .or_else(|| inner.downcast_ref::<NodeFailure>().map(|f| &f.error))
-                .and_then(find_connector_error)
-        }),
-        DataFusionError::Context(_, inner) | DataFusionError::Diagnostic(_, inner) => {
-            find_connector_error(inner)
-        }
-        DataFusionError::Shared(inner) => find_connector_error(inner),
-        DataFusionError::ArrowError(inner, _) => match inner.as_ref() {
-            datafusion::arrow::error::ArrowError::ExternalError(ext) => {
-                ext.downcast_ref::<ConnectorError>().or_else(|| {
-                    ext.downcast_ref::<DataFusionError>()
-                        .and_then(find_connector_error)
-                })
-            }
-            _ => None,
-        },
-        _ => None,
-    }
-}
-
-/// Whether `e` says a memory limit was reached (anywhere inside it).
-pub fn is_resources_exhausted(e: &DataFusionError) -> bool {
-    match e {
-        DataFusionError::ResourcesExhausted(_) => true,
-        DataFusionError::External(inner) => {
-            inner
-                .downcast_ref::<DataFusionError>()
-                .is_some_and(is_resources_exhausted)
-                || inner
-                    .downcast_ref::<NodeFailure>()
-                    .is_some_and(|f| is_resources_exhausted(&f.error))
-        }
-        DataFusionError::Context(_, inner) | DataFusionError::Diagnostic(_, inner) => {
-            is_resources_exhausted(inner)
-        }
-        DataFusionError::Shared(inner) => is_resources_exhausted(inner),
-        _ => false,
-    }
-}
-
-/// A DataFusion error met while moving rows, as a connector error (kept as it was when it
-/// already is one).
-pub fn to_connector_error(e: DataFusionError, context: &str) -> ConnectorError {
-    match find_connector_error(&e) {
-        Some(c) => c.clone(),
-        None => ConnectorError::permanent(format!("{context}: {}", clean_message(&e))),
-    }
-}
+use crate::connectors::error::{clean_message, find_connector_error};
 
 /// An error from planning or running a transform's SQL, with its position when known:
 /// `at line 1, column 8: column "amout" not found`.
@@ -193,19 +77,6 @@ fn starts_with_ignoring_case(text: &str, lower: &[char]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn prefixes_are_stripped() {
-        let e = DataFusionError::Plan("Schema error: No field named amout.".into());
-        assert_eq!(clean_message(&e), "No field named amout.");
-    }
-
-    #[test]
-    fn connector_errors_pass_through() {
-        let e = DataFusionError::External(Box::new(ConnectorError::permanent("x.csv line 3: bad")));
-        assert_eq!(clean_message(&e), "x.csv line 3: bad");
-        assert_eq!(to_connector_error(e, "ctx").message, "x.csv line 3: bad");
-    }
 
     #[test]
     fn positions_are_guessed_for_unknown_fields() {

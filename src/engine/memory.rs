@@ -67,14 +67,14 @@ impl MemoryPool for FlowMemoryPool {
             return Err(resources_datafusion_err!(
                 "the flow's memory limit of {} MB is reached (options.memory_limit_mb; raise it, or make one step hold less): {}",
                 self.limit / (1024 * 1024),
-                super::errors::clean_message(&e)
+                crate::connectors::error::clean_message(&e)
             ));
         }
         if let Err(e) = self.shared.try_grow(reservation, additional) {
             self.own.shrink(reservation, additional);
             return Err(resources_datafusion_err!(
                 "the server's memory for all running flows (engine.memory_limit_mb) is in use: {}",
-                super::errors::clean_message(&e)
+                crate::connectors::error::clean_message(&e)
             ));
         }
         Ok(())

@@ -16,7 +16,7 @@ use datafusion::execution::SendableRecordBatchStream;
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use futures::StreamExt;
 
-use crate::domain::names::did_you_mean;
+use crate::domain::names::did_you_mean_hint;
 
 /// The positions of the key columns in `schema`, or what is wrong with them.
 pub fn key_columns(schema: &Schema, keys: &[String], node: &str) -> Result<Vec<usize>, String> {
@@ -27,9 +27,7 @@ pub fn key_columns(schema: &Schema, keys: &[String], node: &str) -> Result<Vec<u
         match names.iter().position(|n| n == key) {
             Some(i) => indices.push(i),
             None => {
-                let hint = did_you_mean(key, names.iter().copied())
-                    .map(|s| format!(" (did you mean {s:?}?)"))
-                    .unwrap_or_default();
+                let hint = did_you_mean_hint(key, names.iter().copied());
                 problems.push(format!("{key:?}{hint}"));
             }
         }

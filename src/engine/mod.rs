@@ -141,14 +141,14 @@ impl FlowSession {
         let catalog = Arc::new(MemoryCatalogProvider::new());
         catalog
             .register_schema(&schema_name, schema.clone())
-            .map_err(|e| errors::clean_message(&e))?;
+            .map_err(|e| crate::connectors::error::clean_message(&e))?;
         let catalogs = Arc::new(MemoryCatalogProviderList::new());
         catalogs.register_catalog(catalog_name, catalog);
         let tables = self.tables.lock().unwrap_or_else(|p| p.into_inner());
         for (name, table) in tables.iter() {
             schema
                 .register_table(name.clone(), Arc::clone(table))
-                .map_err(|e| errors::clean_message(&e))?;
+                .map_err(|e| crate::connectors::error::clean_message(&e))?;
         }
         drop(tables);
         let state = SessionStateBuilder::new_from_existing(self.base.clone())
@@ -169,7 +169,12 @@ impl FlowSession {
     pub async fn restore(&self, name: &str) -> Result<(), String> {
         let table = checkpoint::table(&self.base, &self.work_dir, name)
             .await
-            .map_err(|e| format!("reading the checkpoint of {name}: {}", errors::clean_message(&e)))?;
+            .map_err(|e| {
+                format!(
+                    "reading the checkpoint of {name}: {}",
+                    crate::connectors::error::clean_message(&e)
+                )
+            })?;
         self.add_table(name, table);
         Ok(())
     }

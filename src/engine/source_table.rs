@@ -74,7 +74,7 @@ pub async fn open_table(
         cursor: None,
     });
     let table = StreamingTable::try_new(schema, vec![partition as Arc<dyn PartitionStream>])
-        .map_err(|e| ConnectorError::permanent(super::errors::clean_message(&e)))?;
+        .map_err(|e| ConnectorError::permanent(crate::connectors::error::clean_message(&e)))?;
     let size = opened.estimated_rows.map(|rows| Size {
         rows,
         bytes: None,
@@ -169,7 +169,7 @@ fn empty_table(
     cursor: Arc<CursorRead>,
 ) -> Result<Arc<dyn TableProvider>, ConnectorError> {
     let empty = datafusion::datasource::MemTable::try_new(schema, vec![vec![]])
-        .map_err(|e| ConnectorError::permanent(super::errors::clean_message(&e)))?;
+        .map_err(|e| ConnectorError::permanent(crate::connectors::error::clean_message(&e)))?;
     cursor.read_files(Vec::new());
     tracker.set_estimate(Some(0));
     Ok(Arc::new(TrackedTable {
@@ -237,7 +237,7 @@ async fn cursor_table(
         cursor: Some(cursor),
     });
     let table = StreamingTable::try_new(schema, vec![partition as Arc<dyn PartitionStream>])
-        .map_err(|e| ConnectorError::permanent(super::errors::clean_message(&e)))?;
+        .map_err(|e| ConnectorError::permanent(crate::connectors::error::clean_message(&e)))?;
     Ok(Arc::new(TrackedTable {
         inner: Arc::new(table),
         tracker: Some(tracker),

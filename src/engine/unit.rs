@@ -25,7 +25,8 @@ use futures::StreamExt;
 use super::boundary::{self, Failure, NodeTracker};
 use super::check::{self, CheckOutcome};
 use super::cursor_read::CursorRead;
-use super::{checkpoint, errors, merge_key, source_table, FlowSession};
+use super::{checkpoint, merge_key, source_table, FlowSession};
+use crate::connectors::error;
 use crate::connectors::{self, ConnectorError, IoContext, Load, RowsCallback};
 use crate::domain::checks::Check;
 use crate::domain::contract;
@@ -143,8 +144,8 @@ impl UnitError {
     fn connector(node: &str, e: ConnectorError) -> Self {
         UnitError {
             node: node.to_string(),
+            transient: e.is_transient(),
             message: e.message,
-            transient: e.transient,
             resources: false,
         }
     }
@@ -206,7 +207,7 @@ pub async fn run(
             let df = ctx
                 .table(terminal.as_str())
                 .await
-                .map_err(|e| internal(terminal, errors::clean_message(&e)))?;
+                .map_err(|e| internal(terminal, error::clean_message(&e)))?;
             let plan = df
                 .create_physical_plan()
                 .await
@@ -219,7 +220,7 @@ pub async fn run(
                     .map_err(|e| blame(work, trackers, terminal, &e))?;
                 let table = checkpoint::table(session.state(), &session.work_dir, terminal)
                     .await
-                    .map_err(|e| internal(terminal, errors::clean_message(&e)))?;
+                    .map_err(|e| internal(terminal, error::clean_message(&e)))?;
                 session.add_table(terminal, table);
                 Ok(Finished::rows(rows))
             } else {
@@ -274,7 +275,7 @@ pub async fn run(
             let input = ctx
                 .table(node)
                 .await
-                .map_err(|e| internal(node, errors::clean_message(&e)))?;
+                .map_err(|e| internal(node, error::clean_message(&e)))?;
             if !persist.output.columns.is_empty() {
                 let differences = contract::differences(&persist.output.columns, input.schema().as_arrow());
                 if !differences.is_empty() {
@@ -375,7 +376,7 @@ async fn register(
     };
     let _ = ctx.deregister_table(name);
     ctx.register_table(name, table)
-        .map_err(|e| internal(name, errors::clean_message(&e)))?;
+        .map_err(|e| internal(name, error::clean_message(&e)))?;
     Ok(())
 }
 
