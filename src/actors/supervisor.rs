@@ -186,7 +186,12 @@ impl FlowSupervisor {
                         message: format!("cannot start: {cause}"),
                     },
                 });
-                let _ = persister.send(Transition { flow_id, state }).await;
+                let _ = persister
+                    .send(Transition {
+                        flow_id,
+                        state: FlowState::Failed,
+                    })
+                    .await;
             }
             .into_actor(self),
         );
