@@ -506,23 +506,26 @@ impl FlowActor {
         let work_dir = self.engine.work_dir(flow_id);
         ctx.wait(
             async move {
-                let written = persister
-                    .send(Transition { flow_id, state })
-                    .await
-                    .unwrap_or_else(|e| Err(e.to_string()));
-                // The work directory goes once the end is durable (not before: a crash in
-                // between must still find the checkpoints). A flow that did not complete keeps
-                // its checkpoints for a retry (`POST /flows {"retry_of"}`); the supervisor
-                // removes them after `engine.retry_retention_h` or once a later flow of the
-                // input completes.
-                if state == FlowState::Completed {
-                    let _ = tokio::fs::remove_dir_all(&work_dir).await;
-                } else {
+                // A flow that did not complete keeps its checkpoints for a retry (`POST /flows
+                // {"retry_of"}`; the supervisor removes them after `engine.retry_retention_h` or
+                // once a later flow of the input completes), and nothing else: its spill files
+                // and staged markers go before its end is written, so whoever sees the end sees
+                // the tidied directory (a crash in between resumes from the same checkpoints).
+                if state != FlowState::Completed {
                     let dir = work_dir.clone();
                     let kept = tokio::task::spawn_blocking(move || checkpoint::keep_only_checkpoints(&dir)).await;
                     if let Ok(Err(e)) = kept {
                         tracing::warn!(flow_id, error = %e, "could not tidy the work directory of a flow that ended");
                     }
+                }
+                let written = persister
+                    .send(Transition { flow_id, state })
+                    .await
+                    .unwrap_or_else(|e| Err(e.to_string()));
+                // A completed flow's directory goes once the end is durable (not before: a
+                // crash in between must still find the checkpoints).
+                if state == FlowState::Completed {
+                    let _ = tokio::fs::remove_dir_all(&work_dir).await;
                 }
                 written
             }
