@@ -8,7 +8,7 @@
 //! 3. PostgreSQL → MySQL and MySQL → PostgreSQL rows/s (M rows);
 //! 4. peak RSS of a fresh server process ingesting 200k and 2M PostgreSQL rows into Parquet;
 //! 5. incremental: a PostgreSQL table (`SLUICE_BENCH_INC_ROWS`, default 5000000) with 1% of its
-//!    rows changed between runs, read through a cursor source into a merge output, beside the
+//!    rows (then 0.1%) changed between runs, read through a cursor source into a merge output, beside the
 //!    full `replace` of the same table (time and rows read of both, and the ratio).
 //!
 //! `SLUICE_BENCH_SECTIONS` picks sections (comma-separated: `copy`, `parquet`, `mysql`, `rss`,
@@ -218,14 +218,15 @@ async fn ensure_inc_table(conn: &mut sqlx::PgConnection, rows: u64) {
     .expect("generate bench.inc");
 }
 
-/// Changes 1% of `bench.inc` (the ids ≡ `round` mod 100): a new amount and `updated_at`.
-async fn change_one_percent(conn: &mut sqlx::PgConnection, round: u64) -> u64 {
+/// Changes one row in `every` of `bench.inc` (the ids ≡ `round` mod `every`): a new amount and
+/// `updated_at`. Returns the rows changed.
+async fn change_rows(conn: &mut sqlx::PgConnection, every: u64, round: u64) -> u64 {
     sqlx::raw_sql(AssertSqlSafe(format!(
-        "UPDATE bench.inc SET amount = amount + 1, updated_at = clock_timestamp() WHERE id % 100 = {round}"
+        "UPDATE bench.inc SET amount = amount + 1, updated_at = clock_timestamp() WHERE id % {every} = {round}"
     )))
     .execute(&mut *conn)
     .await
-    .expect("update 1%")
+    .expect("update")
     .rows_affected()
 }
 
@@ -279,36 +280,43 @@ async fn incremental_section(server: &Server, conn: &mut sqlx::PgConnection, pg_
         first.as_secs_f64(),
         rows_read(&f)
     );
-    let (mut fulls, mut incs, mut reads, mut changed) = (Vec::new(), Vec::new(), Vec::new(), 0);
-    for round in 1..=3 {
-        changed = change_one_percent(conn, round).await;
-        fulls.push(server.run_flow(full).await.0);
-        let (took, _, f) = server.run(json!({"flow_input_id": inc})).await;
-        incs.push(took);
-        reads.push(rows_read(&f));
-        let (source, target) = (
-            fingerprint(conn, "bench.inc").await,
-            fingerprint(conn, "bench.inc_merge").await,
-        );
-        assert_eq!(
-            source, target,
-            "the merge target differs from its source after round {round}"
-        );
+    // 1% changed before each of three interleaved pairs (full replace, incremental); then 0.1%
+    // changed before each of three incremental runs, to see the time follow the changed rows.
+    let mut fulls = Vec::new();
+    let mut lines = Vec::new();
+    for every in [100u64, 1000] {
+        let (mut incs, mut reads, mut changed) = (Vec::new(), Vec::new(), 0);
+        for round in 1..=3 {
+            changed = change_rows(conn, every, round).await;
+            if every == 100 {
+                fulls.push(server.run_flow(full).await.0);
+            }
+            let (took, _, f) = server.run(json!({"flow_input_id": inc})).await;
+            incs.push(took);
+            reads.push(rows_read(&f));
+            let (source, target) = (
+                fingerprint(conn, "bench.inc").await,
+                fingerprint(conn, "bench.inc_merge").await,
+            );
+            assert_eq!(source, target, "the merge target differs from its source");
+        }
+        reads.sort_unstable();
+        lines.push((changed, median(incs), reads[reads.len() / 2]));
     }
-    let (full_t, inc_t) = (median(fulls), median(incs));
-    reads.sort_unstable();
-    let read = reads[reads.len() / 2];
+    let full_t = median(fulls);
     println!(
         "  full replace                        {:>8.2} s  {rows:>9} rows read",
         full_t.as_secs_f64()
     );
-    println!(
-        "  {:<35} {:>8.2} s  {read:>9} rows read  {:.3}× the full run's time, {:.3}× its rows",
-        format!("incremental, {changed} rows changed"),
-        inc_t.as_secs_f64(),
-        inc_t.as_secs_f64() / full_t.as_secs_f64(),
-        read as f64 / rows as f64
-    );
+    for (changed, inc_t, read) in lines {
+        println!(
+            "  {:<35} {:>8.2} s  {read:>9} rows read  {:.3}× the full run's time, {:.3}× its rows",
+            format!("incremental, {changed} rows changed"),
+            inc_t.as_secs_f64(),
+            inc_t.as_secs_f64() / full_t.as_secs_f64(),
+            read as f64 / rows as f64
+        );
+    }
     println!("  (after each incremental run the merge target equalled the source: count and sum checked)");
 }
 
@@ -509,7 +517,7 @@ fn main() {
         }
         if on("incremental") {
             println!(
-                "\n== Incremental: cursor source → merge output vs full replace, {inc_rows} rows, 1% changed per run (interleaved, 3 runs each, medians) =="
+                "\n== Incremental: cursor source → merge output vs full replace, {inc_rows} rows, 1% then 0.1% changed per run (interleaved, 3 runs each, medians) =="
             );
             incremental_section(&server, &mut conn, pg_id, inc_rows).await;
         }
