@@ -32,7 +32,7 @@ use crate::domain::store::DataStore;
 use crate::engine::check::CheckOutcome;
 use crate::engine::cursor_read::CursorRead;
 use crate::engine::unit::{NodeWork, PersistWork, UnitError, UnitWork};
-use crate::engine::{checkpoint, publish, Engine};
+use crate::engine::{checkpoint, publish, Engine, EngineError};
 
 /// How long a cancelled flow waits for its running tasks to stop before ending anyway.
 const CANCEL_GRACE: Duration = Duration::from_millis(600);
@@ -456,11 +456,13 @@ impl FlowActor {
                     }
                     Err(e) => {
                         let _ = publish::discard(&store, &loads, &pools).await;
-                        return Err(e);
+                        return Err(e.to_string());
                     }
                 }
             } else {
-                publish::discard(&store, &loads, &pools).await?;
+                publish::discard(&store, &loads, &pools)
+                    .await
+                    .map_err(|e| e.to_string())?;
             }
             Ok::<_, String>((store.name, started.elapsed(), notes))
         });
@@ -594,11 +596,11 @@ impl Actor for FlowActor {
                         for node in &restore {
                             session.restore(node).await?;
                         }
-                        Ok::<_, String>(Arc::new(session))
+                        Ok::<_, EngineError>(Arc::new(session))
                     })
                     .await
                     .map_err(|e| e.to_string())
-                    .and_then(|r| r);
+                    .and_then(|r| r.map_err(|e| e.to_string()));
                 let running = running.await.unwrap_or_else(|e| Err(e.to_string()));
                 (prepared, running)
             }

@@ -129,9 +129,53 @@ pub struct FlowSession {
     pub memory_gate: tokio::sync::RwLock<()>,
 }
 
+/// What the engine's flow-level steps fail with: setting up a flow's session, reading back its
+/// checkpoints, publishing or discarding its outputs. The message is for people (DataFusion's
+/// cleaned); the cause stays attached as the source.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    /// A sink or source failed; its kind says whether another attempt may succeed.
+    #[error(transparent)]
+    Connector(#[from] crate::connectors::ConnectorError),
+    /// A file or directory of the flow's work directory.
+    #[error("{context}: {source}")]
+    Io {
+        context: String,
+        #[source]
+        source: std::io::Error,
+    },
+    /// DataFusion refused: `message` is its cleaned wording.
+    #[error("{context}{message}")]
+    DataFusion {
+        context: String,
+        message: String,
+        #[source]
+        source: datafusion::error::DataFusionError,
+    },
+    /// A blocking step's task did not finish (it panicked or was cancelled).
+    #[error("{context}: {source}")]
+    Join {
+        context: String,
+        #[source]
+        source: tokio::task::JoinError,
+    },
+}
+
+impl EngineError {
+    /// DataFusion error `source`, worded for people, after `context` (which ends with its own
+    /// separator, or is empty).
+    fn datafusion(context: impl Into<String>, source: datafusion::error::DataFusionError) -> Self {
+        EngineError::DataFusion {
+            context: context.into(),
+            message: crate::connectors::error::clean_message(&source),
+            source,
+        }
+    }
+}
+
 impl FlowSession {
     /// A fresh context for one unit: the flow's settings, and every checkpoint so far.
-    pub fn unit_context(&self) -> Result<SessionContext, String> {
+    pub fn unit_context(&self) -> Result<SessionContext, EngineError> {
         let options = self.base.config().options();
         let (catalog_name, schema_name) = (
             options.catalog.default_catalog.clone(),
@@ -141,14 +185,14 @@ impl FlowSession {
         let catalog = Arc::new(MemoryCatalogProvider::new());
         catalog
             .register_schema(&schema_name, schema.clone())
-            .map_err(|e| crate::connectors::error::clean_message(&e))?;
+            .map_err(|e| EngineError::datafusion("", e))?;
         let catalogs = Arc::new(MemoryCatalogProviderList::new());
         catalogs.register_catalog(catalog_name, catalog);
         let tables = self.tables.lock().unwrap_or_else(|p| p.into_inner());
         for (name, table) in tables.iter() {
             schema
                 .register_table(name.clone(), Arc::clone(table))
-                .map_err(|e| crate::connectors::error::clean_message(&e))?;
+                .map_err(|e| EngineError::datafusion("", e))?;
         }
         drop(tables);
         let state = SessionStateBuilder::new_from_existing(self.base.clone())
@@ -166,15 +210,10 @@ impl FlowSession {
     }
 
     /// Registers the checkpoint an earlier run left for node `name`.
-    pub async fn restore(&self, name: &str) -> Result<(), String> {
+    pub async fn restore(&self, name: &str) -> Result<(), EngineError> {
         let table = checkpoint::table(&self.base, &self.work_dir, name)
             .await
-            .map_err(|e| {
-                format!(
-                    "reading the checkpoint of {name}: {}",
-                    crate::connectors::error::clean_message(&e)
-                )
-            })?;
+            .map_err(|e| EngineError::datafusion(format!("reading the checkpoint of {name}: "), e))?;
         self.add_table(name, table);
         Ok(())
     }
@@ -312,16 +351,23 @@ impl Engine {
     /// A session for one flow, limited to `memory_limit_mb` of the shared pool, spilling into
     /// its work directory. Creates the directory (on a blocking thread: this is called from the
     /// flow's actor).
-    pub async fn session(&self, flow_id: i64, memory_limit_mb: u64) -> Result<FlowSession, String> {
+    pub async fn session(&self, flow_id: i64, memory_limit_mb: u64) -> Result<FlowSession, EngineError> {
         // Building the runtime creates DataFusion's temporary directory.
         debug_assert_off_arbiter("setting up a flow's session");
         let work_dir = self.work_dir(flow_id);
         let spill_dir = work_dir.join("spill");
         let create = spill_dir.clone();
+        let context = || format!("creating {}", spill_dir.display());
         tokio::task::spawn_blocking(move || std::fs::create_dir_all(&create))
             .await
-            .map_err(|e| format!("creating {}: {e}", spill_dir.display()))?
-            .map_err(|e| format!("creating {}: {e}", spill_dir.display()))?;
+            .map_err(|source| EngineError::Join {
+                context: context(),
+                source,
+            })?
+            .map_err(|source| EngineError::Io {
+                context: context(),
+                source,
+            })?;
         let pool = memory::FlowMemoryPool::new(
             self.pool.clone(),
             (memory_limit_mb as usize).saturating_mul(1024 * 1024),
@@ -333,7 +379,7 @@ impl Engine {
                 DiskManagerBuilder::default().with_mode(DiskManagerMode::Directories(vec![spill_dir])),
             )
             .build_arc()
-            .map_err(|e| format!("building the flow's runtime: {e}"))?;
+            .map_err(|e| EngineError::datafusion("building the flow's runtime: ", e))?;
         let mut config = SessionConfig::new()
             .with_batch_size(self.batch_size)
             .with_target_partitions(self.threads.max(1))

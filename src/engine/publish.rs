@@ -3,6 +3,7 @@
 //! when it fails or is cancelled they are discarded — so a flow changes its target only if it
 //! succeeds, and a failed or cancelled flow leaves every target exactly as it was.
 
+use super::EngineError;
 use crate::connectors::pools::Pools;
 use crate::connectors::{self, Load};
 use crate::domain::spec::Output;
@@ -24,15 +25,15 @@ pub fn loads(instance: &str, flow_id: i64, outputs: &[Output]) -> Vec<Load> {
 }
 
 /// Makes every staged load visible; returns the sink's notes for the flow's log.
-pub async fn publish(store: &DataStore, loads: &[Load], pools: &Pools) -> Result<Vec<String>, String> {
-    let sink = connectors::sink_for(store, pools).map_err(|e| e.message)?;
-    sink.publish(loads).await.map_err(|e| e.message)
+pub async fn publish(store: &DataStore, loads: &[Load], pools: &Pools) -> Result<Vec<String>, EngineError> {
+    let sink = connectors::sink_for(store, pools)?;
+    Ok(sink.publish(loads).await?)
 }
 
 /// Removes whatever is staged for the loads.
-pub async fn discard(store: &DataStore, loads: &[Load], pools: &Pools) -> Result<(), String> {
-    let sink = connectors::sink_for(store, pools).map_err(|e| e.message)?;
-    sink.discard(loads).await.map_err(|e| e.message)
+pub async fn discard(store: &DataStore, loads: &[Load], pools: &Pools) -> Result<(), EngineError> {
+    let sink = connectors::sink_for(store, pools)?;
+    Ok(sink.discard(loads).await?)
 }
 
 #[cfg(test)]

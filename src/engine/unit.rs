@@ -181,7 +181,7 @@ pub async fn run(
 ) -> Result<Finished, UnitError> {
     let ctx = session
         .unit_context()
-        .map_err(|message| internal(&work.name, message))?;
+        .map_err(|e| internal(&work.name, e.to_string()))?;
     if strategy.sort_merge_joins {
         let state = ctx.state_ref();
         let mut state = state.write();
