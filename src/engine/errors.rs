@@ -18,22 +18,36 @@ pub fn sql_error_message(e: &DataFusionError, sql: &str) -> String {
         .and_then(|d| d.span)
         .filter(|s| s.start.line > 0)
         .map(|s| (s.start.line, s.start.column))
-        .or_else(|| guess_position(&message, sql));
+        .or_else(|| guess_position(e, &message, sql));
     match position {
         Some((line, column)) => format!("SQL error at line {line}, column {column}: {message}"),
         None => format!("SQL error: {message}"),
     }
 }
 
-/// For messages that name a field the engine could not find, the first place the SQL mentions
-/// it, counted like DataFusion's spans (sqlparser's `Location`): lines and columns from 1, the
-/// column in characters.
-fn guess_position(message: &str, sql: &str) -> Option<(u64, u64)> {
-    let name = message
+/// The field an error says the engine could not find: from DataFusion's `FieldNotFound`
+/// schema error where the error is one, else from the wording of an error that carries only
+/// text (`No field named amout. ...`).
+fn missing_field(e: &DataFusionError, message: &str) -> Option<String> {
+    use datafusion::common::SchemaError;
+    if let DataFusionError::SchemaError(schema_error, _) = e.find_root() {
+        return match schema_error.as_ref() {
+            SchemaError::FieldNotFound { field, .. } => Some(field.name.clone()),
+            _ => None,
+        };
+    }
+    message
         .strip_prefix("No field named ")
         .and_then(|rest| rest.split(['.', ' ']).next())
-        .map(|n| n.trim_matches('"'))?;
-    let idx = find_ignoring_case(sql, name)?;
+        .map(|n| n.trim_matches('"').to_string())
+}
+
+/// For errors that name a field the engine could not find, the first place the SQL mentions
+/// it, counted like DataFusion's spans (sqlparser's `Location`): lines and columns from 1, the
+/// column in characters.
+fn guess_position(e: &DataFusionError, message: &str, sql: &str) -> Option<(u64, u64)> {
+    let name = missing_field(e, message)?;
+    let idx = find_ignoring_case(sql, &name)?;
     let before = &sql[..idx];
     let line_start = before.rfind('\n').map(|i| i + 1).unwrap_or(0);
     let line = before.matches('\n').count() as u64 + 1;
@@ -77,6 +91,21 @@ fn starts_with_ignoring_case(text: &str, lower: &[char]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn positions_are_found_for_datafusion_field_not_found_errors() {
+        use datafusion::common::{Column, SchemaError};
+        let e = DataFusionError::SchemaError(
+            Box::new(SchemaError::FieldNotFound {
+                field: Box::new(Column::new_unqualified("Amout")),
+                valid_fields: vec![],
+            }),
+            Box::new(None),
+        )
+        .context("planning the query");
+        let msg = sql_error_message(&e, "SELECT id,\n  amout FROM t");
+        assert!(msg.starts_with("SQL error at line 2, column 3:"), "{msg}");
+    }
 
     #[test]
     fn positions_are_guessed_for_unknown_fields() {
