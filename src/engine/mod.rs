@@ -150,7 +150,7 @@ pub enum EngineError {
         context: String,
         message: String,
         #[source]
-        source: datafusion::error::DataFusionError,
+        source: Box<datafusion::error::DataFusionError>,
     },
     /// A blocking step's task did not finish (it panicked or was cancelled).
     #[error("{context}: {source}")]
@@ -168,7 +168,7 @@ impl EngineError {
         EngineError::DataFusion {
             context: context.into(),
             message: crate::connectors::error::clean_message(&source),
-            source,
+            source: Box::new(source),
         }
     }
 }
