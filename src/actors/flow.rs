@@ -435,7 +435,7 @@ impl FlowActor {
         let store = self.plan.stores.get(&self.plan.spec.target_store_id).cloned();
         let loads = publish::loads(self.engine.instance(), flow_id, &self.plan.spec.outputs);
         let count = loads.len();
-        let pools = self.engine.pools().clone();
+        let engine = self.engine.clone();
         #[cfg(all(feature = "fault-injection", debug_assertions))]
         let fault = (self.plan.spec.name.clone(), self.engine.work_dir(flow_id));
         let step = self.engine.handle().spawn(async move {
@@ -443,7 +443,7 @@ impl FlowActor {
             let started = std::time::Instant::now();
             let mut notes = Vec::new();
             if state == FlowState::Completed {
-                match publish::publish(&store, &loads, &pools).await {
+                match engine.publish(&store, &loads).await {
                     Ok(said) => {
                         #[cfg(all(feature = "fault-injection", debug_assertions))]
                         if crate::engine::faults::abort_after_publish(
@@ -455,14 +455,12 @@ impl FlowActor {
                         notes = said
                     }
                     Err(e) => {
-                        let _ = publish::discard(&store, &loads, &pools).await;
+                        let _ = engine.discard(&store, &loads).await;
                         return Err(e.to_string());
                     }
                 }
             } else {
-                publish::discard(&store, &loads, &pools)
-                    .await
-                    .map_err(|e| e.to_string())?;
+                engine.discard(&store, &loads).await.map_err(|e| e.to_string())?;
             }
             Ok::<_, String>((store.name, started.elapsed(), notes))
         });

@@ -20,7 +20,7 @@ use super::persister::Persister;
 use super::plan_loader::{LoadedFlow, PlanLoader};
 use super::sweep::sweep_work_dirs;
 use crate::domain::flow::{FlowEvent, FlowState, Level};
-use crate::engine::{publish, Engine};
+use crate::engine::Engine;
 
 pub struct SupervisorConfig {
     pub max_running_flows: usize,
@@ -309,10 +309,9 @@ async fn discard_staged(plans: Arc<dyn PlanLoader>, engine: Arc<Engine>, flow_id
     let Some(staged) = plans.staged_outputs(flow_id).await else {
         return;
     };
-    let pools = engine.pools().clone();
-    let done = engine
-        .handle()
-        .spawn(async move { publish::discard(&staged.store, &staged.loads, &pools).await })
+    let handle = engine.handle().clone();
+    let done = handle
+        .spawn(async move { engine.discard(&staged.store, &staged.loads).await })
         .await;
     if let Ok(Err(e)) = done {
         tracing::warn!(flow_id, error = %e, "could not remove a flow's staged outputs");

@@ -37,7 +37,8 @@ use datafusion::prelude::{SessionConfig, SessionContext};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::EngineSettings;
-use crate::connectors::IoContext;
+use crate::connectors::{IoContext, Load};
+use crate::domain::store::DataStore;
 
 /// The engine's own runtime. Dropping it never blocks (so it may be dropped anywhere, even
 /// inside another runtime): its threads are shut down in the background.
@@ -278,9 +279,32 @@ impl Engine {
         &self.instance
     }
 
-    /// The connection pools of database stores, shared by every flow.
-    pub fn pools(&self) -> &crate::connectors::pools::Pools {
-        &self.pools
+    /// Makes every staged load of a flow visible in `store`; returns the sink's notes for the
+    /// flow's log.
+    pub async fn publish(&self, store: &DataStore, loads: &[Load]) -> Result<Vec<String>, EngineError> {
+        publish::publish(store, loads, &self.pools).await
+    }
+
+    /// Removes whatever is staged for the loads in `store`.
+    pub async fn discard(&self, store: &DataStore, loads: &[Load]) -> Result<(), EngineError> {
+        publish::discard(store, loads, &self.pools).await
+    }
+
+    /// Connects to `store` through its pool and reports latency and server version, or why it
+    /// cannot be used (within `within`).
+    pub async fn check_store(
+        &self,
+        store: &DataStore,
+        within: std::time::Duration,
+    ) -> Result<crate::connectors::CheckReport, crate::connectors::ConnectorError> {
+        tokio::time::timeout(within, crate::connectors::check(store, &self.pools))
+            .await
+            .unwrap_or_else(|_| {
+                Err(crate::connectors::ConnectorError::transient(format!(
+                    "no answer within {} s",
+                    within.as_secs()
+                )))
+            })
     }
 
     /// What the connectors that a unit of a flow calls get: the flow's session, the flow's

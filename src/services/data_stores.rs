@@ -114,21 +114,14 @@ impl Services {
     pub async fn check_data_store(&self, id: i64) -> Result<CheckReport, AppError> {
         let model = self.data_store_model(id).await?;
         let store = repo::store_from_model(model, &self.cipher)?;
-        let pools = self.engine.pools().clone();
+        let engine = self.engine.clone();
         let checked = self
             .engine
             .handle()
             .spawn(async move {
-                tokio::time::timeout(
-                    std::time::Duration::from_secs(30),
-                    crate::connectors::check(&store, &pools),
-                )
-                .await
-                .unwrap_or_else(|_| {
-                    Err(crate::connectors::ConnectorError::transient(
-                        "no answer within 30 s",
-                    ))
-                })
+                engine
+                    .check_store(&store, std::time::Duration::from_secs(30))
+                    .await
             })
             .await
             .map_err(|e| AppError::internal("the store check crashed", e))?;
