@@ -153,7 +153,7 @@ mod tests {
         let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
         let e = rt.block_on(ctx.sql(sql)).expect_err("an unknown column");
         let span = e.diagnostic().and_then(|d| d.span).expect("a span");
-        let guessed = guess_position(&clean_message(&e), sql).expect("a guess");
+        let guessed = guess_position(&e, &clean_message(&e), sql).expect("a guess");
         assert_eq!((span.start.line, span.start.column), guessed, "{e}");
     }
 }
