@@ -22,6 +22,8 @@ use std::path::{Path, PathBuf};
 use serde_json::{Map, Value};
 use toml::de::{DeTable, DeValue};
 
+use crate::domain::names::did_you_mean_hint;
+
 /// The manifest's file name.
 pub const MANIFEST: &str = "sluice.toml";
 
@@ -403,13 +405,7 @@ impl Folder {
                 StoreRef::Name(name) => match stores.iter().find(|(_, n)| n == name) {
                     Some((id, _)) => *id,
                     None => {
-                        let hint = stores
-                            .iter()
-                            .map(|(_, n)| (strsim::levenshtein(n, name), n))
-                            .filter(|(d, _)| *d <= 2.max(name.len() / 3))
-                            .min()
-                            .map(|(_, n)| format!(" (did you mean {n:?}?)"))
-                            .unwrap_or_default();
+                        let hint = did_you_mean_hint(name, stores.iter().map(|(_, n)| n.as_str()));
                         problems
                             .push(self.at_manifest(path, format!("no data store is named {name:?}{hint}")));
                         continue;
