@@ -2,6 +2,7 @@
 //! engine, the Persister and FlowSupervisor (once each), and the HTTP server.
 
 use std::net::{IpAddr, TcpListener};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -31,6 +32,7 @@ pub struct Application {
     shutdown_timeout: Duration,
     // Kept alive for as long as the application runs.
     _engine: Arc<Engine>,
+    _metadata_lock: Option<std::fs::File>,
     db: DatabaseConnection,
     arbiters: Vec<ArbiterHandle>,
 }
@@ -66,6 +68,40 @@ pub async fn connect_metadata(settings: &Settings) -> Result<DatabaseConnection,
     Ok(db)
 }
 
+/// The file of an SQLite metadata URL (`sqlite://path?mode=rwc`, `sqlite:path`); `None` for
+/// another database or an in-memory one.
+fn sqlite_file(url: &str) -> Option<PathBuf> {
+    let rest = url
+        .strip_prefix("sqlite://")
+        .or_else(|| url.strip_prefix("sqlite:"))?;
+    let path = rest.split('?').next().unwrap_or_default();
+    (!path.is_empty() && !path.starts_with(":memory:")).then(|| PathBuf::from(path))
+}
+
+/// Holds SQLite metadata for this process: a second process on the same file would recover and
+/// run the flows the first one is running. The lock is on `<file>.lock` and goes with the
+/// process (also when it is killed). PostgreSQL metadata takes no lock.
+pub fn lock_sqlite_metadata(settings: &Settings) -> Result<Option<std::fs::File>, String> {
+    let Some(db) = sqlite_file(&settings.database_url()) else {
+        return Ok(None);
+    };
+    let path = PathBuf::from(format!("{}.lock", db.display()));
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|e| format!("cannot open {}: {e}", path.display()))?;
+    match file.try_lock() {
+        Ok(()) => Ok(Some(file)),
+        Err(std::fs::TryLockError::WouldBlock) => Err(format!(
+            "another Sluice process is using the metadata database {}: SQLite metadata serves one process at a time (stop the other one, or give each its own data_dir; several instances need PostgreSQL metadata, database.url)",
+            db.display()
+        )),
+        Err(std::fs::TryLockError::Error(e)) => Err(format!("cannot lock {}: {e}", path.display())),
+    }
+}
+
 fn is_loopback(host: &str) -> bool {
     host == "localhost" || host.parse::<IpAddr>().map(|ip| ip.is_loopback()).unwrap_or(false)
 }
@@ -88,6 +124,7 @@ impl Application {
                 settings.server.host
             );
         }
+        let metadata_lock = lock_sqlite_metadata(&settings)?;
         let db = connect_metadata(&settings).await?;
         let cipher = Cipher::load_or_create(&settings.data_dir)?;
         let engine = Engine::new(&settings.engine, &settings.data_dir)
@@ -176,6 +213,7 @@ impl Application {
             supervisor,
             shutdown_timeout: Duration::from_secs(settings.server.shutdown_timeout_s),
             _engine: engine,
+            _metadata_lock: metadata_lock,
             db,
             arbiters,
         })
@@ -241,5 +279,43 @@ async fn wait_for_signal() -> &'static str {
     {
         let _ = tokio::signal::ctrl_c().await;
         "SIGINT"
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_file_of_an_sqlite_url() {
+        assert_eq!(
+            sqlite_file("sqlite:///var/lib/sluice/sluice.db?mode=rwc"),
+            Some(PathBuf::from("/var/lib/sluice/sluice.db"))
+        );
+        assert_eq!(sqlite_file("sqlite:meta.db"), Some(PathBuf::from("meta.db")));
+        assert_eq!(sqlite_file("sqlite::memory:"), None);
+        assert_eq!(sqlite_file("postgres://u@h/db"), None);
+    }
+
+    #[test]
+    fn one_process_holds_sqlite_metadata() {
+        let temp = tempfile::tempdir().unwrap();
+        let settings = Settings::load_with(
+            None,
+            vec![("SLUICE__DATA_DIR".to_string(), temp.path().display().to_string())],
+        )
+        .unwrap();
+        let held = lock_sqlite_metadata(&settings).unwrap();
+        assert!(held.is_some());
+        let second = lock_sqlite_metadata(&settings).unwrap_err();
+        assert!(
+            second.starts_with("another Sluice process is using the metadata database"),
+            "{second}"
+        );
+        drop(held);
+        assert!(
+            lock_sqlite_metadata(&settings).unwrap().is_some(),
+            "free again once released"
+        );
     }
 }

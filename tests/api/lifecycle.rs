@@ -242,3 +242,59 @@ async fn a_restarted_server_keeps_every_store_input_flow_and_output() {
     assert_eq!(state(&after.2), "COMPLETED");
     drop(temp);
 }
+
+#[tokio::test]
+async fn a_second_server_on_the_same_sqlite_metadata_refuses_to_start() {
+    let temp = tempfile::tempdir().unwrap();
+    let (data, files) = (temp.path().join("data"), temp.path().join("files"));
+    std::fs::create_dir_all(&files).unwrap();
+    // SQLite metadata whatever SLUICE_TEST_METADATA_URL says: the lock is SQLite's.
+    let url = format!("sqlite://{}?mode=rwc", data.join("sluice.db").display());
+    let first = spawn_app_with(
+        AppOptions {
+            dirs: Some((data.clone(), files.clone())),
+            ..Default::default()
+        }
+        .env("SLUICE__DATABASE__URL", &url),
+    )
+    .await;
+    let mut second = std::process::Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .env("SLUICE__SERVER__PORT", "0")
+        .env("SLUICE__DATA_DIR", &data)
+        .env("SLUICE__DATABASE__URL", &url)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let started = std::time::Instant::now();
+    let status = loop {
+        if let Some(status) = second.try_wait().unwrap() {
+            break status;
+        }
+        if started.elapsed() > Duration::from_secs(60) {
+            let _ = second.kill();
+            panic!("the second server did not refuse to start");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let output = second.wait_with_output().unwrap();
+    let text = String::from_utf8_lossy(&output.stderr).to_string() + &String::from_utf8_lossy(&output.stdout);
+    assert!(!status.success(), "{text}");
+    assert!(
+        text.contains("another Sluice process is using the metadata database"),
+        "{text}"
+    );
+    // The first one serves on, and once it stops the data directory can be served again.
+    assert_eq!(first.get("/flows").await.status, 200);
+    let (data, files, _) = first.stop().await;
+    let again = spawn_app_with(
+        AppOptions {
+            dirs: Some((data, files)),
+            ..Default::default()
+        }
+        .env("SLUICE__DATABASE__URL", &url),
+    )
+    .await;
+    assert_eq!(again.get("/flows").await.status, 200);
+}
