@@ -364,12 +364,7 @@ impl FlowActor {
                 Err(message) => {
                     ctx.notify(TaskDone {
                         index,
-                        outcome: TaskOutcome::Failed(UnitError {
-                            node: name,
-                            message,
-                            transient: false,
-                            resources: false,
-                        }),
+                        outcome: TaskOutcome::Failed(UnitError::permanent(name, message)),
                     });
                 }
             }

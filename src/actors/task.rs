@@ -205,12 +205,10 @@ async fn run_attempts(
                         .map_err(|e| e.to_string())
                         .and_then(|r| r.map_err(|e| e.to_string()))
                     {
-                        return TaskOutcome::Failed(UnitError {
-                            node: cursor.source.clone(),
-                            message: format!("saving what the cursor read: {e}"),
-                            transient: false,
-                            resources: false,
-                        });
+                        return TaskOutcome::Failed(UnitError::permanent(
+                            cursor.source.clone(),
+                            format!("saving what the cursor read: {e}"),
+                        ));
                     }
                     record(FlowEvent::Cursor {
                         source: cursor.source.clone(),
@@ -265,12 +263,10 @@ async fn run_attempts(
                 return TaskOutcome::Failed(UnitError { message, ..e });
             }
             Err(_) => {
-                return TaskOutcome::Failed(UnitError {
-                    node: work.main_node().to_string(),
-                    message: format!("timed out after {} s (options.task_timeout_s)", timeout.as_secs()),
-                    transient: false,
-                    resources: false,
-                });
+                return TaskOutcome::Failed(UnitError::permanent(
+                    work.main_node(),
+                    format!("timed out after {} s (options.task_timeout_s)", timeout.as_secs()),
+                ));
             }
         }
     }

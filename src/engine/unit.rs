@@ -121,7 +121,8 @@ impl UnitWork {
     }
 }
 
-/// Why a unit failed: the node to blame, and whether another attempt may succeed.
+/// Why a unit failed: the node to blame, and what failed there (a [`Failure`] at a node:
+/// whether another attempt may succeed, whether the memory limit was reached).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UnitError {
     pub node: String,
@@ -132,6 +133,16 @@ pub struct UnitError {
 }
 
 impl UnitError {
+    /// A failure at `node` that another attempt would not mend.
+    pub fn permanent(node: impl Into<String>, message: impl Into<String>) -> Self {
+        UnitError {
+            node: node.into(),
+            message: message.into(),
+            transient: false,
+            resources: false,
+        }
+    }
+
     fn at(node: &str, failure: Failure) -> Self {
         UnitError {
             node: node.to_string(),
@@ -432,10 +443,5 @@ fn blame(
 }
 
 fn internal(node: &str, message: String) -> UnitError {
-    UnitError {
-        node: node.to_string(),
-        message,
-        transient: false,
-        resources: false,
-    }
+    UnitError::permanent(node, message)
 }
