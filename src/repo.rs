@@ -83,11 +83,35 @@ fn page<T>(mut rows: Vec<T>, limit: u64, id: impl Fn(&T) -> i64) -> Page<T> {
     }
 }
 
+/// `value` as a JSON column. A NUL character in its text (a log line quoting data a flow read)
+/// becomes U+FFFD: PostgreSQL cannot store NUL in text or JSON, and one line must not keep a
+/// flow's state from being written.
 fn json<T: serde::Serialize>(value: &T) -> Result<serde_json::Value, RepoError> {
-    serde_json::to_value(value).map_err(|source| RepoError::Json {
+    let mut value = serde_json::to_value(value).map_err(|source| RepoError::Json {
         what: "serializing".into(),
         source,
-    })
+    })?;
+    replace_nul(&mut value);
+    Ok(value)
+}
+
+fn replace_nul(value: &mut serde_json::Value) {
+    use serde_json::Value;
+    match value {
+        Value::String(s) if s.contains('\0') => *s = s.replace('\0', "\u{FFFD}"),
+        Value::Array(items) => items.iter_mut().for_each(replace_nul),
+        Value::Object(map) => {
+            if map.keys().any(|k| k.contains('\0')) {
+                let entries = std::mem::take(map);
+                *map = entries
+                    .into_iter()
+                    .map(|(k, v)| (k.replace('\0', "\u{FFFD}"), v))
+                    .collect();
+            }
+            map.values_mut().for_each(replace_nul);
+        }
+        _ => {}
+    }
 }
 
 fn from_json<T: serde::de::DeserializeOwned>(value: serde_json::Value, what: &str) -> Result<T, RepoError> {
@@ -543,6 +567,15 @@ pub async fn ping(db: &sea_orm::DatabaseConnection) -> Result<(), RepoError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn json_columns_hold_no_nul_character() {
+        let v = json(&serde_json::json!({"lines": ["a\u{0}b"], "k\u{0}": {"x": "\u{0}"}, "n": 1})).unwrap();
+        assert_eq!(
+            v,
+            serde_json::json!({"lines": ["a\u{FFFD}b"], "k\u{FFFD}": {"x": "\u{FFFD}"}, "n": 1})
+        );
+    }
 
     /// A fresh metadata database in memory, migrated like a real one.
     async fn metadata_db() -> sea_orm::DatabaseConnection {

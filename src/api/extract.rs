@@ -175,11 +175,13 @@ impl<'de> Visitor<'de> for StrictVisitor {
         })
     }
 
-    fn visit_str<E>(self, v: &str) -> Result<Value, E> {
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<Value, E> {
+        refuse_nul(v)?;
         Ok(Value::String(v.to_owned()))
     }
 
-    fn visit_string<E>(self, v: String) -> Result<Value, E> {
+    fn visit_string<E: de::Error>(self, v: String) -> Result<Value, E> {
+        refuse_nul(&v)?;
         Ok(Value::String(v))
     }
 
@@ -198,6 +200,7 @@ impl<'de> Visitor<'de> for StrictVisitor {
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
         let mut object = serde_json::Map::new();
         while let Some(key) = map.next_key::<String>()? {
+            refuse_nul(&key)?;
             if object.contains_key(&key) {
                 return Err(de::Error::custom(format_args!("duplicate field `{key}`")));
             }
@@ -206,6 +209,15 @@ impl<'de> Visitor<'de> for StrictVisitor {
         }
         Ok(Value::Object(object))
     }
+}
+
+/// No text of a request may hold the NUL character: no name, SQL, host or path has a use for
+/// it, and PostgreSQL (a metadata database, a source or target) cannot store it in text.
+fn refuse_nul<E: de::Error>(text: &str) -> Result<(), E> {
+    if text.contains('\0') {
+        return Err(E::custom("text may not contain the NUL character (\\u0000)"));
+    }
+    Ok(())
 }
 
 /// Serde's type errors quote the offending value (`invalid type: string "postgres://u:pw@h"`,
@@ -324,6 +336,17 @@ mod tests {
             Err(AppError::BadRequest { errors, .. }) => assert_eq!(errors[0].path, "b[1].c"),
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn the_nul_character_is_refused_with_its_path() {
+        let e = parse_json::<Value>(br#"{"connection": {"db_name": "a\u0000b"}}"#).unwrap_err();
+        let text = format!("{e:?}");
+        assert!(text.contains("connection.db_name"), "{text}");
+        assert!(text.contains("NUL character"), "{text}");
+        let e = parse_json::<Value>(br#"{"a\u0000": 1}"#).unwrap_err();
+        assert!(format!("{e:?}").contains("NUL character"), "{e:?}");
+        assert!(parse_json::<Value>(br#"{"sql": "SELECT '\\0'"}"#).is_ok());
     }
 
     #[test]
