@@ -94,10 +94,18 @@ pub fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, AppError> {
             return Err(wrong_shape(path, &inner));
         }
     };
-    serde_path_to_error::deserialize::<_, T>(document).map_err(|e| {
+    let nul = nul_path(&document, "");
+    let request = serde_path_to_error::deserialize::<_, T>(document).map_err(|e| {
         let path = e.path().to_string();
         wrong_shape(path, &e.into_inner())
-    })
+    })?;
+    match nul {
+        Some(path) => Err(AppError::Invalid(vec![FieldError::new(
+            path,
+            "text may not contain the NUL character (\\u0000)",
+        )])),
+        None => Ok(request),
+    }
 }
 
 fn malformed(e: &serde_json::Error) -> AppError {
@@ -175,13 +183,11 @@ impl<'de> Visitor<'de> for StrictVisitor {
         })
     }
 
-    fn visit_str<E: de::Error>(self, v: &str) -> Result<Value, E> {
-        refuse_nul(v)?;
+    fn visit_str<E>(self, v: &str) -> Result<Value, E> {
         Ok(Value::String(v.to_owned()))
     }
 
-    fn visit_string<E: de::Error>(self, v: String) -> Result<Value, E> {
-        refuse_nul(&v)?;
+    fn visit_string<E>(self, v: String) -> Result<Value, E> {
         Ok(Value::String(v))
     }
 
@@ -200,7 +206,6 @@ impl<'de> Visitor<'de> for StrictVisitor {
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
         let mut object = serde_json::Map::new();
         while let Some(key) = map.next_key::<String>()? {
-            refuse_nul(&key)?;
             if object.contains_key(&key) {
                 return Err(de::Error::custom(format_args!("duplicate field `{key}`")));
             }
@@ -212,12 +217,31 @@ impl<'de> Visitor<'de> for StrictVisitor {
 }
 
 /// No text of a request may hold the NUL character: no name, SQL, host or path has a use for
-/// it, and PostgreSQL (a metadata database, a source or target) cannot store it in text.
-fn refuse_nul<E: de::Error>(text: &str) -> Result<(), E> {
-    if text.contains('\0') {
-        return Err(E::custom("text may not contain the NUL character (\\u0000)"));
+/// it, and PostgreSQL (a metadata database, a source or target) cannot store it in text. The
+/// path of the first text that holds one (`checks[0].to_column`; a key's object for a key).
+fn nul_path(value: &Value, path: &str) -> Option<String> {
+    let join = |key: &str| {
+        if path.is_empty() {
+            key.to_string()
+        } else {
+            format!("{path}.{key}")
+        }
+    };
+    match value {
+        Value::String(s) => s.contains('\0').then(|| path.to_string()),
+        Value::Array(items) => items
+            .iter()
+            .enumerate()
+            .find_map(|(i, item)| nul_path(item, &format!("{path}[{i}]"))),
+        Value::Object(map) => map.iter().find_map(|(key, item)| {
+            if key.contains('\0') {
+                Some(path.to_string())
+            } else {
+                nul_path(item, &join(key))
+            }
+        }),
+        _ => None,
     }
-    Ok(())
 }
 
 /// Serde's type errors quote the offending value (`invalid type: string "postgres://u:pw@h"`,
@@ -340,13 +364,28 @@ mod tests {
 
     #[test]
     fn the_nul_character_is_refused_with_its_path() {
-        let e = parse_json::<Value>(br#"{"connection": {"db_name": "a\u0000b"}}"#).unwrap_err();
-        let text = format!("{e:?}");
-        assert!(text.contains("connection.db_name"), "{text}");
-        assert!(text.contains("NUL character"), "{text}");
-        let e = parse_json::<Value>(br#"{"a\u0000": 1}"#).unwrap_err();
-        assert!(format!("{e:?}").contains("NUL character"), "{e:?}");
+        let invalid = |body: &[u8]| match parse_json::<Value>(body) {
+            Err(AppError::Invalid(errors)) => {
+                assert!(errors[0].message.contains("NUL character"), "{errors:?}");
+                errors[0].path.clone()
+            }
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(
+            invalid(br#"{"connection": {"db_name": "a\u0000b"}}"#),
+            "connection.db_name"
+        );
+        assert_eq!(
+            invalid(br#"{"checks": [{"x": 1}, {"to_column": "\u0000"}]}"#),
+            "checks[1].to_column"
+        );
+        assert_eq!(invalid(br#"{"a": {"k\u0000": 1}}"#), "a");
         assert!(parse_json::<Value>(br#"{"sql": "SELECT '\\0'"}"#).is_ok());
+        // A body of the wrong shape says so first.
+        assert!(matches!(
+            parse_json::<T>(br#"{"a": "\u0000", "b": 5}"#),
+            Err(AppError::BadRequest { .. })
+        ));
     }
 
     #[test]
