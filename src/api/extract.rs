@@ -94,7 +94,8 @@ pub fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, AppError> {
             return Err(wrong_shape(path, &inner));
         }
     };
-    let nul = nul_path(&document, "");
+    // JSON text carries a NUL only as the escape `\u0000`: most bodies need no walk.
+    let nul = memchr::memmem::find(body, br"\u0000").and_then(|_| nul_path(&document, ""));
     let request = serde_path_to_error::deserialize::<_, T>(document).map_err(|e| {
         let path = e.path().to_string();
         wrong_shape(path, &e.into_inner())
