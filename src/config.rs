@@ -12,6 +12,10 @@ pub const DEFAULT_CONFIG: &str = include_str!("../config/default.toml");
 #[derive(Debug, Clone, Deserialize)]
 pub struct Settings {
     pub data_dir: PathBuf,
+    /// This process's name among several instances on one PostgreSQL metadata database. Empty
+    /// (the default): a new one is made at every start (see [`Settings::instance_id`]).
+    #[serde(default)]
+    pub instance_id: String,
     pub server: ServerSettings,
     pub database: DatabaseSettings,
     pub files: FileSettings,
@@ -72,6 +76,14 @@ pub struct EngineSettings {
     /// Hours a FAILED or CANCELLED flow keeps its checkpoints for a retry (they go sooner when
     /// a later flow of the same input completes); 0 keeps nothing.
     pub retry_retention_h: u64,
+    /// With PostgreSQL metadata: seconds a flow's lease lasts unless its instance renews it
+    /// (every third of it); another instance resumes the flows of one that stopped renewing.
+    #[serde(default = "default_lease_timeout_s")]
+    pub lease_timeout_s: u64,
+}
+
+fn default_lease_timeout_s() -> u64 {
+    15
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -173,6 +185,17 @@ impl Settings {
         if self.engine.batch_size == 0 {
             return bad("engine.batch_size must be at least 1");
         }
+        if !(1..=3600).contains(&self.engine.lease_timeout_s) {
+            return bad("engine.lease_timeout_s must be between 1 and 3600");
+        }
+        let id = self.instance_id.trim();
+        if id.len() > 64
+            || !id
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+        {
+            return bad("instance_id may hold at most 64 letters, digits, '-', '_' and '.'");
+        }
         if self.server.max_body_bytes < 1024 {
             return bad("server.max_body_bytes must be at least 1024");
         }
@@ -186,6 +209,28 @@ impl Settings {
         } else {
             self.database.url.clone()
         }
+    }
+
+    /// This process's instance id: the configured one, or one made now from the host name and
+    /// random digits (never read from a file: instances share their data directory).
+    pub fn instance_id(&self) -> String {
+        let id = self.instance_id.trim();
+        if !id.is_empty() {
+            return id.to_string();
+        }
+        let host = std::env::var("HOSTNAME")
+            .ok()
+            .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
+            .map(|h| {
+                h.trim()
+                    .chars()
+                    .filter(|c| c.is_ascii_alphanumeric() || *c == '-')
+                    .take(40)
+                    .collect::<String>()
+            })
+            .filter(|h| !h.is_empty())
+            .unwrap_or_else(|| "sluice".into());
+        format!("{host}-{:08x}", rand::random::<u32>())
     }
 
     /// Where flows keep their checkpoints while they run.
@@ -248,6 +293,20 @@ mod tests {
     fn invalid_values_are_refused_with_the_key_named() {
         let err = Settings::load_with(None, env(&[("SLUICE__ENGINE__MAX_RUNNING_FLOWS", "0")])).unwrap_err();
         assert!(err.to_string().contains("engine.max_running_flows"), "{err}");
+    }
+
+    #[test]
+    fn an_instance_id_is_configured_or_made_at_each_start() {
+        let s = Settings::load_with(None, env(&[("SLUICE__INSTANCE_ID", "node-a")])).unwrap();
+        assert_eq!(s.instance_id(), "node-a");
+        let s = Settings::load_with(None, env(&[])).unwrap();
+        let (a, b) = (s.instance_id(), s.instance_id());
+        assert_ne!(a, b, "two starts get two ids");
+        assert_eq!(s.engine.lease_timeout_s, 15);
+        let err = Settings::load_with(None, env(&[("SLUICE__INSTANCE_ID", "a b")])).unwrap_err();
+        assert!(err.to_string().contains("instance_id"), "{err}");
+        let err = Settings::load_with(None, env(&[("SLUICE__ENGINE__LEASE_TIMEOUT_S", "0")])).unwrap_err();
+        assert!(err.to_string().contains("engine.lease_timeout_s"), "{err}");
     }
 
     #[test]

@@ -16,6 +16,8 @@ use crate::domain::spec::FlowInputSpec;
 use crate::domain::store::{Connection, DataStore, StoreEngine, StoreKind};
 use crate::secrets::{redact_urls, Cipher};
 
+pub mod leases;
+
 /// What the data layer fails with. None of it is the caller's mistake except `Duplicate`, which
 /// services may turn into a conflict.
 #[derive(Debug, thiserror::Error)]
@@ -37,6 +39,15 @@ pub enum RepoError {
     /// that does not open.
     #[error("{0}")]
     Corrupt(String),
+    /// A query the data layer writes in SQL itself failed (the leases of several instances).
+    #[error("metadata database: {}", redact_urls(&.0.to_string()))]
+    Sql(#[source] sqlx::Error),
+}
+
+impl From<sqlx::Error> for RepoError {
+    fn from(err: sqlx::Error) -> Self {
+        RepoError::Sql(err)
+    }
 }
 
 impl From<DbErr> for RepoError {
@@ -296,12 +307,14 @@ pub fn flow_input_spec(m: &flow_input::Model) -> Result<(FlowInputSpec, Dag), Re
 // ---- flows and outputs ----------------------------------------------------------------------
 
 /// Creates the flow's output (READY, as `picture` says; its id is the database's) and the flow
-/// in one transaction.
+/// in one transaction. `exclusive_input`: the input is incremental (its flows run one at a
+/// time).
 pub async fn create_flow(
     db: &impl TransactionTrait,
     flow_input_id: i64,
     picture: FlowPicture,
     full_refresh: bool,
+    exclusive_input: bool,
 ) -> Result<(flow::Model, flow_output::Model), RepoError> {
     let result = db
         .transaction::<_, _, RepoError>(move |txn| {
@@ -314,6 +327,8 @@ pub async fn create_flow(
                     flow_input_id: Set(flow_input_id),
                     flow_output_id: Set(output.id),
                     full_refresh: Set(full_refresh),
+                    exclusive_input: Set(exclusive_input),
+                    cancel_requested: Set(false),
                     ..Default::default()
                 }
                 .insert(txn)
@@ -415,22 +430,53 @@ pub async fn latest_completed_flows(
     Ok(rows.into_iter().collect())
 }
 
-/// Writes pictures; the Persister's only way to the database.
-pub async fn save_pictures(db: &impl TransactionTrait, pictures: Vec<FlowPicture>) -> Result<(), RepoError> {
+/// Writes pictures; the Persister's only way to the database. With `owner` (several
+/// instances), only the pictures of flows that instance holds are written: an instance whose
+/// lease another took never overwrites what the new owner writes. Returns the output ids whose
+/// picture was not written for that reason.
+pub async fn save_pictures(
+    db: &impl TransactionTrait,
+    pictures: Vec<FlowPicture>,
+    owner: Option<&str>,
+) -> Result<Vec<i64>, RepoError> {
     let models = pictures
         .iter()
-        .map(picture_to_active)
-        .collect::<Result<Vec<_>, _>>()?;
-    db.transaction::<_, _, RepoError>(move |txn| {
-        Box::pin(async move {
-            for m in models {
-                m.update(txn).await?;
-            }
-            Ok(())
+        .map(|p| Ok((p.output_id, picture_to_active(p)?)))
+        .collect::<Result<Vec<_>, RepoError>>()?;
+    let owner = owner.map(str::to_string);
+    let skipped = db
+        .transaction::<_, _, RepoError>(move |txn| {
+            Box::pin(async move {
+                let mut skipped = Vec::new();
+                for (id, m) in models {
+                    match &owner {
+                        None => {
+                            m.update(txn).await?;
+                        }
+                        Some(owner) => {
+                            let held = sea_orm::sea_query::Query::select()
+                                .column(flow::Column::FlowOutputId)
+                                .from(flow::Entity)
+                                .and_where(flow::Column::Owner.eq(owner.as_str()))
+                                .and_where(flow::Column::FlowOutputId.eq(id))
+                                .to_owned();
+                            let done = flow_output::Entity::update_many()
+                                .set(m)
+                                .filter(flow_output::Column::Id.eq(id))
+                                .filter(flow_output::Column::Id.in_subquery(held))
+                                .exec(txn)
+                                .await?;
+                            if done.rows_affected == 0 {
+                                skipped.push(id);
+                            }
+                        }
+                    }
+                }
+                Ok(skipped)
+            })
         })
-    })
-    .await?;
-    Ok(())
+        .await?;
+    Ok(skipped)
 }
 
 pub fn picture_to_active(p: &FlowPicture) -> Result<flow_output::ActiveModel, RepoError> {

@@ -55,9 +55,13 @@ impl Cipher {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 let mut key = [0u8; 32];
                 rand::rng().fill_bytes(&mut key);
-                write_private_file(&path, B64.encode(key).as_bytes())
+                // Instances starting at once on one new data directory agree on one key.
+                let written = create_once(&path, B64.encode(key).as_bytes())
                     .map_err(|e| format!("cannot create {}: {e}", path.display()))?;
-                Ok(Self::from_key(&key))
+                if written {
+                    return Ok(Self::from_key(&key));
+                }
+                Self::load_or_create(data_dir)
             }
             Err(e) => Err(format!("cannot read {}: {e}", path.display())),
         }
@@ -115,6 +119,22 @@ fn write_private_file(path: &Path, contents: &[u8]) -> std::io::Result<()> {
     std::fs::write(path, contents)
 }
 
+/// Creates `path` holding `contents` (readable by this user only) unless it exists; returns
+/// whether this call created it. The file appears whole or not at all (written aside, then
+/// linked into place), so processes starting at once on one shared data directory all read the
+/// one that won.
+pub fn create_once(path: &Path, contents: &[u8]) -> std::io::Result<bool> {
+    let aside = path.with_extension(format!("new-{:016x}", rand::random::<u64>()));
+    write_private_file(&aside, contents)?;
+    let linked = std::fs::hard_link(&aside, path);
+    let _ = std::fs::remove_file(&aside);
+    match linked {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
 // A literal pattern, compiled by every test run: it cannot fail at run time.
 #[allow(clippy::expect_used)]
 static URL_CREDENTIALS: LazyLock<regex::Regex> = LazyLock::new(|| {
@@ -151,6 +171,35 @@ pub fn redact(text: &str, secrets: &[&Secret]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_file_is_created_once_even_by_several_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("secret.key");
+        let won: Vec<bool> = std::thread::scope(|scope| {
+            let handles: Vec<_> = (0..8u8)
+                .map(|i| {
+                    let path = path.clone();
+                    scope.spawn(move || create_once(&path, &[b'a' + i; 16]).unwrap())
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        assert_eq!(won.iter().filter(|w| **w).count(), 1, "{won:?}");
+        let contents = std::fs::read(&path).unwrap();
+        assert_eq!(contents.len(), 16);
+        assert!(
+            contents.iter().all(|b| *b == contents[0]),
+            "one writer's whole file"
+        );
+        assert_eq!(
+            std::fs::read_dir(dir.path()).unwrap().count(),
+            1,
+            "nothing left aside"
+        );
+        let cipher = Cipher::load_or_create(dir.path());
+        assert!(cipher.is_err(), "not a key: said so, not replaced");
+    }
 
     #[test]
     fn seal_and_open_round_trip_with_random_nonces() {

@@ -13,6 +13,7 @@ use migration::MigratorTrait;
 use sea_orm::{ConnectOptions, Database, DatabaseConnection};
 use tracing_actix_web::TracingLogger;
 
+use crate::actors::leases::Leases;
 use crate::actors::messages::{Park, Recover};
 use crate::actors::supervisor::SupervisorConfig;
 use crate::actors::{FlowSupervisor, Persister, PlanLoader};
@@ -129,6 +130,20 @@ impl Application {
         let cipher = Cipher::load_or_create(&settings.data_dir)?;
         let engine = Engine::new(&settings.engine, &settings.data_dir)
             .map_err(|e| format!("cannot start the engine: {e}"))?;
+        // PostgreSQL metadata: one of any number of instances, sharing the flows by leases.
+        let leases = Leases::for_database(
+            &db,
+            settings.instance_id(),
+            Duration::from_secs(settings.engine.lease_timeout_s),
+        )
+        .map(Arc::new);
+        if let Some(leases) = &leases {
+            tracing::info!(
+                instance = leases.instance(),
+                lease_s = settings.engine.lease_timeout_s,
+                "PostgreSQL metadata: flows are claimed by lease, with any other instances on this database"
+            );
+        }
 
         // The Persister and the supervisor (with the flows it starts) get a thread each.
         let arbiters = vec![Arbiter::new().handle(), Arbiter::new().handle()];
@@ -137,8 +152,11 @@ impl Application {
         let persister = {
             let (db, events, metrics) = (db.clone(), events.clone(), metrics.clone());
             let interval = Duration::from_millis(settings.engine.persist_interval_ms);
+            let owner = leases.as_ref().map(|l| l.instance().to_string());
             Persister::start_in_arbiter(&arbiters[0], move |_| {
-                Persister::new(db, interval).observed(events, metrics)
+                Persister::new(db, interval)
+                    .observed(events, metrics)
+                    .fenced(owner)
             })
         };
         let supervisor = {
@@ -153,6 +171,7 @@ impl Application {
                 max_running_flows: settings.engine.max_running_flows,
                 max_restarts: settings.engine.max_restarts,
                 retry_retention: Duration::from_secs(settings.engine.retry_retention_h.saturating_mul(3600)),
+                leases: leases.clone(),
             };
             FlowSupervisor::start_in_arbiter(&arbiters[1], move |_| {
                 FlowSupervisor::new(db, engine, persister, plans, config)
@@ -172,6 +191,7 @@ impl Application {
             events,
             metrics,
             engine: engine.clone(),
+            leases,
         };
         let listener =
             TcpListener::bind((settings.server.host.as_str(), settings.server.port)).map_err(|e| {

@@ -14,6 +14,17 @@ pub struct Model {
     pub flow_output_id: i64,
     /// Started with `full_refresh`: its cursor sources read everything.
     pub full_refresh: bool,
+    /// The instance that holds the flow's lease (several instances on one PostgreSQL metadata
+    /// database); NULL while no instance has claimed it, and always with SQLite metadata.
+    pub owner: Option<String>,
+    /// Until when `owner` holds the lease (the database's clock); another instance may claim
+    /// the flow once it has passed.
+    pub lease_expires_utc: Option<DateTimeUtc>,
+    /// A cancel was asked for through some instance; the owner acts on it.
+    pub cancel_requested: bool,
+    /// The flow's input reads incremental sources: no instance claims it while an older flow
+    /// of that input is unfinished.
+    pub exclusive_input: bool,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

@@ -6,6 +6,7 @@ pub use sea_orm_migration::prelude::*;
 mod m20261123_000001_create_tables;
 mod m20261201_000002_incremental;
 mod m20261201_000003_checks;
+mod m20261201_000004_leases;
 
 pub struct Migrator;
 
@@ -16,6 +17,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261123_000001_create_tables::Migration),
             Box::new(m20261201_000002_incremental::Migration),
             Box::new(m20261201_000003_checks::Migration),
+            Box::new(m20261201_000004_leases::Migration),
         ]
     }
 }

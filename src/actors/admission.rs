@@ -44,11 +44,27 @@ pub enum CrashDecision {
     Cancelled,
 }
 
+/// What losing a flow's lease means for it here (see [`Admission::lost`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lost {
+    /// Its actor runs: stop it without ending the flow (the new owner ends it).
+    Running,
+    /// It is being loaded: stop its actor as soon as it is started.
+    WhenStarted,
+    /// It waited (for a slot or a restart); it is gone from here.
+    Idle,
+    /// The supervisor does not know it (it ended meanwhile).
+    Unknown,
+}
+
 /// What to do once a flow's actor has been started (see [`Admission::started`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Started {
     /// A cancel arrived while the flow was being loaded: send it to the actor now.
     pub cancel: bool,
+    /// Its lease was lost while it was being loaded: stop the actor now (another instance
+    /// runs the flow).
+    pub lost: bool,
     /// The flow was found unfinished at start-up: its log says it resumed.
     pub recovered: bool,
 }
@@ -69,6 +85,8 @@ pub struct Admission {
     running: HashSet<i64>,
     /// Cancels that arrived while the flow was starting.
     cancel_on_start: HashSet<i64>,
+    /// Starting flows whose lease was lost meanwhile: their actor is stopped once started.
+    lost_on_start: HashSet<i64>,
     /// Running flows whose actor accepted a cancel.
     cancelled: HashSet<i64>,
     /// Crashed flows waiting out their restart delay, with the restart number.
@@ -93,6 +111,7 @@ impl Admission {
             starting: None,
             running: HashSet::new(),
             cancel_on_start: HashSet::new(),
+            lost_on_start: HashSet::new(),
             cancelled: HashSet::new(),
             restarting: HashMap::new(),
             restarts: HashMap::new(),
@@ -168,6 +187,7 @@ impl Admission {
         }
         Started {
             cancel,
+            lost: self.lost_on_start.remove(&flow_id),
             recovered: self.recovered.remove(&flow_id),
         }
     }
@@ -176,6 +196,7 @@ impl Admission {
     pub fn not_started(&mut self, flow_id: i64) {
         self.end_start(flow_id);
         self.cancel_on_start.remove(&flow_id);
+        self.lost_on_start.remove(&flow_id);
         self.recovered.remove(&flow_id);
     }
 
@@ -266,6 +287,63 @@ impl Admission {
         self.exclusive.remove(&flow_id);
     }
 
+    /// Another instance took flow `flow_id` over (this one's lease on it ran out): it leaves
+    /// the queue or its pending restart at once; a running or starting flow is stopped by the
+    /// supervisor, then ends here through [`Admission::ended`] (not final: the new owner ends
+    /// it).
+    pub fn lost(&mut self, flow_id: i64) -> Lost {
+        self.cancel_on_start.remove(&flow_id);
+        self.recovered.remove(&flow_id);
+        let idle = if let Some(position) = self.waiting.iter().position(|id| *id == flow_id) {
+            self.waiting.remove(position);
+            true
+        } else {
+            self.restarting.remove(&flow_id).is_some()
+        };
+        if idle {
+            self.forget(flow_id);
+            return Lost::Idle;
+        }
+        if self.starting == Some(flow_id) {
+            self.lost_on_start.insert(flow_id);
+            return Lost::WhenStarted;
+        }
+        if self.running.contains(&flow_id) {
+            self.cancelled.remove(&flow_id);
+            return Lost::Running;
+        }
+        Lost::Unknown
+    }
+
+    /// Every flow this supervisor holds: waiting, starting, running or waiting to restart (with
+    /// several instances, the flows whose leases it renews).
+    pub fn held(&self) -> Vec<i64> {
+        let mut held: Vec<i64> = self
+            .waiting
+            .iter()
+            .copied()
+            .chain(self.starting)
+            .chain(self.running.iter().copied())
+            .chain(self.restarting.keys().copied())
+            .collect();
+        held.sort_unstable();
+        held.dedup();
+        held
+    }
+
+    /// How many more flows this supervisor may take on now (with several instances, how many
+    /// it may claim): free slots, less the flows already waiting for one.
+    pub fn room(&self) -> usize {
+        if self.parked {
+            return 0;
+        }
+        let taken = self.running.len()
+            + usize::from(self.starting.is_some())
+            + self.waiting.len()
+            + self.restarting.len();
+        self.max_running.saturating_sub(taken)
+    }
+
     /// Shutting down: nothing more starts or restarts.
     pub fn park(&mut self) {
         self.parked = true;
@@ -314,6 +392,44 @@ mod tests {
         a.ended(1, true);
         assert_eq!(start_all(&mut a), vec![4]);
         assert_eq!(start_all(&mut a), Vec::<i64>::new());
+    }
+
+    #[test]
+    fn a_lost_lease_takes_a_flow_out_wherever_it_is() {
+        let mut a = Admission::new(4, 3);
+        for id in 1..=4 {
+            a.submit(id, None);
+        }
+        assert_eq!(a.room(), 0);
+        assert_eq!(a.admit_next(), Some(1));
+        a.started(1);
+        assert_eq!(a.admit_next(), Some(2));
+        assert_eq!(a.held(), vec![1, 2, 3, 4]);
+        assert_eq!(a.lost(3), Lost::Idle);
+        assert_eq!(a.lost(1), Lost::Running);
+        assert_eq!(a.lost(2), Lost::WhenStarted);
+        let started = a.started(2);
+        assert!(started.lost && !started.cancel);
+        a.ended(1, false);
+        a.ended(2, false);
+        assert_eq!(a.held(), vec![4]);
+        assert_eq!(a.room(), 3);
+        assert_eq!(a.lost(9), Lost::Unknown);
+        assert_eq!(start_all(&mut a), vec![4], "flow 3 left the queue");
+    }
+
+    #[test]
+    fn room_counts_every_flow_held_and_none_when_parked() {
+        let mut a = Admission::new(3, 3);
+        a.submit(1, None);
+        assert_eq!(a.room(), 2);
+        assert_eq!(a.admit_next(), Some(1));
+        a.started(1);
+        assert!(matches!(a.crashed(1), CrashDecision::Restart { .. }));
+        assert_eq!(a.room(), 2, "a flow waiting to restart keeps its slot");
+        assert_eq!(a.held(), vec![1]);
+        a.park();
+        assert_eq!(a.room(), 0);
     }
 
     #[test]
@@ -496,6 +612,7 @@ mod tests {
             a.started(1),
             Started {
                 cancel: true,
+                lost: false,
                 recovered: false
             }
         );

@@ -17,9 +17,10 @@ use actix::prelude::*;
 use tokio_util::sync::CancellationToken;
 
 use super::flow_state::{CancelDecision, End, Phase, RunState, StopReason};
+use super::leases::Leases;
 use super::messages::{
     Cancel, CrashCause, FlowCrashed, FlowEnded, FlowPlan, Record, SharedSession, Suspend, TaskDone,
-    TaskOutcome, Transition,
+    TaskOutcome, Transition, Untrack,
 };
 use super::persister::Persister;
 use super::supervisor::FlowSupervisor;
@@ -56,6 +57,8 @@ pub struct FlowActor {
     supervisor: Addr<FlowSupervisor>,
     /// Running tasks by unit index.
     tasks: HashMap<usize, Addr<TaskActor>>,
+    /// Several instances: the lease this flow is run under, confirmed before it publishes.
+    leases: Option<Arc<Leases>>,
 }
 
 impl FlowActor {
@@ -84,7 +87,15 @@ impl FlowActor {
             persister,
             supervisor,
             tasks: HashMap::new(),
+            leases: None,
         }
+    }
+
+    /// Runs the flow under this instance's lease (several instances): it publishes (or
+    /// discards what it staged) only while it still holds the flow.
+    pub fn leased(mut self, leases: Option<Arc<Leases>>) -> Self {
+        self.leases = leases;
+        self
     }
 
     fn flow_id(&self) -> i64 {
@@ -427,6 +438,43 @@ impl FlowActor {
             ctx.stop();
             return;
         };
+        let Some(leases) = self.leases.clone() else {
+            return self.settle_outputs(state, ctx);
+        };
+        // Another instance that took the flow over publishes it (or discards what it staged):
+        // this one must not, even if it only now wakes up from a pause.
+        ctx.wait(
+            async move { leases.confirm(flow_id).await }.into_actor(self).map(
+                move |held, act, ctx| match held {
+                    Ok(true) => act.settle_outputs(state, ctx),
+                    Ok(false) => act.abandon("another instance took it over", ctx),
+                    Err(e) => act.abandon(&format!("its lease could not be confirmed ({e})"), ctx),
+                },
+            ),
+        );
+    }
+
+    /// Leaves the flow to whichever instance holds its lease: nothing published, discarded,
+    /// written or removed here.
+    fn abandon(&mut self, why: &str, ctx: &mut Context<Self>) {
+        let flow_id = self.flow_id();
+        tracing::warn!(
+            flow_id,
+            why,
+            "this instance no longer holds the flow's lease; leaving it unpublished"
+        );
+        self.run.reported();
+        self.persister.do_send(Untrack { flow_id });
+        self.supervisor.do_send(FlowEnded {
+            flow_id,
+            state: FlowState::Running,
+        });
+        ctx.stop();
+    }
+
+    /// Publishes the staged outputs (the flow completed) or discards them, then writes the end.
+    fn settle_outputs(&mut self, state: FlowState, ctx: &mut Context<Self>) {
+        let flow_id = self.flow_id();
         let store = self.plan.stores.get(&self.plan.spec.target_store_id).cloned();
         let loads = publish::loads(self.engine.instance(), flow_id, &self.plan.spec.outputs);
         let count = loads.len();

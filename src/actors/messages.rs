@@ -40,6 +40,13 @@ pub struct Track {
     pub resync: bool,
 }
 
+/// Forget a flow's picture without writing it: another instance holds the flow now.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Untrack {
+    pub flow_id: i64,
+}
+
 /// Something happened to a flow; coalesced into the next write.
 #[derive(Message, Debug, Clone)]
 #[rtype(result = "()")]

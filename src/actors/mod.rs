@@ -4,12 +4,14 @@
 //! dialects: they schedule, message and supervise. Their decisions live in plain structs with
 //! unit tests (`admission` for the supervisor, `flow_state` for a flow's run, `pictures` for
 //! the Persister's coalescing, `sweep::is_stale` for work directories); a flow's plan comes
-//! through the `PlanLoader` the supervisor is given (implemented by the services).
+//! through the `PlanLoader` the supervisor is given (implemented by the services). With
+//! PostgreSQL metadata, several instances share the flows through `leases`.
 
 pub mod admission;
 pub mod errors;
 pub mod flow;
 pub mod flow_state;
+pub mod leases;
 pub mod messages;
 pub mod persister;
 pub mod pictures;

@@ -13,7 +13,9 @@ use actix::prelude::*;
 use sea_orm::DatabaseConnection;
 use tokio::sync::{mpsc, oneshot};
 
-use super::messages::{FlushAll, GetLive, GetPicture, LiveStates, Record, RowsMoved, Track, Transition};
+use super::messages::{
+    FlushAll, GetLive, GetPicture, LiveStates, Record, RowsMoved, Track, Transition, Untrack,
+};
 use super::pictures::{Applied, Pictures, Transitioned};
 use crate::domain::flow::{FlowPicture, FlowState};
 use crate::domain::time;
@@ -29,6 +31,9 @@ struct WriteJob {
 pub struct Persister {
     db: DatabaseConnection,
     interval: Duration,
+    /// With several instances: this instance's id. Only the flows it holds the lease of are
+    /// written (see `repo::save_pictures`).
+    owner: Option<String>,
     pictures: Pictures,
     writer: Option<mpsc::UnboundedSender<WriteJob>>,
     /// Live followers of flows.
@@ -41,11 +46,18 @@ impl Persister {
         Persister {
             db,
             interval,
+            owner: None,
             pictures: Pictures::default(),
             writer: None,
             events: Arc::new(EventHub::new()),
             metrics: Arc::new(Metrics::new()),
         }
+    }
+
+    /// Writes only the flows instance `owner` holds (several instances on one database).
+    pub fn fenced(mut self, owner: Option<String>) -> Self {
+        self.owner = owner;
+        self
     }
 
     /// Publishes to `events` and counts into `metrics` (by default, into ones nobody reads).
@@ -88,6 +100,7 @@ impl Persister {
 /// Writes jobs one after another; a failed write is retried a few times before it is reported.
 async fn writer_loop(
     db: DatabaseConnection,
+    owner: Option<String>,
     mut jobs: mpsc::UnboundedReceiver<WriteJob>,
     metrics: Arc<Metrics>,
 ) {
@@ -96,8 +109,14 @@ async fn writer_loop(
         let mut result = Err(String::new());
         for attempt in 0..4u32 {
             let started = std::time::Instant::now();
-            match repo::save_pictures(&db, job.pictures.clone()).await {
-                Ok(()) => {
+            match repo::save_pictures(&db, job.pictures.clone(), owner.as_deref()).await {
+                Ok(skipped) if !skipped.is_empty() => {
+                    // Flows another instance took over: what this one says of them is stale.
+                    tracing::warn!(outputs = ?skipped, "not writing the flow outputs of flows another instance now holds");
+                    result = Err("another instance holds the flow's lease".into());
+                    break;
+                }
+                Ok(_) => {
                     metrics.persisted(count, started.elapsed());
                     tracing::trace!(
                         count,
@@ -126,7 +145,12 @@ impl Actor for Persister {
     fn started(&mut self, ctx: &mut Self::Context) {
         let (tx, rx) = mpsc::unbounded_channel();
         self.writer = Some(tx);
-        actix_rt::spawn(writer_loop(self.db.clone(), rx, self.metrics.clone()));
+        actix_rt::spawn(writer_loop(
+            self.db.clone(),
+            self.owner.clone(),
+            rx,
+            self.metrics.clone(),
+        ));
         ctx.run_interval(self.interval, |act, _| act.flush_dirty());
     }
 
@@ -144,6 +168,14 @@ impl Handler<Track> for Persister {
         if msg.resync {
             self.events.publish(msg.flow_id, FlowUpdate::Resync);
         }
+    }
+}
+
+impl Handler<Untrack> for Persister {
+    type Result = ();
+
+    fn handle(&mut self, msg: Untrack, _: &mut Self::Context) {
+        self.pictures.untrack(msg.flow_id);
     }
 }
 

@@ -129,6 +129,11 @@ impl Pictures {
         }
     }
 
+    /// Forgets flow `flow_id` without writing it (another instance took it over).
+    pub fn untrack(&mut self, flow_id: i64) {
+        self.entries.remove(&flow_id);
+    }
+
     /// Every dirty picture, to write now (they are clean afterwards).
     pub fn take_dirty(&mut self) -> Vec<FlowPicture> {
         self.entries

@@ -5,29 +5,40 @@
 //! decides lives in [`Admission`]; plans come from the [`PlanLoader`] it is given; this actor
 //! does the messaging, the logging and the IO around them.
 
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use dashmap::DashMap;
 use sea_orm::DatabaseConnection;
 
-use super::admission::{Admission, CancelRoute, CrashDecision};
+use super::admission::{Admission, CancelRoute, CrashDecision, Lost};
 use super::errors::LoadError;
 use super::flow::FlowActor;
+use super::leases::Leases;
 use super::messages::*;
 use super::persister::Persister;
 use super::plan_loader::{LoadedFlow, PlanLoader};
 use super::sweep::sweep_work_dirs;
 use crate::domain::flow::{FlowEvent, FlowState, Level};
 use crate::engine::Engine;
+use crate::repo::leases::Claimed;
 
 pub struct SupervisorConfig {
     pub max_running_flows: usize,
     pub max_restarts: u32,
     /// How long a FAILED or CANCELLED flow keeps its checkpoints for a retry.
     pub retry_retention: Duration,
+    /// With PostgreSQL metadata: this instance's leases. Flows are then claimed from the
+    /// database (by whichever instance has room) instead of taken as they are created.
+    pub leases: Option<Arc<Leases>>,
 }
+
+/// How often an instance looks for flows to claim (besides when a flow is created or ends here).
+const CLAIM_EVERY: Duration = Duration::from_millis(500);
+/// How often an instance looks for cancels asked through other instances.
+const CANCELS_EVERY: Duration = Duration::from_millis(250);
 
 pub struct FlowSupervisor {
     db: DatabaseConnection,
@@ -46,6 +57,26 @@ pub struct FlowSupervisor {
     sweeping: bool,
     /// A sweep was asked for while one ran.
     sweep_again: bool,
+    /// Several instances: this one's leases, and what it keeps about them.
+    leases: Option<Arc<Leases>>,
+    cluster: Cluster,
+}
+
+/// What the supervisor keeps about its leases (several instances).
+#[derive(Default)]
+struct Cluster {
+    /// A claim is under way; another waits for it.
+    claiming: bool,
+    /// A claim was asked for while one ran.
+    claim_again: bool,
+    /// A renewal is under way.
+    renewing: bool,
+    /// When the leases were last renewed (or found to need none).
+    renewed_at: Option<Instant>,
+    /// Flows whose cancel (asked through some instance) has been acted on here.
+    cancels_seen: HashSet<i64>,
+    /// Flows taken over from an instance that stopped renewing: the line their log gets.
+    takeovers: HashMap<i64, String>,
 }
 
 impl FlowSupervisor {
@@ -66,7 +97,207 @@ impl FlowSupervisor {
             registry: Arc::new(DashMap::new()),
             sweeping: false,
             sweep_again: false,
+            leases: config.leases,
+            cluster: Cluster::default(),
         }
+    }
+
+    /// Several instances: claims flows from the database while there is room, one claim at a
+    /// time, oldest flow first.
+    fn claim(&mut self, ctx: &mut Context<Self>) {
+        let Some(leases) = self.leases.clone() else {
+            return;
+        };
+        if self.cluster.claiming {
+            self.cluster.claim_again = true;
+            return;
+        }
+        if self.admission.room() == 0 {
+            return;
+        }
+        self.cluster.claiming = true;
+        let held = self.admission.held();
+        let claim = async move { leases.claim_next(&held).await };
+        ctx.spawn(claim.into_actor(self).map(|claimed, act, ctx| {
+            act.cluster.claiming = false;
+            let again = std::mem::take(&mut act.cluster.claim_again);
+            match claimed {
+                Ok(Some(claimed)) => {
+                    act.claimed(claimed, ctx);
+                    act.claim(ctx);
+                }
+                Ok(None) if again => act.claim(ctx),
+                Ok(None) => {}
+                Err(e) => tracing::warn!(error = %e, "cannot claim flows"),
+            }
+        }));
+    }
+
+    /// Flow `claimed` is this instance's now: it waits for a slot here like a recovered flow.
+    fn claimed(&mut self, claimed: Claimed, ctx: &mut Context<Self>) {
+        let flow_id = claimed.flow_id;
+        let me = self
+            .leases
+            .as_ref()
+            .map(|l| l.instance().to_string())
+            .unwrap_or_default();
+        if let Some(previous) = claimed.previous_owner.as_deref().filter(|p| *p != me) {
+            if claimed.was_running {
+                tracing::warn!(flow_id, instance = %me, previous = %previous, "taking over a flow whose instance stopped renewing its lease");
+                self.cluster.takeovers.insert(
+                    flow_id,
+                    format!("resumed on instance {me} after instance {previous} stopped renewing its lease"),
+                );
+            }
+        }
+        self.admission
+            .recover(flow_id, claimed.exclusive_input, claimed.was_running);
+        if claimed.cancel_requested {
+            self.cluster.cancels_seen.insert(flow_id);
+            let cancel = self.route_cancel(flow_id);
+            ctx.spawn(cancel.map(|_, _, _| ()));
+        }
+        self.admit(ctx);
+    }
+
+    /// Several instances: renews the leases of every flow held here; stops the flows another
+    /// instance took over, and all of them when the leases could not be renewed for a whole
+    /// lease (another instance may have taken any of them).
+    fn renew(&mut self, ctx: &mut Context<Self>) {
+        let Some(leases) = self.leases.clone() else {
+            return;
+        };
+        if self.cluster.renewing {
+            return;
+        }
+        let held = self.admission.held();
+        if held.is_empty() {
+            self.cluster.renewed_at = Some(Instant::now());
+            return;
+        }
+        self.cluster.renewing = true;
+        let lease = leases.lease();
+        let renew = async move { (leases.renew(&held).await, held) };
+        ctx.spawn(renew.into_actor(self).map(move |(renewed, asked), act, ctx| {
+            act.cluster.renewing = false;
+            match renewed {
+                Ok(still) => {
+                    act.cluster.renewed_at = Some(Instant::now());
+                    let still: HashSet<i64> = still.into_iter().collect();
+                    for flow_id in asked.into_iter().filter(|id| !still.contains(id)) {
+                        act.lose(flow_id, "another instance took it over", ctx);
+                    }
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot renew the leases of this instance's flows");
+                    let since = act.cluster.renewed_at.map_or(lease, |t| t.elapsed());
+                    if since >= lease {
+                        for flow_id in act.admission.held() {
+                            act.lose(flow_id, "its lease could not be renewed for a whole lease", ctx);
+                        }
+                    }
+                }
+            }
+        }));
+    }
+
+    /// Stops flow `flow_id` here without ending it: this instance no longer holds its lease,
+    /// so what it would write or publish is another instance's to do.
+    fn lose(&mut self, flow_id: i64, why: &str, ctx: &mut Context<Self>) {
+        self.cluster.cancels_seen.remove(&flow_id);
+        self.cluster.takeovers.remove(&flow_id);
+        let lost = self.admission.lost(flow_id);
+        if lost == Lost::Unknown {
+            return;
+        }
+        tracing::warn!(
+            flow_id,
+            why,
+            "this instance no longer holds the flow's lease; stopping it here"
+        );
+        self.persister.do_send(Untrack { flow_id });
+        if lost == Lost::Running {
+            if let Some(actor) = self.registry.get(&flow_id) {
+                actor.do_send(Suspend);
+            }
+        }
+        self.admit(ctx);
+    }
+
+    /// Several instances: acts on the cancels asked (through any instance) of flows held here.
+    fn poll_cancels(&mut self, ctx: &mut Context<Self>) {
+        let Some(leases) = self.leases.clone() else {
+            return;
+        };
+        let held: Vec<i64> = self
+            .admission
+            .held()
+            .into_iter()
+            .filter(|id| !self.cluster.cancels_seen.contains(id))
+            .collect();
+        if held.is_empty() {
+            return;
+        }
+        let poll = async move { leases.cancels_requested(&held).await };
+        ctx.spawn(poll.into_actor(self).map(|asked, act, ctx| match asked {
+            Ok(flows) => {
+                for flow_id in flows {
+                    if act.cluster.cancels_seen.insert(flow_id) {
+                        tracing::info!(flow_id, "cancel asked through another instance");
+                        let cancel = act.route_cancel(flow_id);
+                        ctx.spawn(cancel.map(|_, _, _| ()));
+                    }
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot look for cancels asked through other instances"),
+        }));
+    }
+
+    /// Sends a cancel where the flow is: it waits here, starts here or runs here.
+    fn route_cancel(&mut self, flow_id: i64) -> ResponseActFuture<Self, CancelOutcome> {
+        match self.admission.cancel(flow_id) {
+            CancelRoute::Idle => self.cancel_idle(flow_id),
+            CancelRoute::WhenStarted => Box::pin(actix::fut::ready(CancelOutcome::Sent)),
+            CancelRoute::Running => self.cancel_running(flow_id),
+            CancelRoute::Unknown => Box::pin(actix::fut::ready(CancelOutcome::Unknown)),
+        }
+    }
+
+    /// Several instances: cancels a flow this instance does not hold. The cancel is recorded
+    /// on the flow; its owner acts on it within `CANCELS_EVERY`. A flow nobody runs (READY and
+    /// not claimed, or its owner gone) is claimed here and cancelled at once.
+    fn cancel_elsewhere(
+        &mut self,
+        leases: Arc<Leases>,
+        flow_id: i64,
+    ) -> ResponseActFuture<Self, CancelOutcome> {
+        let me = leases.instance().to_string();
+        let asked = async move {
+            match leases.request_cancel(flow_id).await? {
+                Some(owner) if owner != me => Ok(None),
+                _ => leases.claim(flow_id).await,
+            }
+        };
+        Box::pin(asked.into_actor(self).then(
+            move |claimed, act, ctx| -> ResponseActFuture<Self, CancelOutcome> {
+                match claimed {
+                    Ok(Some(claimed)) => {
+                        act.cluster.cancels_seen.insert(flow_id);
+                        act.admission
+                            .recover(flow_id, claimed.exclusive_input, claimed.was_running);
+                        let cancel = act.route_cancel(flow_id);
+                        act.admit(ctx);
+                        cancel
+                    }
+                    // Its owner acts on it (or another instance claiming it right now sees it).
+                    Ok(None) => Box::pin(actix::fut::ready(CancelOutcome::Sent)),
+                    Err(e) => {
+                        tracing::error!(flow_id, error = %e, "cannot record a cancel");
+                        Box::pin(actix::fut::ready(CancelOutcome::Unknown))
+                    }
+                }
+            },
+        ))
     }
 
     /// Removes the work directories that no flow needs any more (see `sweep_work_dirs`), one
@@ -130,22 +361,39 @@ impl FlowSupervisor {
             restarted,
             resync,
         } = loaded;
+        let started = self.admission.started(flow_id);
+        if started.lost {
+            // Another instance took it over while it was being loaded.
+            self.admission.ended(flow_id, false);
+            return;
+        }
         self.persister.do_send(Track {
             flow_id,
             picture,
             resync,
         });
-        let started = self.admission.started(flow_id);
+        let takeover = self.cluster.takeovers.remove(&flow_id);
+        if let Some(leases) = &self.leases {
+            self.record(
+                flow_id,
+                FlowEvent::Log {
+                    level: Level::Info,
+                    task: None,
+                    message: format!("running on instance {}", leases.instance()),
+                },
+            );
+        }
         if started.recovered {
+            let message = takeover.unwrap_or_else(|| "resumed after restart".into());
+            tracing::warn!(flow_id, "flow {message}");
             self.record(
                 flow_id,
                 FlowEvent::Log {
                     level: Level::Warn,
                     task: None,
-                    message: "resumed after restart".into(),
+                    message,
                 },
             );
-            tracing::warn!(flow_id, "flow resumed after restart");
         }
         let actor = FlowActor::new(
             Arc::new(plan),
@@ -155,6 +403,7 @@ impl FlowSupervisor {
             self.persister.clone(),
             ctx.address(),
         )
+        .leased(self.leases.clone())
         .start();
         if started.cancel {
             actor.do_send(Cancel);
@@ -247,7 +496,9 @@ impl FlowSupervisor {
             .into_actor(self)
             .map(move |outcome, act, ctx| {
                 act.admission.forget(flow_id);
+                act.cluster.cancels_seen.remove(&flow_id);
                 act.admit(ctx);
+                act.claim(ctx);
                 outcome
             }),
         )
@@ -296,7 +547,9 @@ impl FlowSupervisor {
             .into_actor(self)
             .map(move |_, act, ctx| {
                 act.admission.forget(flow_id);
+                act.cluster.cancels_seen.remove(&flow_id);
                 act.admit(ctx);
+                act.claim(ctx);
                 act.sweep(ctx);
             }),
         );
@@ -326,6 +579,11 @@ impl Actor for FlowSupervisor {
 
     fn started(&mut self, ctx: &mut Self::Context) {
         ctx.run_interval(SWEEP_INTERVAL, |act, ctx| act.sweep(ctx));
+        if let Some(leases) = &self.leases {
+            ctx.run_interval(CLAIM_EVERY, |act, ctx| act.claim(ctx));
+            ctx.run_interval(leases.renew_every(), |act, ctx| act.renew(ctx));
+            ctx.run_interval(CANCELS_EVERY, |act, ctx| act.poll_cancels(ctx));
+        }
     }
 }
 
@@ -333,6 +591,10 @@ impl Handler<StartFlow> for FlowSupervisor {
     type Result = ();
 
     fn handle(&mut self, msg: StartFlow, ctx: &mut Self::Context) {
+        if self.leases.is_some() {
+            // Whichever instance has room claims it (this one first, if it has).
+            return self.claim(ctx);
+        }
         self.admission.submit(msg.flow_id, msg.exclusive_input);
         self.admit(ctx);
     }
@@ -342,11 +604,10 @@ impl Handler<CancelFlow> for FlowSupervisor {
     type Result = ResponseActFuture<Self, CancelOutcome>;
 
     fn handle(&mut self, msg: CancelFlow, _: &mut Self::Context) -> Self::Result {
-        match self.admission.cancel(msg.flow_id) {
-            CancelRoute::Idle => self.cancel_idle(msg.flow_id),
-            CancelRoute::WhenStarted => Box::pin(actix::fut::ready(CancelOutcome::Sent)),
-            CancelRoute::Running => self.cancel_running(msg.flow_id),
-            CancelRoute::Unknown => Box::pin(actix::fut::ready(CancelOutcome::Unknown)),
+        let held = self.admission.held().contains(&msg.flow_id);
+        match self.leases.clone() {
+            Some(leases) if !held => self.cancel_elsewhere(leases, msg.flow_id),
+            _ => self.route_cancel(msg.flow_id),
         }
     }
 }
@@ -357,7 +618,9 @@ impl Handler<FlowEnded> for FlowSupervisor {
     fn handle(&mut self, msg: FlowEnded, ctx: &mut Self::Context) {
         self.registry.remove(&msg.flow_id);
         self.admission.ended(msg.flow_id, msg.state.is_final());
+        self.cluster.cancels_seen.remove(&msg.flow_id);
         self.admit(ctx);
+        self.claim(ctx);
         if msg.state.is_final() {
             self.sweep(ctx);
         }
@@ -425,7 +688,14 @@ impl Handler<FlowCrashed> for FlowSupervisor {
 impl Handler<Recover> for FlowSupervisor {
     type Result = ResponseActFuture<Self, ()>;
 
-    fn handle(&mut self, _: Recover, _: &mut Self::Context) -> Self::Result {
+    fn handle(&mut self, _: Recover, ctx: &mut Self::Context) -> Self::Result {
+        if self.leases.is_some() {
+            // Unfinished flows are claimed like any other: those of an instance that stopped
+            // (this one's earlier self, with a new id) once their leases run out.
+            self.claim(ctx);
+            self.sweep(ctx);
+            return Box::pin(actix::fut::ready(()));
+        }
         let plans = self.plans.clone();
         Box::pin(async move { plans.unfinished().await }.into_actor(self).map(
             |found, act, ctx| match found {
@@ -461,12 +731,29 @@ impl Handler<Park> for FlowSupervisor {
         }
         let registry = self.registry.clone();
         let persister = self.persister.clone();
+        let held = self.admission.held();
+        let leases = self.leases.clone();
         Box::pin(async move {
             let deadline = tokio::time::Instant::now() + msg.timeout;
             while !registry.is_empty() && tokio::time::Instant::now() < deadline {
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
             let _ = persister.send(FlushAll).await;
+            let mut held = held;
+            held.retain(|id| !registry.contains_key(id)); // still stopping: not handed over
+                                                          // Another instance may take the parked flows at once (they resume from their
+                                                          // checkpoints there) instead of after their leases run out.
+            if let Some(leases) = leases {
+                match leases.release(&held).await {
+                    Ok(()) if !held.is_empty() => {
+                        tracing::info!(flows = held.len(), "handed this instance's flows back")
+                    }
+                    Ok(()) => {}
+                    Err(e) => {
+                        tracing::warn!(error = %e, "cannot hand this instance's flows back; they wait for their leases to run out")
+                    }
+                }
+            }
         })
     }
 }

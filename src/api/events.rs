@@ -3,6 +3,10 @@
 //! events as the Persister applies them, keep-alive comments while nothing happens, and after
 //! the final state an `end` event; then the stream closes.
 //!
+//! A flow that another instance runs (PostgreSQL metadata, several instances) is followed from
+//! the database: the stream re-reads it as often as its owner writes it and sends what changed,
+//! as the same events.
+//!
 //! Progress is coalesced: at most one `progress` event per `PROGRESS_EVERY`, the latest one
 //! (so at least one every `PROGRESS_EVERY` while rows move). A follower that cannot keep up
 //! (its connection is slow, its buffer fills) never slows the flow: the hub drops what it could
@@ -21,10 +25,11 @@ use tokio::sync::broadcast::{self, error::RecvError};
 use tokio::time::Instant;
 
 use super::dto::FlowView;
-use crate::domain::flow::FlowState;
+use crate::domain::flow::{FlowPicture, FlowState};
 use crate::error::AppError;
-use crate::events::{EventHub, FlowUpdate, ProgressUpdate, Sequenced};
+use crate::events::{EventHub, FlowUpdate, Mark, ProgressUpdate, Sequenced};
 use crate::metrics::Metrics;
+use crate::services::flows::FlowRecord;
 use crate::services::Services;
 
 /// Coalescing window of progress events.
@@ -103,7 +108,7 @@ pub async fn events(services: web::Data<Services>, id: web::Path<i64>) -> Result
     let rx = services.events.subscribe(flow_id);
     let mut follower = Follower::new(services.into_inner(), flow_id, rx);
     let (snapshot, seq) = follower.services.flow_snapshot(flow_id).await?;
-    follower.push_snapshot(FlowView::from(snapshot), seq);
+    follower.push_snapshot(snapshot, seq);
     let body = futures::stream::unfold(follower, |mut f| async move {
         f.next().await.map(|chunk| (Ok::<_, Infallible>(chunk), f))
     });
@@ -135,6 +140,9 @@ struct Follower {
     last_update: Instant,
     state: Option<FlowState>,
     ended: bool,
+    /// The flow runs elsewhere (another instance): its picture as last read from the database,
+    /// and when to read it again.
+    remote: Option<(FlowPicture, Instant)>,
     hub: Arc<EventHub>,
     metrics: Arc<Metrics>,
 }
@@ -157,6 +165,7 @@ impl Follower {
             last_update: now,
             state: None,
             ended: false,
+            remote: None,
         }
     }
 
@@ -164,7 +173,19 @@ impl Follower {
         self.out.push_back(frame(event, &data));
     }
 
-    fn push_snapshot(&mut self, view: FlowView, shown: Option<u64>) {
+    fn push_snapshot(&mut self, record: FlowRecord, shown: Option<u64>) {
+        // Read from the database while flows may run elsewhere: it is followed from there
+        // until this instance's Persister holds it (then its updates come through the hub).
+        self.remote = (shown.is_none()
+            && self.services.flows_run_elsewhere()
+            && !record.output.state.is_final())
+        .then(|| {
+            (
+                record.output.clone(),
+                Instant::now() + self.services.remote_poll_interval(),
+            )
+        });
+        let view = FlowView::from(record);
         let state = view.output.state;
         self.pending = None;
         self.shown = shown;
@@ -197,7 +218,7 @@ impl Follower {
             self.rx = Some(self.hub.subscribe(self.flow_id));
         }
         match self.services.flow_snapshot(self.flow_id).await {
-            Ok((record, seq)) => self.push_snapshot(FlowView::from(record), seq),
+            Ok((record, seq)) => self.push_snapshot(record, seq),
             Err(e) => {
                 tracing::warn!(flow_id = self.flow_id, error = %e, "event stream cannot read the flow; closing it");
                 self.ended = true;
@@ -224,6 +245,30 @@ impl Follower {
         }
     }
 
+    /// Re-reads a flow run elsewhere and sends what changed since the last read; once this
+    /// instance holds the flow, a fresh snapshot instead (its updates come from the hub then).
+    async fn poll_remote(&mut self) {
+        let Some((before, _)) = self.remote.take() else {
+            return;
+        };
+        match self.services.flow_snapshot(self.flow_id).await {
+            Ok((record, Some(seq))) => self.push_snapshot(record, Some(seq)),
+            Ok((record, None)) => {
+                let now = record.output;
+                for update in Mark::of(&before).changes(&now) {
+                    self.apply(update);
+                }
+                if !now.state.is_final() {
+                    self.remote = Some((now, Instant::now() + self.services.remote_poll_interval()));
+                }
+            }
+            Err(e) => {
+                tracing::warn!(flow_id = self.flow_id, error = %e, "event stream cannot read the flow; closing it");
+                self.ended = true;
+            }
+        }
+    }
+
     /// The next chunk of the stream; `None` ends it.
     async fn next(&mut self) -> Option<Bytes> {
         loop {
@@ -238,12 +283,15 @@ impl Follower {
                 .last_progress
                 .map(|t| t + PROGRESS_EVERY)
                 .unwrap_or_else(Instant::now);
+            let poll_at = self.remote.as_ref().map(|(_, at)| *at);
             let rx = self.rx.as_mut()?;
             tokio::select! {
                 received = rx.recv() => {
                     self.last_update = Instant::now();
                     match received {
                         Ok((seq, _)) if self.shown.is_some_and(|shown| seq <= shown) => {}
+                        // Followed from the database until now: this instance holds the flow.
+                        Ok(_) if self.remote.is_some() => self.resync(true).await,
                         Ok((_, FlowUpdate::Resync)) => self.resync(false).await,
                         Ok((_, update)) => self.apply(update),
                         Err(RecvError::Lagged(missed)) => {
@@ -258,12 +306,16 @@ impl Follower {
                     }
                 }
                 _ = tokio::time::sleep_until(progress_at), if self.pending.is_some() => self.flush_progress(),
+                _ = tokio::time::sleep_until(poll_at.unwrap_or(progress_at)), if poll_at.is_some() => {
+                    self.last_update = Instant::now();
+                    self.poll_remote().await;
+                }
                 _ = tokio::time::sleep_until(self.last_update + RECHECK) => {
                     self.last_update = Instant::now();
                     if let Ok((record, seq)) = self.services.flow_snapshot(self.flow_id).await {
                         if Some(record.output.state) != self.state {
                             self.flush_progress();
-                            self.push_snapshot(FlowView::from(record), seq);
+                            self.push_snapshot(record, seq);
                         }
                     }
                 }

@@ -86,7 +86,8 @@ pub fn debug_assert_off_arbiter(what: &str) {
     );
 }
 
-/// Reads `data_dir/instance-id`, creating it (8 random hex digits) on first start.
+/// Reads `data_dir/instance-id`, creating it (8 random hex digits) on first start: the
+/// deployment's id in staging names, shared by every instance on this data directory.
 fn instance_id(data_dir: &std::path::Path) -> std::io::Result<String> {
     let path = data_dir.join("instance-id");
     match std::fs::read_to_string(&path) {
@@ -99,8 +100,11 @@ fn instance_id(data_dir: &std::path::Path) -> std::io::Result<String> {
         ))),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             let id = format!("{:08x}", rand::random::<u32>());
-            std::fs::write(&path, &id)?;
-            Ok(id)
+            // Instances starting at once on one new (shared) data directory agree on one id.
+            if crate::secrets::create_once(&path, id.as_bytes())? {
+                return Ok(id);
+            }
+            instance_id(data_dir)
         }
         Err(e) => Err(e),
     }

@@ -141,7 +141,14 @@ impl Services {
                 );
             }
         }
-        let (flow, output) = repo::create_flow(&self.db, flow_input_id, picture, full_refresh).await?;
+        let (flow, output) = repo::create_flow(
+            &self.db,
+            flow_input_id,
+            picture,
+            full_refresh,
+            spec.is_incremental(),
+        )
+        .await?;
         if let Some(reuse) = reuse {
             // The checkpoints become the new flow's own before the supervisor looks for them.
             let to = self.engine.work_dir(flow.id);

@@ -38,6 +38,8 @@ pub struct Services {
     pub metrics: Arc<Metrics>,
     /// The engine: its runtime and the database stores' connection pools.
     pub engine: Arc<crate::engine::Engine>,
+    /// With PostgreSQL metadata: this instance's leases (other instances may run flows).
+    pub leases: Option<Arc<crate::actors::leases::Leases>>,
 }
 
 /// A data-layer failure is internal (500) unless a service decides otherwise first (a name

@@ -33,6 +33,18 @@ impl Services {
 }
 
 impl Services {
+    /// Whether other instances may run flows (PostgreSQL metadata): a flow this instance does
+    /// not hold may be moving all the same, and its followers here read it from the database.
+    pub fn flows_run_elsewhere(&self) -> bool {
+        self.leases.is_some()
+    }
+
+    /// How often a follower re-reads a flow run by another instance: as often as the owner
+    /// writes it (`persist_interval_ms`), within 0.1–1 s.
+    pub fn remote_poll_interval(&self) -> std::time::Duration {
+        std::time::Duration::from_millis(self.settings.engine.persist_interval_ms.clamp(100, 1000))
+    }
+
     /// A flow as `get_flow` reads it, for a live follower: with the number of the last update
     /// the picture already shows when it is the Persister's live picture (`None` when read
     /// from the database).

@@ -26,7 +26,7 @@ pub struct Stream {
 }
 
 impl Stream {
-    pub async fn open(app: &TestApp, flow: i64) -> Stream {
+    pub async fn open(app: &Api, flow: i64) -> Stream {
         // A stream lives as long as its flow: no whole-request timeout (the shared client's 30 s
         // would cut a long stream on a busy machine); `next` catches hangs.
         let streaming = reqwest::Client::builder()

@@ -92,6 +92,7 @@ pub async fn spawn_app_with(options: AppOptions) -> TestApp {
             env.push(("SLUICE__DATABASE__URL".to_string(), url));
         }
     }
+    env.push(("SLUICE__INSTANCE_ID".to_string(), instance_id_for(&data_dir)));
     env.extend(options.env);
     let settings = Settings::load_with(None, env).expect("test settings");
     let (tx, rx) = tokio::sync::oneshot::channel();
@@ -427,6 +428,17 @@ pub fn mysql_url() -> String {
 /// A short random suffix for names that must not collide between tests running at once.
 pub fn unique_suffix() -> String {
     uuid::Uuid::new_v4().simple().to_string()[..10].to_string()
+}
+
+/// The instance id of a test server on `data_dir`, the same at every start: with PostgreSQL
+/// metadata a restarted server takes its unfinished flows back at once (as an instance with a
+/// configured `instance_id` does) instead of after their leases run out. Tests of several
+/// instances on one data directory give each its own.
+pub fn instance_id_for(data_dir: &Path) -> String {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    data_dir.hash(&mut hasher);
+    format!("test-{:016x}", hasher.finish())
 }
 
 /// The file in a data directory that remembers its metadata database, so that a server

@@ -22,6 +22,7 @@ mod flows_api;
 mod folders;
 mod fuzz;
 mod incremental;
+mod instances;
 mod lifecycle;
 mod limits;
 mod merge;

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::helpers::{http_client, metadata_url_for, Api};
+use crate::helpers::{http_client, instance_id_for, metadata_url_for, Api};
 
 pub struct ServerProcess {
     pub api: Api,
@@ -40,6 +40,7 @@ impl ServerProcess {
             .env("SLUICE__ENGINE__PERSIST_INTERVAL_MS", "50")
             .env("SLUICE__ENGINE__THREADS", "2")
             .env("RUST_LOG", "info,sluice=debug,sqlx=warn,sea_orm=warn")
+            .env("SLUICE__INSTANCE_ID", instance_id_for(data_dir))
             .stdin(Stdio::null())
             .stdout(out.try_clone().expect("log handle"))
             .stderr(out);
@@ -82,6 +83,16 @@ impl ServerProcess {
     pub fn kill9(&mut self) {
         self.child.kill().expect("kill -9");
         let _ = self.child.wait();
+    }
+
+    /// SIGSTOP / SIGCONT: pauses the process (it keeps its sockets, does nothing) or resumes it.
+    pub fn pause(&self, paused: bool) {
+        let signal = if paused { "-STOP" } else { "-CONT" };
+        let status = Command::new("kill")
+            .args([signal, &self.child.id().to_string()])
+            .status()
+            .expect("kill");
+        assert!(status.success());
     }
 
     /// SIGTERM: a graceful shutdown request.
