@@ -34,6 +34,8 @@ pub struct Application {
     // Kept alive for as long as the application runs.
     _engine: Arc<Engine>,
     _metadata_lock: Option<std::fs::File>,
+    /// With PostgreSQL metadata: the connection that holds this instance's name.
+    _instance_name: Option<sqlx::PgConnection>,
     db: DatabaseConnection,
     arbiters: Vec<ArbiterHandle>,
 }
@@ -103,6 +105,18 @@ pub fn lock_sqlite_metadata(settings: &Settings) -> Result<Option<std::fs::File>
     }
 }
 
+/// Takes this instance's name on the metadata database, waiting up to two seconds for a
+/// process that held it and has just died (its database session ends a moment after it).
+async fn hold_instance_name(leases: &Leases) -> Result<Option<sqlx::PgConnection>, crate::repo::RepoError> {
+    for _ in 0..20 {
+        if let Some(conn) = leases.hold_name().await? {
+            return Ok(Some(conn));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    Ok(None)
+}
+
 fn is_loopback(host: &str) -> bool {
     host == "localhost" || host.parse::<IpAddr>().map(|ip| ip.is_loopback()).unwrap_or(false)
 }
@@ -137,6 +151,19 @@ impl Application {
             Duration::from_secs(settings.engine.lease_timeout_s),
         )
         .map(Arc::new);
+        let instance_name = match &leases {
+            Some(leases) => match hold_instance_name(leases).await {
+                Ok(Some(conn)) => Some(conn),
+                Ok(None) => {
+                    return Err(format!(
+                        "another Sluice instance named {} is running on this metadata database: give each instance its own instance_id (or leave it empty for a new one at every start)",
+                        leases.instance()
+                    ))
+                }
+                Err(e) => return Err(format!("cannot register this instance: {e}")),
+            },
+            None => None,
+        };
         if let Some(leases) = &leases {
             tracing::info!(
                 instance = leases.instance(),
@@ -234,6 +261,7 @@ impl Application {
             shutdown_timeout: Duration::from_secs(settings.server.shutdown_timeout_s),
             _engine: engine,
             _metadata_lock: metadata_lock,
+            _instance_name: instance_name,
             db,
             arbiters,
         })

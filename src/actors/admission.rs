@@ -349,6 +349,11 @@ impl Admission {
         self.parked = true;
     }
 
+    /// Whether the supervisor is shutting down.
+    pub fn is_parked(&self) -> bool {
+        self.parked
+    }
+
     /// How many times a flow may crash and restart.
     pub fn max_restarts(&self) -> u32 {
         self.max_restarts

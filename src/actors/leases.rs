@@ -42,6 +42,12 @@ impl Leases {
         self.lease / 3
     }
 
+    /// Holds this instance's name for the life of the process (see
+    /// `repo::leases::hold_instance_name`); `None` when another live process has it.
+    pub async fn hold_name(&self) -> Result<Option<sqlx::PgConnection>, RepoError> {
+        leases::hold_instance_name(&self.pool, &self.instance).await
+    }
+
     /// Claims the oldest claimable flow (this instance holds `held`).
     pub async fn claim_next(&self, held: &[i64]) -> Result<Option<Claimed>, RepoError> {
         leases::claim_next(&self.pool, &self.instance, self.lease, held).await

@@ -67,11 +67,10 @@ impl Persister {
         self
     }
 
+    /// Queues a write of `pictures`; `done` hears when it (and every write queued before it)
+    /// has ended, so even an empty write with `done` waits for those before it.
     fn send(&self, pictures: Vec<FlowPicture>, done: Option<oneshot::Sender<Result<(), String>>>) {
-        if pictures.is_empty() {
-            if let Some(done) = done {
-                let _ = done.send(Ok(()));
-            }
+        if pictures.is_empty() && done.is_none() {
             return;
         }
         match &self.writer {
@@ -105,6 +104,13 @@ async fn writer_loop(
     metrics: Arc<Metrics>,
 ) {
     while let Some(job) = jobs.recv().await {
+        if job.pictures.is_empty() {
+            // A flush waiting for the writes before it (all done now).
+            if let Some(done) = job.done {
+                let _ = done.send(Ok(()));
+            }
+            continue;
+        }
         let count = job.pictures.len();
         let mut result = Err(String::new());
         for attempt in 0..4u32 {

@@ -347,6 +347,12 @@ impl FlowSupervisor {
         let loaded = match loaded {
             Ok(Some(l)) => l,
             Ok(None) => return self.admission.not_started(flow_id), // already final
+            Err(e) if self.admission.is_parked() => {
+                // Shutting down: the metadata database may be out of reach for that alone. The
+                // flow keeps its state; the next start (or another instance) runs it.
+                tracing::warn!(flow_id, error = %e, "flow not started: shutting down");
+                return self.admission.not_started(flow_id);
+            }
             Err(e) => {
                 tracing::error!(flow_id, error = %e, "cannot load flow");
                 self.admission.not_started(flow_id);

@@ -200,3 +200,19 @@ pub async fn live_owner(pool: &PgPool, flow_id: i64) -> Result<Option<String>, R
             .await?;
     Ok(row.and_then(|(owner,)| owner))
 }
+
+/// Holds the name `instance` for this process: a session advisory lock on a connection of its
+/// own, kept for the life of the process (the lock goes with the connection when the process
+/// dies, even by kill -9). `None` when another live process holds the name already: two
+/// instances with one name would take each other's flows for their own.
+pub async fn hold_instance_name(
+    pool: &PgPool,
+    instance: &str,
+) -> Result<Option<sqlx::PgConnection>, RepoError> {
+    let mut conn = pool.acquire().await?.detach();
+    let (held,): (bool,) = sqlx::query_as("SELECT pg_try_advisory_lock(hashtext('sluice instance ' || $1))")
+        .bind(instance)
+        .fetch_one(&mut conn)
+        .await?;
+    Ok(held.then_some(conn))
+}

@@ -425,3 +425,29 @@ async fn flows_of_an_incremental_input_run_one_at_a_time_across_instances() {
     .await;
     assert_eq!(seen, vec![vec![json!(3), json!(3)]], "each row appended once");
 }
+
+#[tokio::test]
+#[cfg_attr(not(sluice_pg), ignore = "SLUICE_TEST_POSTGRES_URL is not set")]
+async fn a_second_process_with_the_same_instance_id_refuses_to_start() {
+    let cluster = Cluster::new().await;
+    let a = cluster.start("node-a", &[]).await;
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .arg("serve")
+        .env("SLUICE__SERVER__PORT", "0")
+        .env("SLUICE__DATA_DIR", &cluster.data)
+        .env("SLUICE__FILES__ALLOWED_ROOTS", &cluster.files)
+        .env("SLUICE__DATABASE__URL", &cluster.metadata_url)
+        .env("SLUICE__INSTANCE_ID", "node-a")
+        .output()
+        .expect("run sluice");
+    assert!(!out.status.success());
+    let text = String::from_utf8_lossy(&out.stderr).to_string() + &String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("another Sluice instance named node-a is running on this metadata database"),
+        "{text}"
+    );
+    // The first one is unharmed, and a second one with its own name starts.
+    a.get("/flows").await.expect(200);
+    let b = cluster.start("node-b", &[]).await;
+    b.get("/flows").await.expect(200);
+}
