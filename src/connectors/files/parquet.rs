@@ -132,10 +132,11 @@ pub async fn write_parquet_file(
     mut input: SendableRecordBatchStream,
     on_rows: &RowsCallback,
 ) -> Result<u64, ConnectorError> {
-    let io = |e: std::io::Error| ConnectorError::permanent(format!("writing {}: {e}", path.display()));
+    let io =
+        |e: std::io::Error| ConnectorError::permanent_from(format_args!("writing {}", path.display()), e);
     let file = tokio::fs::File::create(path).await.map_err(io)?;
     let mut writer = AsyncArrowWriter::try_new(file, input.schema(), Some(parquet_properties()))
-        .map_err(|e| ConnectorError::permanent(format!("writing parquet: {e}")))?;
+        .map_err(|e| ConnectorError::permanent_from("writing parquet", e))?;
     let mut rows = 0u64;
     while let Some(batch) = input.next().await {
         let batch = batch.map_err(|e| error::to_connector_error(e, "reading rows to write"))?;
@@ -143,13 +144,13 @@ pub async fn write_parquet_file(
         writer
             .write(&batch)
             .await
-            .map_err(|e| ConnectorError::permanent(format!("writing parquet: {e}")))?;
+            .map_err(|e| ConnectorError::permanent_from("writing parquet", e))?;
         on_rows(rows, None);
     }
     writer
         .close()
         .await
-        .map_err(|e| ConnectorError::permanent(format!("writing parquet: {e}")))?;
+        .map_err(|e| ConnectorError::permanent_from("writing parquet", e))?;
     Ok(rows)
 }
 
@@ -205,7 +206,7 @@ impl SinkConnector for ParquetFileSink {
         on_rows: RowsCallback,
     ) -> Result<u64, ConnectorError> {
         let dest = self.root.join(format!("{}.parquet", load.table));
-        let io = |e: std::io::Error| ConnectorError::permanent(format!("{}: {e}", dest.display()));
+        let io = |e: std::io::Error| ConnectorError::permanent_from(dest.display(), e);
         std::fs::create_dir_all(&self.root).map_err(io)?;
         let staged = StagedFile::new(&staged_file(&self.root, load, "parquet")).map_err(io)?;
         if load.mode == WriteMode::Merge && dest.exists() {
@@ -267,7 +268,7 @@ impl SinkConnector for ParquetFileSink {
             return self.stage(load, stream, ctx, on_rows).await;
         }
         let dest = self.root.join(format!("{}.parquet", load.table));
-        let io = |e: std::io::Error| ConnectorError::permanent(format!("{}: {e}", dest.display()));
+        let io = |e: std::io::Error| ConnectorError::permanent_from(dest.display(), e);
         std::fs::create_dir_all(&self.root).map_err(io)?;
         let staged = StagedFile::new(&staged_file(&self.root, load, "parquet")).map_err(io)?;
         let input = if load.mode == WriteMode::Append && dest.exists() {

@@ -65,8 +65,7 @@ fn column_defs(schema: &SchemaRef) -> Vec<String> {
 impl SqliteSink {
     async fn connect(&self) -> Result<SqliteConnection, ConnectorError> {
         if let Some(dir) = self.path.parent() {
-            std::fs::create_dir_all(dir)
-                .map_err(|e| ConnectorError::permanent(format!("{}: {e}", dir.display())))?;
+            std::fs::create_dir_all(dir).map_err(|e| ConnectorError::permanent_from(dir.display(), e))?;
         }
         SqliteConnectOptions::new()
             .filename(&self.path)
