@@ -50,17 +50,7 @@ pub async fn open_table(
         return cursor_table(connector, source, io, tracker, cursor).await;
     }
     if let Some(native) = connector.table(source, io).await? {
-        tracker.set_estimate(native.estimated_rows);
-        let size = native.estimated_rows.map(|rows| Size {
-            rows,
-            bytes: native.estimated_bytes,
-            exact: false,
-        });
-        return Ok(Arc::new(TrackedTable {
-            inner: native.table,
-            tracker: Some(tracker),
-            size,
-        }));
+        return Ok(TrackedTable::native(native, tracker));
     }
     let opened = connector.open(source, io).await?;
     tracker.set_estimate(opened.estimated_rows);
@@ -141,17 +131,7 @@ async fn new_files_table(
         let native = connector.table(&only, io).await?.ok_or_else(|| {
             ConnectorError::permanent(format!("source {} cannot read new files", source.name))
         })?;
-        tracker.set_estimate(native.estimated_rows);
-        let size = native.estimated_rows.map(|rows| Size {
-            rows,
-            bytes: native.estimated_bytes,
-            exact: false,
-        });
-        return Ok(Arc::new(TrackedTable {
-            inner: native.table,
-            tracker: Some(tracker),
-            size,
-        }));
+        return Ok(TrackedTable::native(native, tracker));
     };
     // No new file: the columns of one read before, no rows.
     only.only_files = Some(vec![first_old.clone()]);
@@ -312,6 +292,21 @@ pub struct TrackedTable {
 }
 
 impl TrackedTable {
+    /// A table a connector scans itself, counted by `tracker`, its estimates told to both.
+    fn native(native: connectors::SourceTable, tracker: Arc<NodeTracker>) -> Arc<dyn TableProvider> {
+        tracker.set_estimate(native.estimated_rows);
+        let size = native.estimated_rows.map(|rows| Size {
+            rows,
+            bytes: native.estimated_bytes,
+            exact: false,
+        });
+        Arc::new(TrackedTable {
+            inner: native.table,
+            tracker: Some(tracker),
+            size,
+        })
+    }
+
     /// The size of a scan of some columns: the rows, and the bytes only of a whole row.
     fn scan_size(&self, projection: Option<&Vec<usize>>) -> Option<Size> {
         let all = projection.is_none_or(|p| p.len() == self.inner.schema().fields().len());

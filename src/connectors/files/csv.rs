@@ -112,24 +112,13 @@ impl SourceConnector for CsvSource {
     }
 
     async fn open(&self, source: &Source, ctx: &IoContext) -> Result<Opened, ConnectorError> {
-        let SourceRead::Path(pattern) = source.read() else {
-            return Err(ConnectorError::permanent("a csv store is read by path"));
-        };
-        let o = source.csv.clone().unwrap_or_default();
-        let files = source_files(&self.root, source, pattern)?;
-        let inferred = ctx
-            .session
-            .read_csv(urls(&files), csv_read_options(&o, None))
-            .await
-            .map_err(|e| csv_error(e, &files, &o, None))?;
-        let schema = apply_overrides(inferred.schema().as_arrow(), &o)?;
-        let null_values = non_empty_null_values(&o)?;
-        // With null values beyond "", read every column as text and type it ourselves (see
-        // `non_empty_null_values`); otherwise DataFusion parses the types directly.
-        let read_schema = match null_values {
-            Some(_) => text_schema(&schema),
-            None => schema.clone(),
-        };
+        let Prepared {
+            o,
+            files,
+            schema,
+            null_values,
+            read_schema,
+        } = self.prepare(source, ctx).await?;
         let df = ctx
             .session
             .read_csv(urls(&files), csv_read_options(&o, Some(&read_schema)))
@@ -152,10 +141,22 @@ impl SourceConnector for CsvSource {
     }
 }
 
+/// What both ways of reading a CSV source start from.
+struct Prepared {
+    o: CsvOptions,
+    files: Vec<PathBuf>,
+    /// The columns as inferred, with the user's types.
+    schema: Schema,
+    /// The user's null values, when they name anything besides "".
+    null_values: Option<regex::Regex>,
+    /// The columns the files are read as: with such null values all text, typed by
+    /// `type_batch` (see `non_empty_null_values`); otherwise `schema`, parsed by DataFusion.
+    read_schema: Schema,
+}
+
 impl CsvSource {
-    /// The files as a table: DataFusion's reader (in parallel byte ranges when no quoted field
-    /// spans lines), then the same typing and error location as `open`.
-    async fn csv_table(&self, source: &Source, ctx: &IoContext) -> Result<SourceTable, ConnectorError> {
+    /// The source's files, options and schemas.
+    async fn prepare(&self, source: &Source, ctx: &IoContext) -> Result<Prepared, ConnectorError> {
         let SourceRead::Path(pattern) = source.read() else {
             return Err(ConnectorError::permanent("a csv store is read by path"));
         };
@@ -172,6 +173,25 @@ impl CsvSource {
             Some(_) => text_schema(&schema),
             None => schema.clone(),
         };
+        Ok(Prepared {
+            o,
+            files,
+            schema,
+            null_values,
+            read_schema,
+        })
+    }
+
+    /// The files as a table: DataFusion's reader (in parallel byte ranges when no quoted field
+    /// spans lines), then the same typing and error location as `open`.
+    async fn csv_table(&self, source: &Source, ctx: &IoContext) -> Result<SourceTable, ConnectorError> {
+        let Prepared {
+            o,
+            files,
+            schema,
+            null_values,
+            read_schema,
+        } = self.prepare(source, ctx).await?;
         let (scan_files, scan_options) = (files.clone(), o.clone());
         let (estimated_rows, estimated_bytes, splittable) = tokio::task::spawn_blocking(move || {
             let estimate = estimate_csv_rows(&scan_files, scan_options.has_header);
