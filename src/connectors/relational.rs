@@ -749,6 +749,34 @@ impl BatchBuilder {
         self.rows >= self.capacity
     }
 
+    /// Once the builder is full, sends its rows to `tx` as a batch. `Ok(false)`: the read
+    /// stops, because it was cancelled or because nobody reads any more.
+    pub async fn send_when_full(
+        &mut self,
+        tx: &BatchSender,
+        cancel: &tokio_util::sync::CancellationToken,
+    ) -> Result<bool, ConnectorError> {
+        if !self.is_full() {
+            return Ok(true);
+        }
+        let batch = self.finish()?;
+        tokio::select! {
+            biased;
+            _ = cancel.cancelled() => Ok(false),
+            r = tx.send(Ok(batch)) => Ok(r.is_ok()),
+        }
+    }
+
+    /// Sends the rows left, if any, to `tx` as the read's last batch. `Ok(false)`: nobody
+    /// reads any more.
+    pub async fn send_rest(&mut self, tx: &BatchSender) -> Result<bool, ConnectorError> {
+        if self.rows == 0 {
+            return Ok(true);
+        }
+        let batch = self.finish()?;
+        Ok(tx.send(Ok(batch)).await.is_ok())
+    }
+
     pub fn finish(&mut self) -> Result<RecordBatch, ConnectorError> {
         let columns = self.cols.iter_mut().map(Col::finish).collect();
         self.rows = 0;
