@@ -51,21 +51,32 @@ pub(super) fn parquet_rows(files: &[PathBuf]) -> Option<u64> {
     Some(total)
 }
 
-pub(super) async fn open_parquet(
+/// Parquet files read by DataFusion, and how many rows they hold (from their footers) when
+/// every footer could be read.
+async fn read_parquet(
     files: Vec<PathBuf>,
     ctx: &IoContext,
     label: &str,
-) -> Result<Opened, ConnectorError> {
+) -> Result<(DataFrame, Option<u64>), ConnectorError> {
     let df = ctx
         .session
         .read_parquet(urls(&files), ParquetReadOptions::default().file_extension(""))
         .await
         .map_err(|e| df_error(label, e))?;
-    let stream = df.execute_stream().await.map_err(|e| df_error(label, e))?;
     let estimated_rows = tokio::task::spawn_blocking(move || parquet_rows(&files))
         .await
         .ok()
         .flatten();
+    Ok((df, estimated_rows))
+}
+
+pub(super) async fn open_parquet(
+    files: Vec<PathBuf>,
+    ctx: &IoContext,
+    label: &str,
+) -> Result<Opened, ConnectorError> {
+    let (df, estimated_rows) = read_parquet(files, ctx, label).await?;
+    let stream = df.execute_stream().await.map_err(|e| df_error(label, e))?;
     Ok(Opened {
         stream: checked_stream(stream, label.to_string()),
         estimated_rows,
@@ -109,15 +120,7 @@ pub(super) async fn parquet_table(
     ctx: &IoContext,
     label: &str,
 ) -> Result<SourceTable, ConnectorError> {
-    let df = ctx
-        .session
-        .read_parquet(urls(&files), ParquetReadOptions::default().file_extension(""))
-        .await
-        .map_err(|e| df_error(label, e))?;
-    let estimated_rows = tokio::task::spawn_blocking(move || parquet_rows(&files))
-        .await
-        .ok()
-        .flatten();
+    let (df, estimated_rows) = read_parquet(files, ctx, label).await?;
     Ok(SourceTable {
         table: df.into_view(),
         estimated_rows,
