@@ -77,7 +77,8 @@ fn load(config: Option<&PathBuf>) -> anyhow::Result<Settings> {
 
 fn serve(config: Option<PathBuf>) -> anyhow::Result<()> {
     let settings = load(config.as_ref())?;
-    sluice::telemetry::init(&settings.telemetry).map_err(|e| anyhow::anyhow!(e))?;
+    // Its message holds its cause already (`{e:#}` in `service` would print that twice).
+    sluice::telemetry::init(&settings.telemetry).map_err(|e| anyhow::anyhow!("{e}"))?;
     actix_web::rt::System::new().block_on(async move {
         let app = Application::build(settings)
             .await
@@ -90,7 +91,8 @@ fn serve(config: Option<PathBuf>) -> anyhow::Result<()> {
 
 fn migrate(config: Option<PathBuf>) -> anyhow::Result<()> {
     let settings = load(config.as_ref())?;
-    sluice::telemetry::init(&settings.telemetry).map_err(|e| anyhow::anyhow!(e))?;
+    // Its message holds its cause already (`{e:#}` in `service` would print that twice).
+    sluice::telemetry::init(&settings.telemetry).map_err(|e| anyhow::anyhow!("{e}"))?;
     actix_web::rt::System::new().block_on(async move {
         std::fs::create_dir_all(&settings.data_dir)?;
         sluice::startup::connect_metadata(&settings)

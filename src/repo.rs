@@ -44,6 +44,35 @@ pub enum RepoError {
     Sql(#[source] sqlx::Error),
 }
 
+impl RepoError {
+    /// The metadata database could not be reached or talked to (a connection that failed or
+    /// closed, no connection to be had): trying again later may work. Told from the driver's
+    /// error kinds, not from message text.
+    pub fn is_unavailable(&self) -> bool {
+        fn sqlx_unavailable(e: &sqlx::Error) -> bool {
+            matches!(
+                e,
+                sqlx::Error::Io(_)
+                    | sqlx::Error::Tls(_)
+                    | sqlx::Error::PoolTimedOut
+                    | sqlx::Error::PoolClosed
+                    | sqlx::Error::WorkerCrashed
+            )
+        }
+        let db = match self {
+            RepoError::Sql(e) => return sqlx_unavailable(e),
+            RepoError::Db(db) => db,
+            _ => return false,
+        };
+        match db {
+            DbErr::ConnectionAcquire(_) | DbErr::Conn(_) => true,
+            DbErr::Exec(sea_orm::RuntimeErr::SqlxError(e))
+            | DbErr::Query(sea_orm::RuntimeErr::SqlxError(e)) => sqlx_unavailable(e),
+            _ => false,
+        }
+    }
+}
+
 impl From<sqlx::Error> for RepoError {
     fn from(err: sqlx::Error) -> Self {
         RepoError::Sql(err)

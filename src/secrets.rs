@@ -3,7 +3,7 @@
 //! text headed for a log or a client. The `Secret` type itself is the domain's
 //! ([`crate::domain::secret`]), re-exported here.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::LazyLock;
 
 use base64::{engine::general_purpose::STANDARD as B64, Engine as _};
@@ -23,6 +23,43 @@ pub struct Cipher {
 const SEALED_PREFIX: &str = "v1:";
 pub const KEY_ENV: &str = "SLUICE_SECRET_KEY";
 
+/// Why the secret key cannot be loaded, or a stored password not opened. Never quotes a key
+/// or a password.
+#[derive(Debug, thiserror::Error)]
+pub enum SecretError {
+    /// `SLUICE_SECRET_KEY` is not the base64 of a key.
+    #[error("{KEY_ENV} is not valid base64")]
+    EnvKeyNotBase64,
+    #[error("{KEY_ENV} must be the base64 of exactly 32 bytes")]
+    EnvKeyLength,
+    /// The key file is not the base64 of a key.
+    #[error("{} is not valid base64", .0.display())]
+    FileKeyNotBase64(PathBuf),
+    #[error("{} must hold the base64 of 32 bytes", .0.display())]
+    FileKeyLength(PathBuf),
+    /// The key file could not be read or created (`action`).
+    #[error("cannot {action} {}: {source}", .path.display())]
+    KeyFile {
+        action: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("sealed secret has an unknown format")]
+    UnknownFormat,
+    #[error("sealed secret is not valid base64")]
+    SealedNotBase64,
+    #[error("sealed secret is truncated")]
+    Truncated,
+    /// It does not decrypt with this key.
+    #[error(
+        "cannot decrypt a stored password: the secret key changed (check SLUICE_SECRET_KEY or data_dir/secret.key)"
+    )]
+    KeyChanged,
+    #[error("decrypted password is not UTF-8")]
+    NotUtf8,
+}
+
 impl Cipher {
     pub fn from_key(key: &[u8; 32]) -> Self {
         Cipher {
@@ -31,39 +68,49 @@ impl Cipher {
     }
 
     /// Loads the key from the environment or the key file, creating the file if neither exists.
-    pub fn load_or_create(data_dir: &Path) -> Result<Self, String> {
+    pub fn load_or_create(data_dir: &Path) -> Result<Self, SecretError> {
         if let Ok(encoded) = std::env::var(KEY_ENV) {
             let bytes = B64
                 .decode(encoded.trim())
-                .map_err(|_| format!("{KEY_ENV} is not valid base64"))?;
-            let key: [u8; 32] = bytes
-                .try_into()
-                .map_err(|_| format!("{KEY_ENV} must be the base64 of exactly 32 bytes"))?;
+                .map_err(|_| SecretError::EnvKeyNotBase64)?;
+            let key: [u8; 32] = bytes.try_into().map_err(|_| SecretError::EnvKeyLength)?;
             return Ok(Self::from_key(&key));
         }
         let path = data_dir.join("secret.key");
         match std::fs::read_to_string(&path) {
             Ok(encoded) => {
-                let bytes = B64
-                    .decode(encoded.trim())
-                    .map_err(|_| format!("{} is not valid base64", path.display()))?;
-                let key: [u8; 32] = bytes
-                    .try_into()
-                    .map_err(|_| format!("{} must hold the base64 of 32 bytes", path.display()))?;
+                let Ok(bytes) = B64.decode(encoded.trim()) else {
+                    return Err(SecretError::FileKeyNotBase64(path));
+                };
+                let Ok(key) = <[u8; 32]>::try_from(bytes) else {
+                    return Err(SecretError::FileKeyLength(path));
+                };
                 Ok(Self::from_key(&key))
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 let mut key = [0u8; 32];
                 rand::rng().fill_bytes(&mut key);
                 // Instances starting at once on one new data directory agree on one key.
-                let written = create_once(&path, B64.encode(key).as_bytes())
-                    .map_err(|e| format!("cannot create {}: {e}", path.display()))?;
+                let written = match create_once(&path, B64.encode(key).as_bytes()) {
+                    Ok(written) => written,
+                    Err(source) => {
+                        return Err(SecretError::KeyFile {
+                            action: "create",
+                            path,
+                            source,
+                        })
+                    }
+                };
                 if written {
                     return Ok(Self::from_key(&key));
                 }
                 Self::load_or_create(data_dir)
             }
-            Err(e) => Err(format!("cannot read {}: {e}", path.display())),
+            Err(source) => Err(SecretError::KeyFile {
+                action: "read",
+                path,
+                source,
+            }),
         }
     }
 
@@ -80,24 +127,23 @@ impl Cipher {
         Ok(format!("{SEALED_PREFIX}{}", B64.encode(out)))
     }
 
-    pub fn open(&self, sealed: &str) -> Result<Secret, String> {
+    /// The password `sealed` by [`Cipher::seal`] with this key.
+    pub fn open(&self, sealed: &str) -> Result<Secret, SecretError> {
         let body = sealed
             .strip_prefix(SEALED_PREFIX)
-            .ok_or("sealed secret has an unknown format")?;
-        let bytes = B64
-            .decode(body)
-            .map_err(|_| "sealed secret is not valid base64")?;
+            .ok_or(SecretError::UnknownFormat)?;
+        let bytes = B64.decode(body).map_err(|_| SecretError::SealedNotBase64)?;
         if bytes.len() < 24 {
-            return Err("sealed secret is truncated".into());
+            return Err(SecretError::Truncated);
         }
         let (nonce, data) = bytes.split_at(24);
         let plain = self
             .aead
             .decrypt(XNonce::from_slice(nonce), data)
-            .map_err(|_| "cannot decrypt a stored password: the secret key changed (check SLUICE_SECRET_KEY or data_dir/secret.key)")?;
+            .map_err(|_| SecretError::KeyChanged)?;
         String::from_utf8(plain)
             .map(Secret::new)
-            .map_err(|_| "decrypted password is not UTF-8".to_string())
+            .map_err(|_| SecretError::NotUtf8)
     }
 }
 
@@ -210,7 +256,11 @@ mod tests {
         assert!(!a.contains("s3cret"));
         assert_eq!(c.open(&a).unwrap().expose(), "s3cret");
         let other = Cipher::from_key(&[8u8; 32]);
-        assert!(other.open(&a).unwrap_err().contains("secret key changed"));
+        assert!(other
+            .open(&a)
+            .unwrap_err()
+            .to_string()
+            .contains("secret key changed"));
     }
 
     #[test]
@@ -229,6 +279,13 @@ mod tests {
                 .mode();
             assert_eq!(mode & 0o777, 0o600);
         }
+        std::fs::write(dir.path().join("secret.key"), "c2hvcnQ=").unwrap();
+        let short = Cipher::load_or_create(dir.path()).err().map(|e| e.to_string());
+        let expected = format!(
+            "{} must hold the base64 of 32 bytes",
+            dir.path().join("secret.key").display()
+        );
+        assert_eq!(short, Some(expected));
     }
 
     #[test]

@@ -141,7 +141,7 @@ impl Application {
         }
         let metadata_lock = lock_sqlite_metadata(&settings)?;
         let db = connect_metadata(&settings).await?;
-        let cipher = Cipher::load_or_create(&settings.data_dir)?;
+        let cipher = Cipher::load_or_create(&settings.data_dir).map_err(|e| e.to_string())?;
         let engine = Engine::new(&settings.engine, &settings.data_dir)
             .map_err(|e| format!("cannot start the engine: {e}"))?;
         // PostgreSQL metadata: one of any number of instances, sharing the flows by leases.

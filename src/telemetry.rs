@@ -16,21 +16,37 @@ use tracing_subscriber::EnvFilter;
 
 use crate::config::{LogFormat, TelemetrySettings};
 
+/// Why logging could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum TelemetryError {
+    /// The level directives of `setting` (`RUST_LOG` or `telemetry.level`) do not parse.
+    #[error("{setting}: {source}")]
+    Filter {
+        setting: &'static str,
+        #[source]
+        source: tracing_subscriber::filter::ParseError,
+    },
+    /// A global subscriber is installed already (as `tracing_subscriber` reports it).
+    #[error("{0}")]
+    Installed(Box<dyn std::error::Error + Send + Sync>),
+    #[error(transparent)]
+    GlobalDefault(#[from] tracing::subscriber::SetGlobalDefaultError),
+}
+
 /// `RUST_LOG` when set (and not empty), else `telemetry.level`.
-fn filter(settings: &TelemetrySettings) -> Result<EnvFilter, String> {
-    match std::env::var("RUST_LOG") {
-        Ok(directives) if !directives.trim().is_empty() => {
-            EnvFilter::try_new(&directives).map_err(|e| format!("RUST_LOG: {e}"))
-        }
-        _ => EnvFilter::try_new(&settings.level).map_err(|e| format!("telemetry.level: {e}")),
-    }
+fn filter(settings: &TelemetrySettings) -> Result<EnvFilter, TelemetryError> {
+    let (setting, directives) = match std::env::var("RUST_LOG") {
+        Ok(directives) if !directives.trim().is_empty() => ("RUST_LOG", directives),
+        _ => ("telemetry.level", settings.level.clone()),
+    };
+    EnvFilter::try_new(&directives).map_err(|source| TelemetryError::Filter { setting, source })
 }
 
 /// The JSON-lines subscriber writing to `sink` (not installed).
 pub fn json_subscriber<W>(
     settings: &TelemetrySettings,
     sink: W,
-) -> Result<impl Subscriber + Send + Sync, String>
+) -> Result<impl Subscriber + Send + Sync, TelemetryError>
 where
     W: for<'a> MakeWriter<'a> + Send + Sync + 'static,
 {
@@ -43,7 +59,7 @@ where
 }
 
 /// Installs the global subscriber writing to `sink`. Fails if one is already installed.
-pub fn init_with_writer<W>(settings: &TelemetrySettings, sink: W) -> Result<(), String>
+pub fn init_with_writer<W>(settings: &TelemetrySettings, sink: W) -> Result<(), TelemetryError>
 where
     W: for<'a> MakeWriter<'a> + Send + Sync + 'static,
 {
@@ -54,14 +70,14 @@ where
             .with_target(true)
             .with_ansi(false)
             .try_init()
-            .map_err(|e| e.to_string()),
-        LogFormat::Json => tracing::subscriber::set_global_default(json_subscriber(settings, sink)?)
-            .map_err(|e| e.to_string()),
+            .map_err(TelemetryError::Installed)?,
+        LogFormat::Json => tracing::subscriber::set_global_default(json_subscriber(settings, sink)?)?,
     }
+    Ok(())
 }
 
 /// Installs the global subscriber writing to standard output.
-pub fn init(settings: &TelemetrySettings) -> Result<(), String> {
+pub fn init(settings: &TelemetrySettings) -> Result<(), TelemetryError> {
     init_with_writer(settings, std::io::stdout)
 }
 

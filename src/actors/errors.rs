@@ -32,6 +32,12 @@ impl LoadError {
         }
     }
 
+    /// The metadata database was out of reach: the flow is not at fault, and loading it again
+    /// later may work.
+    pub fn is_transient(&self) -> bool {
+        matches!(self, LoadError::Repo(e) if e.is_unavailable())
+    }
+
     /// This error as the flow's lines may show it: a missing flow says so; anything internal
     /// only points to the service log (the caller logs it there).
     pub fn for_flow(&self, flow_id: i64) -> String {
@@ -58,5 +64,13 @@ mod tests {
         let repo = LoadError::from(RepoError::Corrupt("output 3 has unknown state NAP".into()));
         assert_eq!(repo.to_string(), "output 3 has unknown state NAP");
         assert_eq!(repo.for_flow(4), internal_error_for_flow(4));
+        assert!(!repo.is_transient());
+        let unreachable = LoadError::from(RepoError::Sql(sqlx::Error::PoolTimedOut));
+        assert!(unreachable.is_transient());
+        let io = std::io::Error::new(std::io::ErrorKind::ConnectionReset, "reset");
+        let lost = sea_orm::DbErr::Query(sea_orm::RuntimeErr::SqlxError(std::sync::Arc::new(
+            sqlx::Error::Io(io),
+        )));
+        assert!(LoadError::from(RepoError::from(lost)).is_transient());
     }
 }

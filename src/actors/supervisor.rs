@@ -35,6 +35,9 @@ pub struct SupervisorConfig {
     pub leases: Option<Arc<Leases>>,
 }
 
+/// How long a flow whose plan could not be loaded for want of the metadata database waits
+/// before it is loaded again.
+const LOAD_RETRY: Duration = Duration::from_secs(1);
 /// How often an instance looks for flows to claim (besides when a flow is created or ends here).
 const CLAIM_EVERY: Duration = Duration::from_millis(500);
 /// How often an instance looks for cancels asked through other instances.
@@ -352,6 +355,17 @@ impl FlowSupervisor {
                 // flow keeps its state; the next start (or another instance) runs it.
                 tracing::warn!(flow_id, error = %e, "flow not started: shutting down");
                 return self.admission.not_started(flow_id);
+            }
+            Err(e) if e.is_transient() => {
+                // The metadata database is out of reach (for now): not the flow's fault. It
+                // keeps its state and is loaded again shortly.
+                tracing::warn!(flow_id, error = %e, "cannot load flow now; trying again in {LOAD_RETRY:?}");
+                self.admission.not_started(flow_id);
+                ctx.run_later(LOAD_RETRY, move |act, ctx| {
+                    act.admission.submit(flow_id, None);
+                    act.admit(ctx);
+                });
+                return;
             }
             Err(e) => {
                 tracing::error!(flow_id, error = %e, "cannot load flow");

@@ -141,8 +141,9 @@ struct Follower {
     state: Option<FlowState>,
     ended: bool,
     /// The flow runs elsewhere (another instance): its picture as last read from the database,
-    /// and when to read it again.
-    remote: Option<(FlowPicture, Instant)>,
+    /// when to read it again, and the hub's number for the flow when this began (an update
+    /// since means the flow runs here now, and the hub has every update of it).
+    remote: Option<(FlowPicture, Instant, u64)>,
     hub: Arc<EventHub>,
     metrics: Arc<Metrics>,
 }
@@ -183,6 +184,7 @@ impl Follower {
             (
                 record.output.clone(),
                 Instant::now() + self.services.remote_poll_interval(),
+                self.hub.seq(self.flow_id),
             )
         });
         let view = FlowView::from(record);
@@ -245,21 +247,25 @@ impl Follower {
         }
     }
 
-    /// Re-reads a flow run elsewhere and sends what changed since the last read; once this
-    /// instance holds the flow, a fresh snapshot instead (its updates come from the hub then).
+    /// Re-reads a flow run elsewhere and sends what changed since the last read. Once this
+    /// instance runs the flow, its updates come from the hub instead: the hub holds every one
+    /// of them (this follower subscribed before its first snapshot), and what the database
+    /// shows of them was published there before it was written, so nothing is sent twice.
     async fn poll_remote(&mut self) {
-        let Some((before, _)) = self.remote.take() else {
+        let Some((before, _, base)) = self.remote.take() else {
             return;
         };
         match self.services.flow_snapshot(self.flow_id).await {
-            Ok((record, Some(seq))) => self.push_snapshot(record, Some(seq)),
+            Ok((_, Some(_))) => {}                            // it runs here now
+            Ok(_) if self.hub.seq(self.flow_id) != base => {} // it runs here now
             Ok((record, None)) => {
                 let now = record.output;
                 for update in Mark::of(&before).changes(&now) {
                     self.apply(update);
                 }
                 if !now.state.is_final() {
-                    self.remote = Some((now, Instant::now() + self.services.remote_poll_interval()));
+                    let next = Instant::now() + self.services.remote_poll_interval();
+                    self.remote = Some((now, next, base));
                 }
             }
             Err(e) => {
@@ -283,15 +289,15 @@ impl Follower {
                 .last_progress
                 .map(|t| t + PROGRESS_EVERY)
                 .unwrap_or_else(Instant::now);
-            let poll_at = self.remote.as_ref().map(|(_, at)| *at);
+            let poll_at = self.remote.as_ref().map(|(_, at, _)| *at);
             let rx = self.rx.as_mut()?;
             tokio::select! {
                 received = rx.recv() => {
                     self.last_update = Instant::now();
+                    // Followed from the database until now: the flow runs here now.
+                    self.remote = None;
                     match received {
                         Ok((seq, _)) if self.shown.is_some_and(|shown| seq <= shown) => {}
-                        // Followed from the database until now: this instance holds the flow.
-                        Ok(_) if self.remote.is_some() => self.resync(true).await,
                         Ok((_, FlowUpdate::Resync)) => self.resync(false).await,
                         Ok((_, update)) => self.apply(update),
                         Err(RecvError::Lagged(missed)) => {

@@ -58,6 +58,20 @@ impl ConnectorError {
         self
     }
 
+    /// A permanent error worded `context: source`, caused by `source`.
+    pub fn permanent_from(
+        context: impl fmt::Display,
+        source: impl std::error::Error + Send + Sync + 'static,
+    ) -> Self {
+        Self::permanent(format!("{context}: {source}")).caused_by(source)
+    }
+
+    /// This error, caused by `source`, an error already boxed (as sqlx's decoders give them).
+    pub fn caused_by_boxed(mut self, source: Box<dyn std::error::Error + Send + Sync>) -> Self {
+        self.source = Some(Arc::from(source));
+        self
+    }
+
     /// Whether another attempt may succeed.
     pub fn is_transient(&self) -> bool {
         self.kind == ErrorKind::Transient
@@ -205,7 +219,7 @@ pub fn is_resources_exhausted(e: &DataFusionError) -> bool {
 pub fn to_connector_error(e: DataFusionError, context: &str) -> ConnectorError {
     match find_connector_error(&e) {
         Some(c) => c.clone(),
-        None => ConnectorError::permanent(format!("{context}: {}", clean_message(&e))),
+        None => ConnectorError::permanent(format!("{context}: {}", clean_message(&e))).caused_by(e),
     }
 }
 

@@ -226,7 +226,7 @@ pub async fn check(store: &DataStore, pools: &pools::Pools) -> Result<CheckRepor
             match std::fs::metadata(&look) {
                 Ok(_) => None,
                 Err(e) => {
-                    return Err(ConnectorError::permanent(format!("{}: {e}", look.display())));
+                    return Err(ConnectorError::permanent_from(look.display(), e));
                 }
             }
         }

@@ -3,18 +3,19 @@
 
 use std::path::{Path, PathBuf};
 
+use super::ConnectorError;
 use crate::domain::paths::check_file_in_root;
 
 /// Checks that `file` (an existing file found by a glob) lies inside `root` once symlinks are
 /// resolved; returns it resolved.
-pub fn check_inside(file: &Path, root: &Path) -> Result<PathBuf, String> {
-    let resolved = file
-        .canonicalize()
-        .map_err(|e| format!("{}: {e}", file.display()))?;
-    let root = root
-        .canonicalize()
-        .map_err(|e| format!("{}: {e}", root.display()))?;
-    check_file_in_root(file, &resolved, &root)?;
+pub fn check_inside(file: &Path, root: &Path) -> Result<PathBuf, ConnectorError> {
+    let canonical = |p: &Path| {
+        p.canonicalize()
+            .map_err(|e| ConnectorError::permanent_from(p.display(), e))
+    };
+    let resolved = canonical(file)?;
+    let root = canonical(root)?;
+    check_file_in_root(file, &resolved, &root).map_err(ConnectorError::permanent)?;
     Ok(resolved)
 }
 
@@ -39,7 +40,7 @@ mod tests {
             std::fs::write(&secret, "x\n").unwrap();
             let link = root.path().join("link.csv");
             std::os::unix::fs::symlink(&secret, &link).unwrap();
-            let err = check_inside(&link, root.path()).unwrap_err();
+            let err = check_inside(&link, root.path()).unwrap_err().message;
             assert!(err.ends_with("leads outside its store's path"), "{err}");
         }
     }

@@ -11,6 +11,7 @@ use async_trait::async_trait;
 use chrono::{NaiveDate, NaiveDateTime, NaiveTime};
 use datafusion::arrow::array::*;
 use datafusion::arrow::datatypes::{DataType, Date32Type, Field, Schema, SchemaRef, TimeUnit};
+use datafusion::arrow::error::ArrowError;
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::error::DataFusionError;
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
@@ -242,10 +243,10 @@ pub fn bare_query(q: &str) -> &str {
 }
 
 /// `array` as text in Arrow's display form (for types no cast to Utf8 exists for).
-pub fn display_strings(array: &ArrayRef) -> Result<ArrayRef, String> {
+pub fn display_strings(array: &ArrayRef) -> Result<ArrayRef, ArrowError> {
     use datafusion::arrow::util::display::{ArrayFormatter, FormatOptions};
     let options = FormatOptions::default();
-    let f = ArrayFormatter::try_new(array.as_ref(), &options).map_err(|e| e.to_string())?;
+    let f = ArrayFormatter::try_new(array.as_ref(), &options)?;
     let mut b = StringBuilder::with_capacity(array.len(), array.len() * 8);
     for i in 0..array.len() {
         if array.is_null(i) {
@@ -268,6 +269,37 @@ pub fn stream_from<T: Send + 'static>(
 pub const PG_EPOCH_MICROS: i64 = 946_684_800_000_000;
 /// Days between 1970-01-01 and 2000-01-01.
 pub const PG_EPOCH_DAYS: i32 = 10_957;
+
+/// Why one value cannot be carried between a database's wire form and an Arrow column, said
+/// of the value (the caller names the column: [`BatchBuilder::value_error`]). Always permanent:
+/// the data is what it is.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ValueError {
+    #[error("text that is not UTF-8")]
+    NotUtf8,
+    /// A fixed-size binary value of the wrong size.
+    #[error("expected {expected} bytes, got {got}")]
+    Length { expected: usize, got: usize },
+    /// `cannot read text "many" as an integer`: `value` described, `want` the type.
+    #[error("cannot read {value} as {want}")]
+    Unreadable { value: String, want: String },
+    /// `"2024-13-01" is not a valid date`: `text` as the database sent it.
+    #[error("{text:?} is not {want}")]
+    NotA { text: String, want: &'static str },
+    /// An infinite date or timestamp (`what`), which Arrow has no value for.
+    #[error("an infinite {what} cannot be carried")]
+    Infinite { what: &'static str },
+    #[error("a truncated numeric")]
+    TruncatedNumeric,
+    #[error("NaN cannot be carried as a decimal")]
+    NanNumeric,
+    #[error("an infinite numeric cannot be carried as a decimal")]
+    InfiniteNumeric,
+    #[error("a value too large for decimal({precision},{scale})")]
+    TooLarge { precision: u8, scale: i8 },
+    #[error("a value with more than {scale} decimal places")]
+    TooManyDecimalPlaces { scale: i8 },
+}
 
 /// One Arrow column under construction.
 pub enum Col {
@@ -371,12 +403,15 @@ impl Col {
 
     /// Appends a value a loosely typed database (SQLite) gave, coercing what fits the column
     /// (an integer in a REAL column, ISO text in a DATE column); says why a value does not.
-    pub fn append_sql_value(&mut self, value: SqlValue) -> Result<(), String> {
+    pub fn append_sql_value(&mut self, value: SqlValue) -> Result<(), ValueError> {
         if value == SqlValue::Null {
             self.append_null();
             return Ok(());
         }
-        let mismatch = |what: &str, v: &SqlValue| format!("cannot read {} as {what}", describe(v));
+        let mismatch = |want: &str, v: &SqlValue| ValueError::Unreadable {
+            value: describe(v),
+            want: want.to_string(),
+        };
         match (&mut *self, value) {
             (Col::Bool(b), SqlValue::Bool(v)) => b.append_value(v),
             (Col::Bool(b), SqlValue::Int(v)) if v == 0 || v == 1 => b.append_value(v == 1),
@@ -452,10 +487,12 @@ impl Col {
     }
 
     /// Appends a value in PostgreSQL's binary format for the type this column was made for.
-    pub fn append_pg_binary(&mut self, v: &[u8]) -> Result<(), String> {
-        fn arr<const N: usize>(v: &[u8]) -> Result<[u8; N], String> {
-            v.try_into()
-                .map_err(|_| format!("expected {N} bytes, got {}", v.len()))
+    pub fn append_pg_binary(&mut self, v: &[u8]) -> Result<(), ValueError> {
+        fn arr<const N: usize>(v: &[u8]) -> Result<[u8; N], ValueError> {
+            v.try_into().map_err(|_| ValueError::Length {
+                expected: N,
+                got: v.len(),
+            })
         }
         match self {
             Col::Bool(b) => b.append_value(v.first().copied().unwrap_or(0) != 0),
@@ -466,12 +503,12 @@ impl Col {
             Col::F32(b) => b.append_value(f32::from_be_bytes(arr(v)?)),
             Col::F64(b) => b.append_value(f64::from_be_bytes(arr(v)?)),
             Col::Dec(b, p, s) => b.append_value(pg_numeric_to_i128(v, *p, *s)?),
-            Col::Text(b) => b.append_value(std::str::from_utf8(v).map_err(|_| "text that is not UTF-8")?),
+            Col::Text(b) => b.append_value(std::str::from_utf8(v).map_err(|_| ValueError::NotUtf8)?),
             Col::Bin(b) => b.append_value(v),
             Col::Date(b) => {
                 let days = i32::from_be_bytes(arr(v)?);
                 if days == i32::MAX || days == i32::MIN {
-                    return Err("an infinite date cannot be carried".into());
+                    return Err(ValueError::Infinite { what: "date" });
                 }
                 b.append_value(days + PG_EPOCH_DAYS)
             }
@@ -479,7 +516,7 @@ impl Col {
             Col::Ts(b) => {
                 let micros = i64::from_be_bytes(arr(v)?);
                 if micros == i64::MAX || micros == i64::MIN {
-                    return Err("an infinite timestamp cannot be carried".into());
+                    return Err(ValueError::Infinite { what: "timestamp" });
                 }
                 b.append_value(micros + PG_EPOCH_MICROS)
             }
@@ -488,17 +525,23 @@ impl Col {
     }
 
     /// Appends a value in MySQL's text protocol form.
-    pub fn append_mysql_text(&mut self, v: &[u8]) -> Result<(), String> {
-        let text = || std::str::from_utf8(v).map_err(|_| "text that is not UTF-8".to_string());
-        fn num<T: std::str::FromStr>(t: &str) -> Result<T, String> {
-            t.parse::<T>()
-                .map_err(|_| format!("cannot read {t:?} as a number of this type"))
+    pub fn append_mysql_text(&mut self, v: &[u8]) -> Result<(), ValueError> {
+        let text = || std::str::from_utf8(v).map_err(|_| ValueError::NotUtf8);
+        fn num<T: std::str::FromStr>(t: &str) -> Result<T, ValueError> {
+            t.parse::<T>().map_err(|_| ValueError::Unreadable {
+                value: format!("{t:?}"),
+                want: "a number of this type".into(),
+            })
         }
+        let not_a = |t: &str, want| ValueError::NotA {
+            text: t.to_string(),
+            want,
+        };
         match self {
             Col::Bool(b) => match v {
                 b"0" => b.append_value(false),
                 b"1" => b.append_value(true),
-                _ => return Err(format!("{:?} is not a boolean (0 or 1)", text()?)),
+                _ => return Err(not_a(text()?, "a boolean (0 or 1)")),
             },
             Col::I8(b) => b.append_value(num(text()?)?),
             Col::I16(b) => b.append_value(num(text()?)?),
@@ -509,28 +552,29 @@ impl Col {
             Col::Dec(b, p, s) => {
                 let t = text()?;
                 b.append_value(
-                    parse_decimal_text(t, *p, *s)
-                        .ok_or_else(|| format!("cannot read {t:?} as decimal({p},{s})"))?,
+                    parse_decimal_text(t, *p, *s).ok_or_else(|| ValueError::Unreadable {
+                        value: format!("{t:?}"),
+                        want: format!("decimal({p},{s})"),
+                    })?,
                 )
             }
             Col::Text(b) => b.append_value(text()?),
             Col::Bin(b) => b.append_value(v),
             Col::Date(b) => {
                 let t = text()?;
-                let d = NaiveDate::parse_from_str(t, "%Y-%m-%d")
-                    .map_err(|_| format!("{t:?} is not a valid date"))?;
+                let d = NaiveDate::parse_from_str(t, "%Y-%m-%d").map_err(|_| not_a(t, "a valid date"))?;
                 b.append_value(Date32Type::from_naive_date(d))
             }
             Col::Time(b) => {
                 let t = text()?;
                 let time = NaiveTime::parse_from_str(t, "%H:%M:%S%.f")
-                    .map_err(|_| format!("{t:?} is not a time of day (00:00:00 to 23:59:59)"))?;
+                    .map_err(|_| not_a(t, "a time of day (00:00:00 to 23:59:59)"))?;
                 b.append_value(micros_of_day(time))
             }
             Col::Ts(b) => {
                 let t = text()?;
                 let ts = NaiveDateTime::parse_from_str(t, "%Y-%m-%d %H:%M:%S%.f")
-                    .map_err(|_| format!("{t:?} is not a valid date and time"))?;
+                    .map_err(|_| not_a(t, "a valid date and time"))?;
                 b.append_value(ts.and_utc().timestamp_micros())
             }
         }
@@ -539,22 +583,22 @@ impl Col {
 }
 
 /// A PostgreSQL binary `numeric` as an integer scaled by `scale`, checked against `precision`.
-pub fn pg_numeric_to_i128(v: &[u8], precision: u8, scale: i8) -> Result<i128, String> {
+pub fn pg_numeric_to_i128(v: &[u8], precision: u8, scale: i8) -> Result<i128, ValueError> {
     if v.len() < 8 {
-        return Err("a truncated numeric".into());
+        return Err(ValueError::TruncatedNumeric);
     }
     let ndigits = u16::from_be_bytes([v[0], v[1]]) as usize;
     let weight = i16::from_be_bytes([v[2], v[3]]) as i32;
     let sign = u16::from_be_bytes([v[4], v[5]]);
     match sign {
         0x0000 | 0x4000 => {}
-        0xC000 => return Err("NaN cannot be carried as a decimal".into()),
-        _ => return Err("an infinite numeric cannot be carried as a decimal".into()),
+        0xC000 => return Err(ValueError::NanNumeric),
+        _ => return Err(ValueError::InfiniteNumeric),
     }
     if v.len() < 8 + 2 * ndigits {
-        return Err("a truncated numeric".into());
+        return Err(ValueError::TruncatedNumeric);
     }
-    let overflow = || format!("a value too large for decimal({precision},{scale})");
+    let overflow = || ValueError::TooLarge { precision, scale };
     let mut out: i128 = 0;
     for i in 0..ndigits {
         let d = u16::from_be_bytes([v[8 + 2 * i], v[9 + 2 * i]]) as i128;
@@ -571,7 +615,7 @@ pub fn pg_numeric_to_i128(v: &[u8], precision: u8, scale: i8) -> Result<i128, St
             let drop = (-exp) as u32;
             let f = 10i128.pow(drop.min(4));
             if drop >= 4 && d != 0 || d % f != 0 {
-                return Err(format!("a value with more than {scale} decimal places"));
+                return Err(ValueError::TooManyDecimalPlaces { scale });
             }
             if drop < 4 {
                 out = out.checked_add(d / f).ok_or_else(overflow)?;
@@ -585,7 +629,7 @@ pub fn pg_numeric_to_i128(v: &[u8], precision: u8, scale: i8) -> Result<i128, St
 }
 
 /// Exact decimal text (`-12.340`) in PostgreSQL's binary `numeric` format.
-pub fn pg_numeric_from_text(text: &str, out: &mut Vec<u8>) -> Result<(), String> {
+pub fn pg_numeric_from_text(text: &str, out: &mut Vec<u8>) -> Result<(), ValueError> {
     let t = text.trim();
     let (neg, t) = match t.strip_prefix('-') {
         Some(rest) => (true, rest),
@@ -596,7 +640,10 @@ pub fn pg_numeric_from_text(text: &str, out: &mut Vec<u8>) -> Result<(), String>
         || !int.bytes().all(|b| b.is_ascii_digit())
         || !frac.bytes().all(|b| b.is_ascii_digit())
     {
-        return Err(format!("{text:?} is not a decimal number"));
+        return Err(ValueError::NotA {
+            text: text.to_string(),
+            want: "a decimal number",
+        });
     }
     let dscale = frac.len() as u16;
     let int = int.trim_start_matches('0');
@@ -702,17 +749,45 @@ impl BatchBuilder {
         self.rows >= self.capacity
     }
 
+    /// Once the builder is full, sends its rows to `tx` as a batch. `Ok(false)`: the read
+    /// stops, because it was cancelled or because nobody reads any more.
+    pub async fn send_when_full(
+        &mut self,
+        tx: &BatchSender,
+        cancel: &tokio_util::sync::CancellationToken,
+    ) -> Result<bool, ConnectorError> {
+        if !self.is_full() {
+            return Ok(true);
+        }
+        let batch = self.finish()?;
+        tokio::select! {
+            biased;
+            _ = cancel.cancelled() => Ok(false),
+            r = tx.send(Ok(batch)) => Ok(r.is_ok()),
+        }
+    }
+
+    /// Sends the rows left, if any, to `tx` as the read's last batch. `Ok(false)`: nobody
+    /// reads any more.
+    pub async fn send_rest(&mut self, tx: &BatchSender) -> Result<bool, ConnectorError> {
+        if self.rows == 0 {
+            return Ok(true);
+        }
+        let batch = self.finish()?;
+        Ok(tx.send(Ok(batch)).await.is_ok())
+    }
+
     pub fn finish(&mut self) -> Result<RecordBatch, ConnectorError> {
         let columns = self.cols.iter_mut().map(Col::finish).collect();
         self.rows = 0;
         RecordBatch::try_new(self.schema.clone(), columns)
-            .map_err(|e| ConnectorError::permanent(format!("building a batch: {e}")))
+            .map_err(|e| ConnectorError::permanent_from("building a batch", e))
     }
 
     /// The error for a value of column `i` that cannot be read.
-    pub fn value_error(&self, i: usize, why: String) -> ConnectorError {
+    pub fn value_error(&self, i: usize, why: ValueError) -> ConnectorError {
         let field = self.schema.field(i);
-        ConnectorError::permanent(format!("column {:?}: {why}", field.name()))
+        ConnectorError::permanent_from(format_args!("column {:?}", field.name()), why)
     }
 }
 
@@ -761,7 +836,7 @@ mod tests {
         let why = b.cols[0]
             .append_sql_value(SqlValue::Blob(vec![1, 2]))
             .unwrap_err();
-        assert_eq!(why, "cannot read a blob of 2 bytes as Int64");
+        assert_eq!(why.to_string(), "cannot read a blob of 2 bytes as Int64");
     }
 
     fn round_trip(text: &str, p: u8, s: i8) -> i128 {
@@ -822,10 +897,14 @@ mod tests {
         pg_numeric_from_text("123.456", &mut buf).unwrap();
         assert!(pg_numeric_to_i128(&buf, 5, 2)
             .unwrap_err()
+            .to_string()
             .contains("decimal places"));
         let mut buf = Vec::new();
         pg_numeric_from_text("123456", &mut buf).unwrap();
-        assert!(pg_numeric_to_i128(&buf, 5, 0).unwrap_err().contains("too large"));
+        assert!(pg_numeric_to_i128(&buf, 5, 0)
+            .unwrap_err()
+            .to_string()
+            .contains("too large"));
         assert!(pg_numeric_from_text("1e5", &mut Vec::new()).is_err());
     }
 

@@ -12,13 +12,15 @@ use std::sync::{Arc, Mutex};
 
 use datafusion::arrow::array::{BooleanArray, RecordBatch};
 use datafusion::arrow::compute::filter_record_batch;
+use datafusion::arrow::datatypes::DataType;
+use datafusion::arrow::error::ArrowError;
 use datafusion::arrow::row::{RowConverter, SortField};
 use datafusion::error::DataFusionError;
 use datafusion::execution::SendableRecordBatchStream;
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use futures::StreamExt;
 
-use crate::connectors::CursorFilter;
+use crate::connectors::{ConnectorError, CursorFilter};
 use crate::domain::cursor::{
     cursor_type_ok, fingerprint, value_at, CursorEntry, CursorStart, CursorValue, FileMark,
 };
@@ -26,6 +28,42 @@ use crate::domain::cursor::{
 /// Keeps the boundary of a read at most this big; beyond it, rows at the mark are read again
 /// by the next flow (so an append output could see them twice; a merge output cannot).
 pub const MAX_BOUNDARY_ROWS: usize = 10_000;
+
+/// Why a cursor source cannot be read, or its rows not watched. Permanent: the source, its
+/// columns or its mark are what they are.
+#[derive(Debug, thiserror::Error)]
+pub enum CursorError {
+    /// `hint` is empty or ` (did you mean "..."?)`.
+    #[error("cursor column {column:?}{hint} is not a column of source {source_name}")]
+    NoSuchColumn {
+        column: String,
+        hint: String,
+        source_name: String,
+    },
+    #[error(
+        "cursor column {column:?} of source {source_name} is {data_type}: a cursor is an integer, \
+         decimal, date or timestamp column"
+    )]
+    WrongType {
+        column: String,
+        source_name: String,
+        data_type: DataType,
+    },
+    /// The mark the previous read left does not fit the column's type.
+    #[error("source {source_name}: {reason}")]
+    BadMark { source_name: String, reason: String },
+    #[error("fingerprinting rows: {0}")]
+    Fingerprint(#[source] ArrowError),
+    /// Leaving out the rows read before.
+    #[error(transparent)]
+    Filter(ArrowError),
+}
+
+impl From<CursorError> for ConnectorError {
+    fn from(e: CursorError) -> Self {
+        ConnectorError::permanent(e.to_string()).caused_by(e)
+    }
+}
 
 /// One cursor source of a unit: where it starts, and (once read) what it read.
 #[derive(Debug)]
@@ -75,7 +113,7 @@ impl CursorRead {
     pub fn watch(
         self: &Arc<Self>,
         input: SendableRecordBatchStream,
-    ) -> Result<SendableRecordBatchStream, String> {
+    ) -> Result<SendableRecordBatchStream, CursorError> {
         let schema = input.schema();
         let index = schema
             .fields()
@@ -83,31 +121,35 @@ impl CursorRead {
             .position(|f| f.name() == &self.column)
             .ok_or_else(|| {
                 let names: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
-                let hint = crate::domain::names::did_you_mean_hint(&self.column, names.iter().copied());
-                format!(
-                    "cursor column {:?}{hint} is not a column of source {}",
-                    self.column, self.source
-                )
+                CursorError::NoSuchColumn {
+                    column: self.column.clone(),
+                    hint: crate::domain::names::did_you_mean_hint(&self.column, names.iter().copied()),
+                    source_name: self.source.clone(),
+                }
             })?;
         let dt = schema.field(index).data_type().clone();
         if !cursor_type_ok(&dt) {
-            return Err(format!(
-                "cursor column {:?} of source {} is {dt}: a cursor is an integer, decimal, date or timestamp column",
-                self.column, self.source
-            ));
+            return Err(CursorError::WrongType {
+                column: self.column.clone(),
+                source_name: self.source.clone(),
+                data_type: dt,
+            });
         }
         let after = match &self.start.after {
             serde_json::Value::Null => None,
-            json => {
-                Some(CursorValue::from_json(json, &dt).map_err(|e| format!("source {}: {e}", self.source))?)
-            }
+            json => Some(
+                CursorValue::from_json(json, &dt).map_err(|reason| CursorError::BadMark {
+                    source_name: self.source.clone(),
+                    reason,
+                })?,
+            ),
         };
         let fields = schema
             .fields()
             .iter()
             .map(|f| SortField::new(f.data_type().clone()))
             .collect();
-        let converter = RowConverter::new(fields).map_err(|e| format!("fingerprinting rows: {e}"))?;
+        let converter = RowConverter::new(fields).map_err(CursorError::Fingerprint)?;
         let state = ReadState {
             index,
             after,
@@ -135,7 +177,7 @@ impl CursorRead {
                     Some(Err(e)) => Some((Err(e), None)),
                     Some(Ok(batch)) => match state.take(&batch) {
                         Ok(kept) => Some((Ok(kept), Some((input, state)))),
-                        Err(e) => Some((Err(DataFusionError::Execution(e)), None)),
+                        Err(e) => Some((Err(DataFusionError::External(Box::new(e))), None)),
                     },
                 }
             }
@@ -202,12 +244,12 @@ struct ReadState {
 
 impl ReadState {
     /// The rows of `batch` this read keeps, noted.
-    fn take(&mut self, batch: &RecordBatch) -> Result<RecordBatch, String> {
+    fn take(&mut self, batch: &RecordBatch) -> Result<RecordBatch, CursorError> {
         let column = batch.column(self.index);
         let rows = self
             .converter
             .convert_columns(batch.columns())
-            .map_err(|e| format!("fingerprinting rows: {e}"))?;
+            .map_err(CursorError::Fingerprint)?;
         let mut keep = Vec::with_capacity(batch.num_rows());
         for row in 0..batch.num_rows() {
             let Some(value) = value_at(column, row) else {
@@ -242,7 +284,7 @@ impl ReadState {
         if keep.iter().all(|k| *k) {
             return Ok(batch.clone());
         }
-        filter_record_batch(batch, &BooleanArray::from(keep)).map_err(|e| e.to_string())
+        filter_record_batch(batch, &BooleanArray::from(keep)).map_err(CursorError::Filter)
     }
 }
 
@@ -250,7 +292,7 @@ impl ReadState {
 mod tests {
     use super::*;
     use datafusion::arrow::array::{Int64Array, StringArray};
-    use datafusion::arrow::datatypes::{DataType, Field, Schema};
+    use datafusion::arrow::datatypes::{Field, Schema};
 
     fn batch(ids: &[Option<i64>], names: &[&str]) -> RecordBatch {
         let schema = Arc::new(Schema::new(vec![

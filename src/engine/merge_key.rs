@@ -9,6 +9,7 @@ use std::sync::{Arc, Mutex};
 
 use datafusion::arrow::array::{Array, ArrayRef, RecordBatch};
 use datafusion::arrow::datatypes::{DataType, Schema};
+use datafusion::arrow::error::ArrowError;
 use datafusion::arrow::row::{RowConverter, SortField};
 use datafusion::arrow::util::display::array_value_to_string;
 use datafusion::error::DataFusionError;
@@ -18,8 +19,27 @@ use futures::StreamExt;
 
 use crate::domain::names::did_you_mean_hint;
 
+/// Why the key of a merge output cannot be checked. Permanent: the output's spec or its
+/// result's columns must change.
+#[derive(Debug, thiserror::Error)]
+pub enum KeyError {
+    /// `missing` holds each missing key column, quoted, with its did-you-mean hint.
+    #[error(
+        "unique_key column {} is not in the result of {node}, whose columns are {}",
+        .missing.join(", "),
+        .columns.join(", ")
+    )]
+    Missing {
+        missing: Vec<String>,
+        node: String,
+        columns: Vec<String>,
+    },
+    #[error("comparing keys: {0}")]
+    Compare(#[source] ArrowError),
+}
+
 /// The positions of the key columns in `schema`, or what is wrong with them.
-pub fn key_columns(schema: &Schema, keys: &[String], node: &str) -> Result<Vec<usize>, String> {
+pub fn key_columns(schema: &Schema, keys: &[String], node: &str) -> Result<Vec<usize>, KeyError> {
     let names: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
     let mut indices = Vec::with_capacity(keys.len());
     let mut problems = Vec::new();
@@ -35,11 +55,11 @@ pub fn key_columns(schema: &Schema, keys: &[String], node: &str) -> Result<Vec<u
     if problems.is_empty() {
         Ok(indices)
     } else {
-        Err(format!(
-            "unique_key column {} is not in the result of {node}, whose columns are {}",
-            problems.join(", "),
-            names.join(", ")
-        ))
+        Err(KeyError::Missing {
+            missing: problems,
+            node: node.to_string(),
+            columns: names.iter().map(|n| n.to_string()).collect(),
+        })
     }
 }
 
@@ -58,13 +78,13 @@ struct KeyCheck {
 }
 
 impl KeyCheck {
-    fn new(schema: &Schema, keys: &[String], node: &str) -> Result<Self, String> {
+    fn new(schema: &Schema, keys: &[String], node: &str) -> Result<Self, KeyError> {
         let indices = key_columns(schema, keys, node)?;
         let fields = indices
             .iter()
             .map(|&i| SortField::new(schema.field(i).data_type().clone()))
             .collect();
-        let converter = RowConverter::new(fields).map_err(|e| format!("comparing keys: {e}"))?;
+        let converter = RowConverter::new(fields).map_err(KeyError::Compare)?;
         Ok(KeyCheck {
             node: node.to_string(),
             keys: keys.to_vec(),
@@ -78,7 +98,7 @@ impl KeyCheck {
         })
     }
 
-    fn observe(&mut self, batch: &RecordBatch) -> Result<(), String> {
+    fn observe(&mut self, batch: &RecordBatch) -> Result<(), KeyError> {
         let columns: Vec<ArrayRef> = self
             .indices
             .iter()
@@ -87,7 +107,7 @@ impl KeyCheck {
         let rows = self
             .converter
             .convert_columns(&columns)
-            .map_err(|e| format!("comparing keys: {e}"))?;
+            .map_err(KeyError::Compare)?;
         for row in 0..batch.num_rows() {
             if let Some(null) = columns.iter().position(|c| c.is_null(row)) {
                 self.null_rows += 1;
@@ -176,7 +196,7 @@ pub fn checked(
     input: SendableRecordBatchStream,
     keys: &[String],
     node: &str,
-) -> Result<(SendableRecordBatchStream, KeyProblem), String> {
+) -> Result<(SendableRecordBatchStream, KeyProblem), KeyError> {
     let schema = input.schema();
     let check = KeyCheck::new(&schema, keys, node)?;
     let slot: KeyProblem = Arc::new(Mutex::new(None));
@@ -192,7 +212,7 @@ pub fn checked(
                     Some(Ok(batch)) => batch,
                 };
                 if let Err(e) = check.observe(&batch) {
-                    return Some((Err(DataFusionError::Execution(e)), None));
+                    return Some((Err(DataFusionError::External(Box::new(e))), None));
                 }
                 if check.problem().is_none() {
                     return Some((Ok(batch), Some((input, check))));
@@ -301,7 +321,7 @@ mod tests {
         let schema = batch(&[], &[]).schema();
         let e = key_columns(&schema, &["order_idd".into()], "fct").unwrap_err();
         assert_eq!(
-            e,
+            e.to_string(),
             "unique_key column \"order_idd\" (did you mean \"order_id\"?) is not in the result of fct, \
              whose columns are order_id, line"
         );

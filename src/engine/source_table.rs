@@ -27,7 +27,7 @@ use futures::TryStreamExt;
 
 use super::boundary::{BoundaryExec, NodeTracker, Size};
 use super::cursor_read::CursorRead;
-use crate::connectors::{self, ConnectorError, IoContext};
+use crate::connectors::{self, error, ConnectorError, IoContext};
 use crate::domain::cursor::FileMark;
 use crate::domain::spec::Source;
 use crate::domain::store::DataStore;
@@ -50,17 +50,7 @@ pub async fn open_table(
         return cursor_table(connector, source, io, tracker, cursor).await;
     }
     if let Some(native) = connector.table(source, io).await? {
-        tracker.set_estimate(native.estimated_rows);
-        let size = native.estimated_rows.map(|rows| Size {
-            rows,
-            bytes: native.estimated_bytes,
-            exact: false,
-        });
-        return Ok(Arc::new(TrackedTable {
-            inner: native.table,
-            tracker: Some(tracker),
-            size,
-        }));
+        return Ok(TrackedTable::native(native, tracker));
     }
     let opened = connector.open(source, io).await?;
     tracker.set_estimate(opened.estimated_rows);
@@ -74,7 +64,7 @@ pub async fn open_table(
         cursor: None,
     });
     let table = StreamingTable::try_new(schema, vec![partition as Arc<dyn PartitionStream>])
-        .map_err(|e| ConnectorError::permanent(crate::connectors::error::clean_message(&e)))?;
+        .map_err(|e| ConnectorError::permanent(error::clean_message(&e)).caused_by(e))?;
     let size = opened.estimated_rows.map(|rows| Size {
         rows,
         bytes: None,
@@ -105,7 +95,7 @@ async fn new_files_table(
     );
     let listed = tokio::task::spawn_blocking(move || list_files(&root, pattern.as_deref()))
         .await
-        .map_err(|e| ConnectorError::permanent(format!("listing the files: {e}")))??;
+        .map_err(|e| ConnectorError::permanent_from("listing the files", e))??;
     if listed.is_empty() {
         // Nothing matches (the files read before were moved away, say): the declared columns.
         let declared = source.csv.as_ref().map(|o| &o.columns).filter(|c| !c.is_empty());
@@ -141,17 +131,7 @@ async fn new_files_table(
         let native = connector.table(&only, io).await?.ok_or_else(|| {
             ConnectorError::permanent(format!("source {} cannot read new files", source.name))
         })?;
-        tracker.set_estimate(native.estimated_rows);
-        let size = native.estimated_rows.map(|rows| Size {
-            rows,
-            bytes: native.estimated_bytes,
-            exact: false,
-        });
-        return Ok(Arc::new(TrackedTable {
-            inner: native.table,
-            tracker: Some(tracker),
-            size,
-        }));
+        return Ok(TrackedTable::native(native, tracker));
     };
     // No new file: the columns of one read before, no rows.
     only.only_files = Some(vec![first_old.clone()]);
@@ -169,7 +149,7 @@ fn empty_table(
     cursor: Arc<CursorRead>,
 ) -> Result<Arc<dyn TableProvider>, ConnectorError> {
     let empty = datafusion::datasource::MemTable::try_new(schema, vec![vec![]])
-        .map_err(|e| ConnectorError::permanent(crate::connectors::error::clean_message(&e)))?;
+        .map_err(|e| ConnectorError::permanent(error::clean_message(&e)).caused_by(e))?;
     cursor.read_files(Vec::new());
     tracker.set_estimate(Some(0));
     Ok(Arc::new(TrackedTable {
@@ -193,11 +173,12 @@ fn list_files(
     files
         .into_iter()
         .map(|path| {
-            let meta = std::fs::metadata(&path)
-                .map_err(|e| ConnectorError::permanent(format!("cannot read {}: {e}", path.display())))?;
-            let modified = meta
-                .modified()
-                .map_err(|e| ConnectorError::permanent(format!("cannot read {}: {e}", path.display())))?;
+            let meta = std::fs::metadata(&path).map_err(|e| {
+                ConnectorError::permanent_from(format_args!("cannot read {}", path.display()), e)
+            })?;
+            let modified = meta.modified().map_err(|e| {
+                ConnectorError::permanent_from(format_args!("cannot read {}", path.display()), e)
+            })?;
             let relative = path
                 .strip_prefix(&canonical)
                 .or_else(|_| path.strip_prefix(root))
@@ -226,7 +207,7 @@ async fn cursor_table(
 ) -> Result<Arc<dyn TableProvider>, ConnectorError> {
     let opened = connector.open_filtered(source, &cursor.filter(), io).await?;
     tracker.set_estimate(None);
-    let stream = cursor.watch(opened.stream).map_err(ConnectorError::permanent)?;
+    let stream = cursor.watch(opened.stream)?;
     let schema = stream.schema();
     let partition = Arc::new(SourcePartition {
         schema: Arc::clone(&schema),
@@ -237,7 +218,7 @@ async fn cursor_table(
         cursor: Some(cursor),
     });
     let table = StreamingTable::try_new(schema, vec![partition as Arc<dyn PartitionStream>])
-        .map_err(|e| ConnectorError::permanent(crate::connectors::error::clean_message(&e)))?;
+        .map_err(|e| ConnectorError::permanent(error::clean_message(&e)).caused_by(e))?;
     Ok(Arc::new(TrackedTable {
         inner: Arc::new(table),
         tracker: Some(tracker),
@@ -290,7 +271,9 @@ impl PartitionStream for SourcePartition {
                         .open_filtered(&source, &cursor.filter(), &io)
                         .await
                         .map_err(external)?;
-                    cursor.watch(opened.stream).map_err(DataFusionError::Execution)
+                    cursor
+                        .watch(opened.stream)
+                        .map_err(|e| DataFusionError::External(Box::new(e)))
                 }
             }
         })
@@ -309,6 +292,21 @@ pub struct TrackedTable {
 }
 
 impl TrackedTable {
+    /// A table a connector scans itself, counted by `tracker`, its estimates told to both.
+    fn native(native: connectors::SourceTable, tracker: Arc<NodeTracker>) -> Arc<dyn TableProvider> {
+        tracker.set_estimate(native.estimated_rows);
+        let size = native.estimated_rows.map(|rows| Size {
+            rows,
+            bytes: native.estimated_bytes,
+            exact: false,
+        });
+        Arc::new(TrackedTable {
+            inner: native.table,
+            tracker: Some(tracker),
+            size,
+        })
+    }
+
     /// The size of a scan of some columns: the rows, and the bytes only of a whole row.
     fn scan_size(&self, projection: Option<&Vec<usize>>) -> Option<Size> {
         let all = projection.is_none_or(|p| p.len() == self.inner.schema().fields().len());

@@ -332,7 +332,7 @@ pub async fn run(
                     .await
                     .map_err(|e| blame(work, trackers, &work.name, &e))?;
                 let (stream, problem) = merge_key::checked(stream, &persist.load.unique_key, node)
-                    .map_err(|message| internal(&work.name, message))?;
+                    .map_err(|e| internal(&work.name, e.to_string()))?;
                 key_problem = Some(problem);
                 sink.stage(&persist.load, stream, &io, no_progress).await
             } else {

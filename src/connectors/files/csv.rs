@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use datafusion::arrow::error::ArrowError;
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::error::DataFusionError;
 use datafusion::execution::SendableRecordBatchStream;
@@ -111,24 +112,13 @@ impl SourceConnector for CsvSource {
     }
 
     async fn open(&self, source: &Source, ctx: &IoContext) -> Result<Opened, ConnectorError> {
-        let SourceRead::Path(pattern) = source.read() else {
-            return Err(ConnectorError::permanent("a csv store is read by path"));
-        };
-        let o = source.csv.clone().unwrap_or_default();
-        let files = source_files(&self.root, source, pattern)?;
-        let inferred = ctx
-            .session
-            .read_csv(urls(&files), csv_read_options(&o, None))
-            .await
-            .map_err(|e| csv_error(e, &files, &o, None))?;
-        let schema = apply_overrides(inferred.schema().as_arrow(), &o)?;
-        let null_values = non_empty_null_values(&o)?;
-        // With null values beyond "", read every column as text and type it ourselves (see
-        // `non_empty_null_values`); otherwise DataFusion parses the types directly.
-        let read_schema = match null_values {
-            Some(_) => text_schema(&schema),
-            None => schema.clone(),
-        };
+        let Prepared {
+            o,
+            files,
+            schema,
+            null_values,
+            read_schema,
+        } = self.prepare(source, ctx).await?;
         let df = ctx
             .session
             .read_csv(urls(&files), csv_read_options(&o, Some(&read_schema)))
@@ -151,10 +141,22 @@ impl SourceConnector for CsvSource {
     }
 }
 
+/// What both ways of reading a CSV source start from.
+struct Prepared {
+    o: CsvOptions,
+    files: Vec<PathBuf>,
+    /// The columns as inferred, with the user's types.
+    schema: Schema,
+    /// The user's null values, when they name anything besides "".
+    null_values: Option<regex::Regex>,
+    /// The columns the files are read as: with such null values all text, typed by
+    /// `type_batch` (see `non_empty_null_values`); otherwise `schema`, parsed by DataFusion.
+    read_schema: Schema,
+}
+
 impl CsvSource {
-    /// The files as a table: DataFusion's reader (in parallel byte ranges when no quoted field
-    /// spans lines), then the same typing and error location as `open`.
-    async fn csv_table(&self, source: &Source, ctx: &IoContext) -> Result<SourceTable, ConnectorError> {
+    /// The source's files, options and schemas.
+    async fn prepare(&self, source: &Source, ctx: &IoContext) -> Result<Prepared, ConnectorError> {
         let SourceRead::Path(pattern) = source.read() else {
             return Err(ConnectorError::permanent("a csv store is read by path"));
         };
@@ -171,6 +173,25 @@ impl CsvSource {
             Some(_) => text_schema(&schema),
             None => schema.clone(),
         };
+        Ok(Prepared {
+            o,
+            files,
+            schema,
+            null_values,
+            read_schema,
+        })
+    }
+
+    /// The files as a table: DataFusion's reader (in parallel byte ranges when no quoted field
+    /// spans lines), then the same typing and error location as `open`.
+    async fn csv_table(&self, source: &Source, ctx: &IoContext) -> Result<SourceTable, ConnectorError> {
+        let Prepared {
+            o,
+            files,
+            schema,
+            null_values,
+            read_schema,
+        } = self.prepare(source, ctx).await?;
         let (scan_files, scan_options) = (files.clone(), o.clone());
         let (estimated_rows, estimated_bytes, splittable) = tokio::task::spawn_blocking(move || {
             let estimate = estimate_csv_rows(&scan_files, scan_options.has_header);
@@ -185,7 +206,7 @@ impl CsvSource {
             (estimate, Some(bytes), splittable)
         })
         .await
-        .map_err(|e| ConnectorError::permanent(format!("reading csv: {e}")))?;
+        .map_err(|e| ConnectorError::permanent_from("reading csv", e))?;
         let df = ctx
             .session
             .read_csv(
@@ -199,11 +220,7 @@ impl CsvSource {
             Some(nulls) => {
                 let (files, o, full) = (files.clone(), o.clone(), Arc::clone(&schema));
                 Arc::new(move |batch: RecordBatch, out: &SchemaRef| {
-                    type_batch(&batch, &nulls, out).map_err(|cast_error| {
-                        let message = locate_csv_error(&files, &o, Some(&full))
-                            .unwrap_or_else(|| format!("reading csv: {cast_error}"));
-                        DataFusionError::External(Box::new(ConnectorError::permanent(message)))
-                    })
+                    type_batch(&batch, &nulls, out).map_err(|e| typing_failed(e, &files, &o, &full))
                 })
             }
             None => Arc::new(|batch: RecordBatch, _: &SchemaRef| Ok(batch)),
@@ -275,7 +292,7 @@ fn non_empty_null_values(o: &CsvOptions) -> Result<Option<regex::Regex>, Connect
     };
     regex::Regex::new(&pattern)
         .map(Some)
-        .map_err(|e| ConnectorError::permanent(format!("csv.null_values: {e}")))
+        .map_err(|e| ConnectorError::permanent_from("csv.null_values", e))
 }
 
 /// `schema` with every column read as nullable text.
@@ -303,16 +320,41 @@ fn typed_stream(
     let out_schema = Arc::clone(&schema);
     let mapped = text.map(move |batch| {
         let batch = batch?;
-        type_batch(&batch, &nulls, &schema).map_err(|cast_error| {
-            let message = locate_csv_error(&files, &o, Some(&schema))
-                .unwrap_or_else(|| format!("reading csv: {cast_error}"));
-            DataFusionError::External(Box::new(ConnectorError::permanent(message)))
-        })
+        type_batch(&batch, &nulls, &schema).map_err(|e| typing_failed(e, &files, &o, &schema))
     });
     Box::pin(RecordBatchStreamAdapter::new(out_schema, mapped))
 }
 
-fn type_batch(batch: &RecordBatch, nulls: &regex::Regex, schema: &SchemaRef) -> Result<RecordBatch, String> {
+/// Why a batch read as text could not be given its columns' types.
+#[derive(Debug, thiserror::Error)]
+enum TypingError {
+    #[error("column {column}: {source}")]
+    Column {
+        column: String,
+        #[source]
+        source: ArrowError,
+    },
+    #[error(transparent)]
+    Batch(ArrowError),
+}
+
+/// A batch `type_batch` refused, as the stream's error: the value located (file and line) like
+/// a parse error of the typed reader when the file shows it (`schema` is the source's), else
+/// the cast's own words.
+fn typing_failed(e: TypingError, files: &[PathBuf], o: &CsvOptions, schema: &Schema) -> DataFusionError {
+    let message = locate_csv_error(files, o, Some(schema)).unwrap_or_else(|| format!("reading csv: {e}"));
+    DataFusionError::External(Box::new(ConnectorError::permanent(message).caused_by(e)))
+}
+
+fn type_batch(
+    batch: &RecordBatch,
+    nulls: &regex::Regex,
+    schema: &SchemaRef,
+) -> Result<RecordBatch, TypingError> {
+    let column_error = |field: &Field| {
+        let column = field.name().clone();
+        move |source| TypingError::Column { column, source }
+    };
     use datafusion::arrow::array::{ArrayRef, AsArray, StringArray};
     use datafusion::arrow::compute::{cast, cast_with_options, CastOptions};
     let mut columns: Vec<ArrayRef> = Vec::with_capacity(batch.num_columns());
@@ -320,7 +362,7 @@ fn type_batch(batch: &RecordBatch, nulls: &regex::Regex, schema: &SchemaRef) -> 
         let text = if column.data_type() == &DataType::Utf8 {
             Arc::clone(column)
         } else {
-            cast(column, &DataType::Utf8).map_err(|e| format!("column {}: {e}", field.name()))?
+            cast(column, &DataType::Utf8).map_err(column_error(field))?
         };
         let nulled: StringArray = text
             .as_string::<i32>()
@@ -334,12 +376,11 @@ fn type_batch(batch: &RecordBatch, nulls: &regex::Regex, schema: &SchemaRef) -> 
                 safe: false,
                 ..Default::default()
             };
-            cast_with_options(&nulled, field.data_type(), &strict)
-                .map_err(|e| format!("column {}: {e}", field.name()))?
+            cast_with_options(&nulled, field.data_type(), &strict).map_err(column_error(field))?
         };
         columns.push(typed);
     }
-    RecordBatch::try_new(Arc::clone(schema), columns).map_err(|e| e.to_string())
+    RecordBatch::try_new(Arc::clone(schema), columns).map_err(TypingError::Batch)
 }
 
 #[cfg(test)]

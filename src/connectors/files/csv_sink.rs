@@ -46,7 +46,8 @@ impl SinkConnector for CsvFileSink {
         on_rows: RowsCallback,
     ) -> Result<u64, ConnectorError> {
         let dest = self.root.join(format!("{}.csv", load.table));
-        let io = |e: std::io::Error| ConnectorError::permanent(format!("writing {}: {e}", dest.display()));
+        let io =
+            |e: std::io::Error| ConnectorError::permanent_from(format_args!("writing {}", dest.display()), e);
         std::fs::create_dir_all(&self.root).map_err(io)?;
         let staged = StagedFile::new(&staged_file(&self.root, load, "csv")).map_err(io)?;
         if load.mode == WriteMode::Merge && dest.exists() {
@@ -115,7 +116,8 @@ async fn write_csv(
     appending: bool,
     on_rows: &RowsCallback,
 ) -> Result<u64, ConnectorError> {
-    let io = |e: std::io::Error| ConnectorError::permanent(format!("writing {}: {e}", path.display()));
+    let io =
+        |e: std::io::Error| ConnectorError::permanent_from(format_args!("writing {}", path.display()), e);
     let file = tokio::fs::OpenOptions::new()
         .append(true)
         .create(true)
@@ -141,14 +143,14 @@ async fn write_csv(
                     .with_header(false)
                     .build(Vec::with_capacity(batch.get_array_memory_size()));
                 w.write(&batch)
-                    .map_err(|e| ConnectorError::permanent(format!("encoding csv: {e}")))?;
+                    .map_err(|e| ConnectorError::permanent_from("encoding csv", e))?;
                 Ok::<_, ConnectorError>((batch.num_rows() as u64, w.into_inner()))
             })
         })
         .buffered(parallel);
     let mut rows = 0u64;
     while let Some(done) = encoded.next().await {
-        let (n, bytes) = done.map_err(|e| ConnectorError::permanent(format!("encoding csv: {e}")))??;
+        let (n, bytes) = done.map_err(|e| ConnectorError::permanent_from("encoding csv", e))??;
         file.write_all(&bytes).await.map_err(io)?;
         rows += n;
         on_rows(rows, None);
@@ -168,12 +170,11 @@ fn csv_field(name: &str) -> String {
 
 fn check_csv_header(dest: &Path, schema: &SchemaRef) -> Result<(), ConnectorError> {
     use std::io::BufRead;
-    let f = std::fs::File::open(dest)
-        .map_err(|e| ConnectorError::permanent(format!("{}: {e}", dest.display())))?;
+    let f = std::fs::File::open(dest).map_err(|e| ConnectorError::permanent_from(dest.display(), e))?;
     let mut first = String::new();
     std::io::BufReader::new(f)
         .read_line(&mut first)
-        .map_err(|e| ConnectorError::permanent(e.to_string()))?;
+        .map_err(|e| ConnectorError::permanent(e.to_string()).caused_by(e))?;
     let existing: Vec<&str> = first.trim_end().split(',').map(|s| s.trim_matches('"')).collect();
     let new: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
     if existing != new {

@@ -53,9 +53,7 @@ impl ParquetDatasetSource {
         }
         let file = self.root.join(format!("{table}.parquet"));
         if file.is_file() {
-            return Ok(vec![
-                check_inside(&file, &self.root).map_err(ConnectorError::permanent)?
-            ]);
+            return Ok(vec![check_inside(&file, &self.root)?]);
         }
         let known = self.tables().unwrap_or_default();
         let hint = crate::domain::names::did_you_mean_hint(table, known.iter().map(String::as_str));
@@ -111,7 +109,7 @@ impl SourceConnector for ParquetDatasetSource {
                 let session = SessionContext::new_with_state(ctx.session.state());
                 let tables = self
                     .tables()
-                    .map_err(|e| ConnectorError::permanent(format!("{}: {e}", self.root.display())))?;
+                    .map_err(|e| ConnectorError::permanent_from(self.root.display(), e))?;
                 for table in tables {
                     let files = self.table_files(&table)?;
                     session
@@ -222,7 +220,7 @@ impl ParquetDatasetSink {
         partitions: Vec<SendableRecordBatchStream>,
     ) -> Result<u64, ConnectorError> {
         let staged = self.staged_dir(load);
-        let err = |e: std::io::Error| ConnectorError::permanent(format!("{}: {e}", staged.display()));
+        let err = |e: std::io::Error| ConnectorError::permanent_from(staged.display(), e);
         std::fs::create_dir_all(&self.root).map_err(err)?;
         if staged.exists() {
             std::fs::remove_dir_all(&staged).map_err(err)?;
@@ -247,7 +245,7 @@ impl ParquetDatasetSink {
         ctx: &IoContext,
     ) -> Result<u64, ConnectorError> {
         let staged = self.staged_dir(load);
-        let err = |e: std::io::Error| ConnectorError::permanent(format!("{}: {e}", staged.display()));
+        let err = |e: std::io::Error| ConnectorError::permanent_from(staged.display(), e);
         if staged.exists() {
             std::fs::remove_dir_all(&staged).map_err(err)?;
         }
@@ -294,8 +292,7 @@ impl ParquetDatasetSink {
                 self.stage_dir(load, &prefix, partitions).await
             }
             WriteMode::Append => {
-                let err =
-                    |e: std::io::Error| ConnectorError::permanent(format!("{}: {e}", dataset.display()));
+                let err = |e: std::io::Error| ConnectorError::permanent_from(dataset.display(), e);
                 for stale in self.staged_parts(load).map_err(err)? {
                     std::fs::remove_file(stale).map_err(err)?;
                 }
@@ -339,15 +336,14 @@ async fn write_parts(
     }
     let mut files = Vec::new();
     while let Some(done) = writers.join_next().await {
-        files.push(done.map_err(|e| ConnectorError::permanent(format!("writing parquet: {e}")))??);
+        files.push(done.map_err(|e| ConnectorError::permanent_from("writing parquet", e))??);
     }
     files.sort();
     let rows: u64 = files.iter().map(|(_, r)| r).sum();
     let empty: Vec<&PathBuf> = files.iter().filter(|(_, r)| *r == 0).map(|(p, _)| p).collect();
     let keep_one = usize::from(empty.len() == files.len());
     for path in empty.into_iter().skip(keep_one) {
-        std::fs::remove_file(path)
-            .map_err(|e| ConnectorError::permanent(format!("{}: {e}", path.display())))?;
+        std::fs::remove_file(path).map_err(|e| ConnectorError::permanent_from(path.display(), e))?;
     }
     Ok(rows)
 }
@@ -389,8 +385,9 @@ impl SinkConnector for ParquetDatasetSink {
     async fn publish(&self, loads: &[Load]) -> Result<Vec<String>, ConnectorError> {
         for load in loads {
             let dest = self.root.join(&load.table);
-            let err =
-                |e: std::io::Error| ConnectorError::permanent(format!("publishing {}: {e}", dest.display()));
+            let err = |e: std::io::Error| {
+                ConnectorError::permanent_from(format_args!("publishing {}", dest.display()), e)
+            };
             let staged_dir = self.staged_dir(load);
             match load.mode {
                 WriteMode::Replace | WriteMode::Merge => {
@@ -429,7 +426,7 @@ impl SinkConnector for ParquetDatasetSink {
         for load in loads {
             let staged_dir = self.staged_dir(load);
             let err = |e: std::io::Error| {
-                ConnectorError::permanent(format!("removing {}: {e}", staged_dir.display()))
+                ConnectorError::permanent_from(format_args!("removing {}", staged_dir.display()), e)
             };
             // A replace already swapped in (marker present) is published: nothing to discard.
             let swapping = matches!(load.mode, WriteMode::Replace | WriteMode::Merge);

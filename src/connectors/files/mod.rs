@@ -62,8 +62,9 @@ pub fn matching_files(root: &Path, pattern: Option<&str>) -> Result<Vec<PathBuf>
     let full = root.join(pattern);
     let full_text = full.to_string_lossy();
     let mut files = Vec::new();
-    let entries = glob::glob(&full_text)
-        .map_err(|e| ConnectorError::permanent(format!("path {pattern:?} is not a valid glob: {e}")))?;
+    let entries = glob::glob(&full_text).map_err(|e| {
+        ConnectorError::permanent_from(format_args!("path {pattern:?} is not a valid glob"), e)
+    })?;
     for entry in entries {
         let path = entry.map_err(|e| {
             ConnectorError::permanent(format!("cannot read {}: {}", e.path().display(), e.error()))
@@ -71,7 +72,7 @@ pub fn matching_files(root: &Path, pattern: Option<&str>) -> Result<Vec<PathBuf>
         if path.is_dir() || is_hidden(&path) {
             continue;
         }
-        files.push(check_inside(&path, root).map_err(ConnectorError::permanent)?);
+        files.push(check_inside(&path, root)?);
     }
     files.sort();
     Ok(files)
@@ -95,7 +96,7 @@ fn urls(files: &[PathBuf]) -> Vec<String> {
 }
 
 fn df_error(context: &str, e: DataFusionError) -> ConnectorError {
-    ConnectorError::permanent(format!("{context}: {}", super::error::clean_message(&e)))
+    ConnectorError::permanent(format!("{context}: {}", super::error::clean_message(&e))).caused_by(e)
 }
 
 /// Wraps a DataFusion stream so its errors become connector errors that name the source.
@@ -103,10 +104,8 @@ fn checked_stream(stream: SendableRecordBatchStream, label: String) -> SendableR
     let schema = stream.schema();
     let mapped = stream.map(move |r| {
         r.map_err(|e| {
-            DataFusionError::External(Box::new(ConnectorError::permanent(format!(
-                "{label}: {}",
-                super::error::clean_message(&e)
-            ))))
+            let message = format!("{label}: {}", super::error::clean_message(&e));
+            DataFusionError::External(Box::new(ConnectorError::permanent(message).caused_by(e)))
         })
     });
     Box::pin(RecordBatchStreamAdapter::new(schema, mapped))
@@ -127,7 +126,7 @@ fn publish_files(root: &Path, loads: &[Load], extension: &str) -> Result<(), Con
         }
         let dest = root.join(format!("{}.{extension}", load.table));
         std::fs::rename(&staged, &dest)
-            .map_err(|e| ConnectorError::permanent(format!("publishing {}: {e}", dest.display())))?;
+            .map_err(|e| ConnectorError::permanent_from(format_args!("publishing {}", dest.display()), e))?;
     }
     super::fsutil::sync_dir(Some(root));
     Ok(())
@@ -140,10 +139,10 @@ fn discard_files(root: &Path, loads: &[Load], extension: &str) -> Result<(), Con
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => {
-                return Err(ConnectorError::permanent(format!(
-                    "removing {}: {e}",
-                    staged.display()
-                )))
+                return Err(ConnectorError::permanent_from(
+                    format_args!("removing {}", staged.display()),
+                    e,
+                ))
             }
         }
     }

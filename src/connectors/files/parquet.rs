@@ -51,21 +51,32 @@ pub(super) fn parquet_rows(files: &[PathBuf]) -> Option<u64> {
     Some(total)
 }
 
-pub(super) async fn open_parquet(
+/// Parquet files read by DataFusion, and how many rows they hold (from their footers) when
+/// every footer could be read.
+async fn read_parquet(
     files: Vec<PathBuf>,
     ctx: &IoContext,
     label: &str,
-) -> Result<Opened, ConnectorError> {
+) -> Result<(DataFrame, Option<u64>), ConnectorError> {
     let df = ctx
         .session
         .read_parquet(urls(&files), ParquetReadOptions::default().file_extension(""))
         .await
         .map_err(|e| df_error(label, e))?;
-    let stream = df.execute_stream().await.map_err(|e| df_error(label, e))?;
     let estimated_rows = tokio::task::spawn_blocking(move || parquet_rows(&files))
         .await
         .ok()
         .flatten();
+    Ok((df, estimated_rows))
+}
+
+pub(super) async fn open_parquet(
+    files: Vec<PathBuf>,
+    ctx: &IoContext,
+    label: &str,
+) -> Result<Opened, ConnectorError> {
+    let (df, estimated_rows) = read_parquet(files, ctx, label).await?;
+    let stream = df.execute_stream().await.map_err(|e| df_error(label, e))?;
     Ok(Opened {
         stream: checked_stream(stream, label.to_string()),
         estimated_rows,
@@ -109,15 +120,7 @@ pub(super) async fn parquet_table(
     ctx: &IoContext,
     label: &str,
 ) -> Result<SourceTable, ConnectorError> {
-    let df = ctx
-        .session
-        .read_parquet(urls(&files), ParquetReadOptions::default().file_extension(""))
-        .await
-        .map_err(|e| df_error(label, e))?;
-    let estimated_rows = tokio::task::spawn_blocking(move || parquet_rows(&files))
-        .await
-        .ok()
-        .flatten();
+    let (df, estimated_rows) = read_parquet(files, ctx, label).await?;
     Ok(SourceTable {
         table: df.into_view(),
         estimated_rows,
@@ -132,10 +135,11 @@ pub async fn write_parquet_file(
     mut input: SendableRecordBatchStream,
     on_rows: &RowsCallback,
 ) -> Result<u64, ConnectorError> {
-    let io = |e: std::io::Error| ConnectorError::permanent(format!("writing {}: {e}", path.display()));
+    let io =
+        |e: std::io::Error| ConnectorError::permanent_from(format_args!("writing {}", path.display()), e);
     let file = tokio::fs::File::create(path).await.map_err(io)?;
     let mut writer = AsyncArrowWriter::try_new(file, input.schema(), Some(parquet_properties()))
-        .map_err(|e| ConnectorError::permanent(format!("writing parquet: {e}")))?;
+        .map_err(|e| ConnectorError::permanent_from("writing parquet", e))?;
     let mut rows = 0u64;
     while let Some(batch) = input.next().await {
         let batch = batch.map_err(|e| error::to_connector_error(e, "reading rows to write"))?;
@@ -143,13 +147,13 @@ pub async fn write_parquet_file(
         writer
             .write(&batch)
             .await
-            .map_err(|e| ConnectorError::permanent(format!("writing parquet: {e}")))?;
+            .map_err(|e| ConnectorError::permanent_from("writing parquet", e))?;
         on_rows(rows, None);
     }
     writer
         .close()
         .await
-        .map_err(|e| ConnectorError::permanent(format!("writing parquet: {e}")))?;
+        .map_err(|e| ConnectorError::permanent_from("writing parquet", e))?;
     Ok(rows)
 }
 
@@ -205,7 +209,7 @@ impl SinkConnector for ParquetFileSink {
         on_rows: RowsCallback,
     ) -> Result<u64, ConnectorError> {
         let dest = self.root.join(format!("{}.parquet", load.table));
-        let io = |e: std::io::Error| ConnectorError::permanent(format!("{}: {e}", dest.display()));
+        let io = |e: std::io::Error| ConnectorError::permanent_from(dest.display(), e);
         std::fs::create_dir_all(&self.root).map_err(io)?;
         let staged = StagedFile::new(&staged_file(&self.root, load, "parquet")).map_err(io)?;
         if load.mode == WriteMode::Merge && dest.exists() {
@@ -267,7 +271,7 @@ impl SinkConnector for ParquetFileSink {
             return self.stage(load, stream, ctx, on_rows).await;
         }
         let dest = self.root.join(format!("{}.parquet", load.table));
-        let io = |e: std::io::Error| ConnectorError::permanent(format!("{}: {e}", dest.display()));
+        let io = |e: std::io::Error| ConnectorError::permanent_from(dest.display(), e);
         std::fs::create_dir_all(&self.root).map_err(io)?;
         let staged = StagedFile::new(&staged_file(&self.root, load, "parquet")).map_err(io)?;
         let input = if load.mode == WriteMode::Append && dest.exists() {

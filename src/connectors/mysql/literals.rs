@@ -7,8 +7,23 @@ use std::fmt::Write as _;
 use datafusion::arrow::array::*;
 use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::*;
+use datafusion::arrow::error::ArrowError;
 
 use crate::connectors::relational::{display_strings, timestamp};
+
+/// Why a value has no MySQL literal (the caller names the column). Permanent: the data is
+/// what it is.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub(super) enum LiteralError {
+    /// An infinity or NaN: MySQL's floating-point columns have none.
+    #[error("{0} cannot be stored in MySQL")]
+    NotFinite(f64),
+    #[error("{0:?} is not a decimal number")]
+    NotADecimal(String),
+    /// A date, time or timestamp (`what`) that chrono cannot represent.
+    #[error("a {what} out of range")]
+    OutOfRange { what: &'static str },
+}
 
 /// How values of a column are written as SQL literals.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -54,7 +69,9 @@ pub(super) fn mysql_type_for(dt: &DataType) -> (String, Lit) {
     }
 }
 
-pub(super) fn normalize(array: &ArrayRef, lit: Lit) -> Result<ArrayRef, String> {
+/// `array` as the Arrow type its literals are written from (anything without a cast to text
+/// in Arrow's display form).
+pub(super) fn normalize(array: &ArrayRef, lit: Lit) -> Result<ArrayRef, ArrowError> {
     let target = match lit {
         Lit::Bool => DataType::Boolean,
         Lit::Int => DataType::Int64,
@@ -72,15 +89,13 @@ pub(super) fn normalize(array: &ArrayRef, lit: Lit) -> Result<ArrayRef, String> 
     }
     // Timestamps with a zone are written as their UTC time.
     let source = match (lit, array.data_type()) {
-        (Lit::Ts, DataType::Timestamp(unit, Some(_))) => {
-            cast(array, &DataType::Timestamp(*unit, None)).map_err(|e| e.to_string())?
-        }
+        (Lit::Ts, DataType::Timestamp(unit, Some(_))) => cast(array, &DataType::Timestamp(*unit, None))?,
         _ => array.clone(),
     };
     match cast(&source, &target) {
         Ok(a) => Ok(a),
         Err(_) if target == DataType::Utf8 => display_strings(array),
-        Err(e) => Err(e.to_string()),
+        Err(e) => Err(e),
     }
 }
 
@@ -91,7 +106,7 @@ pub(super) fn write_literal(
     row: usize,
     lit: Lit,
     backslash_escapes: bool,
-) -> Result<(), String> {
+) -> Result<(), LiteralError> {
     match lit {
         Lit::Bool => out.push(if a.as_boolean().value(row) { '1' } else { '0' }),
         Lit::Int => {
@@ -103,14 +118,14 @@ pub(super) fn write_literal(
         Lit::F32 => {
             let v = a.as_primitive::<Float32Type>().value(row);
             if !v.is_finite() {
-                return Err(format!("{v} cannot be stored in MySQL"));
+                return Err(LiteralError::NotFinite(f64::from(v)));
             }
             let _ = write!(out, "{v:e}");
         }
         Lit::F64 => {
             let v = a.as_primitive::<Float64Type>().value(row);
             if !v.is_finite() {
-                return Err(format!("{v} cannot be stored in MySQL"));
+                return Err(LiteralError::NotFinite(v));
             }
             let _ = write!(out, "{v:e}");
         }
@@ -121,7 +136,7 @@ pub(super) fn write_literal(
                     .bytes()
                     .all(|b| b.is_ascii_digit() || b == b'.' || b == b'-' || b == b'+')
             {
-                return Err(format!("{t:?} is not a decimal number"));
+                return Err(LiteralError::NotADecimal(t.to_string()));
             }
             out.push_str(t);
         }
@@ -154,21 +169,21 @@ pub(super) fn write_literal(
             let d = a
                 .as_primitive::<Date32Type>()
                 .value_as_date(row)
-                .ok_or("a date out of range")?;
+                .ok_or(LiteralError::OutOfRange { what: "date" })?;
             let _ = write!(out, "'{}'", d.format("%Y-%m-%d"));
         }
         Lit::Time => {
             let t = a
                 .as_primitive::<Time64MicrosecondType>()
                 .value_as_time(row)
-                .ok_or("a time out of range")?;
+                .ok_or(LiteralError::OutOfRange { what: "time" })?;
             let _ = write!(out, "'{}'", t.format("%H:%M:%S%.6f"));
         }
         Lit::Ts => {
             let t = a
                 .as_primitive::<TimestampMicrosecondType>()
                 .value_as_datetime(row)
-                .ok_or("a timestamp out of range")?;
+                .ok_or(LiteralError::OutOfRange { what: "timestamp" })?;
             let _ = write!(out, "'{}'", t.format("%Y-%m-%d %H:%M:%S%.6f"));
         }
     }
@@ -190,5 +205,18 @@ mod tests {
         let mut s = String::new();
         write_literal(&mut s, &a, 0, Lit::Text, false).unwrap();
         assert_eq!(s, "'it''s a \\ path'");
+    }
+
+    #[test]
+    fn values_without_a_literal_say_why() {
+        let a: ArrayRef = Arc::new(Float64Array::from(vec![f64::NEG_INFINITY]));
+        let e = write_literal(&mut String::new(), &a, 0, Lit::F64, true).unwrap_err();
+        assert_eq!(e.to_string(), "-inf cannot be stored in MySQL");
+        let a: ArrayRef = Arc::new(Float32Array::from(vec![f32::NAN]));
+        let e = write_literal(&mut String::new(), &a, 0, Lit::F32, true).unwrap_err();
+        assert_eq!(e.to_string(), "NaN cannot be stored in MySQL");
+        let a: ArrayRef = Arc::new(StringArray::from(vec!["1e5"]));
+        let e = write_literal(&mut String::new(), &a, 0, Lit::Number, true).unwrap_err();
+        assert_eq!(e.to_string(), "\"1e5\" is not a decimal number");
     }
 }

@@ -299,7 +299,7 @@ impl SinkConnector for MysqlSink {
                 .enumerate()
                 .map(|(i, (a, l))| {
                     normalize(a, *l).map_err(|e| {
-                        ConnectorError::permanent(format!("column {:?}: {e}", schema.field(i).name()))
+                        ConnectorError::permanent_from(format_args!("column {:?}", schema.field(i).name()), e)
                     })
                 })
                 .collect::<Result<_, _>>()?;
@@ -314,7 +314,10 @@ impl SinkConnector for MysqlSink {
                         sql.push_str("NULL");
                     } else {
                         write_literal(&mut sql, a, row, *l, backslash_escapes).map_err(|e| {
-                            ConnectorError::permanent(format!("column {:?}: {e}", schema.field(i).name()))
+                            ConnectorError::permanent_from(
+                                format_args!("column {:?}", schema.field(i).name()),
+                                e,
+                            )
                         })?;
                     }
                 }

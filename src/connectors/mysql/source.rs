@@ -354,22 +354,11 @@ async fn fetch_batches(
             }
         }
         builder.rows += 1;
-        if builder.is_full() {
-            let batch = builder.finish()?;
-            tokio::select! {
-                biased;
-                _ = cancel.cancelled() => return Ok(false),
-                r = tx.send(Ok(batch)) => if r.is_err() { return Ok(false) },
-            }
-        }
-    }
-    if builder.rows > 0 {
-        let batch = builder.finish()?;
-        if tx.send(Ok(batch)).await.is_err() {
+        if !builder.send_when_full(tx, cancel).await? {
             return Ok(false);
         }
     }
-    Ok(true)
+    builder.send_rest(tx).await
 }
 
 #[cfg(test)]

@@ -5,11 +5,12 @@
 use datafusion::arrow::array::*;
 use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::{DataType, TimeUnit};
+use datafusion::arrow::error::ArrowError;
 use datafusion::arrow::record_batch::RecordBatch;
 
 use crate::connectors::relational::{
-    display_strings, pg_numeric_from_i128, pg_numeric_from_text, timestamp, BatchBuilder, PG_EPOCH_DAYS,
-    PG_EPOCH_MICROS,
+    display_strings, pg_numeric_from_i128, pg_numeric_from_text, timestamp, BatchBuilder, ValueError,
+    PG_EPOCH_DAYS, PG_EPOCH_MICROS,
 };
 use crate::connectors::ConnectorError;
 
@@ -155,7 +156,7 @@ pub fn pg_type_for(dt: &DataType) -> (String, Wire) {
 
 /// `array` as the Arrow type its wire form is encoded from. Decimals stay decimals (encoded
 /// exactly from their integers), strings and bytes may stay views.
-fn normalize(array: &ArrayRef, wire: Wire) -> Result<ArrayRef, String> {
+fn normalize(array: &ArrayRef, wire: Wire) -> Result<ArrayRef, ArrowError> {
     let target = match (wire, array.data_type()) {
         (Wire::Numeric, DataType::Decimal128(_, s)) if *s >= 0 => return Ok(array.clone()),
         (Wire::Text, DataType::Utf8View) | (Wire::Bytea, DataType::BinaryView) => return Ok(array.clone()),
@@ -179,7 +180,7 @@ fn normalize(array: &ArrayRef, wire: Wire) -> Result<ArrayRef, String> {
         Ok(a) => Ok(a),
         // Anything else is written in Arrow's display form.
         Err(_) if target == DataType::Utf8 => display_strings(array),
-        Err(e) => Err(e.to_string()),
+        Err(e) => Err(e),
     }
 }
 
@@ -225,7 +226,7 @@ impl<'a> Typed<'a> {
     }
 
     /// Appends the value at `row` (not null) as a length-prefixed COPY field.
-    fn encode(&self, row: usize, out: &mut Vec<u8>) -> Result<(), String> {
+    fn encode(&self, row: usize, out: &mut Vec<u8>) -> Result<(), ValueError> {
         fn field(out: &mut Vec<u8>, bytes: &[u8]) {
             out.extend_from_slice(&(bytes.len() as i32).to_be_bytes());
             out.extend_from_slice(bytes);
@@ -260,8 +261,8 @@ impl<'a> Typed<'a> {
 /// Appends a `numeric` COPY field: its length prefix, filled in once `write` has written it.
 fn numeric_field(
     out: &mut Vec<u8>,
-    write: impl FnOnce(&mut Vec<u8>) -> Result<(), String>,
-) -> Result<(), String> {
+    write: impl FnOnce(&mut Vec<u8>) -> Result<(), ValueError>,
+) -> Result<(), ValueError> {
     let start = out.len();
     out.extend_from_slice(&0i32.to_be_bytes());
     write(out)?;
@@ -284,11 +285,8 @@ pub(super) fn encode_batch(
         .enumerate()
         .map(|(i, (a, w))| {
             normalize(a, *w).map_err(|e| {
-                ConnectorError::permanent(format!(
-                    "column {:?}: cannot write {} values: {e}",
-                    name(i),
-                    a.data_type()
-                ))
+                let context = format!("column {:?}: cannot write {} values", name(i), a.data_type());
+                ConnectorError::permanent_from(context, e)
             })
         })
         .collect::<Result<_, _>>()?;
@@ -306,7 +304,7 @@ pub(super) fn encode_batch(
                 continue;
             }
             col.encode(row, out)
-                .map_err(|e| ConnectorError::permanent(format!("column {:?}: {e}", name(i))))?;
+                .map_err(|e| ConnectorError::permanent_from(format_args!("column {:?}", name(i)), e))?;
         }
     }
     Ok(())

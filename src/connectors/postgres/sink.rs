@@ -126,67 +126,26 @@ async fn merge_staged(
         return Ok(Some(merge::created_note(load, "a primary key")));
     };
     let staged_names: Vec<String> = staged.iter().map(|(n, _)| n.clone()).collect();
-    let type_of = |name: &str| {
-        existing
+    // Each value cast to the target column's type, as an append does.
+    let cast = |name: &str| {
+        let ty = existing
             .iter()
             .find(|(n, _)| n == name)
-            .map(|(_, ty)| ty.clone())
-            .unwrap_or_else(|| "text".into())
+            .map_or("text", |(_, ty)| ty.as_str());
+        format!("s.{}::{ty}", quote_ident_part(name))
     };
-    let names: Vec<String> = staged_names.iter().map(|n| quote_ident_part(n)).collect();
-    let select: Vec<String> = staged_names
-        .iter()
-        .map(|n| format!("s.{}::{}", quote_ident_part(n), type_of(n)))
-        .collect();
-    let updates = merge::non_key(&staged_names, &load.unique_key, false);
-    let indexes = unique_indexes(tx, &load.table).await?;
-    let (sql, note) = if merge::has_key_index(&indexes, &load.unique_key, false) {
-        let action = if updates.is_empty() {
-            "NOTHING".to_string()
-        } else {
-            let set: Vec<String> = updates
-                .iter()
-                .map(|c| format!("{0} = EXCLUDED.{0}", quote_ident_part(c)))
-                .collect();
-            format!("UPDATE SET {}", set.join(", "))
-        };
-        let sql = format!(
-            "INSERT INTO {target} ({}) SELECT {} FROM {stage} AS s ON CONFLICT ({}) DO {action}",
-            names.join(", "),
-            select.join(", "),
-            keys.join(", ")
-        );
-        (sql, None)
-    } else {
-        let matches: Vec<String> = load
-            .unique_key
-            .iter()
-            .map(|k| format!("t.{0} = s.{0}::{1}", quote_ident_part(k), type_of(k)))
-            .collect();
-        let matches = matches.join(" AND ");
-        let mut sql = String::new();
-        if !updates.is_empty() {
-            let set: Vec<String> = updates
-                .iter()
-                .map(|c| format!("{0} = s.{0}::{1}", quote_ident_part(c), type_of(c)))
-                .collect();
-            sql.push_str(&format!(
-                "UPDATE {target} AS t SET {} FROM {stage} AS s WHERE {matches}; ",
-                set.join(", ")
-            ));
-        }
-        sql.push_str(&format!(
-            "INSERT INTO {target} ({}) SELECT {} FROM {stage} AS s \
-             WHERE NOT EXISTS (SELECT 1 FROM {target} AS t WHERE {matches})",
-            names.join(", "),
-            select.join(", ")
-        ));
-        (sql, Some(merge::no_index_note(load)))
-    };
-    sqlx::raw_sql(AssertSqlSafe(format!("{sql}; DROP TABLE {stage}")))
-        .execute(&mut *tx)
-        .await?;
-    Ok(note)
+    let key_index = merge::has_key_index(&unique_indexes(tx, &load.table).await?, &load.unique_key, false);
+    let sql = merge::MergeInto {
+        target: &target,
+        stage: &stage,
+        staged: &staged_names,
+        keys: &load.unique_key,
+        case_insensitive: false,
+        value: &cast,
+    }
+    .sql(key_index);
+    sqlx::raw_sql(AssertSqlSafe(sql)).execute(&mut *tx).await?;
+    Ok((!key_index).then(|| merge::no_index_note(load)))
 }
 
 #[async_trait]

@@ -386,24 +386,13 @@ async fn copy_batches(
                 break;
             }
             decode_row(&buf, &fields, builder)?;
-            if builder.is_full() {
-                let batch = builder.finish()?;
-                tokio::select! {
-                    biased;
-                    _ = cancel.cancelled() => return Ok(false),
-                    r = tx.send(Ok(batch)) => if r.is_err() { return Ok(false) },
-                }
+            if !builder.send_when_full(tx, cancel).await? {
+                return Ok(false);
             }
         }
     }
     if !ended {
         return Err(ConnectorError::transient("the COPY stream ended early"));
     }
-    if builder.rows > 0 {
-        let batch = builder.finish()?;
-        if tx.send(Ok(batch)).await.is_err() {
-            return Ok(false);
-        }
-    }
-    Ok(true)
+    builder.send_rest(tx).await
 }

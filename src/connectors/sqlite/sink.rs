@@ -65,8 +65,7 @@ fn column_defs(schema: &SchemaRef) -> Vec<String> {
 impl SqliteSink {
     async fn connect(&self) -> Result<SqliteConnection, ConnectorError> {
         if let Some(dir) = self.path.parent() {
-            std::fs::create_dir_all(dir)
-                .map_err(|e| ConnectorError::permanent(format!("{}: {e}", dir.display())))?;
+            std::fs::create_dir_all(dir).map_err(|e| ConnectorError::permanent_from(dir.display(), e))?;
         }
         SqliteConnectOptions::new()
             .filename(&self.path)
@@ -179,53 +178,20 @@ async fn merge_staged(
         .collect();
     let have: Vec<String> = existing.into_iter().map(|(n, _)| n).collect();
     merge::check_columns(load, &staged, &have, true)?;
-    let cols: Vec<String> = staged.iter().map(|c| quote_ident_part(c)).collect();
-    let cols = cols.join(", ");
-    let updates = merge::non_key(&staged, &load.unique_key, true);
-    let matches: Vec<String> = keys.iter().map(|k| format!("t.{k} = s.{k}")).collect();
-    let matches = matches.join(" AND ");
-    let indexes = unique_indexes(tx, &load.table).await?;
-    let sql = if merge::has_key_index(&indexes, &load.unique_key, true) {
-        let action = if updates.is_empty() {
-            "NOTHING".to_string()
-        } else {
-            let set: Vec<String> = updates
-                .iter()
-                .map(|c| format!("{0} = excluded.{0}", quote_ident_part(c)))
-                .collect();
-            format!("UPDATE SET {}", set.join(", "))
-        };
-        // `WHERE true` keeps SQLite from reading ON CONFLICT as part of a join.
-        format!(
-            "INSERT INTO {target} ({cols}) SELECT {cols} FROM {stage} WHERE true \
-             ON CONFLICT ({}) DO {action}",
-            keys.join(", ")
-        )
-    } else {
+    let key_index = merge::has_key_index(&unique_indexes(tx, &load.table).await?, &load.unique_key, true);
+    if !key_index {
         notes.push(merge::no_index_note(load));
-        let mut sql = String::new();
-        if !updates.is_empty() {
-            let set: Vec<String> = updates
-                .iter()
-                .map(|c| format!("{0} = s.{0}", quote_ident_part(c)))
-                .collect();
-            sql.push_str(&format!(
-                "UPDATE {target} AS t SET {} FROM {stage} AS s WHERE {matches}; ",
-                set.join(", ")
-            ));
-        }
-        let select: Vec<String> = staged
-            .iter()
-            .map(|c| format!("s.{}", quote_ident_part(c)))
-            .collect();
-        sql.push_str(&format!(
-            "INSERT INTO {target} ({cols}) SELECT {} FROM {stage} AS s \
-             WHERE NOT EXISTS (SELECT 1 FROM {target} AS t WHERE {matches})",
-            select.join(", ")
-        ));
-        sql
-    };
-    sqlx::raw_sql(AssertSqlSafe(format!("{sql}; DROP TABLE {stage}")))
+    }
+    let sql = merge::MergeInto {
+        target: &target,
+        stage: &stage,
+        staged: &staged,
+        keys: &load.unique_key,
+        case_insensitive: true,
+        value: &|name: &str| format!("s.{}", quote_ident_part(name)),
+    }
+    .sql(key_index);
+    sqlx::raw_sql(AssertSqlSafe(sql))
         .execute(&mut *tx)
         .await
         .map_err(|e| db_error(&format!("merging into {}", load.table), e))?;

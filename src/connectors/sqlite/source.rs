@@ -22,8 +22,10 @@ use crate::domain::spec::{Source, SourceRead};
 use crate::domain::store::DataStore;
 
 /// Reads one cell as a `SqlValue`, by the value's own storage class.
-fn read_cell(row: &SqliteRow, i: usize) -> Result<SqlValue, String> {
-    let raw: SqliteValueRef<'_> = row.try_get_raw(i).map_err(|e| e.to_string())?;
+fn read_cell(row: &SqliteRow, i: usize) -> Result<SqlValue, ConnectorError> {
+    let raw: SqliteValueRef<'_> = row
+        .try_get_raw(i)
+        .map_err(|e| ConnectorError::permanent(e.to_string()).caused_by(e))?;
     if raw.is_null() {
         return Ok(SqlValue::Null);
     }
@@ -34,7 +36,7 @@ fn read_cell(row: &SqliteRow, i: usize) -> Result<SqlValue, String> {
         "BLOB" => <Vec<u8> as Decode<sqlx::Sqlite>>::decode(raw).map(SqlValue::Blob),
         _ => <String as Decode<sqlx::Sqlite>>::decode(raw).map(SqlValue::Text),
     };
-    decoded.map_err(|e| e.to_string())
+    decoded.map_err(|e| ConnectorError::permanent(e.to_string()).caused_by_boxed(e))
 }
 
 fn class_type(v: &SqlValue) -> Option<DataType> {
@@ -225,8 +227,7 @@ impl CursorSource for SqliteSource {
 /// the read-only connection). Not wrapped as a subquery, so its columns keep their names even
 /// when two are named alike (SQLite renames a subquery's `id, id` to `id, id:1`).
 fn read_query(query: &str) -> Result<String, ConnectorError> {
-    let refuse = |why: String| ConnectorError::permanent(format!("query: {why}"));
-    let statement = one_statement(query).map_err(refuse)?;
+    let statement = one_statement(query).map_err(|why| ConnectorError::permanent_from("query", why))?;
     let b = statement.as_bytes();
     let start = skip_space_and_comments(b, 0);
     let word: String = b[start..]
@@ -235,8 +236,8 @@ fn read_query(query: &str) -> Result<String, ConnectorError> {
         .map(|c| char::from(*c).to_ascii_uppercase())
         .collect();
     if !matches!(word.as_str(), "SELECT" | "WITH" | "VALUES") {
-        return Err(refuse(format!(
-            "a source query reads: it is a SELECT, WITH or VALUES query, not {}",
+        return Err(ConnectorError::permanent(format!(
+            "query: a source query reads: it is a SELECT, WITH or VALUES query, not {}",
             if word.is_empty() { "empty" } else { &word }
         )));
     }
@@ -276,12 +277,24 @@ fn skip_space_and_comments(b: &[u8], mut i: usize) -> usize {
     i
 }
 
+/// Why a source query is not one statement SQLite may run as it is.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+enum NotOneStatement {
+    #[error("it is more than one statement; a source query is exactly one read-only statement")]
+    Several,
+    /// `token` is the parameter's first characters.
+    #[error("it has a parameter ({token}); a source query binds none: write the value in the query")]
+    Parameter { token: String },
+    #[error("it contains a NUL character")]
+    Nul,
+}
+
 /// `sql` without a trailing `;` (and what follows it: comments, spaces), or why it is not one
 /// statement. Scans `sql` by the rules of SQLite's own tokenizer (`tokenize.c`) for what may
 /// hide a `;`: quoted strings and identifiers (a quote doubled inside), `[...]` identifiers,
 /// `--` and `/* */` comments. Bind parameters are refused: a source binds none, and SQLite's
 /// Tcl-style variables (`$a(...)`) are tokens that may hold anything, a `;` too.
-fn one_statement(sql: &str) -> Result<&str, String> {
+fn one_statement(sql: &str) -> Result<&str, NotOneStatement> {
     let b = sql.as_bytes();
     let mut end: Option<usize> = None;
     let mut i = 0;
@@ -294,9 +307,7 @@ fn one_statement(sql: &str) -> Result<&str, String> {
             continue;
         }
         if end.is_some() {
-            return Err(
-                "it is more than one statement; a source query is exactly one read-only statement".into(),
-            );
+            return Err(NotOneStatement::Several);
         }
         match c {
             b'\'' | b'"' | b'`' => {
@@ -324,11 +335,9 @@ fn one_statement(sql: &str) -> Result<&str, String> {
                     .take_while(|ch| !ch.is_whitespace())
                     .take(20)
                     .collect();
-                return Err(format!(
-                    "it has a parameter ({token}); a source query binds none: write the value in the query"
-                ));
+                return Err(NotOneStatement::Parameter { token });
             }
-            0 => return Err("it contains a NUL character".into()),
+            0 => return Err(NotOneStatement::Nul),
             c if is_id_char(c) => {
                 while i < b.len() && is_id_char(b[i]) {
                     i += 1;
@@ -400,7 +409,7 @@ fn value_type(chunk: &[SqliteRow], i: usize) -> DataType {
 fn to_batch(chunk: &[SqliteRow], builder: &mut BatchBuilder) -> Result<RecordBatch, ConnectorError> {
     for row in chunk {
         for i in 0..builder.cols.len() {
-            let v = read_cell(row, i).map_err(ConnectorError::permanent)?;
+            let v = read_cell(row, i)?;
             if let Err(why) = builder.cols[i].append_sql_value(v) {
                 return Err(builder.value_error(i, why));
             }
@@ -444,7 +453,10 @@ mod tests {
             ("SELECT 1\0; DROP TABLE t", "NUL"),
         ] {
             let got = one_statement(sql);
-            assert!(got.as_ref().is_err_and(|e| e.contains(why)), "{sql}: {got:?}");
+            assert!(
+                got.as_ref().is_err_and(|e| e.to_string().contains(why)),
+                "{sql}: {got:?}"
+            );
         }
     }
 
