@@ -148,7 +148,7 @@ struct Prepared {
     /// The columns as inferred, with the user's types.
     schema: Schema,
     /// The user's null values, when they name anything besides "".
-    null_values: Option<regex::Regex>,
+    null_values: Option<NullValues>,
     /// The columns the files are read as: with such null values all text, typed by
     /// `type_batch` (see `non_empty_null_values`); otherwise `schema`, parsed by DataFusion.
     read_schema: Schema,
@@ -278,21 +278,28 @@ fn has_quoted_line_break(path: &Path, o: &CsvOptions) -> std::io::Result<bool> {
     }
 }
 
-/// The user's null values as a regex, when they name anything besides the empty string.
+/// The user's null values, when they name anything besides the empty string.
 ///
 /// DataFusion 55 applies a CSV `null_regex` when it infers the schema but not when it reads the
 /// rows (apache/datafusion#25213): a matching value comes back as text, and in a typed column
 /// it fails the read. So such sources are read as text and typed by `typed_stream`.
-fn non_empty_null_values(o: &CsvOptions) -> Result<Option<regex::Regex>, ConnectorError> {
+fn non_empty_null_values(o: &CsvOptions) -> Result<Option<NullValues>, ConnectorError> {
     if o.null_values.iter().all(|v| v.is_empty()) {
         return Ok(None);
     }
-    let Some(pattern) = null_regex(&o.null_values) else {
-        return Ok(None);
-    };
-    regex::Regex::new(&pattern)
-        .map(Some)
-        .map_err(|e| ConnectorError::permanent_from("csv.null_values", e))
+    Ok(Some(NullValues(o.null_values.clone())))
+}
+
+/// The user's null values: a field is null when it is one of them, whole and case-sensitive
+/// (what `null_regex` says to DataFusion, compared as text: a handful of literals, not a regex
+/// per value).
+#[derive(Debug, Clone)]
+struct NullValues(Vec<String>);
+
+impl NullValues {
+    fn matches(&self, field: &str) -> bool {
+        self.0.iter().any(|n| n == field)
+    }
 }
 
 /// `schema` with every column read as nullable text.
@@ -311,7 +318,7 @@ pub(super) fn text_schema(schema: &Schema) -> Schema {
 /// parse error of the typed reader.
 fn typed_stream(
     text: SendableRecordBatchStream,
-    nulls: regex::Regex,
+    nulls: NullValues,
     files: Vec<PathBuf>,
     o: CsvOptions,
     schema: Schema,
@@ -348,15 +355,15 @@ fn typing_failed(e: TypingError, files: &[PathBuf], o: &CsvOptions, schema: &Sch
 
 fn type_batch(
     batch: &RecordBatch,
-    nulls: &regex::Regex,
+    nulls: &NullValues,
     schema: &SchemaRef,
 ) -> Result<RecordBatch, TypingError> {
     let column_error = |field: &Field| {
         let column = field.name().clone();
         move |source| TypingError::Column { column, source }
     };
-    use datafusion::arrow::array::{ArrayRef, AsArray, StringArray};
-    use datafusion::arrow::compute::{cast, cast_with_options, CastOptions};
+    use datafusion::arrow::array::{ArrayRef, AsArray, BooleanArray};
+    use datafusion::arrow::compute::{cast, cast_with_options, nullif, CastOptions};
     let mut columns: Vec<ArrayRef> = Vec::with_capacity(batch.num_columns());
     for (column, field) in batch.columns().iter().zip(schema.fields()) {
         let text = if column.data_type() == &DataType::Utf8 {
@@ -364,13 +371,19 @@ fn type_batch(
         } else {
             cast(column, &DataType::Utf8).map_err(column_error(field))?
         };
-        let nulled: StringArray = text
+        // The fields that name a null become null; the text itself is shared, not copied.
+        let named_null: BooleanArray = text
             .as_string::<i32>()
             .iter()
-            .map(|v| v.filter(|s| !nulls.is_match(s)))
+            .map(|v| Some(v.is_some_and(|s| nulls.matches(s))))
             .collect();
+        let nulled = if named_null.true_count() == 0 {
+            text
+        } else {
+            nullif(&text, &named_null).map_err(column_error(field))?
+        };
         let typed: ArrayRef = if field.data_type() == &DataType::Utf8 {
-            Arc::new(nulled)
+            nulled
         } else {
             let strict = CastOptions {
                 safe: false,
@@ -452,6 +465,60 @@ mod tests {
                 .collect::<BTreeMap<_, _>>(),
             ..CsvOptions::default()
         }
+    }
+
+    #[test]
+    fn typing_nulls_whole_fields_and_shares_the_text() {
+        use datafusion::arrow::array::{ArrayRef, StringArray};
+        let text: ArrayRef = Arc::new(StringArray::from(vec![
+            Some("1"),
+            Some("NULL"),
+            None,
+            Some("null"),
+            Some("4"),
+        ]));
+        let words: ArrayRef = Arc::new(StringArray::from(vec![
+            Some("a"),
+            Some("NA"),
+            Some(""),
+            Some("NAN"),
+            Some("e"),
+        ]));
+        let batch = RecordBatch::try_from_iter([("n", text), ("w", Arc::clone(&words))]).unwrap();
+        let schema: SchemaRef = Arc::new(Schema::new(vec![
+            Field::new("n", DataType::Int64, true),
+            Field::new("w", DataType::Utf8, true),
+        ]));
+        let nulls = NullValues(vec!["".into(), "NULL".into(), "NA".into()]);
+        let err = type_batch(&batch, &nulls, &schema).unwrap_err();
+        assert!(
+            err.to_string().contains("column n"),
+            "'null' is not a null value: {err}"
+        );
+        let text: ArrayRef = Arc::new(StringArray::from(vec![
+            Some("1"),
+            Some("NULL"),
+            None,
+            Some(""),
+            Some("4"),
+        ]));
+        let batch = RecordBatch::try_from_iter([("n", text), ("w", Arc::clone(&words))]).unwrap();
+        let typed = type_batch(&batch, &nulls, &schema).unwrap();
+        let n = typed.column(0).as_primitive::<Int64Type>();
+        assert_eq!(
+            n.iter().collect::<Vec<_>>(),
+            vec![Some(1), None, None, None, Some(4)]
+        );
+        let w = typed.column(1).as_string::<i32>();
+        assert_eq!(
+            w.iter().collect::<Vec<_>>(),
+            vec![Some("a"), None, None, Some("NAN"), Some("e")]
+        );
+        assert_eq!(
+            w.values().as_ptr(),
+            words.as_string::<i32>().values().as_ptr(),
+            "the text is shared, not copied"
+        );
     }
 
     #[tokio::test]
