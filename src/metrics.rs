@@ -35,7 +35,13 @@ pub struct Metrics {
     pub event_followers: IntGauge,
     /// Checks that ran to a verdict, by result (`passed`, `failed`, `warned`).
     pub checks: IntCounterVec,
+    /// Several instances: leases this instance claimed, took over from an instance that stopped
+    /// renewing, or lost to another instance.
+    pub leases: IntCounterVec,
 }
+
+/// The events `Metrics::leases` counts.
+pub const LEASE_EVENTS: [&str; 3] = ["claimed", "taken_over", "lost"];
 
 const ALL_STATES: [FlowState; 5] = [
     FlowState::Ready,
@@ -204,6 +210,15 @@ impl Metrics {
             "Checks that ran to a verdict, by result: passed, failed (an error check), warned (a warn check).",
             &["result"],
         );
+        let leases = counter_vec(
+            &registry,
+            "sluice_leases_total",
+            "Several instances on one PostgreSQL metadata database: flows this instance claimed, took over from an instance that stopped renewing its lease (taken_over, also counted as claimed), or lost to another instance.",
+            &["event"],
+        );
+        for event in LEASE_EVENTS {
+            leases.with_label_values(&[event]);
+        }
         for result in CHECK_RESULTS {
             checks.with_label_values(&[&result.as_str().to_lowercase()]);
         }
@@ -233,6 +248,7 @@ impl Metrics {
             http_duration,
             event_followers,
             checks,
+            leases,
         }
     }
 

@@ -199,6 +199,7 @@ impl Application {
                 max_restarts: settings.engine.max_restarts,
                 retry_retention: Duration::from_secs(settings.engine.retry_retention_h.saturating_mul(3600)),
                 leases: leases.clone(),
+                metrics: metrics.clone(),
             };
             FlowSupervisor::start_in_arbiter(&arbiters[1], move |_| {
                 FlowSupervisor::new(db, engine, persister, plans, config)

@@ -23,6 +23,7 @@ use super::plan_loader::{LoadedFlow, PlanLoader};
 use super::sweep::sweep_work_dirs;
 use crate::domain::flow::{FlowEvent, FlowState, Level};
 use crate::engine::Engine;
+use crate::metrics::Metrics;
 use crate::repo::leases::Claimed;
 
 pub struct SupervisorConfig {
@@ -33,6 +34,8 @@ pub struct SupervisorConfig {
     /// With PostgreSQL metadata: this instance's leases. Flows are then claimed from the
     /// database (by whichever instance has room) instead of taken as they are created.
     pub leases: Option<Arc<Leases>>,
+    /// Where claims, takeovers and lost leases are counted.
+    pub metrics: Arc<Metrics>,
 }
 
 /// How long a flow whose plan could not be loaded for want of the metadata database waits
@@ -63,6 +66,7 @@ pub struct FlowSupervisor {
     /// Several instances: this one's leases, and what it keeps about them.
     leases: Option<Arc<Leases>>,
     cluster: Cluster,
+    metrics: Arc<Metrics>,
 }
 
 /// What the supervisor keeps about its leases (several instances).
@@ -102,6 +106,7 @@ impl FlowSupervisor {
             sweep_again: false,
             leases: config.leases,
             cluster: Cluster::default(),
+            metrics: config.metrics,
         }
     }
 
@@ -144,8 +149,10 @@ impl FlowSupervisor {
             .as_ref()
             .map(|l| l.instance().to_string())
             .unwrap_or_default();
+        self.metrics.leases.with_label_values(&["claimed"]).inc();
         if let Some(previous) = claimed.previous_owner.as_deref().filter(|p| *p != me) {
             if claimed.was_running {
+                self.metrics.leases.with_label_values(&["taken_over"]).inc();
                 tracing::warn!(flow_id, instance = %me, previous = %previous, "taking over a flow whose instance stopped renewing its lease");
                 self.cluster.takeovers.insert(
                     flow_id,
@@ -218,6 +225,7 @@ impl FlowSupervisor {
             why,
             "this instance no longer holds the flow's lease; stopping it here"
         );
+        self.metrics.leases.with_label_values(&["lost"]).inc();
         self.persister.do_send(Untrack { flow_id });
         if lost == Lost::Running {
             if let Some(actor) = self.registry.get(&flow_id) {

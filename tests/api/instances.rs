@@ -256,6 +256,27 @@ async fn kill_9_of_one_instance_the_other_resumes_its_flows_exactly_once() {
         "its checkpoint is reused: {first:#}"
     );
     eprintln!("both flows completed {:?} after the kill", killed.elapsed());
+    let metrics = http_client()
+        .get(format!("{}/metrics", b.address))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let count = |event: &str| -> u64 {
+        let series = format!("sluice_leases_total{{event=\"{event}\"}} ");
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(series.as_str()))
+            .unwrap_or_else(|| panic!("no {series}in:\n{metrics}"))
+            .trim()
+            .parse()
+            .unwrap()
+    };
+    assert_eq!(count("taken_over"), 2, "node-b took both flows over");
+    assert_eq!(count("claimed"), 2);
+    assert_eq!(count("lost"), 0);
     // Nothing of either run is left behind in the shared data directory.
     for (_, id) in &flows {
         wait_until_gone(&cluster.data.join(format!("work/flow-{id}"))).await;
