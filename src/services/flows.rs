@@ -204,15 +204,19 @@ impl Services {
             return Err(AppError::Conflict(format!("flow {old} is {state}: {why}")));
         }
         // A checkpoint is reused when it is whole (`checkpoint::is_valid`, the test a restart
-        // applies) and the node it holds is a materialized node of this input's plan.
+        // applies) and the node it holds is a materialized node of this input's plan, computed
+        // without reading an incremental source itself: such a unit reads again from where the
+        // input's cursors stand now (as a restarted flow without its cursor record does).
         let run = RunPlan::new(dag);
         let work_dir = self.engine.work_dir(old);
         let units = run.clone();
+        let incremental: HashSet<String> = spec.cursor_sources().map(|(s, _)| s.name.clone()).collect();
         let mut kept: HashSet<String> = tokio::task::spawn_blocking(move || {
             units
                 .units
                 .iter()
-                .filter(|u| u.kind == UnitKind::Materialize && checkpoint::is_valid(&work_dir, &u.name))
+                .filter(|u| u.kind == UnitKind::Materialize && !u.nodes().any(|n| incremental.contains(n)))
+                .filter(|u| checkpoint::is_valid(&work_dir, &u.name))
                 .map(|u| u.name.clone())
                 .collect()
         })

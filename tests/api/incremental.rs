@@ -542,7 +542,8 @@ async fn a_retry_of_a_full_refresh_reads_everything_again() {
                         {"name": "base", "store_id": csv, "path": "base.csv"},
                         {"name": "extra", "store_id": csv, "path": "extra.csv"}],
             "transforms": [{"name": "m", "sql": "SELECT x FROM base", "materialize": true},
-                           {"name": "joined", "sql": "SELECT i.id, m.x, e.c FROM items i CROSS JOIN m CROSS JOIN (SELECT count(*) AS c FROM extra) e"}],
+                           {"name": "staged", "sql": "SELECT id FROM items", "materialize": true},
+                           {"name": "joined", "sql": "SELECT i.id, m.x, e.c FROM staged i CROSS JOIN m CROSS JOIN (SELECT count(*) AS c FROM extra) e"}],
             "outputs": [{"node": "joined", "mode": "replace"}]}))
         .await;
     let first = run(&app, json!({"flow_input_id": input})).await;
@@ -554,9 +555,14 @@ async fn a_retry_of_a_full_refresh_reads_everything_again() {
     let failed = run(&app, json!({"flow_input_id": input, "full_refresh": true})).await;
     assert_eq!(state(&failed), "FAILED", "{failed:#}");
     app.write_file("raw/extra.csv", "y\n1\n2\n");
+    assert_eq!(task(&failed, "staged")["state"], "COMPLETED", "{failed:#}");
     let retry = run(&app, json!({"flow_input_id": input, "retry_of": failed["id"]})).await;
     completed(&retry);
     assert_eq!(retry["output"]["cursors"]["items"]["rows"], 3, "{retry:#}");
+    // `staged` read the incremental source itself: it reads again, and the log says so.
+    let logs = retry["output"]["logs"]["lines"].to_string();
+    assert!(logs.contains("reusing 2 node(s) it finished: base, m;"), "{logs}");
+    assert_eq!(task(&retry, "staged")["attempts"], 1, "{retry:#}");
     let rows = sqlite_text(&app.file("wh.db"), "SELECT id, x, c FROM joined ORDER BY id").await;
     let got: Vec<Vec<String>> = rows
         .into_iter()
