@@ -84,6 +84,9 @@ struct Cluster {
     cancels_seen: HashSet<i64>,
     /// Flows taken over from an instance that stopped renewing: the line their log gets.
     takeovers: HashMap<i64, String>,
+    /// Flows stopped here because their lease could not be renewed (nobody may have taken them:
+    /// then this instance claims them back).
+    lost: HashSet<i64>,
 }
 
 impl FlowSupervisor {
@@ -150,6 +153,12 @@ impl FlowSupervisor {
             .map(|l| l.instance().to_string())
             .unwrap_or_default();
         self.metrics.leases.with_label_values(&["claimed"]).inc();
+        if self.cluster.lost.remove(&flow_id) && claimed.was_running {
+            self.cluster.takeovers.insert(
+                flow_id,
+                format!("resumed on instance {me} after it could not renew its lease"),
+            );
+        }
         if let Some(previous) = claimed.previous_owner.as_deref().filter(|p| *p != me) {
             if claimed.was_running {
                 self.metrics.leases.with_label_values(&["taken_over"]).inc();
@@ -226,6 +235,7 @@ impl FlowSupervisor {
             "this instance no longer holds the flow's lease; stopping it here"
         );
         self.metrics.leases.with_label_values(&["lost"]).inc();
+        self.cluster.lost.insert(flow_id);
         self.persister.do_send(Untrack { flow_id });
         if lost == Lost::Running {
             if let Some(actor) = self.registry.get(&flow_id) {

@@ -472,3 +472,61 @@ async fn a_second_process_with_the_same_instance_id_refuses_to_start() {
     let b = cluster.start("node-b", &[]).await;
     b.get("/flows").await.expect(200);
 }
+
+#[tokio::test]
+#[cfg_attr(not(sluice_pg), ignore = "SLUICE_TEST_POSTGRES_URL is not set")]
+async fn an_instance_that_cannot_renew_for_a_whole_lease_stops_its_flows_and_takes_them_back() {
+    let cluster = Cluster::new().await;
+    let a = cluster.start("node-a", &[]).await;
+    let input = slow_input(&a, 1, (50, 400)).await;
+    let flow = a.start_flow(input).await;
+    a.wait_flow(flow, Duration::from_secs(120), |f| {
+        task(f, "slow1")["state"] == "COMPLETED"
+    })
+    .await;
+    // The metadata database shuts node-a out (it cannot even reconnect) for longer than a lease.
+    let name = cluster.metadata_url.rsplit('/').next().unwrap().to_string();
+    let admin = pg_url();
+    pg_admin(
+        &admin,
+        &format!("ALTER DATABASE \"{name}\" ALLOW_CONNECTIONS false"),
+    )
+    .await;
+    pg_admin(
+        &admin,
+        &format!("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{name}'"),
+    )
+    .await;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !a
+        .log_text()
+        .contains("its lease could not be renewed for a whole lease")
+    {
+        assert!(
+            Instant::now() < deadline,
+            "node-a kept running without its lease:\n{}",
+            a.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    pg_admin(
+        &admin,
+        &format!("ALTER DATABASE \"{name}\" ALLOW_CONNECTIONS true"),
+    )
+    .await;
+    // Back in reach: nobody else took the flow, so node-a claims it again and finishes it,
+    // from slow1's checkpoint, publishing once.
+    let done = a.wait_final(flow).await;
+    assert_eq!(state(&done), "COMPLETED", "{done:#}");
+    assert_published_once(&cluster.files, 1).await;
+    assert_eq!(
+        task(&done, "slow1")["attempts"],
+        1,
+        "its checkpoint is reused: {done:#}"
+    );
+    let logs = log_lines(&done);
+    assert!(
+        logs.contains("resumed on instance node-a after it could not renew its lease"),
+        "{logs}"
+    );
+}
