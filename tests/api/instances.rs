@@ -56,7 +56,9 @@ impl Cluster {
         let mut env = vec![
             ("SLUICE__DATABASE__URL", self.metadata_url.as_str()),
             ("SLUICE__INSTANCE_ID", id),
-            ("SLUICE__ENGINE__LEASE_TIMEOUT_S", "3"),
+            // Long enough that a busy machine (two debug servers per test, tests in parallel)
+            // never lets a lease lapse by itself; takeovers come from kills and pauses.
+            ("SLUICE__ENGINE__LEASE_TIMEOUT_S", "6"),
             // 20 batches per node, so that `sluice_sleep` makes a flow last.
             ("SLUICE__ENGINE__BATCH_SIZE", "1000"),
         ];
