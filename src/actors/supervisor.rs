@@ -84,6 +84,9 @@ struct Cluster {
     cancels_seen: HashSet<i64>,
     /// Flows taken over from an instance that stopped renewing: the line their log gets.
     takeovers: HashMap<i64, String>,
+    /// Flows this supervisor is ending itself (cancelled while waiting, failed unloadable,
+    /// given up after crashes): not held any more, but not to be claimed again meanwhile.
+    ending: HashSet<i64>,
     /// Flows stopped here because their lease could not be renewed (nobody may have taken them:
     /// then this instance claims them back).
     lost: HashSet<i64>,
@@ -127,7 +130,8 @@ impl FlowSupervisor {
             return;
         }
         self.cluster.claiming = true;
-        let held = self.admission.held();
+        let mut held = self.admission.held();
+        held.extend(self.cluster.ending.iter().copied());
         let claim = async move { leases.claim_next(&held).await };
         ctx.spawn(claim.into_actor(self).map(|claimed, act, ctx| {
             act.cluster.claiming = false;
@@ -452,6 +456,7 @@ impl FlowSupervisor {
     /// A flow whose plan cannot be loaded (its input unreadable, a store gone): FAILED, with
     /// `cause` (already safe to show) in its errors.
     fn fail_unloadable(&mut self, flow_id: i64, cause: String, ctx: &mut Context<Self>) {
+        self.cluster.ending.insert(flow_id);
         let plans = self.plans.clone();
         let persister = self.persister.clone();
         ctx.spawn(
@@ -480,12 +485,16 @@ impl FlowSupervisor {
                     })
                     .await;
             }
-            .into_actor(self),
+            .into_actor(self)
+            .map(move |_, act, _| {
+                act.cluster.ending.remove(&flow_id);
+            }),
         );
     }
 
     /// Cancels a flow that is not running (it waited in the queue or for a restart).
     fn cancel_idle(&mut self, flow_id: i64) -> ResponseActFuture<Self, CancelOutcome> {
+        self.cluster.ending.insert(flow_id);
         // A flow recovered or restarted may have staged outputs from an earlier run.
         let discard = discard_staged(self.plans.clone(), self.engine.clone(), flow_id);
         let plans = self.plans.clone();
@@ -534,6 +543,7 @@ impl FlowSupervisor {
             .into_actor(self)
             .map(move |outcome, act, ctx| {
                 act.admission.forget(flow_id);
+                act.cluster.ending.remove(&flow_id);
                 act.cluster.cancels_seen.remove(&flow_id);
                 act.admit(ctx);
                 act.claim(ctx);
@@ -575,6 +585,7 @@ impl FlowSupervisor {
     /// Ends crashed flow `flow_id` for good (FAILED: it crashed too often; CANCELLED: it
     /// crashed while being cancelled): what it staged goes, then it gets `state`.
     fn give_up(&mut self, flow_id: i64, state: FlowState, ctx: &mut Context<Self>) {
+        self.cluster.ending.insert(flow_id);
         let persister = self.persister.clone();
         let discard = discard_staged(self.plans.clone(), self.engine.clone(), flow_id);
         ctx.spawn(
@@ -585,6 +596,7 @@ impl FlowSupervisor {
             .into_actor(self)
             .map(move |_, act, ctx| {
                 act.admission.forget(flow_id);
+                act.cluster.ending.remove(&flow_id);
                 act.cluster.cancels_seen.remove(&flow_id);
                 act.admit(ctx);
                 act.claim(ctx);
