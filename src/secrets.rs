@@ -45,6 +45,9 @@ pub enum SecretError {
         #[source]
         source: std::io::Error,
     },
+    /// A plaintext beyond what the cipher can take (gigabytes).
+    #[error("the password could not be encrypted")]
+    TooLong,
     #[error("sealed secret has an unknown format")]
     UnknownFormat,
     #[error("sealed secret is not valid base64")]
@@ -115,13 +118,13 @@ impl Cipher {
     }
 
     /// Encrypts `plain`; fails only for a plaintext beyond what the cipher can take (gigabytes).
-    pub fn seal(&self, plain: &str) -> Result<String, String> {
+    pub fn seal(&self, plain: &str) -> Result<String, SecretError> {
         let mut nonce = [0u8; 24];
         rand::rng().fill_bytes(&mut nonce);
         let sealed = self
             .aead
             .encrypt(XNonce::from_slice(&nonce), plain.as_bytes())
-            .map_err(|_| "the password could not be encrypted".to_string())?;
+            .map_err(|_| SecretError::TooLong)?;
         let mut out = nonce.to_vec();
         out.extend_from_slice(&sealed);
         Ok(format!("{SEALED_PREFIX}{}", B64.encode(out)))

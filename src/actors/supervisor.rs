@@ -157,7 +157,10 @@ impl FlowSupervisor {
             .map(|l| l.instance().to_string())
             .unwrap_or_default();
         self.metrics.leases.with_label_values(&["claimed"]).inc();
-        if self.cluster.lost.remove(&flow_id) && claimed.was_running {
+        if self.cluster.lost.remove(&flow_id)
+            && claimed.was_running
+            && claimed.previous_owner.as_deref() == Some(me.as_str())
+        {
             self.cluster.takeovers.insert(
                 flow_id,
                 format!("resumed on instance {me} after it could not renew its lease"),
@@ -208,7 +211,7 @@ impl FlowSupervisor {
                     act.cluster.renewed_at = Some(Instant::now());
                     let still: HashSet<i64> = still.into_iter().collect();
                     for flow_id in asked.into_iter().filter(|id| !still.contains(id)) {
-                        act.lose(flow_id, "another instance took it over", ctx);
+                        act.lose(flow_id, "another instance took it over", true, ctx);
                     }
                 }
                 Err(e) => {
@@ -216,7 +219,12 @@ impl FlowSupervisor {
                     let since = act.cluster.renewed_at.map_or(lease, |t| t.elapsed());
                     if since >= lease {
                         for flow_id in act.admission.held() {
-                            act.lose(flow_id, "its lease could not be renewed for a whole lease", ctx);
+                            act.lose(
+                                flow_id,
+                                "its lease could not be renewed for a whole lease",
+                                false,
+                                ctx,
+                            );
                         }
                     }
                 }
@@ -226,7 +234,8 @@ impl FlowSupervisor {
 
     /// Stops flow `flow_id` here without ending it: this instance no longer holds its lease,
     /// so what it would write or publish is another instance's to do.
-    fn lose(&mut self, flow_id: i64, why: &str, ctx: &mut Context<Self>) {
+    /// `taken`: another instance holds it now (rather than: its lease could not be renewed).
+    fn lose(&mut self, flow_id: i64, why: &str, taken: bool, ctx: &mut Context<Self>) {
         self.cluster.cancels_seen.remove(&flow_id);
         self.cluster.takeovers.remove(&flow_id);
         let lost = self.admission.lost(flow_id);
@@ -239,7 +248,10 @@ impl FlowSupervisor {
             "this instance no longer holds the flow's lease; stopping it here"
         );
         self.metrics.leases.with_label_values(&["lost"]).inc();
-        self.cluster.lost.insert(flow_id);
+        if !taken {
+            // Maybe nobody took it: this instance may claim it back.
+            self.cluster.lost.insert(flow_id);
+        }
         self.persister.do_send(Untrack { flow_id });
         if lost == Lost::Running {
             if let Some(actor) = self.registry.get(&flow_id) {

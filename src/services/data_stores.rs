@@ -78,7 +78,7 @@ impl Services {
             .as_deref()
             .map(|p| self.cipher.seal(p))
             .transpose()
-            .map_err(AppError::internal_text)?;
+            .map_err(|e| AppError::internal("sealing the password", e))?;
         let new = NewStore {
             name: valid.name,
             kind: valid.kind,
