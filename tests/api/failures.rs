@@ -11,7 +11,7 @@ async fn a_bad_column_fails_its_branch_only() {
     app.write_file("in/orders.csv", "id,amount\n1,10\n2,20\n");
     let src = app.csv_store("raw", "in").await;
     let db = app.sqlite_store("w", "out/w.db").await;
-    seed_table(
+    seed_sqlite(
         &app.file("out/w.db"),
         "CREATE TABLE fine (total INTEGER); INSERT INTO fine VALUES (-1)",
     )
@@ -136,19 +136,6 @@ async fn fail_fast_stops_the_other_branches() {
     );
 }
 
-/// Creates `db` with the given statements.
-async fn seed_table(db: &std::path::Path, sql: &str) {
-    use sqlx::Connection;
-    std::fs::create_dir_all(db.parent().unwrap()).unwrap();
-    let mut conn = sqlx::SqliteConnection::connect(&format!("sqlite://{}?mode=rwc", db.display()))
-        .await
-        .unwrap();
-    sqlx::raw_sql(sqlx::AssertSqlSafe(sql.to_string()))
-        .execute(&mut conn)
-        .await
-        .unwrap();
-}
-
 #[tokio::test]
 async fn a_flow_publishes_all_its_outputs_at_once_or_none() {
     let app = spawn_app().await;
@@ -156,7 +143,7 @@ async fn a_flow_publishes_all_its_outputs_at_once_or_none() {
     let src = app.csv_store("raw", "in").await;
     let db = app.sqlite_store("w", "out/w.db").await;
     let lake = app.parquet_store("lake", "lake").await;
-    seed_table(
+    seed_sqlite(
         &app.file("out/w.db"),
         "CREATE TABLE one (x INTEGER); INSERT INTO one VALUES (0); CREATE TABLE two (x INTEGER)",
     )

@@ -325,6 +325,20 @@ pub fn task<'a>(flow: &'a Value, name: &str) -> &'a Value {
         .unwrap_or_else(|| panic!("no task {name} in {flow:#}"))
 }
 
+/// Creates SQLite file `db` (and its directory) if need be and runs `sql` (any number of
+/// statements) on it: the seed of a test's source or target database.
+pub async fn seed_sqlite(db: &Path, sql: &str) {
+    use sqlx::Connection;
+    std::fs::create_dir_all(db.parent().expect("a file in a directory")).expect("directory");
+    let mut conn = sqlx::SqliteConnection::connect(&format!("sqlite://{}?mode=rwc", db.display()))
+        .await
+        .unwrap_or_else(|e| panic!("opening {}: {e}", db.display()));
+    sqlx::raw_sql(sqlx::AssertSqlSafe(sql.to_string()))
+        .execute(&mut conn)
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"));
+}
+
 /// Every row of a SQLite table as JSON arrays, ordered by the given SQL clause.
 pub async fn sqlite_rows(db: &Path, sql: &str) -> Vec<Vec<Value>> {
     use sqlx::{Connection, Row, TypeInfo, ValueRef};

@@ -329,19 +329,12 @@ async fn null_cursors_are_skipped_and_counted_and_a_query_source_reads_increment
 async fn sqlite_integer_cursor_and_validation() {
     let app = spawn_app().await;
     let db = app.file("src.db");
-    {
-        use sqlx::Connection;
-        let mut conn = sqlx::SqliteConnection::connect(&format!("sqlite://{}?mode=rwc", db.display()))
-            .await
-            .unwrap();
-        sqlx::raw_sql(
-            "CREATE TABLE items (id INTEGER PRIMARY KEY, name TEXT, version INTEGER);
-             INSERT INTO items VALUES (1, 'a', 1), (2, 'b', 2);",
-        )
-        .execute(&mut conn)
-        .await
-        .unwrap();
-    }
+    seed_sqlite(
+        &db,
+        "CREATE TABLE items (id INTEGER PRIMARY KEY, name TEXT, version INTEGER);
+         INSERT INTO items VALUES (1, 'a', 1), (2, 'b', 2);",
+    )
+    .await;
     let src = app.sqlite_store("src", "src.db").await;
     let out = app.sqlite_store("wh", "wh.db").await;
     let csv = app.csv_store("raw", "raw").await;
@@ -450,13 +443,7 @@ async fn a_crash_between_publish_and_the_final_write_neither_duplicates_nor_lose
     let src_db = files.join("src.db");
     let exec = |sql: &'static str| {
         let db = src_db.clone();
-        async move {
-            use sqlx::Connection;
-            let mut conn = sqlx::SqliteConnection::connect(&format!("sqlite://{}?mode=rwc", db.display()))
-                .await
-                .unwrap();
-            sqlx::raw_sql(sql).execute(&mut conn).await.unwrap();
-        }
+        async move { seed_sqlite(&db, sql).await }
     };
     exec("CREATE TABLE events (id INTEGER PRIMARY KEY, v TEXT); INSERT INTO events VALUES (1, 'a'), (2, 'b'), (3, 'c');")
         .await;
@@ -518,19 +505,12 @@ async fn a_crash_between_publish_and_the_final_write_neither_duplicates_nor_lose
 async fn a_retry_of_a_full_refresh_reads_everything_again() {
     let app = spawn_app().await;
     let db = app.file("src.db");
-    {
-        use sqlx::Connection;
-        let mut conn = sqlx::SqliteConnection::connect(&format!("sqlite://{}?mode=rwc", db.display()))
-            .await
-            .unwrap();
-        sqlx::raw_sql(
-            "CREATE TABLE items (id INTEGER PRIMARY KEY, version INTEGER);
-             INSERT INTO items VALUES (1, 1), (2, 2), (3, 3);",
-        )
-        .execute(&mut conn)
-        .await
-        .unwrap();
-    }
+    seed_sqlite(
+        &db,
+        "CREATE TABLE items (id INTEGER PRIMARY KEY, version INTEGER);
+         INSERT INTO items VALUES (1, 1), (2, 2), (3, 3);",
+    )
+    .await;
     app.write_file("raw/base.csv", "x\n10\n");
     app.write_file("raw/extra.csv", "y\n1\n");
     let src = app.sqlite_store("src", "src.db").await;

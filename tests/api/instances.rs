@@ -394,19 +394,12 @@ async fn flows_of_an_incremental_input_run_one_at_a_time_across_instances() {
     let a = cluster.start("node-a", &[]).await;
     let b = cluster.start("node-b", &[]).await;
     let source = cluster.files.join("in/items.db");
-    {
-        use sqlx::Connection;
-        let mut conn = sqlx::SqliteConnection::connect(&format!("sqlite://{}?mode=rwc", source.display()))
-            .await
-            .unwrap();
-        sqlx::raw_sql(
-            "CREATE TABLE items (id INTEGER PRIMARY KEY, version INTEGER);
-             INSERT INTO items VALUES (1, 1), (2, 2), (3, 3);",
-        )
-        .execute(&mut conn)
-        .await
-        .unwrap();
-    }
+    seed_sqlite(
+        &source,
+        "CREATE TABLE items (id INTEGER PRIMARY KEY, version INTEGER);
+         INSERT INTO items VALUES (1, 1), (2, 2), (3, 3);",
+    )
+    .await;
     let src = a
         .create_store(json!({"name": "items", "kind": "relational_db", "engine": "sqlite", "connection": {"type": "file", "path": source}}))
         .await;

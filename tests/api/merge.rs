@@ -357,23 +357,17 @@ async fn merge_into_existing_sqlite_tables() {
     let app = spawn_app().await;
     app.csv_store("raw", "in").await;
     let db = app.file("out/wh.db");
-    std::fs::create_dir_all(db.parent().unwrap()).unwrap();
-    {
-        use sqlx::Connection;
-        let mut conn = sqlx::SqliteConnection::connect(&format!("sqlite://{}?mode=rwc", db.display()))
-            .await
-            .unwrap();
-        sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+    seed_sqlite(
+        &db,
+        &format!(
             "CREATE TABLE legacy (order_id INTEGER, line INTEGER, status TEXT, amount INTEGER, extra TEXT);
              INSERT INTO legacy VALUES {LEGACY_ROWS};
              CREATE TABLE keyed (order_id INTEGER, line INTEGER, status TEXT, amount INTEGER, extra TEXT,
                                  PRIMARY KEY (order_id, line));
              INSERT INTO keyed VALUES {LEGACY_ROWS};"
-        )))
-        .execute(&mut conn)
-        .await
-        .unwrap();
-    }
+        ),
+    )
+    .await;
     let store = app.sqlite_store("wh", "out/wh.db").await;
     existing_tables(&app, store, |t| t.to_string()).await;
     for table in ["legacy", "keyed"] {

@@ -8,19 +8,6 @@ use serde_json::{json, Value};
 
 use crate::helpers::*;
 
-/// Creates `db` with the given statements.
-async fn seed_sqlite(db: &std::path::Path, sql: &str) {
-    use sqlx::Connection;
-    std::fs::create_dir_all(db.parent().unwrap()).unwrap();
-    let mut conn = sqlx::SqliteConnection::connect(&format!("sqlite://{}?mode=rwc", db.display()))
-        .await
-        .unwrap();
-    sqlx::raw_sql(sqlx::AssertSqlSafe(sql.to_string()))
-        .execute(&mut conn)
-        .await
-        .unwrap();
-}
-
 fn log_lines(flow: &Value) -> Vec<String> {
     flow["output"]["logs"]["lines"]
         .as_array()

@@ -269,20 +269,12 @@ async fn mysql_source_queries_only_read() {
 async fn sqlite_source_queries_only_read() {
     let app = spawn_app().await;
     let src = app.file("in/src.db");
-    std::fs::create_dir_all(src.parent().unwrap()).unwrap();
-    {
-        use sqlx::Connection;
-        let mut conn = sqlx::SqliteConnection::connect(&format!("sqlite://{}?mode=rwc", src.display()))
-            .await
-            .unwrap();
-        sqlx::raw_sql(
-            "CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT, d DATE); \
-             INSERT INTO t VALUES (1, 'a', '2026-01-31'), (2, 'b', '2026-02-01')",
-        )
-        .execute(&mut conn)
-        .await
-        .unwrap();
-    }
+    seed_sqlite(
+        &src,
+        "CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT, d DATE); \
+         INSERT INTO t VALUES (1, 'a', '2026-01-31'), (2, 'b', '2026-02-01')",
+    )
+    .await;
     let store = app.sqlite_store("src", "in/src.db").await;
     multi_statement_queries_are_422(&app, store, "t").await;
     let copy = app.file("in/copy.db");
