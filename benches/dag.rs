@@ -482,9 +482,40 @@ async fn run_sluice(data: &Path, out: &Path, work: &Path, memory_mb: u64) -> Dur
         .await["id"]
         .as_i64()
         .expect("input");
-    let (wall, _) = server.run_flow(input).await;
+    let (wall, _, flow) = server.run(json!({"flow_input_id": input})).await;
+    if std::env::var_os("SLUICE_BENCH_TASKS").is_some() {
+        print_tasks(&flow);
+    }
     server.handle.stop(true).await;
     wall
+}
+
+/// Each task's start and end (seconds from the flow's start) and rows, to stderr: where the
+/// time of one run goes (`SLUICE_BENCH_TASKS=1`).
+fn print_tasks(flow: &Value) {
+    let ts = |v: &Value| {
+        v.as_str()
+            .and_then(|s| chrono::DateTime::parse_from_rfc3339(s).ok())
+            .map(|t| t.timestamp_micros() as f64 / 1e6)
+    };
+    let Some(t0) = ts(&flow["output"]["started_utc"]) else {
+        return;
+    };
+    for task in flow["output"]["tasks"].as_array().into_iter().flatten() {
+        let (start, end) = (ts(&task["started_utc"]), ts(&task["finished_utc"]));
+        eprintln!(
+            "task {:18} {:8} {:7.2} .. {:7.2} ({:6.2} s) rows {}",
+            task["name"].as_str().unwrap_or(""),
+            task["kind"].as_str().unwrap_or(""),
+            start.map(|s| s - t0).unwrap_or(f64::NAN),
+            end.map(|e| e - t0).unwrap_or(f64::NAN),
+            match (start, end) {
+                (Some(s), Some(e)) => e - s,
+                _ => f64::NAN,
+            },
+            task["rows"]
+        );
+    }
 }
 
 const DUCKDB_SCRIPT: &str = r#"
@@ -496,9 +527,13 @@ for table, cols in spec["columns"]:
     types = ", ".join("'%s': '%s'" % (n, {"bigint": "BIGINT", "timestamp": "TIMESTAMP"}.get(t, "VARCHAR")) for n, t in cols)
     con.execute("CREATE VIEW %s AS SELECT * FROM read_csv('%s/%s.csv', header=true, columns={%s})" % (table, data, table, types))
 for name, sql in spec["models"]:
+    t = time.time()
     con.execute("CREATE TABLE %s AS %s" % (name, sql))
+    print("model %-18s %6.2f s" % (name, time.time() - t), file=sys.stderr)
 for mart in spec["marts"]:
+    t = time.time()
     con.execute("COPY %s TO '%s/%s.parquet' (FORMAT parquet, COMPRESSION snappy)" % (mart, out, mart))
+    print("write %-18s %6.2f s" % (mart, time.time() - t), file=sys.stderr)
 took = time.time() - t0
 print("RESULT %.4f %.1f" % (took, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0))
 "#;

@@ -5,9 +5,12 @@
 //!    chain where each reads the one before — total time / nodes, beside the same 200 queries
 //!    run directly on one DataFusion `SessionContext` (and the chain as 200 views);
 //! 2. CSV → Parquet throughput (MB/s, rows/s) on a generated file of a few hundred MB, beside
-//!    DataFusion's own `COPY ... TO ... STORED AS PARQUET` of the same file.
+//!    DataFusion's own `COPY ... TO ... STORED AS PARQUET` of the same file (and DuckDB's COPY),
+//!    interleaved, medians.
 //!
-//! `SLUICE_BENCH_CSV_MB` sets the CSV size (default 300).
+//! `SLUICE_BENCH_CSV_MB` sets the CSV size (default 300), `SLUICE_BENCH_RUNS` the interleaved
+//! runs of the CSV → Parquet comparison (default 5), `SLUICE_BENCH_SECTIONS` which parts run
+//! (default `overhead,csv`); `SLUICE_BENCH_PYTHON` a Python with `duckdb` for its COPY beside.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -164,7 +167,11 @@ async fn csv_to_parquet(files: &Path, data: &Path) {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(300);
-    println!("\n== CSV → Parquet, about {mb} MB ==");
+    let runs: usize = std::env::var("SLUICE_BENCH_RUNS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(5);
+    println!("\n== CSV → Parquet, about {mb} MB, {runs} interleaved runs, medians ==");
     let input_dir = files.join("csv");
     std::fs::create_dir_all(&input_dir).expect("dir");
     let csv = input_dir.join("orders.csv");
@@ -175,28 +182,6 @@ async fn csv_to_parquet(files: &Path, data: &Path) {
         bytes as f64 / 1e6,
         t.elapsed().as_secs_f64()
     );
-    let report = |label: &str, d: Duration| {
-        println!(
-            "{label:<26}: {:7.2} s, {:7.1} MB/s, {:10.0} rows/s",
-            d.as_secs_f64(),
-            bytes as f64 / 1e6 / d.as_secs_f64(),
-            rows as f64 / d.as_secs_f64()
-        );
-    };
-    // Baseline: DataFusion's own COPY.
-    let ctx = datafusion::prelude::SessionContext::new();
-    ctx.register_csv("orders", csv.to_string_lossy().as_ref(), Default::default())
-        .await
-        .expect("csv");
-    let out = files.join("copy-out.parquet");
-    let t = Instant::now();
-    ctx.sql(&format!("COPY orders TO '{}' STORED AS PARQUET", out.display()))
-        .await
-        .expect("copy")
-        .collect()
-        .await
-        .expect("copy");
-    report("DataFusion COPY", t.elapsed());
 
     let server = start_server(&data.join("csv"), files, &[]);
     let raw = server
@@ -219,9 +204,95 @@ async fn csv_to_parquet(files: &Path, data: &Path) {
         .await["id"]
         .as_i64()
         .expect("id");
-    let (wall, _) = server.run_flow(input).await;
-    report("Sluice flow (ingest+persist)", wall);
+
+    // A B C A B C ...: DataFusion (its schema inference and its COPY, Snappy like Sluice's
+    // output), DuckDB's COPY where a Python with duckdb is at hand, then Sluice's flow (the
+    // request to its end, which includes inferring the schema).
+    let python = duckdb_python();
+    let mut times: Vec<(&str, Vec<Duration>)> = vec![("DataFusion COPY", Vec::new())];
+    if python.is_some() {
+        times.push(("DuckDB COPY", Vec::new()));
+    }
+    times.push(("Sluice flow", Vec::new()));
+    for _ in 0..runs {
+        for (label, took) in times.iter_mut() {
+            let t = match *label {
+                "DataFusion COPY" => datafusion_copy(&csv, &files.join("copy-out.parquet")).await,
+                "DuckDB COPY" => duckdb_copy(
+                    python.as_deref().unwrap_or("python3"),
+                    &csv,
+                    &files.join("duck-out.parquet"),
+                ),
+                _ => server.run_flow(input).await.0,
+            };
+            took.push(t);
+        }
+    }
+    let median = |v: &mut Vec<Duration>| {
+        v.sort();
+        v[v.len() / 2]
+    };
+    let medians: Vec<(&str, Duration)> = times.iter_mut().map(|(l, v)| (*l, median(v))).collect();
+    let sluice = medians.last().map(|m| m.1).unwrap_or_default();
+    for (label, d) in &medians {
+        println!(
+            "{label:<16}: {:7.2} s, {:7.1} MB/s, {:10.0} rows/s; Sluice's throughput / this = {:.2}",
+            d.as_secs_f64(),
+            bytes as f64 / 1e6 / d.as_secs_f64(),
+            rows as f64 / d.as_secs_f64(),
+            d.as_secs_f64() / sluice.as_secs_f64()
+        );
+    }
     server.handle.stop(true).await;
+}
+
+/// DataFusion on a fresh context: the file registered (its schema inferred) and copied.
+async fn datafusion_copy(csv: &Path, out: &Path) -> Duration {
+    let _ = std::fs::remove_file(out);
+    let mut config = datafusion::prelude::SessionConfig::new();
+    config.options_mut().execution.parquet.compression = Some("snappy".into());
+    let ctx = datafusion::prelude::SessionContext::new_with_config(config);
+    let t = Instant::now();
+    ctx.register_csv("orders", csv.to_string_lossy().as_ref(), Default::default())
+        .await
+        .expect("csv");
+    ctx.sql(&format!("COPY orders TO '{}' STORED AS PARQUET", out.display()))
+        .await
+        .expect("copy")
+        .collect()
+        .await
+        .expect("copy");
+    t.elapsed()
+}
+
+/// A Python that has the duckdb package (`SLUICE_BENCH_PYTHON`, else python3).
+fn duckdb_python() -> Option<String> {
+    let python = std::env::var("SLUICE_BENCH_PYTHON").unwrap_or_else(|_| "python3".into());
+    std::process::Command::new(&python)
+        .args(["-c", "import duckdb"])
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|_| python)
+}
+
+/// DuckDB's COPY of the file to Snappy Parquet, timed inside its process.
+fn duckdb_copy(python: &str, csv: &Path, out: &Path) -> Duration {
+    let _ = std::fs::remove_file(out);
+    let script = "import sys, time, duckdb\ncon = duckdb.connect()\nt = time.time()\n\
+        con.execute(\"COPY (SELECT * FROM read_csv('%s', header=true)) TO '%s' (FORMAT parquet, COMPRESSION snappy)\" % (sys.argv[1], sys.argv[2]))\n\
+        print(time.time() - t)";
+    let output = std::process::Command::new(python)
+        .args(["-c", script])
+        .arg(csv)
+        .arg(out)
+        .output()
+        .expect("python");
+    let secs: f64 = String::from_utf8_lossy(&output.stdout)
+        .trim()
+        .parse()
+        .unwrap_or_else(|_| panic!("duckdb: {}", String::from_utf8_lossy(&output.stderr)));
+    Duration::from_secs_f64(secs)
 }
 
 fn main() {
@@ -246,8 +317,13 @@ fn main() {
         .enable_all()
         .build()
         .expect("runtime");
+    let sections = std::env::var("SLUICE_BENCH_SECTIONS").unwrap_or_else(|_| "overhead,csv".into());
     rt.block_on(async {
-        per_node_overhead(&files, &data).await;
-        csv_to_parquet(&files, &data).await;
+        if sections.contains("overhead") {
+            per_node_overhead(&files, &data).await;
+        }
+        if sections.contains("csv") {
+            csv_to_parquet(&files, &data).await;
+        }
     });
 }

@@ -419,10 +419,12 @@ impl Engine {
         // default (10 MB) alone would fill a small limit. A fraction of the flow's memory.
         let limit = (memory_limit_mb as usize).saturating_mul(1024 * 1024);
         options.execution.sort_spill_reservation_bytes = (limit / 32).clamp(256 * 1024, 10 * 1024 * 1024);
-        // Outputs written by DataFusion's Parquet writer: fast compression and row groups that
-        // keep its memory small.
+        // Outputs written by DataFusion's Parquet writer: fast compression, and DataFusion's
+        // row groups of a million rows. Smaller ones cost more than they save: every row group
+        // starts each column's dictionary afresh, and a column with many distinct values is
+        // interned again until its dictionary outgrows the page limit (measured: 128k-row
+        // groups made CSV → Parquet 1.5x slower than DataFusion's COPY).
         options.execution.parquet.compression = Some("snappy".into());
-        options.execution.parquet.max_row_group_size = 128 * 1024;
         let state = SessionStateBuilder::new()
             .with_config(config)
             .with_runtime_env(runtime)
