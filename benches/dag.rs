@@ -16,7 +16,9 @@
 //! engine's marts are checked against each other (row counts and sums). Settings:
 //! `SLUICE_BENCH_ORDERS` (comma-separated, default `1000000,5000000`), `SLUICE_BENCH_RUNS`
 //! (default 3), `SLUICE_BENCH_LOW_MEMORY_MB` (default 512: one more Sluice run of the largest
-//! set with that `memory_limit_mb`), `SLUICE_BENCH_DIR` (default: a temporary directory).
+//! set with that `memory_limit_mb`), `SLUICE_BENCH_DIR` (default: a temporary directory),
+//! `SLUICE_BENCH_ENGINES` (the engines beside Sluice, default all), `SLUICE_BENCH_TASKS` (print
+//! each run's per-task times for Sluice and per-model times for DuckDB).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -585,6 +587,9 @@ fn try_child(engine: &str, data: &Path, out: &Path, memory_mb: u64) -> Result<Ru
             .expect("child")
     };
     let text = String::from_utf8_lossy(&output.stdout);
+    if std::env::var_os("SLUICE_BENCH_TASKS").is_some() {
+        eprint!("{engine}:\n{}", String::from_utf8_lossy(&output.stderr));
+    }
     let Some(line) = text.lines().find(|l| l.starts_with("RESULT ")) else {
         let stderr = String::from_utf8_lossy(&output.stderr);
         let tail: Vec<&str> = stderr.lines().rev().take(5).collect();
@@ -697,6 +702,10 @@ fn main() {
         None => {
             println!("DuckDB: not measured (no python3 with the duckdb package; set SLUICE_BENCH_PYTHON)")
         }
+    }
+    if let Ok(only) = std::env::var("SLUICE_BENCH_ENGINES") {
+        // Sluice stays first: the ratios are to it.
+        engines.retain(|e| *e == "sluice" || only.split(',').any(|o| o.trim() == *e));
     }
     println!(
         "machine: {} cores; runs interleaved, {runs} each, medians",

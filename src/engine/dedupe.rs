@@ -148,6 +148,7 @@ impl AggregateUDFImpl for FirstRow {
             payload,
             order,
             winners: Vec::new(),
+            live: 0,
             chunks: Vec::new(),
             retained: 0,
             candidate: Vec::new(),
@@ -173,6 +174,9 @@ struct FirstRowGroups {
     order: RowConverter,
     /// Per group: (chunk, row) of its winner, or (NONE, NONE).
     winners: Vec<(u32, u32)>,
+    /// Groups that have a winner (kept as it changes: counting them per batch cost a pass over
+    /// every group for every batch).
+    live: usize,
     chunks: Vec<Option<Chunk>>,
     /// Rows held in all chunks.
     retained: usize,
@@ -231,6 +235,9 @@ impl FirstRowGroups {
         for (k, &g) in touched.iter().enumerate() {
             self.candidate[g] = NONE;
             let old = std::mem::replace(&mut self.winners[g], (id, k as u32));
+            if old.0 == NONE {
+                self.live += 1;
+            }
             self.release(old.0);
         }
         self.retained += touched.len();
@@ -256,7 +263,7 @@ impl FirstRowGroups {
     }
 
     fn maybe_compact(&mut self) {
-        let live = self.winners.iter().filter(|w| w.0 != NONE).count();
+        let live = self.live;
         if self.retained <= 2 * live + 65_536 {
             return;
         }
@@ -281,12 +288,14 @@ impl FirstRowGroups {
             live: k as usize,
         })];
         self.retained = k as usize;
+        self.live = k as usize;
         self.winners = winners;
     }
 
     /// Removes the first `emit_to` groups, returning their winners.
     fn take(&mut self, emit_to: EmitTo) -> Vec<(u32, u32)> {
         let taken = emit_to.take_needed(&mut self.winners);
+        self.live -= taken.iter().filter(|w| w.0 != NONE).count();
         if let EmitTo::First(n) = emit_to {
             self.candidate.drain(..n.min(self.candidate.len()));
         } else {

@@ -9,6 +9,7 @@ pub mod boundary;
 pub mod check;
 pub mod checkpoint;
 pub mod cursor_read;
+pub mod decimal_cast;
 pub mod dedupe;
 pub mod errors;
 #[cfg(all(feature = "fault-injection", debug_assertions))]
@@ -431,6 +432,7 @@ impl Engine {
             .with_default_features()
             .with_query_planner(Arc::new(boundary::SluiceQueryPlanner))
             .with_optimizer_rule(Arc::new(dedupe::DedupeRule))
+            .with_optimizer_rule(Arc::new(decimal_cast::FastDecimalCast))
             .build();
         #[cfg(all(feature = "fault-injection", debug_assertions))]
         let state = {
