@@ -540,19 +540,6 @@ took = time.time() - t0
 print("RESULT %.4f %.1f" % (took, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0))
 "#;
 
-fn python() -> Option<String> {
-    let candidates = std::env::var("SLUICE_BENCH_PYTHON")
-        .map(|p| vec![p])
-        .unwrap_or_else(|_| vec!["python3".into()]);
-    candidates.into_iter().find(|p| {
-        Command::new(p)
-            .args(["-c", "import duckdb"])
-            .output()
-            .map(|o| o.status.success())
-            .unwrap_or(false)
-    })
-}
-
 /// What one run took and its peak RSS.
 #[derive(Debug, Clone, Copy)]
 struct Run {
@@ -570,7 +557,7 @@ fn try_child(engine: &str, data: &Path, out: &Path, memory_mb: u64) -> Result<Ru
     std::fs::create_dir_all(out).expect("out");
     let output = if engine == "duckdb" {
         let spec = json!({"columns": columns(), "models": models(), "marts": MARTS});
-        Command::new(python().expect("duckdb"))
+        Command::new(common::duckdb_python().expect("duckdb"))
             .args(["-c", DUCKDB_SCRIPT])
             .arg(data)
             .arg(out)
@@ -697,7 +684,7 @@ fn main() {
         .map(PathBuf::from)
         .unwrap_or_else(|_| temp.path().to_path_buf());
     let mut engines = vec!["sluice", "datafusion-tables", "datafusion-views"];
-    match python() {
+    match common::duckdb_python() {
         Some(_) => engines.push("duckdb"),
         None => {
             println!("DuckDB: not measured (no python3 with the duckdb package; set SLUICE_BENCH_PYTHON)")

@@ -208,7 +208,7 @@ async fn csv_to_parquet(files: &Path, data: &Path) {
     // A B C A B C ...: DataFusion (its schema inference and its COPY, Snappy like Sluice's
     // output), DuckDB's COPY where a Python with duckdb is at hand, then Sluice's flow (the
     // request to its end, which includes inferring the schema).
-    let python = duckdb_python();
+    let python = common::duckdb_python();
     let mut times: Vec<(&str, Vec<Duration>)> = vec![("DataFusion COPY", Vec::new())];
     if python.is_some() {
         times.push(("DuckDB COPY", Vec::new()));
@@ -263,17 +263,6 @@ async fn datafusion_copy(csv: &Path, out: &Path) -> Duration {
         .await
         .expect("copy");
     t.elapsed()
-}
-
-/// A Python that has the duckdb package (`SLUICE_BENCH_PYTHON`, else python3).
-fn duckdb_python() -> Option<String> {
-    let python = std::env::var("SLUICE_BENCH_PYTHON").unwrap_or_else(|_| "python3".into());
-    std::process::Command::new(&python)
-        .args(["-c", "import duckdb"])
-        .output()
-        .ok()
-        .filter(|o| o.status.success())
-        .map(|_| python)
 }
 
 /// DuckDB's COPY of the file to Snappy Parquet, timed inside its process.

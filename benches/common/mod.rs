@@ -106,3 +106,15 @@ impl Server {
         }
     }
 }
+
+/// A Python that has the duckdb package (`SLUICE_BENCH_PYTHON`, else python3), for DuckDB's
+/// figures beside Sluice's.
+pub fn duckdb_python() -> Option<String> {
+    let python = std::env::var("SLUICE_BENCH_PYTHON").unwrap_or_else(|_| "python3".into());
+    std::process::Command::new(&python)
+        .args(["-c", "import duckdb"])
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|_| python)
+}

@@ -328,9 +328,14 @@ pub fn task<'a>(flow: &'a Value, name: &str) -> &'a Value {
 /// Creates SQLite file `db` (and its directory) if need be and runs `sql` (any number of
 /// statements) on it: the seed of a test's source or target database.
 pub async fn seed_sqlite(db: &Path, sql: &str) {
-    use sqlx::Connection;
     std::fs::create_dir_all(db.parent().expect("a file in a directory")).expect("directory");
-    let mut conn = sqlx::SqliteConnection::connect(&format!("sqlite://{}?mode=rwc", db.display()))
+    exec_sqlite(&format!("sqlite://{}?mode=rwc", db.display()), db, sql).await;
+}
+
+/// Runs `sql` on the SQLite database at `url` (the file `db`).
+async fn exec_sqlite(url: &str, db: &Path, sql: &str) {
+    use sqlx::Connection;
+    let mut conn = sqlx::SqliteConnection::connect(url)
         .await
         .unwrap_or_else(|e| panic!("opening {}: {e}", db.display()));
     sqlx::raw_sql(sqlx::AssertSqlSafe(sql.to_string()))
@@ -483,15 +488,8 @@ pub async fn metadata_exec(data_dir: &Path, sql: &str) {
     match metadata_url_for(data_dir).await {
         Some(url) => pg_admin(&url, sql).await,
         None => {
-            use sqlx::Connection;
             let db = data_dir.join("sluice.db");
-            let mut conn = sqlx::SqliteConnection::connect(&format!("sqlite://{}", db.display()))
-                .await
-                .unwrap_or_else(|e| panic!("opening {}: {e}", db.display()));
-            sqlx::raw_sql(sqlx::AssertSqlSafe(sql.to_string()))
-                .execute(&mut conn)
-                .await
-                .unwrap_or_else(|e| panic!("{sql}: {e}"));
+            exec_sqlite(&format!("sqlite://{}", db.display()), &db, sql).await;
         }
     }
 }
