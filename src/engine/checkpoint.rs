@@ -39,6 +39,10 @@ pub fn dir(work_dir: &Path, node: &str) -> PathBuf {
 struct Meta {
     rows: u64,
     files: Vec<FileMeta>,
+    /// Sets of columns (by index) the rows are unique on, as the node's plan proved
+    /// (`eager_aggregate::unique_sets`); kept so a resumed flow's readers know them too.
+    #[serde(default)]
+    unique: Vec<Vec<usize>>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -52,13 +56,14 @@ fn io_error(what: &str, path: &Path, e: std::io::Error) -> DataFusionError {
     DataFusionError::Execution(format!("{what} {}: {e}", path.display()))
 }
 
-/// Writes every partition of a node's result as its checkpoint, all at once. Returns its rows.
-/// Dropping the future stops the writers; the temporary directory is removed by the next
+/// Writes every partition of a node's result as its checkpoint, all at once, with the column
+/// sets its rows are unique on. Returns its rows. Dropping the future stops the writers; the temporary directory is removed by the next
 /// attempt or with the work directory.
 pub async fn write(
     work_dir: &Path,
     node: &str,
     partitions: Vec<SendableRecordBatchStream>,
+    unique: Vec<Vec<usize>>,
 ) -> Result<u64, DataFusionError> {
     let dest = dir(work_dir, node);
     let temp = work_dir.join("nodes").join(format!(".tmp-{node}"));
@@ -93,6 +98,7 @@ pub async fn write(
     let meta = Meta {
         rows: files.iter().map(|f| f.rows).sum(),
         files,
+        unique,
     };
     let rows = meta.rows;
     let commit = move || -> Result<(), DataFusionError> {
@@ -188,15 +194,23 @@ pub async fn table(
     let meta = tokio::task::spawn_blocking(move || read_meta(&dir, &name))
         .await
         .map_err(|e| DataFusionError::External(Box::new(e)))?;
-    let size = meta.map(|m| Size {
+    let size = meta.as_ref().map(|m| Size {
         rows: m.rows,
         bytes: Some(m.files.iter().map(|f| f.bytes).sum()),
         exact: true,
     });
+    let fields = table.schema().fields().len();
+    let unique = meta
+        .map(|m| m.unique)
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|set| set.iter().all(|&i| i < fields))
+        .collect();
     Ok(Arc::new(TrackedTable {
         inner: table,
         tracker: None,
         size,
+        unique,
     }))
 }
 

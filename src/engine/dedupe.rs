@@ -666,11 +666,24 @@ fn rewrite_dedupe(
         .aggregate(params.partition_by.clone(), vec![aggregate])?
         .build()?;
     let get_field = datafusion::functions::core::get_field();
+    // A key column is the group's key itself (the kept row holds the same value): passed on as
+    // a column, so the result is known to be unique on it (`eager_aggregate::unique_sets`).
+    let keys: HashSet<usize> = params
+        .partition_by
+        .iter()
+        .filter_map(|e| match e {
+            Expr::Column(c) => input.schema().index_of_column(c).ok(),
+            _ => None,
+        })
+        .collect();
     let mut columns: Vec<Expr> = input
         .schema()
         .iter()
         .enumerate()
         .map(|(i, (q, f))| {
+            if keys.contains(&i) {
+                return Expr::Column(Column::new(q.cloned(), f.name()));
+            }
             get_field
                 .call(vec![
                     Expr::Column(Column::from_name(kept)),

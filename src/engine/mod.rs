@@ -11,6 +11,7 @@ pub mod checkpoint;
 pub mod cursor_read;
 pub mod decimal_cast;
 pub mod dedupe;
+pub mod eager_aggregate;
 pub mod errors;
 #[cfg(all(feature = "fault-injection", debug_assertions))]
 pub mod faults;
@@ -433,6 +434,7 @@ impl Engine {
             .with_query_planner(Arc::new(boundary::SluiceQueryPlanner))
             .with_optimizer_rule(Arc::new(dedupe::DedupeRule))
             .with_optimizer_rule(Arc::new(decimal_cast::FastDecimalCast))
+            .with_optimizer_rule(Arc::new(eager_aggregate::AggregateBelowJoin))
             .build();
         #[cfg(all(feature = "fault-injection", debug_assertions))]
         let state = {

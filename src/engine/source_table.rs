@@ -74,6 +74,7 @@ pub async fn open_table(
         inner: Arc::new(table),
         tracker: Some(tracker),
         size,
+        unique: Vec::new(),
     }))
 }
 
@@ -160,6 +161,7 @@ fn empty_table(
             bytes: Some(0),
             exact: true,
         }),
+        unique: Vec::new(),
     }))
 }
 
@@ -223,6 +225,7 @@ async fn cursor_table(
         inner: Arc::new(table),
         tracker: Some(tracker),
         size: None,
+        unique: Vec::new(),
     }))
 }
 
@@ -289,6 +292,9 @@ pub struct TrackedTable {
     pub inner: Arc<dyn TableProvider>,
     pub tracker: Option<Arc<NodeTracker>>,
     pub size: Option<Size>,
+    /// Sets of columns (by index) its rows are known to be unique on, NULLs counting as one
+    /// value (`eager_aggregate::unique_sets`): a checkpoint's, recorded from its plan.
+    pub unique: Vec<Vec<usize>>,
 }
 
 impl TrackedTable {
@@ -304,6 +310,7 @@ impl TrackedTable {
             inner: native.table,
             tracker: Some(tracker),
             size,
+            unique: Vec::new(),
         })
     }
 

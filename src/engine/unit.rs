@@ -25,7 +25,7 @@ use futures::StreamExt;
 use super::boundary::{self, Failure, NodeTracker};
 use super::check::{self, CheckOutcome};
 use super::cursor_read::CursorRead;
-use super::{checkpoint, merge_key, source_table, FlowSession};
+use super::{checkpoint, eager_aggregate, merge_key, source_table, FlowSession};
 use crate::connectors::error;
 use crate::connectors::{self, ConnectorError, IoContext, Load, RowsCallback};
 use crate::domain::checks::Check;
@@ -219,14 +219,21 @@ pub async fn run(
                 .table(terminal.as_str())
                 .await
                 .map_err(|e| internal(terminal, error::clean_message(&e)))?;
-            let plan = df
-                .create_physical_plan()
+            // Optimized once here, so the checkpoint can record what the plan proves.
+            let (state, logical) = df.into_parts();
+            let logical = state
+                .optimize(&logical)
+                .map_err(|e| blame(work, trackers, terminal, &e))?;
+            let unique = eager_aggregate::unique_sets(&logical);
+            let plan = state
+                .query_planner()
+                .create_physical_plan(&logical, &state)
                 .await
                 .map_err(|e| blame(work, trackers, terminal, &e))?;
             let partitions =
                 execute_partitions(&plan, &ctx).map_err(|e| blame(work, trackers, terminal, &e))?;
             if work.kind == UnitKind::Materialize {
-                let rows = checkpoint::write(&session.work_dir, terminal, partitions)
+                let rows = checkpoint::write(&session.work_dir, terminal, partitions, unique)
                     .await
                     .map_err(|e| blame(work, trackers, terminal, &e))?;
                 let table = checkpoint::table(session.state(), &session.work_dir, terminal)

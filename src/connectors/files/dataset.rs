@@ -226,7 +226,9 @@ impl ParquetDatasetSink {
             std::fs::remove_dir_all(&staged).map_err(err)?;
         }
         let dir = StagedDir::new(&staged).map_err(err)?;
+        let writeback = fsutil::Writeback::for_dir(dir.path());
         let rows = write_parts(dir.path(), part_prefix, partitions).await?;
+        drop(writeback);
         if matches!(load.mode, WriteMode::Replace | WriteMode::Merge) {
             // The marker travels with the data: once swapped in, it says so.
             std::fs::write(dir.path().join(format!(".sluice-published-{}", load.key)), b"").map_err(err)?;

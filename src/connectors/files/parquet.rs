@@ -22,7 +22,7 @@ use super::{
     staged_file, urls, RemoveOnDrop,
 };
 use crate::connectors::error;
-use crate::connectors::fsutil::StagedFile;
+use crate::connectors::fsutil::{StagedFile, Writeback};
 use crate::connectors::{
     store_path, ConnectorError, IoContext, Load, Opened, RowsCallback, SinkConnector, SourceConnector,
     SourceTable,
@@ -249,7 +249,9 @@ impl SinkConnector for ParquetFileSink {
         } else {
             input
         };
+        let writeback = Writeback::for_file(staged.path());
         let rows = write_parquet_file(staged.path(), input, &on_rows).await?;
+        drop(writeback);
         staged.commit().map_err(io)?;
         Ok(rows)
     }
@@ -292,6 +294,7 @@ impl SinkConnector for ParquetFileSink {
             input
         };
         let schema = Arc::new(input.schema().as_arrow().clone());
+        let writeback = Writeback::for_file(staged.path());
         let written = input
             .write_parquet(
                 staged.path().to_string_lossy().as_ref(),
@@ -300,6 +303,7 @@ impl SinkConnector for ParquetFileSink {
             )
             .await
             .map_err(|e| error::to_connector_error(e, "writing parquet"))?;
+        drop(writeback);
         if !staged.path().exists() {
             // No rows: the file still has its columns.
             let empty = Box::pin(RecordBatchStreamAdapter::new(schema, futures::stream::empty()));
