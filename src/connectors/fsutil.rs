@@ -182,44 +182,6 @@ pub fn remove_stale_staging(dir: &Path) {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn staged_file_is_invisible_until_commit_and_removed_if_dropped() {
-        let dir = tempfile::tempdir().unwrap();
-        let dest = dir.path().join("t.csv");
-        let staged = StagedFile::new(&dest).unwrap();
-        std::fs::write(staged.path(), "a\n1\n").unwrap();
-        assert!(!dest.exists());
-        staged.commit().unwrap();
-        assert_eq!(std::fs::read_to_string(&dest).unwrap(), "a\n1\n");
-        let staged = StagedFile::new(&dest).unwrap();
-        std::fs::write(staged.path(), "half").unwrap();
-        drop(staged);
-        assert_eq!(std::fs::read_to_string(&dest).unwrap(), "a\n1\n");
-        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
-    }
-
-    #[test]
-    fn staged_dir_replaces_an_existing_directory() {
-        let dir = tempfile::tempdir().unwrap();
-        let dest = dir.path().join("ds");
-        std::fs::create_dir(&dest).unwrap();
-        std::fs::write(dest.join("old.parquet"), "old").unwrap();
-        let staged = StagedDir::new(&dest).unwrap();
-        std::fs::write(staged.path().join("new.parquet"), "new").unwrap();
-        staged.commit().unwrap();
-        let names: Vec<_> = std::fs::read_dir(&dest)
-            .unwrap()
-            .map(|e| e.unwrap().file_name())
-            .collect();
-        assert_eq!(names, ["new.parquet"]);
-        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
-    }
-}
-
 /// Flushes files to disk while they are still being written, so the `fsync` of a commit waits
 /// only for the last moments' writes instead of the whole file (measured: about 0.1 s per
 /// 150 MB on this kind of VM, otherwise spent after the last row is encoded). A thread syncs
@@ -281,5 +243,43 @@ impl Writeback {
 impl Drop for Writeback {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn staged_file_is_invisible_until_commit_and_removed_if_dropped() {
+        let dir = tempfile::tempdir().unwrap();
+        let dest = dir.path().join("t.csv");
+        let staged = StagedFile::new(&dest).unwrap();
+        std::fs::write(staged.path(), "a\n1\n").unwrap();
+        assert!(!dest.exists());
+        staged.commit().unwrap();
+        assert_eq!(std::fs::read_to_string(&dest).unwrap(), "a\n1\n");
+        let staged = StagedFile::new(&dest).unwrap();
+        std::fs::write(staged.path(), "half").unwrap();
+        drop(staged);
+        assert_eq!(std::fs::read_to_string(&dest).unwrap(), "a\n1\n");
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn staged_dir_replaces_an_existing_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        let dest = dir.path().join("ds");
+        std::fs::create_dir(&dest).unwrap();
+        std::fs::write(dest.join("old.parquet"), "old").unwrap();
+        let staged = StagedDir::new(&dest).unwrap();
+        std::fs::write(staged.path().join("new.parquet"), "new").unwrap();
+        staged.commit().unwrap();
+        let names: Vec<_> = std::fs::read_dir(&dest)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names, ["new.parquet"]);
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
     }
 }

@@ -57,8 +57,8 @@ fn io_error(what: &str, path: &Path, e: std::io::Error) -> DataFusionError {
 }
 
 /// Writes every partition of a node's result as its checkpoint, all at once, with the column
-/// sets its rows are unique on. Returns its rows. Dropping the future stops the writers; the temporary directory is removed by the next
-/// attempt or with the work directory.
+/// sets its rows are unique on. Returns its rows. Dropping the future stops the writers; the
+/// temporary directory is removed by the next attempt or with the work directory.
 pub async fn write(
     work_dir: &Path,
     node: &str,
