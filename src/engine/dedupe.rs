@@ -702,7 +702,8 @@ fn rewrite_dedupe(
     Ok(Some(plan.build()?))
 }
 
-fn strip_alias(e: &Expr) -> &Expr {
+/// `e` without the aliases around it.
+pub(super) fn strip_alias(e: &Expr) -> &Expr {
     match e {
         Expr::Alias(a) => strip_alias(&a.expr),
         other => other,

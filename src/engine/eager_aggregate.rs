@@ -34,6 +34,7 @@ use datafusion::logical_expr::{Aggregate, Distinct, Expr, LogicalPlan, LogicalPl
 use datafusion::optimizer::{ApplyOrder, OptimizerConfig, OptimizerRule};
 
 use super::boundary::NodeBoundary;
+use super::dedupe::strip_alias;
 use super::source_table::TrackedTable;
 
 /// The sets of output columns (by index) on which `plan`'s rows are unique: no two rows hold
@@ -101,13 +102,6 @@ pub fn unique_sets(plan: &LogicalPlan) -> Vec<Vec<usize>> {
             }
         }
         _ => vec![],
-    }
-}
-
-fn strip_alias(e: &Expr) -> &Expr {
-    match e {
-        Expr::Alias(a) => strip_alias(&a.expr),
-        other => other,
     }
 }
 
