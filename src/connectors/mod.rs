@@ -133,7 +133,9 @@ pub struct Load {
 pub trait SinkConnector: Send + Sync {
     /// Loads every batch of `input` into the staging area of `load`, replacing anything staged
     /// under the same key. Durable when it returns; on error or cancellation (the future
-    /// dropped) nothing half-written is left. Returns the rows staged.
+    /// dropped) nothing half-written reaches the target: what was written is at most in the
+    /// staging area (SQLite commits its staging table on the way), which `discard` removes and
+    /// a new `stage` replaces. Returns the rows staged.
     async fn stage(
         &self,
         load: &Load,

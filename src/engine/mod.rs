@@ -20,6 +20,7 @@ pub mod merge_key;
 pub mod publish;
 pub mod source_table;
 pub mod unit;
+pub mod yield_points;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -435,6 +436,7 @@ impl Engine {
             .with_optimizer_rule(Arc::new(dedupe::DedupeRule))
             .with_optimizer_rule(Arc::new(decimal_cast::FastDecimalCast))
             .with_optimizer_rule(Arc::new(eager_aggregate::AggregateBelowJoin))
+            .with_physical_optimizer_rule(Arc::new(yield_points::YieldAfterJoins))
             .build();
         #[cfg(all(feature = "fault-injection", debug_assertions))]
         let state = {

@@ -60,6 +60,50 @@ async fn cancelling_a_long_query_stops_it_within_a_second_and_keeps_the_target()
         .expect(409);
 }
 
+/// A join that emits its rows without ever waiting for input (a cross join of generated
+/// ranges) keeps every engine thread inside one poll; DataFusion's own yield points sit only
+/// at its leaves and exchanges. The cancel must still end it well inside the task's time, and
+/// the threads must be free afterwards: the next flow runs at once.
+#[tokio::test]
+async fn cancelling_a_query_deep_inside_a_join_that_never_waits_stops_it() {
+    // Two engine threads and two partitions whatever the machine: both are taken by the join.
+    let app = spawn_app_with(AppOptions::default().env("SLUICE__ENGINE__THREADS", "2")).await;
+    app.write_file("in/a.csv", "x\n1\n2\n");
+    let src = app.csv_store("raw", "in").await;
+    let db = app.sqlite_store("w", "out/w.db").await;
+    let heavy = app
+        .create_input(json!({
+            "name": "heavy", "source_store_ids": [src], "target_store_id": db,
+            "sources": [{"name": "a", "store_id": src, "path": "a.csv"}],
+            "transforms": [{"name": "heavy", "sql": "SELECT sum(r1.value * r2.value) AS total FROM range(300000) r1 CROSS JOIN range(300000) r2"}]
+        }))
+        .await;
+    let flow = app.start_flow(heavy).await;
+    // Well into the join: its rows are being summed.
+    app.wait_flow(flow, Duration::from_secs(60), |f| {
+        task(f, "heavy")["state"] == "RUNNING"
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let took = cancel_when(&app, flow, |_| true).await;
+    assert!(took <= Duration::from_millis(1500), "cancel took {took:?}");
+    assert_eq!(task(&app.flow(flow).await, "heavy")["state"], "CANCELLED");
+    // The join's threads are free: a small flow completes at once.
+    let small = app
+        .create_input(json!({
+            "name": "small", "source_store_ids": [src], "target_store_id": db,
+            "sources": [{"name": "a", "store_id": src, "path": "a.csv"}],
+            "transforms": [{"name": "small", "sql": "SELECT sum(x) AS total FROM a"}]
+        }))
+        .await;
+    let next = app.start_flow(small).await;
+    let done = app
+        .wait_flow(next, Duration::from_secs(30), |f| is_final(state(f)))
+        .await;
+    assert_eq!(state(&done), "COMPLETED", "{done:#}");
+    wait_until_gone(&app.data_dir.join(format!("work/flow-{flow}"))).await;
+}
+
 #[tokio::test]
 async fn cancelling_a_large_load_rolls_it_back() {
     let app = spawn_app().await;

@@ -83,3 +83,52 @@ async fn fifty_flows_with_four_slots_all_complete_correctly() {
     sorted.sort();
     assert_eq!(starts, sorted, "flows must start in the order they were created");
 }
+
+/// SQLite has one writer per database: a flow whose query runs long must not keep the write
+/// lock from the start of its output, or every other flow writing into that database waits
+/// for it (and fails once SQLite's busy timeout, 30 s, passes).
+#[tokio::test]
+async fn a_long_query_into_a_sqlite_database_does_not_hold_up_other_flows_writing_there() {
+    let app = spawn_app().await;
+    app.write_file("in/a.csv", "x\n1\n2\n");
+    let src = app.csv_store("raw", "in").await;
+    let db = app.sqlite_store("w", "out/w.db").await;
+    let long = app
+        .create_input(json!({
+            "name": "long", "source_store_ids": [src], "target_store_id": db,
+            "sources": [{"name": "a", "store_id": src, "path": "a.csv"}],
+            "transforms": [{"name": "long", "sql": "SELECT count(*) AS n FROM range(300000) r1 CROSS JOIN range(300000) r2"}],
+            "outputs": [{"node": "long", "table": "long"}]
+        }))
+        .await;
+    let quick = app
+        .create_input(json!({
+            "name": "quick", "source_store_ids": [src], "target_store_id": db,
+            "sources": [{"name": "a", "store_id": src, "path": "a.csv"}],
+            "outputs": [{"node": "a", "table": "quick"}]
+        }))
+        .await;
+    let running = app.start_flow(long).await;
+    app.wait_flow(running, Duration::from_secs(60), |f| {
+        task(f, "long")["state"] == "RUNNING"
+    })
+    .await;
+    // Its output is open by now: the query runs inside it.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let next = app.start_flow(quick).await;
+    // Well inside SQLite's busy timeout: a lock held by the long flow would keep it waiting.
+    let done = app
+        .wait_flow(next, Duration::from_secs(20), |f| is_final(state(f)))
+        .await;
+    assert_eq!(state(&done), "COMPLETED", "{done:#}");
+    assert_eq!(
+        sqlite_rows(&app.file("out/w.db"), "SELECT x FROM quick ORDER BY x").await,
+        vec![vec![json!(1)], vec![json!(2)]]
+    );
+    assert_eq!(state(&app.flow(running).await), "RUNNING");
+    app.post(&format!("/flows/cancel/{running}"), &json!({}))
+        .await
+        .expect(202);
+    app.wait_flow(running, Duration::from_secs(10), |f| state(f) == "CANCELLED")
+        .await;
+}

@@ -1,9 +1,11 @@
-//! Writing into SQLite: a staging table filled in one transaction, then swapped in, appended
-//! or merged (upserted) in another; writes begin IMMEDIATE so they wait for the write lock.
+//! Writing into SQLite: a staging table filled in transactions that hold the write lock only
+//! while they write, then swapped in, appended or merged (upserted) in another; writes begin
+//! IMMEDIATE so they wait for the write lock.
 
 use std::path::PathBuf;
 
 use async_trait::async_trait;
+use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::execution::SendableRecordBatchStream;
 use futures::StreamExt;
@@ -198,9 +200,134 @@ async fn merge_staged(
     Ok(())
 }
 
+/// How long a staging transaction waits, holding the database's write lock, for the query's
+/// next batch before it commits and lets other writers in.
+const IDLE_COMMIT: std::time::Duration = std::time::Duration::from_millis(200);
+
+/// Writes a load's staging table in transactions that hold SQLite's write lock only while
+/// rows are written: the first one drops any earlier staging table and creates it. A
+/// transaction not committed is rolled back when the connection goes (a failure, or the
+/// cancelled flow's future dropped).
+struct StageWriter<'a> {
+    sink: &'a SqliteSink,
+    conn: Option<SqliteConnection>,
+    open: bool,
+    created: bool,
+    stage: String,
+    schema: &'a SchemaRef,
+    columns: Vec<String>,
+}
+
+impl<'a> StageWriter<'a> {
+    fn new(sink: &'a SqliteSink, load: &Load, schema: &'a SchemaRef) -> Self {
+        StageWriter {
+            sink,
+            conn: None,
+            open: false,
+            created: false,
+            stage: quote_ident(&stage_table(load)),
+            schema,
+            columns: schema.fields().iter().map(|f| quote_ident(f.name())).collect(),
+        }
+    }
+
+    fn in_transaction(&self) -> bool {
+        self.open
+    }
+
+    async fn execute(&mut self, sql: String, what: &str) -> Result<(), ConnectorError> {
+        let conn = match &mut self.conn {
+            Some(conn) => conn,
+            None => self.conn.insert(self.sink.connect().await?),
+        };
+        sqlx::query(AssertSqlSafe(sql))
+            .execute(&mut *conn)
+            .await
+            .map_err(|e| db_error(what, e))?;
+        Ok(())
+    }
+
+    /// Opens a write transaction (waiting for the lock, `BEGIN IMMEDIATE`), creating the
+    /// staging table in the first one.
+    async fn begin(&mut self) -> Result<(), ConnectorError> {
+        if self.open {
+            return Ok(());
+        }
+        self.execute("BEGIN IMMEDIATE".into(), "starting a transaction")
+            .await?;
+        self.open = true;
+        if !self.created {
+            let stage = self.stage.clone();
+            self.execute(
+                format!("DROP TABLE IF EXISTS {stage}"),
+                "dropping an earlier staging table",
+            )
+            .await?;
+            let defs = column_defs(self.schema).join(", ");
+            self.execute(
+                format!("CREATE TABLE {stage} ({defs})"),
+                "creating the staging table",
+            )
+            .await?;
+            self.created = true;
+        }
+        Ok(())
+    }
+
+    async fn commit(&mut self) -> Result<(), ConnectorError> {
+        if self.open {
+            self.execute("COMMIT".into(), "committing the staged rows")
+                .await?;
+            self.open = false;
+        }
+        Ok(())
+    }
+
+    async fn insert(&mut self, batch: &RecordBatch) -> Result<(), ConnectorError> {
+        if batch.num_rows() == 0 {
+            return Ok(());
+        }
+        self.begin().await?;
+        let ncols = self.columns.len().max(1);
+        let rows_per_insert = (30_000 / ncols).clamp(1, 500);
+        let row_sql = format!("({})", vec!["?"; ncols].join(", "));
+        let arrays = batch.columns();
+        let conn = self
+            .conn
+            .as_mut()
+            .ok_or_else(|| ConnectorError::permanent("the staging connection is gone"))?;
+        let mut start = 0;
+        while start < batch.num_rows() {
+            let end = (start + rows_per_insert).min(batch.num_rows());
+            let sql = format!(
+                "INSERT INTO {} ({}) VALUES {}",
+                self.stage,
+                self.columns.join(", "),
+                vec![row_sql.as_str(); end - start].join(", ")
+            );
+            let mut q = sqlx::query(AssertSqlSafe(sql));
+            for r in start..end {
+                for a in arrays {
+                    q = bind(q, value_at(a, r));
+                }
+            }
+            q.execute(&mut *conn)
+                .await
+                .map_err(|e| db_error("inserting rows", e))?;
+            start = end;
+        }
+        Ok(())
+    }
+}
+
 #[async_trait]
 impl SinkConnector for SqliteSink {
-    /// Loads the rows into the load's staging table, created fresh, in one transaction.
+    /// Loads the rows into the load's staging table, created fresh. SQLite has one writer per
+    /// database, so the write lock is taken only once rows are there to write, and given back
+    /// whenever the query keeps the next batch waiting (see [`StageWriter`]): a long query
+    /// into a database never holds up the other outputs into it. The staging table is the
+    /// load's own, so committing on the way loses nothing: the flow records the load as staged
+    /// only once this returns, and a cancelled, failed or restarted flow drops the table.
     async fn stage(
         &self,
         load: &Load,
@@ -208,58 +335,30 @@ impl SinkConnector for SqliteSink {
         _ctx: &IoContext,
         on_rows: RowsCallback,
     ) -> Result<u64, ConnectorError> {
-        let mut conn = self.connect().await?;
         let schema = input.schema();
-        let stage = quote_ident(&stage_table(load));
-        // A failure or cancellation (the future dropped) rolls everything back.
-        let mut tx = conn
-            .begin_with("BEGIN IMMEDIATE")
-            .await
-            .map_err(|e| db_error("starting a transaction", e))?;
-        sqlx::query(AssertSqlSafe(format!("DROP TABLE IF EXISTS {stage}")))
-            .execute(&mut *tx)
-            .await
-            .map_err(|e| db_error("dropping an earlier staging table", e))?;
-        sqlx::query(AssertSqlSafe(format!(
-            "CREATE TABLE {stage} ({})",
-            column_defs(&schema).join(", ")
-        )))
-        .execute(&mut *tx)
-        .await
-        .map_err(|e| db_error("creating the staging table", e))?;
-        let columns: Vec<String> = schema.fields().iter().map(|f| quote_ident(f.name())).collect();
-        let ncols = columns.len().max(1);
-        let rows_per_insert = (30_000 / ncols).clamp(1, 500);
+        let mut writer = StageWriter::new(self, load, &schema);
         let mut total = 0u64;
-        while let Some(batch) = input.next().await {
-            let batch = batch.map_err(|e| error::to_connector_error(e, "reading rows to write"))?;
-            let arrays = batch.columns();
-            let mut start = 0;
-            while start < batch.num_rows() {
-                let end = (start + rows_per_insert).min(batch.num_rows());
-                let row_sql = format!("({})", vec!["?"; ncols].join(", "));
-                let sql = format!(
-                    "INSERT INTO {stage} ({}) VALUES {}",
-                    columns.join(", "),
-                    vec![row_sql; end - start].join(", ")
-                );
-                let mut q = sqlx::query(AssertSqlSafe(sql));
-                for r in start..end {
-                    for a in arrays {
-                        q = bind(q, value_at(a, r));
+        loop {
+            let next = if writer.in_transaction() {
+                match tokio::time::timeout(IDLE_COMMIT, input.next()).await {
+                    Ok(next) => next,
+                    Err(_) => {
+                        writer.commit().await?;
+                        input.next().await
                     }
                 }
-                q.execute(&mut *tx)
-                    .await
-                    .map_err(|e| db_error("inserting rows", e))?;
-                start = end;
-            }
+            } else {
+                input.next().await
+            };
+            let Some(batch) = next else { break };
+            let batch = batch.map_err(|e| error::to_connector_error(e, "reading rows to write"))?;
+            writer.insert(&batch).await?;
             total += batch.num_rows() as u64;
             on_rows(total, None);
         }
-        tx.commit()
-            .await
-            .map_err(|e| db_error("committing the staged rows", e))?;
+        // No rows at all: the staging table still gets the result's columns.
+        writer.begin().await?;
+        writer.commit().await?;
         Ok(total)
     }
 
@@ -345,5 +444,136 @@ impl SinkConnector for SqliteSink {
             .map_err(|e| db_error("dropping a staging table", e))?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::time::{Duration, Instant};
+
+    use datafusion::arrow::array::Int64Array;
+    use datafusion::arrow::datatypes::{DataType, Field, Schema};
+    use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
+    use datafusion::prelude::SessionContext;
+    use tokio_util::sync::CancellationToken;
+
+    use super::*;
+
+    fn context() -> IoContext {
+        IoContext {
+            session: SessionContext::new(),
+            cancel: CancellationToken::new(),
+            batch_size: 8192,
+            pools: Default::default(),
+        }
+    }
+
+    fn load() -> Load {
+        Load {
+            table: "t".into(),
+            mode: WriteMode::Replace,
+            unique_key: Vec::new(),
+            key: "f1_0".into(),
+        }
+    }
+
+    async fn other_connection(path: &std::path::Path) -> SqliteConnection {
+        // No waiting for the lock: a writer holding it makes these statements fail at once.
+        SqliteConnectOptions::new()
+            .filename(path)
+            .create_if_missing(true)
+            .busy_timeout(Duration::ZERO)
+            .connect()
+            .await
+            .unwrap()
+    }
+
+    /// While the query keeps its next batch waiting, the rows so far are committed and another
+    /// writer gets in; once the rest arrives, the staging table has every row.
+    #[tokio::test]
+    async fn the_write_lock_is_given_back_while_the_query_is_waiting() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("d.db");
+        let sink = SqliteSink { path: path.clone() };
+        let schema = Arc::new(Schema::new(vec![Field::new("x", DataType::Int64, false)]));
+        let batch = |values: Vec<i64>| {
+            RecordBatch::try_new(Arc::clone(&schema), vec![Arc::new(Int64Array::from(values))]).unwrap()
+        };
+        let (go, wait) = tokio::sync::oneshot::channel::<()>();
+        let (first, second) = (batch(vec![1, 2]), batch(vec![3]));
+        let rows = futures::stream::once(async move { Ok(first) }).chain(futures::stream::once(async move {
+            let _ = wait.await;
+            Ok(second)
+        }));
+        let input: SendableRecordBatchStream =
+            Box::pin(RecordBatchStreamAdapter::new(Arc::clone(&schema), rows));
+        let staging = tokio::spawn(async move {
+            let on_rows: RowsCallback = Arc::new(|_, _| {});
+            sink.stage(&load(), input, &context(), on_rows).await
+        });
+        let mut other = other_connection(&path).await;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let seen: Option<i64> = sqlx::query_scalar("SELECT count(*) FROM _sluice_stage_f1_0")
+                .fetch_one(&mut other)
+                .await
+                .ok();
+            if seen == Some(2) {
+                break;
+            }
+            assert!(Instant::now() < deadline, "the first rows were never committed");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        sqlx::query("BEGIN IMMEDIATE").execute(&mut other).await.unwrap();
+        sqlx::query("CREATE TABLE other (y INTEGER)")
+            .execute(&mut other)
+            .await
+            .unwrap();
+        sqlx::query("COMMIT").execute(&mut other).await.unwrap();
+        go.send(()).unwrap();
+        assert_eq!(staging.await.unwrap().unwrap(), 3);
+        let all: Vec<i64> = sqlx::query_scalar("SELECT x FROM _sluice_stage_f1_0 ORDER BY x")
+            .fetch_all(&mut other)
+            .await
+            .unwrap();
+        assert_eq!(all, vec![1, 2, 3]);
+    }
+
+    /// No rows: the staging table is still made, with the result's columns, replacing an
+    /// earlier one.
+    #[tokio::test]
+    async fn an_empty_result_stages_an_empty_table_with_its_columns() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("d.db");
+        let mut conn = SqliteConnectOptions::new()
+            .filename(&path)
+            .create_if_missing(true)
+            .connect()
+            .await
+            .unwrap();
+        sqlx::query("CREATE TABLE _sluice_stage_f1_0 (old TEXT)")
+            .execute(&mut conn)
+            .await
+            .unwrap();
+        let sink = SqliteSink { path: path.clone() };
+        let schema = Arc::new(Schema::new(vec![Field::new("x", DataType::Int64, false)]));
+        let input: SendableRecordBatchStream = Box::pin(RecordBatchStreamAdapter::new(
+            Arc::clone(&schema),
+            futures::stream::empty(),
+        ));
+        let on_rows: RowsCallback = Arc::new(|_, _| {});
+        assert_eq!(sink.stage(&load(), input, &context(), on_rows).await.unwrap(), 0);
+        let mut other = other_connection(&path).await;
+        let columns = declared_types(&mut other, "_sluice_stage_f1_0").await.unwrap();
+        assert_eq!(
+            columns.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>(),
+            vec!["x"]
+        );
+        let n: i64 = sqlx::query_scalar("SELECT count(*) FROM _sluice_stage_f1_0")
+            .fetch_one(&mut other)
+            .await
+            .unwrap();
+        assert_eq!(n, 0);
     }
 }
